@@ -1,0 +1,266 @@
+"""Run the pipeline over captures: read → decode → track → classify → explain.
+
+``analyze()`` streams each capture batch by batch; finished connections are explained as
+soon as the tracker lets go of them, so memory follows open connections, not file size.
+A damaged capture stops at the damage: everything before it is still analysed and the
+error is kept in ``Analysis.errors`` (the CLI then exits 1 after printing the results).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pcapdiag import decode, reader
+from pcapdiag.classify import OUTCOMES, PROBLEMS
+from pcapdiag.connections import NS, Connection, Tracker
+from pcapdiag.errors import CaptureError, UsageError
+from pcapdiag.explain import ConnectionRecord, IdleTimeout, explain, infer_idle_timeouts
+
+LINKTYPE_NAMES = {
+    0: "NULL", 1: "EN10MB", 12: "RAW", 14: "RAW", 101: "RAW", 108: "LOOP",
+    113: "LINUX_SLL", 228: "IPV4", 229: "IPV6", 276: "LINUX_SLL2",
+}  # fmt: skip
+_CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp", ".pcap.gz", ".pcapng.gz")
+
+
+@dataclass
+class CaptureSummary:
+    """What was read from one capture file."""
+
+    path: str
+    format: str = ""
+    packets: int = 0
+    tcp_packets: int = 0
+    link_types: dict[str, int] = field(default_factory=dict)
+    first_ns: int | None = None
+    last_ns: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "packets": self.packets,
+            "tcp_packets": self.tcp_packets,
+            "link_types": self.link_types,
+            "first_time": None if self.first_ns is None else self.first_ns / NS,
+            "last_time": None if self.last_ns is None else self.last_ns / NS,
+            "warnings": self.warnings,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Analysis:
+    """The result of ``pcapdiag.analyze``: one record per TCP connection, and capture facts."""
+
+    records: list[ConnectionRecord]
+    captures: list[CaptureSummary]
+    idle_timeouts: list[IdleTimeout]
+    errors: list[CaptureError] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[ConnectionRecord]:
+        return [r for r in self.records if r.outcome in PROBLEMS]
+
+    @property
+    def idle_timeout_s(self) -> float | None:
+        return self.idle_timeouts[0].seconds if self.idle_timeouts else None
+
+    @property
+    def by_outcome(self) -> dict[str, int]:
+        counts = Counter(r.outcome for r in self.records)
+        return {o: counts[o] for o in OUTCOMES if counts[o]}
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return {
+            "connections": len(self.records),
+            "problems": len(self.problems),
+            "by_outcome": self.by_outcome,
+            "idle_timeout_s": self.idle_timeout_s,
+            "idle_timeouts": [
+                {
+                    "server": t.server,
+                    "seconds": t.seconds,
+                    "samples": t.samples,
+                    "matches": t.matches,
+                }
+                for t in self.idle_timeouts
+            ],
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "captures": [c.to_json() for c in self.captures],
+            "summary": self.summary,
+            "connections": [r.to_json() for r in self.records],
+        }
+
+    def filter(
+        self,
+        *,
+        problems: bool = False,
+        host: str | None = None,
+        port: int | None = None,
+        at: float | None = None,
+        window: float = 5.0,
+    ) -> Analysis:
+        """A view keeping only some connections (the summary is recomputed for them)."""
+        recs = self.records
+        if problems:
+            recs = [r for r in recs if r.outcome in PROBLEMS]
+        if host:
+            recs = [r for r in recs if host in (r.client_ip, r.server_ip)]
+        if port is not None:
+            recs = [r for r in recs if port in (r.client_port, r.server_port)]
+        if at is not None:
+            lo, hi = (at - window) * NS, (at + window) * NS
+            recs = [r for r in recs if _near(r, lo, hi)]
+        return Analysis(recs, self.captures, infer_idle_timeouts(recs), self.errors)
+
+
+def _near(r: ConnectionRecord, lo: float, hi: float) -> bool:
+    t = r.close_ns if r.close_ns is not None else r.end_ns
+    return lo <= t <= hi or (r.start_ns <= hi and r.end_ns >= lo and r.close_ns is None)
+
+
+def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """Files as given; a directory stands for the capture files in it, sorted by name."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(
+                str(f) for f in path.iterdir() if f.is_file() and f.name.endswith(_CAPTURE_SUFFIXES)
+            )
+            if not found:
+                raise CaptureError(str(path), "directory holds no .pcap/.pcapng files")
+            out.extend(found)
+        else:
+            out.append(str(path))
+    if not out:
+        raise UsageError("no capture given")
+    return out
+
+
+def analyze(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    problems: bool = False,
+    host: str | None = None,
+    port: int | None = None,
+    at: float | str | None = None,
+    window: float = 5.0,
+) -> Analysis:
+    """Analyse one or more captures (a directory means every capture in it)."""
+    files = expand_paths(paths)
+    records: list[ConnectionRecord] = []
+    captures: list[CaptureSummary] = []
+    errors: list[CaptureError] = []
+    for idx, path in enumerate(files):
+        summary = CaptureSummary(path=path)
+        captures.append(summary)
+        try:
+            _analyze_file(path, idx, summary, records)
+        except CaptureError as exc:
+            summary.error = str(exc)
+            errors.append(exc)
+    result = Analysis(records, captures, infer_idle_timeouts(records), errors)
+    if problems or host or port is not None or at is not None:
+        result = result.filter(
+            problems=problems, host=host, port=port, at=parse_time(at), window=window
+        )
+    return result
+
+
+def _analyze_file(
+    path: str, idx: int, summary: CaptureSummary, records: list[ConnectionRecord]
+) -> None:
+    t0: list[int] = []
+    pending: list[Connection] = []
+
+    def finished(conn: Connection) -> None:
+        if t0:
+            records.append(explain(conn, path, t0[0]))
+        else:
+            pending.append(conn)
+
+    tracker = Tracker(finished)
+    tracker.capture = idx
+    unknown: Counter[int] = Counter()
+    malformed_total = 0
+    malformed_first: tuple[int, str] | None = None
+    cap = reader.open_capture(path)
+    try:
+        info = cap.info
+        try:
+            for batch in cap.batches():
+                if not t0 and len(batch):
+                    t0.append(int(batch.ts_ns[0]))
+                dec = decode.decode_batch(batch)
+                summary.tcp_packets += len(dec.tcp)
+                unknown.update(dec.unknown_link)
+                count = getattr(dec, "malformed_count", len(dec.malformed))
+                malformed_total += count
+                if dec.malformed and malformed_first is None:
+                    malformed_first = dec.malformed[0]
+                tracker.feed(dec.tcp, dec.icmp)
+        finally:
+            tracker.close()
+            base = t0[0] if t0 else 0
+            for conn in pending:
+                records.append(explain(conn, path, base))
+            _fill_summary(summary, info, unknown, malformed_total, malformed_first)
+    finally:
+        cap.close()
+
+
+def _fill_summary(
+    summary: CaptureSummary,
+    info: reader.CaptureInfo,
+    unknown: Counter[int],
+    malformed_total: int,
+    malformed_first: tuple[int, str] | None,
+) -> None:
+    summary.format = info.format + (" (gzip)" if info.compressed else "")
+    summary.packets = info.packets
+    summary.link_types = {
+        LINKTYPE_NAMES.get(k, f"LINKTYPE_{k}"): v for k, v in info.link_types.items()
+    }
+    summary.first_ns, summary.last_ns = info.first_ts_ns, info.last_ts_ns
+    summary.warnings = [str(w) for w in info.warnings]
+    for lt, n in sorted(unknown.items()):
+        summary.warnings.append(f"{summary.path}: {n} frames of unsupported link type {lt} skipped")
+    if malformed_total and malformed_first is not None:
+        frame, what = malformed_first
+        summary.warnings.append(
+            f"{summary.path} (frame {frame}): {malformed_total} malformed packet(s) skipped, first: {what}"
+        )
+
+
+def parse_time(value: float | str | None) -> float | None:
+    """Epoch seconds from a number or an ISO 8601 string (naive means UTC), as logs write them."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace(",", "."))
+    except ValueError as exc:
+        raise UsageError(f"--at: cannot read {text!r} as ISO 8601 or epoch seconds") from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()

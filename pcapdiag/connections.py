@@ -1,0 +1,737 @@
+"""Track every TCP connection and turn its packets into significant events.
+
+One ``Tracker`` per analysis. It takes decoded packet batches in capture order, keeps one
+``Connection`` per live 4-tuple and hands each connection's *significant* events (SYN,
+first FIN/RST of a side, request and response boundaries, TLS milestones, ICMP errors,
+idle gaps) to its classifier (``pcapdiag.classify.Machine``). Steady-state ACKs only bump
+counters. A connection is finished when a new SYN reuses its 4-tuple, when it has been
+quiet long enough after closing, or at the end of the capture; finished connections are
+handed to ``on_finished`` at once, so memory follows the number of open connections.
+
+Who is the client: the sender of a SYN without ACK, else the receiver of a SYN-ACK, else
+(capture started mid-connection) the side whose port looks less like a server port.
+A new SYN on a 4-tuple whose connection already saw a FIN or RST, or a SYN with another
+initial sequence number, starts a new connection — the rule tshark's ``tcp.stream`` uses.
+
+Payload is reassembled per direction (retransmissions trimmed, out-of-order segments
+held back, bounded) only while an application observer (HTTP/1.x, TLS) wants it; other
+protocols are followed as payload *turns* (bursts by direction).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pcapdiag import _http, _tls
+from pcapdiag.classify import Ev, Event, Machine, Side, State
+from pcapdiag.decode import ACK, FIN, RST, SYN, IcmpError, TcpPackets, addr_str
+from pcapdiag.zeek import ZeekState
+
+_MASK32 = 0xFFFFFFFF
+_HALF32 = 0x80000000
+NS = 1_000_000_000
+
+# Ports that identify a server when a capture starts mid-connection (besides < 1024).
+SERVER_PORTS = frozenset(
+    {
+        1080, 1433, 1521, 2049, 2375, 2376, 2379, 3000, 3128, 3306, 3389, 4443, 5000,
+        5432, 5601, 5672, 5900, 6379, 6443, 6667, 8000, 8008, 8080, 8081, 8088, 8443,
+        8888, 9000, 9042, 9090, 9092, 9200, 9300, 11211, 15672, 27017,
+    }
+)  # fmt: skip
+
+IDLE_MIN_NS = 200_000_000  # an idle gap is at least 0.2 s ...
+IDLE_RTT_FACTOR = 4  # ... and at least 4 handshake round trips
+QUIET_AFTER_CLOSE_NS = 120 * NS  # closed and silent this long: finished
+QUIET_SYN_ONLY_NS = 240 * NS  # unanswered SYNs: kernels give up after ~131 s
+MAX_EVENTS = 200  # significant events kept per connection (closing ones always kept)
+_MAX_PENDING = 64  # out-of-order segments held per direction
+_TINY_TLS_RECORD = 24  # a lone TLS record this small before a close is an alert, not data
+
+
+class _Stream:
+    """In-order delivery of one direction's payload to the application observers."""
+
+    __slots__ = ("next_seq", "pending")
+
+    def __init__(self) -> None:
+        self.next_seq: int | None = None
+        self.pending: dict[int, tuple[bytes, int, int, int]] = {}
+
+    def push(
+        self, seq: int, data: bytes, wire_len: int, frame: int, ts: int, sink: Callable
+    ) -> None:
+        """``sink(kind, payload_or_len, ts, frame)`` with kind 'data' or 'gap'."""
+        if self.next_seq is None:
+            self.next_seq = seq
+        ahead = (seq - self.next_seq) & _MASK32
+        if ahead >= _HALF32:  # starts before what we delivered: trim the overlap
+            behind = _MASK32 + 1 - ahead
+            if behind >= wire_len:
+                return
+            cut = min(behind, len(data))
+            data = data[cut:]
+            wire_len -= behind
+            seq = self.next_seq
+            ahead = 0
+        if ahead:
+            if len(self.pending) < _MAX_PENDING:
+                old = self.pending.get(seq)
+                if old is None or old[1] < wire_len:
+                    self.pending[seq] = (data, wire_len, frame, ts)
+                return
+            self.flush(sink)  # too much held back: give up on the hole
+            ahead = (seq - self.next_seq) & _MASK32
+            if ahead and ahead < _HALF32:
+                sink("gap", ahead, ts, frame)
+                self.next_seq = seq
+        self._deliver(data, wire_len, frame, ts, sink)
+        self._drain(sink)
+
+    def _deliver(self, data: bytes, wire_len: int, frame: int, ts: int, sink: Callable) -> None:
+        if data:
+            sink("data", data, ts, frame)
+        if wire_len > len(data):
+            sink("gap", wire_len - len(data), ts, frame)
+        self.next_seq = (self.next_seq + wire_len) & _MASK32  # type: ignore[operator]
+
+    def _drain(self, sink: Callable) -> None:
+        while self.pending:
+            item = self.pending.pop(self.next_seq, None)  # type: ignore[arg-type]
+            if item is None:
+                # an overlapping segment that starts before next_seq?
+                for seq in list(self.pending):
+                    ahead = (seq - self.next_seq) & _MASK32  # type: ignore[operator]
+                    if ahead >= _HALF32:
+                        data, wl, fr, ts = self.pending.pop(seq)
+                        behind = _MASK32 + 1 - ahead
+                        if behind < wl:
+                            cut = min(behind, len(data))
+                            self._deliver(data[cut:], wl - behind, fr, ts, sink)
+                        break
+                else:
+                    return
+                continue
+            self._deliver(*item, sink)
+
+    def flush(self, sink: Callable) -> None:
+        """Deliver what was held back, declaring the holes as gaps."""
+        while self.pending:
+            seq = min(self.pending, key=lambda s: (s - self.next_seq) & _MASK32)  # type: ignore[operator]
+            ahead = (seq - self.next_seq) & _MASK32  # type: ignore[operator]
+            data, wl, fr, ts = self.pending.pop(seq)
+            if ahead >= _HALF32:
+                behind = _MASK32 + 1 - ahead
+                if behind >= wl:
+                    continue
+                cut = min(behind, len(data))
+                data, wl = data[cut:], wl - behind
+            elif ahead:
+                sink("gap", ahead, ts, fr)
+                self.next_seq = seq
+            self._deliver(data, wl, fr, ts, sink)
+
+
+class SideStats:
+    """What one side of a connection sent."""
+
+    __slots__ = (
+        "packets",
+        "bytes",
+        "fin_frame",
+        "fin_ts",
+        "rst_frame",
+        "rst_ts",
+        "rst_ttl",
+        "ttl",
+        "last_data_ts",
+        "last_data_frame",
+        "first_data_frame",
+        "retransmits",
+        "zero_windows",
+        "max_end",
+    )
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+        self.fin_frame: int | None = None
+        self.fin_ts: int | None = None
+        self.rst_frame: int | None = None
+        self.rst_ts: int | None = None
+        self.rst_ttl: int | None = None
+        self.ttl: int | None = None  # TTL of the first packet
+        self.last_data_ts: int | None = None
+        self.last_data_frame: int | None = None
+        self.first_data_frame: int | None = None
+        self.retransmits = 0
+        self.zero_windows = 0
+        self.max_end: int | None = None
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """A request as the classifier and the explanation need it."""
+
+    frame: int
+    ts_ns: int
+    line: str  # "GET /path HTTP/1.1", or "" for an opaque data turn
+    idle_before_ns: int | None  # how long the connection had been idle before it
+    after_server_fin: bool
+
+
+class Connection:
+    """One TCP connection (one handshake on one 4-tuple)."""
+
+    __slots__ = (
+        "id",
+        "capture",
+        "ipver",
+        "c_addr",
+        "s_addr",
+        "c_port",
+        "s_port",
+        "orientation",
+        "c",
+        "s",
+        "start_ts",
+        "end_ts",
+        "first_frame",
+        "last_frame",
+        "syn_ts",
+        "syn_frames",
+        "isn",
+        "synack_ts",
+        "synack_frame",
+        "ack_ts",
+        "zeek",
+        "machine",
+        "events",
+        "mode",
+        "http",
+        "tls",
+        "streams",
+        "last_activity_ts",
+        "turn",
+        "icmp",
+        "requests",
+        "responses",
+        "response_close",
+        "tls_app",
+        "tiny_tls",
+        "last_close_ts",
+        "idle_at_close_ns",
+        "anomalies",
+        "keep_alive_timeout_s",
+        "keys",
+    )
+
+    def __init__(self, cid: int, capture: int, ipver: int) -> None:
+        self.id = cid
+        self.capture = capture
+        self.ipver = ipver
+        self.c_addr = self.s_addr = ""
+        self.c_port = self.s_port = 0
+        self.orientation = "syn"
+        self.c = SideStats()
+        self.s = SideStats()
+        self.start_ts = self.end_ts = 0
+        self.first_frame = self.last_frame = 0
+        self.syn_ts: list[int] = []
+        self.syn_frames: list[int] = []
+        self.isn: int | None = None
+        self.synack_ts: int | None = None
+        self.synack_frame: int | None = None
+        self.ack_ts: int | None = None
+        self.zeek: ZeekState
+        self.machine = Machine()
+        self.events: list[Event] = []
+        self.mode: str | None = None  # None (undecided) | "http" | "tls" | "turns"
+        self.http: _http.HttpObserver | None = None
+        self.tls: _tls.TlsObserver | None = None
+        self.streams = (_Stream(), _Stream())  # client, server
+        self.last_activity_ts: int | None = None
+        self.turn: Side | None = None  # who sent the last payload turn
+        self.icmp: IcmpError | None = None
+        self.requests: list[RequestInfo] = []
+        self.responses = 0
+        self.response_close = False
+        self.tls_app = [0, 0]  # TLS application-data bytes seen (client, server)
+        self.tiny_tls: tuple[int, int, int] | None = None  # (frame, ts, len) of a lone tiny record
+        self.last_close_ts: int | None = None
+        self.idle_at_close_ns: int | None = None
+        self.anomalies: list[str] = []
+        self.keep_alive_timeout_s: float | None = None
+        self.keys: tuple[tuple, tuple] = ((), ())
+
+    # ------------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return bool(self.c.fin_frame or self.s.fin_frame or self.c.rst_frame or self.s.rst_frame)
+
+    @property
+    def rtt_ns(self) -> int | None:
+        if self.syn_ts and self.ack_ts is not None:
+            return max(0, self.ack_ts - self.syn_ts[0])
+        return None
+
+    def idle_threshold_ns(self) -> int:
+        rtt = self.rtt_ns
+        return max(IDLE_MIN_NS, IDLE_RTT_FACTOR * rtt) if rtt else IDLE_MIN_NS
+
+    # -- events ---------------------------------------------------------------------------
+    def emit(self, side: Side, kind: Ev, ts: int, frame: int | None, detail: str = "") -> None:
+        m = self.machine
+        if (
+            not m.done
+            and self.last_activity_ts is not None
+            and m.state
+            in (
+                State.IDLE,
+                State.CLOSE_ANNOUNCED,
+            )
+        ):
+            gap = ts - self.last_activity_ts
+            if gap >= self.idle_threshold_ns() and kind is not Ev.IDLE_GAP:
+                self.emit(
+                    Side.NONE,
+                    Ev.IDLE_GAP,
+                    self.last_activity_ts + self.idle_threshold_ns(),
+                    None,
+                    f"idle {gap / NS:.3f} s",
+                )
+        ev = Event(side, kind, ts, frame, detail)
+        if len(self.events) < MAX_EVENTS or kind in (Ev.FIN, Ev.RST, Ev.ALERT, Ev.ICMP, Ev.EOC):
+            self.events.append(ev)
+        m.feed(ev)
+
+    # -- payload --------------------------------------------------------------------------
+    def on_payload(
+        self, from_client: bool, data: bytes, wire_len: int, seq: int, frame: int, ts: int
+    ) -> None:
+        if self.mode == "turns":
+            self._turn(from_client, frame, ts)
+            return
+        stream = self.streams[0 if from_client else 1]
+        if from_client:
+            stream.push(seq, data, wire_len, frame, ts, self._sink_c)
+        else:
+            stream.push(seq, data, wire_len, frame, ts, self._sink_s)
+
+    def _sink_c(self, kind: str, payload: object, ts: int, frame: int) -> None:
+        self._sink(True, kind, payload, ts, frame)
+
+    def _sink_s(self, kind: str, payload: object, ts: int, frame: int) -> None:
+        self._sink(False, kind, payload, ts, frame)
+
+    def _sink(self, from_client: bool, kind: str, payload: object, ts: int, frame: int) -> None:
+        if self.mode is None:
+            if kind == "gap":
+                self.mode = "turns"
+                self._turn(from_client, frame, ts)
+                return
+            self._decide_mode(payload)  # type: ignore[arg-type]
+        if self.mode == "http":
+            obs = self.http
+            if kind == "data":
+                obs.feed(from_client, payload, ts, frame)  # type: ignore[union-attr]
+            else:
+                obs.gap(from_client, payload, ts, frame)  # type: ignore[union-attr]
+            self._drain_http()
+            if not obs.synced:  # type: ignore[union-attr]
+                self._note("HTTP parser lost sync; following payload turns")
+                self.mode = "turns"
+        elif self.mode == "tls":
+            self._feed_tls(from_client, kind, payload, ts, frame)
+        else:
+            self._turn(from_client, frame, ts)
+
+    def _decide_mode(self, data: bytes) -> None:
+        head = bytes(data[:16])
+        if _tls.looks_like_tls(head):
+            self.mode = "tls"
+            self.tls = _tls.TlsObserver()
+        elif _http.looks_like_http(head):
+            self.mode = "http"
+            self.http = _http.HttpObserver()
+        else:
+            self.mode = "turns"
+
+    def _note(self, text: str) -> None:
+        if len(self.anomalies) < 8 and text not in self.anomalies:
+            self.anomalies.append(text)
+
+    def _turn(self, from_client: bool, frame: int, ts: int) -> None:
+        """Opaque payload: a change of direction starts a request or response turn."""
+        self.last_activity_ts = ts
+        side = Side.CLIENT if from_client else Side.SERVER
+        if self.turn is side:
+            return
+        self.turn = side
+        if from_client:
+            self._request(frame, ts, "")
+        else:
+            self.responses += 1
+            self.emit(Side.SERVER, Ev.RESPONSE, ts, frame)
+            self.emit(Side.SERVER, Ev.RESPONSE_END, ts, frame)
+
+    def _request(self, frame: int, ts: int, line: str) -> None:
+        idle = None
+        if self.last_activity_ts is not None and self.requests:
+            idle = ts - self._activity_before(ts)
+        elif self.last_activity_ts is not None:
+            idle = ts - self.last_activity_ts
+        after_fin = self.s.fin_ts is not None and self.s.fin_ts <= ts
+        self.requests.append(RequestInfo(frame, ts, line, idle, after_fin))
+        self.last_activity_ts = ts
+        self.emit(Side.CLIENT, Ev.REQUEST, ts, frame, line)
+
+    def _activity_before(self, ts: int) -> int:
+        return self.last_activity_ts if self.last_activity_ts is not None else ts
+
+    def _drain_http(self) -> None:
+        obs = self.http
+        evs = obs.events  # type: ignore[union-attr]
+        if not evs:
+            return
+        for e in evs:
+            k = e.kind
+            if k == "request":
+                line = f"{e.method} {e.target} {e.version}"
+                self._request(e.frame, e.ts_ns, _clip(line))
+            elif k == "response":
+                self.last_activity_ts = e.ts_ns
+                self.responses += 1
+                if e.keep_alive_timeout_s is not None:
+                    self.keep_alive_timeout_s = e.keep_alive_timeout_s
+                self.response_close = bool(e.close)
+                self.emit(
+                    Side.SERVER,
+                    Ev.RESPONSE,
+                    e.ts_ns,
+                    e.frame,
+                    f"{e.status} {e.reason or ''}".strip(),
+                )
+            elif k == "response_end":
+                self.last_activity_ts = e.ts_ns
+                kind = Ev.RESPONSE_END_CLOSE if self.response_close else Ev.RESPONSE_END
+                self.emit(Side.SERVER, kind, e.ts_ns, e.frame)
+            elif k == "request_end":
+                self.last_activity_ts = e.ts_ns
+            elif k == "anomaly":
+                self._note(f"HTTP: {e.message}")
+        evs.clear()
+
+    def _feed_tls(self, from_client: bool, kind: str, payload: object, ts: int, frame: int) -> None:
+        obs = self.tls
+        assert obs is not None
+        before_stage = obs.stage
+        n_alerts = len(obs.alerts)
+        if kind == "data":
+            obs.feed(from_client, payload, ts, frame)
+        else:
+            obs.gap(from_client, payload, ts, frame)
+        if before_stage in ("none",) and obs.stage != "none" and obs.stage is not None:
+            self.emit(Side.CLIENT, Ev.TLS_HELLO, ts, frame, obs.sni or "")
+        for alert in obs.alerts[n_alerts:]:
+            side = Side.CLIENT if alert.from_client else Side.SERVER
+            if alert.level == 2 or (alert.description not in (None, 0) and alert.level is not None):
+                self.emit(
+                    side, Ev.ALERT, alert.ts_ns, alert.frame, alert.name or str(alert.description)
+                )
+            elif alert.encrypted:
+                self._note(f"encrypted TLS alert from the {side.value} at frame {alert.frame}")
+        if obs.handshake_complete and self.machine.state is State.TLS_HANDSHAKE:
+            self.emit(Side.NONE, Ev.TLS_DONE, ts, frame, obs.version or "")
+            self.last_activity_ts = ts
+            if from_client:  # the record that completed it was the first request
+                self.turn = Side.CLIENT
+                self._request(frame, ts, "")
+            return
+        if not obs.handshake_complete:
+            return
+        app = obs.app_data_bytes
+        idx = 0 if from_client else 1
+        got = app[idx] - self.tls_app[idx]
+        if got > 0:
+            self.tls_app[idx] = app[idx]
+            last = obs.last_record(from_client)
+            if last is not None and got <= _TINY_TLS_RECORD:
+                # maybe an encrypted alert / close_notify: decided by what follows
+                self.tiny_tls = (last.frame if hasattr(last, "frame") else frame, ts, got)
+                return
+            self.tiny_tls = None
+            self._turn(from_client, frame, ts)
+        if not obs.synced:
+            self.mode = "turns"
+
+    # -- closing --------------------------------------------------------------------------
+    def fin(self, from_client: bool, frame: int, ts: int) -> None:
+        side = self.c if from_client else self.s
+        if side.fin_frame is not None:
+            return
+        side.fin_frame, side.fin_ts = frame, ts
+        if self.mode == "http" and self.http is not None:
+            self.http.eof(from_client, ts, frame)
+            self._drain_http()
+        elif self.mode == "tls" and self.tls is not None:
+            self.tls.eof(from_client, ts, frame)
+        self._close_gap(ts)
+        self.emit(Side.CLIENT if from_client else Side.SERVER, Ev.FIN, ts, frame)
+
+    def rst(self, from_client: bool, frame: int, ts: int, ttl: int) -> None:
+        side = self.c if from_client else self.s
+        if side.rst_frame is not None:
+            return
+        side.rst_frame, side.rst_ts, side.rst_ttl = frame, ts, ttl
+        self._close_gap(ts)
+        self.emit(Side.CLIENT if from_client else Side.SERVER, Ev.RST, ts, frame)
+
+    def _close_gap(self, ts: int) -> None:
+        if self.last_close_ts is None:
+            self.last_close_ts = ts
+            if self.last_activity_ts is not None:
+                self.idle_at_close_ns = ts - self.last_activity_ts
+
+
+def _clip(text: str, n: int = 200) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _is_server_port(port: int, other: int) -> bool:
+    """Is ``port`` the server's, comparing with the peer's ``other``?"""
+    p_srv = port < 1024 or port in SERVER_PORTS
+    o_srv = other < 1024 or other in SERVER_PORTS
+    if p_srv != o_srv:
+        return p_srv
+    return port < other
+
+
+class Tracker:
+    """Streams decoded batches into connections; calls ``on_finished(conn)`` per connection."""
+
+    def __init__(self, on_finished: Callable[[Connection], None]) -> None:
+        self.on_finished = on_finished
+        self.table: dict[tuple, tuple[Connection, bool]] = {}
+        self.next_id = 0
+        self.capture = 0
+        self.now = 0
+        self.unmatched_icmp = 0
+        self._since_sweep = 0
+
+    # -----------------------------------------------------------------------------------
+    def feed(self, pk: TcpPackets, icmp: list[IcmpError]) -> None:
+        n = len(pk)
+        if n == 0 and not icmp:
+            return
+        frames = pk.frame.tolist()
+        tss = pk.ts_ns.tolist()
+        ipv = pk.ipver.tolist()
+        sh, sl, dh, dl = (
+            pk.src_hi.tolist(),
+            pk.src_lo.tolist(),
+            pk.dst_hi.tolist(),
+            pk.dst_lo.tolist(),
+        )
+        sp, dp = pk.sport.tolist(), pk.dport.tolist()
+        seqs, flags_l, wins = pk.seq.tolist(), pk.flags.tolist(), pk.window.tolist()
+        plen, poff, pcap, ttls = (
+            pk.payload_len.tolist(),
+            pk.payload_off.tolist(),
+            pk.payload_cap.tolist(),
+            pk.ttl.tolist(),
+        )
+        data: np.ndarray = pk.data
+        icmp_i = 0
+        n_icmp = len(icmp)
+        table = self.table
+        for i in range(n):
+            frame = frames[i]
+            while icmp_i < n_icmp and icmp[icmp_i].frame < frame:
+                self._icmp(icmp[icmp_i])
+                icmp_i += 1
+            ts = tss[i]
+            key = (sh[i], sl[i], sp[i], dh[i], dl[i], dp[i])
+            flags = flags_l[i]
+            hit = table.get(key)
+            if hit is None or (flags & SYN and not flags & ACK and self._is_new_syn(hit, seqs[i])):
+                if hit is not None:
+                    self._finish(hit[0])
+                conn, from_client = self._new(key, ipv[i], flags, frame, ts)
+            else:
+                conn, from_client = hit
+            self.now = ts
+            side = conn.c if from_client else conn.s
+            side.packets += 1
+            conn.last_frame = frame
+            if ts > conn.end_ts:
+                conn.end_ts = ts
+            pl = plen[i]
+            conn.zeek.update(from_client, flags, seqs[i], pl, wins[i])
+            if flags & (SYN | FIN | RST) == 0 and pl == 0:
+                if from_client and conn.ack_ts is None and conn.synack_ts is not None:
+                    conn.ack_ts = ts
+                continue
+            if side.ttl is None:
+                side.ttl = ttls[i]
+            if flags & SYN:
+                self._syn(conn, from_client, flags, seqs[i], frame, ts)
+            if pl:
+                side.bytes += pl
+                if side.first_data_frame is None:
+                    side.first_data_frame = frame
+                side.last_data_ts = ts
+                side.last_data_frame = frame
+                if not flags & RST:
+                    cap = pcap[i]
+                    off = poff[i]
+                    payload = data[off : off + cap].tobytes() if cap > 0 else b""
+                    conn.on_payload(
+                        from_client,
+                        payload,
+                        pl,
+                        (seqs[i] + (1 if flags & SYN else 0)) & _MASK32,
+                        frame,
+                        ts,
+                    )
+            if flags & FIN and not flags & RST:
+                conn.fin(from_client, frame, ts)
+            if flags & RST:
+                conn.rst(from_client, frame, ts, ttls[i])
+        while icmp_i < n_icmp:
+            self._icmp(icmp[icmp_i])
+            icmp_i += 1
+        self._since_sweep += n
+        if self._since_sweep >= 200_000:
+            self._since_sweep = 0
+            self.sweep()
+
+    # -----------------------------------------------------------------------------------
+    def _is_new_syn(self, hit: tuple[Connection, bool], seq: int) -> bool:
+        conn, from_client = hit
+        if conn.closed:
+            return True
+        return from_client and conn.isn is not None and seq != conn.isn
+
+    def _new(
+        self, key: tuple, ipver: int, flags: int, frame: int, ts: int
+    ) -> tuple[Connection, bool]:
+        shi, slo, sport, dhi, dlo, dport = key
+        syn, ack = flags & SYN, flags & ACK
+        if syn and not ack:
+            sender_is_client, orient = True, "syn"
+        elif syn and ack:
+            sender_is_client, orient = False, "synack"
+        else:
+            sender_is_client, orient = not _is_server_port(sport, dport), "port"
+        conn = Connection(self.next_id, self.capture, ipver)
+        self.next_id += 1
+        src, dst = addr_str(ipver, shi, slo), addr_str(ipver, dhi, dlo)
+        if sender_is_client:
+            conn.c_addr, conn.c_port, conn.s_addr, conn.s_port = src, sport, dst, dport
+            ckey, skey = key, (dhi, dlo, dport, shi, slo, sport)
+        else:
+            conn.c_addr, conn.c_port, conn.s_addr, conn.s_port = dst, dport, src, sport
+            ckey, skey = (dhi, dlo, dport, shi, slo, sport), key
+        conn.orientation = orient
+        # Zeek flips roles when the first packet is not a SYN and comes from the server.
+        conn.zeek = ZeekState(flipped=(orient != "syn" and not sender_is_client))
+        conn.start_ts = conn.end_ts = ts
+        conn.first_frame = conn.last_frame = frame
+        if orient != "syn":
+            conn.machine.state = State.IDLE
+        conn.keys = (ckey, skey)
+        self.table[ckey] = (conn, True)
+        self.table[skey] = (conn, False)
+        return conn, sender_is_client
+
+    def _syn(
+        self, conn: Connection, from_client: bool, flags: int, seq: int, frame: int, ts: int
+    ) -> None:
+        if flags & ACK:
+            if not from_client and conn.synack_ts is None:
+                conn.synack_ts, conn.synack_frame = ts, frame
+                conn.streams[1].next_seq = (seq + 1) & _MASK32
+                conn.last_activity_ts = None
+                conn.emit(Side.SERVER, Ev.SYNACK, ts, frame)
+            return
+        if not from_client:
+            return
+        if conn.isn is None:
+            conn.isn = seq
+            conn.streams[0].next_seq = (seq + 1) & _MASK32
+        if len(conn.syn_ts) < 32:
+            conn.syn_ts.append(ts)
+            conn.syn_frames.append(frame)
+        if len(conn.syn_ts) == 1:
+            conn.emit(Side.CLIENT, Ev.SYN, ts, frame)
+
+    def _icmp(self, err: IcmpError) -> None:
+        try:
+            key = (*_halves(err.src), err.sport, *_halves(err.dst), err.dport)
+        except ValueError:
+            self.unmatched_icmp += 1
+            return
+        hit = self.table.get(key)
+        if hit is None:
+            self.unmatched_icmp += 1
+            return
+        conn, from_client = hit
+        if conn.icmp is None:
+            conn.icmp = err
+        if not from_client:
+            return
+        sender_is_server = err.sender == conn.s_addr
+        conn.emit(
+            Side.SERVER if sender_is_server else Side.NETWORK,
+            Ev.ICMP,
+            err.ts_ns,
+            err.frame,
+            f"type {err.type} code {err.code} from {err.sender}",
+        )
+
+    # -----------------------------------------------------------------------------------
+    def _finish(self, conn: Connection) -> None:
+        for key in conn.keys:
+            if self.table.get(key, (None,))[0] is conn:
+                del self.table[key]
+        if not conn.machine.done:
+            for idx, stream in enumerate(conn.streams):
+                if stream.pending:
+                    stream.flush(conn._sink_c if idx == 0 else conn._sink_s)
+            conn.emit(Side.NONE, Ev.EOC, max(self.now, conn.end_ts), None)
+        self.on_finished(conn)
+
+    def sweep(self) -> None:
+        """Finish connections that closed (or never answered) and went quiet."""
+        now = self.now
+        done = []
+        seen = set()
+        for conn, _ in self.table.values():
+            if conn.id in seen:
+                continue
+            seen.add(conn.id)
+            quiet = now - conn.end_ts
+            if (conn.closed and quiet > QUIET_AFTER_CLOSE_NS) or (
+                conn.synack_ts is None and not conn.c.bytes and quiet > QUIET_SYN_ONLY_NS
+            ):
+                done.append(conn)
+        for conn in done:
+            self._finish(conn)
+
+    def close(self) -> None:
+        """End of capture: every connection still tracked is finished."""
+        conns = {c.id: c for c, _ in self.table.values()}
+        for conn in sorted(conns.values(), key=lambda c: c.first_frame):
+            self._finish(conn)
+
+
+def _halves(text: str) -> tuple[int, int]:
+    """An address as the decoder's two 64-bit halves (IPv4 mapped into IPv6)."""
+    addr = ipaddress.ip_address(text)
+    value = int(addr) | (0xFFFF << 32) if addr.version == 4 else int(addr)
+    return value >> 64, value & 0xFFFFFFFFFFFFFFFF

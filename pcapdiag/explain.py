@@ -1,0 +1,725 @@
+"""Explain a classified connection in the words its user needs.
+
+For each connection: a one-sentence ``evidence`` citing frames and times, what each Python
+client would have raised (``client_errors``), the likely cause and the fix. Across
+connections: the server's idle timeout measured from the idle gaps that ended in
+``server_idle_close``, matched with well-known defaults.
+
+The exception texts are the ones the libraries really print (recorded on loopback, see
+``../shared/knowledge/field.md`` §2.5); the errno mapping is Linux's (§3.1).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from pcapdiag.classify import PROBLEMS, Ev, Side
+from pcapdiag.connections import NS, Connection
+
+# -- TLS alerts ----------------------------------------------------------------------------
+ALERT_NAMES: dict[int, str] = {
+    0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac",
+    21: "decryption_failed", 22: "record_overflow", 30: "decompression_failure",
+    40: "handshake_failure", 41: "no_certificate", 42: "bad_certificate",
+    43: "unsupported_certificate", 44: "certificate_revoked", 45: "certificate_expired",
+    46: "certificate_unknown", 47: "illegal_parameter", 48: "unknown_ca",
+    49: "access_denied", 50: "decode_error", 51: "decrypt_error",
+    60: "export_restriction", 70: "protocol_version", 71: "insufficient_security",
+    80: "internal_error", 86: "inappropriate_fallback", 90: "user_canceled",
+    100: "no_renegotiation", 109: "missing_extension", 110: "unsupported_extension",
+    111: "certificate_unobtainable", 112: "unrecognized_name",
+    113: "bad_certificate_status_response", 114: "bad_certificate_hash_value",
+    115: "unknown_psk_identity", 116: "certificate_required", 120: "no_application_protocol",
+}  # fmt: skip
+
+# OpenSSL's text for a *received* alert (ssl_err.c); the reason is the text upper-cased.
+_OPENSSL_ALERT_TEXT: dict[int, str] = {
+    10: "sslv3 alert unexpected message", 20: "sslv3 alert bad record mac",
+    22: "tlsv1 alert record overflow", 30: "sslv3 alert decompression failure",
+    40: "sslv3 alert handshake failure", 41: "sslv3 alert no certificate",
+    42: "sslv3 alert bad certificate", 43: "sslv3 alert unsupported certificate",
+    44: "sslv3 alert certificate revoked", 45: "sslv3 alert certificate expired",
+    46: "sslv3 alert certificate unknown", 47: "sslv3 alert illegal parameter",
+    48: "tlsv1 alert unknown ca", 49: "tlsv1 alert access denied",
+    50: "tlsv1 alert decode error", 51: "tlsv1 alert decrypt error",
+    70: "tlsv1 alert protocol version", 71: "tlsv1 alert insufficient security",
+    80: "tlsv1 alert internal error", 86: "tlsv1 alert inappropriate fallback",
+    90: "tlsv1 alert user cancelled", 100: "tlsv1 alert no renegotiation",
+    109: "tlsv13 alert missing extension", 110: "tlsv1 unsupported extension",
+    111: "tlsv1 certificate unobtainable", 112: "tlsv1 unrecognized name",
+    113: "tlsv1 bad certificate status response", 115: "tlsv1 alert unknown psk identity",
+    116: "tlsv13 alert certificate required", 120: "tlsv1 alert no application protocol",
+}  # fmt: skip
+# Alerts an OpenSSL client sends when it rejects the server's certificate.
+_CERT_REJECTIONS = frozenset({42, 43, 44, 45, 46, 48})
+
+# -- ICMP -> errno (Linux icmp_err_convert / ICMPv6 tab_unreach) ---------------------------
+_ERRNO_TEXT = {
+    101: ("OSError", "Network is unreachable"),
+    111: ("ConnectionRefusedError", "Connection refused"),
+    113: ("OSError", "No route to host"),
+    13: ("PermissionError", "Permission denied"),
+    92: ("OSError", "Protocol not available"),
+    112: ("OSError", "Host is down"),
+    64: ("OSError", "Machine is not on the network"),
+    90: ("OSError", "Message too long"),
+    95: ("OSError", "Operation not supported"),
+}
+_ICMP4_ERRNO = {0: 101, 1: 113, 2: 92, 3: 111, 4: 90, 5: 95, 6: 101, 7: 112, 8: 64,
+                9: 101, 10: 113, 11: 101, 12: 113, 13: 113, 14: 113, 15: 113}  # fmt: skip
+_ICMP4_NAMES = {0: "net unreachable", 1: "host unreachable", 2: "protocol unreachable",
+                3: "port unreachable", 4: "fragmentation needed", 5: "source route failed",
+                9: "network administratively prohibited", 10: "host administratively prohibited",
+                13: "communication administratively prohibited"}  # fmt: skip
+_ICMP6_ERRNO = {0: 101, 1: 13, 2: 113, 3: 113, 4: 111, 5: 13, 6: 13}
+_ICMP6_NAMES = {0: "no route to destination", 1: "administratively prohibited",
+                2: "beyond scope of source address", 3: "address unreachable",
+                4: "port unreachable", 5: "source address failed policy",
+                6: "reject route to destination"}  # fmt: skip
+
+# -- well-known idle timeouts (field.md §2.4) -----------------------------------------------
+IDLE_DEFAULTS: tuple[tuple[float, str], ...] = (
+    (2.0, "gunicorn keepalive (2 s)"),
+    (5.0, "uvicorn / Node.js / Apache KeepAliveTimeout / httpx pool (5 s)"),
+    (15.0, "aiohttp client pool (15 s)"),
+    (60.0, "AWS ALB/ELB idle timeout, nginx upstream keepalive (60 s)"),
+    (65.0, "nginx stock nginx.conf keepalive_timeout (65 s)"),
+    (75.0, "nginx default keepalive_timeout (75 s)"),
+    (90.0, "Heroku router (90 s)"),
+    (240.0, "Azure Load Balancer (4 min)"),
+    (350.0, "AWS Network Firewall / NAT gateway (350 s)"),
+    (600.0, "GCP load balancer backend (600 s)"),
+    (3600.0, "Envoy idle_timeout (1 h)"),
+)
+
+# Outcome -> (likely cause, fix). The fix names well-known remedies only.
+CAUSES: dict[str, tuple[str, str]] = {
+    "refused": (
+        "Nothing listens on the server port (service down, wrong port, or a firewall rejecting with RST).",
+        "Check that the service is up and listening on that address and port; retry with backoff during restarts.",
+    ),
+    "syn_timeout": (
+        "SYNs were dropped: a firewall or security group, a wrong address, or a server whose accept queue is full.",
+        "Check firewall rules and routing to the server; set an explicit connect timeout and retry with backoff.",
+    ),
+    "icmp_unreachable": (
+        "A router or the host rejected the connection with ICMP destination unreachable.",
+        "Check routes and firewall REJECT rules on the path; the ICMP sender is named in the evidence.",
+    ),
+    "tls_alert": (
+        "The TLS handshake failed: one side rejected the other's certificate or parameters.",
+        "Fix the certificate chain / trust store or the TLS versions and ciphers both sides allow.",
+    ),
+    "tls_handshake_aborted": (
+        "A side gave up during the TLS handshake without a readable alert (TLS 1.3 encrypts alerts; asyncio clients close without one).",
+        "Capture with SSLKEYLOGFILE set to see the hidden alert; check certificates, SNI and TLS versions.",
+    ),
+    "server_close_after_request": (
+        "The server closed the connection while a request was outstanding.",
+        "Retry idempotent requests once on a new connection (urllib3 Retry, httpx transport retries); keep the client pool's idle timeout below the server's keep-alive timeout.",
+    ),
+    "truncated_response": (
+        "The server (or a proxy) closed before the response it announced was complete: a crash, a timeout or a size limit.",
+        "Look at the server's logs at that time; raise proxy/server response timeouts and buffer limits; retry idempotent requests.",
+    ),
+    "server_reset": (
+        "The server reset the connection (process died, closed with unread data, or SO_LINGER 0).",
+        "Retry idempotent requests with backoff; check the server for crashes and request-body limits.",
+    ),
+    "client_reset": (
+        "The client aborted the connection itself (closed it with unread data, cancelled a request, or exited).",
+        "Usually intended; if not, read responses to the end before closing and check for cancelled tasks.",
+    ),
+    "client_timeout": (
+        "The client stopped waiting for the response (its read timeout expired).",
+        "Raise the client's read timeout or make the server answer faster; the wait measured is in the evidence.",
+    ),
+}
+
+
+@dataclass(slots=True)
+class ConnectionRecord:
+    """Everything reported about one connection (the JSON contract, plus detail)."""
+
+    id: int
+    capture: str
+    ip_version: int
+    client_ip: str
+    client_port: int
+    server_ip: str
+    server_port: int
+    start_ns: int
+    end_ns: int
+    outcome: str
+    closed_by: str
+    close_ns: int | None
+    close_frame: int | None
+    evidence: str
+    client_packets: int
+    server_packets: int
+    client_bytes: int
+    server_bytes: int
+    requests: int
+    responses: int
+    handshake: str
+    first_frame: int
+    last_frame: int
+    zeek_conn_state: str
+    zeek_history: str
+    client_errors: dict[str, Any]
+    tls: dict[str, Any] | None = None
+    icmp: dict[str, Any] | None = None
+    cause: str | None = None
+    fix: str | None = None
+    syn_count: int = 0
+    rtt_ms: float | None = None
+    idle_before_close_s: float | None = None
+    keepalive_race: bool = False
+    last_request: str | None = None
+    orientation: str = "syn"
+    anomalies: list[str] = field(default_factory=list)
+    events: list[tuple[int, int | None, str, str, str]] = field(default_factory=list)
+
+    @property
+    def client(self) -> str:
+        return _endpoint(self.client_ip, self.client_port, self.ip_version)
+
+    @property
+    def server(self) -> str:
+        return _endpoint(self.server_ip, self.server_port, self.ip_version)
+
+    @property
+    def is_problem(self) -> bool:
+        return self.outcome in PROBLEMS
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "capture": self.capture,
+            "client": self.client,
+            "server": self.server,
+            "start": self.start_ns / NS,
+            "end": self.end_ns / NS,
+            "duration_s": (self.end_ns - self.start_ns) / NS,
+            "outcome": self.outcome,
+            "closed_by": self.closed_by,
+            "close_time": None if self.close_ns is None else self.close_ns / NS,
+            "close_frame": self.close_frame,
+            "evidence": self.evidence,
+            "client_packets": self.client_packets,
+            "server_packets": self.server_packets,
+            "client_bytes": self.client_bytes,
+            "server_bytes": self.server_bytes,
+            "requests": self.requests,
+            "responses": self.responses,
+            "handshake": self.handshake,
+            "tls": self.tls,
+            "icmp": self.icmp,
+            "client_errors": self.client_errors,
+            "zeek_conn_state": self.zeek_conn_state,
+            "zeek_history": self.zeek_history,
+            "frames": [self.first_frame, self.last_frame],
+            "cause": self.cause,
+            "fix": self.fix,
+            "keepalive_race": self.keepalive_race,
+            "idle_before_close_s": self.idle_before_close_s,
+            "syn_count": self.syn_count,
+            "rtt_ms": self.rtt_ms,
+            "last_request": self.last_request,
+            "anomalies": self.anomalies,
+        }
+
+
+def _endpoint(ip: str, port: int, ipver: int) -> str:
+    return f"[{ip}]:{port}" if ipver == 6 else f"{ip}:{port}"
+
+
+def _s(ns: int | None) -> str:
+    """A duration in the unit a person reads best."""
+    if ns is None:
+        return "?"
+    s = ns / NS
+    if abs(s) >= 1:
+        return f"{s:.2f} s"
+    if abs(s) >= 0.001:
+        return f"{s * 1000:.1f} ms"
+    return f"{s * 1e6:.0f} µs"
+
+
+# -- main entry ------------------------------------------------------------------------------
+def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
+    """Build the record of a finished connection. ``t0_ns``: capture start, for relative times."""
+    m = conn.machine
+    outcome = m.outcome or "open"
+    dec = m.decisive
+    closed_by = _closed_by(conn, outcome)
+    tls = _tls_info(conn)
+    icmp = _icmp_info(conn)
+    race = _race(conn, outcome)
+    last_req = next((r.line for r in reversed(conn.requests) if r.line), None)
+    rtt = conn.rtt_ns
+    rec = ConnectionRecord(
+        id=conn.id,
+        capture=capture,
+        ip_version=conn.ipver,
+        client_ip=conn.c_addr,
+        client_port=conn.c_port,
+        server_ip=conn.s_addr,
+        server_port=conn.s_port,
+        start_ns=conn.start_ts,
+        end_ns=conn.end_ts,
+        outcome=outcome,
+        closed_by=closed_by,
+        close_ns=dec.ts_ns if dec is not None else None,
+        close_frame=dec.frame if dec is not None else None,
+        evidence="",
+        client_packets=conn.c.packets,
+        server_packets=conn.s.packets,
+        client_bytes=conn.c.bytes,
+        server_bytes=conn.s.bytes,
+        requests=len(conn.requests),
+        responses=conn.responses,
+        handshake=_handshake(conn),
+        first_frame=conn.first_frame,
+        last_frame=conn.last_frame,
+        zeek_conn_state=conn.zeek.conn_state(conn.c.bytes, conn.s.bytes),
+        zeek_history=conn.zeek.history_str(),
+        client_errors={},
+        tls=tls,
+        icmp=icmp,
+        syn_count=len(conn.syn_ts),
+        rtt_ms=None if rtt is None else round(rtt / 1e6, 3),
+        idle_before_close_s=None if conn.idle_at_close_ns is None else conn.idle_at_close_ns / NS,
+        keepalive_race=race,
+        last_request=last_req,
+        orientation=conn.orientation,
+        anomalies=list(conn.anomalies) + list(m.anomalies),
+        events=[(e.ts_ns, e.frame, e.side.value, e.kind.value, e.detail) for e in conn.events],
+    )
+    rec.evidence = _evidence(conn, rec, t0_ns)
+    rec.client_errors = client_errors(conn, rec)
+    if outcome in CAUSES:
+        rec.cause, rec.fix = CAUSES[outcome]
+        if race:
+            rec.cause = (
+                "Keep-alive race: the client reused a pooled connection that the server "
+                "was closing for being idle."
+            )
+            rec.fix = (
+                "Keep the client pool's idle timeout below the server's keep-alive timeout "
+                "(httpx Limits(keepalive_expiry=…), aiohttp TCPConnector(keepalive_timeout=…)), "
+                "and retry idempotent requests once on a new connection."
+            )
+    return rec
+
+
+def _closed_by(conn: Connection, outcome: str) -> str:
+    dec = conn.machine.decisive
+    if outcome in ("syn_timeout", "open"):
+        return "client" if (outcome == "syn_timeout" and conn.c.rst_frame) else "none"
+    if outcome == "icmp_unreachable":
+        return "network" if dec is not None and dec.side is Side.NETWORK else "server"
+    if dec is not None and dec.side in (Side.CLIENT, Side.SERVER, Side.NETWORK):
+        return dec.side.value
+    if outcome.startswith("client"):
+        return "client"
+    return "server"
+
+
+def _handshake(conn: Connection) -> str:
+    if not conn.syn_ts and conn.synack_ts is None:
+        return "none"
+    if conn.syn_ts and conn.synack_ts is not None and conn.ack_ts is not None:
+        return "full"
+    if conn.syn_ts and conn.synack_ts is not None and (conn.c.bytes or conn.c.fin_frame):
+        return "full"
+    return "partial"
+
+
+def _tls_info(conn: Connection) -> dict[str, Any] | None:
+    obs = conn.tls
+    if obs is None:
+        return None
+    alerts = [
+        {
+            "frame": a.frame,
+            "time": a.ts_ns / NS,
+            "sender": "client" if a.from_client else "server",
+            "level": {1: "warning", 2: "fatal"}.get(a.level) if a.level is not None else None,
+            "description": a.name if a.name else (None if a.encrypted else a.description),
+            "encrypted": a.encrypted,
+        }
+        for a in obs.alerts[:16]
+    ]
+    return {
+        "version": obs.version,
+        "sni": obs.sni,
+        "alpn": getattr(obs, "alpn_selected", None) or None,
+        "stage": obs.stage,
+        "handshake_complete": obs.handshake_complete,
+        "alerts": alerts,
+    }
+
+
+def icmp_errno(ipver: int, typ: int, code: int) -> int | None:
+    if ipver == 4 and typ == 3:
+        return _ICMP4_ERRNO.get(code)
+    if ipver == 6 and typ == 1:
+        return _ICMP6_ERRNO.get(code)
+    return None
+
+
+def _icmp_info(conn: Connection) -> dict[str, Any] | None:
+    e = conn.icmp
+    if e is None:
+        return None
+    names = _ICMP4_NAMES if e.ipver == 4 else _ICMP6_NAMES
+    unreach = (e.ipver == 4 and e.type == 3) or (e.ipver == 6 and e.type == 1)
+    return {
+        "type": e.type,
+        "code": e.code,
+        "name": names.get(e.code, f"code {e.code}") if unreach else f"type {e.type} code {e.code}",
+        "sender": e.sender,
+        "frame": e.frame,
+        "time": e.ts_ns / NS,
+        "errno": icmp_errno(e.ipver, e.type, e.code),
+    }
+
+
+def _race(conn: Connection, outcome: str) -> bool:
+    """A request written after the server's FIN, or crossing it on the wire after idling."""
+    if outcome != "server_close_after_request" or not conn.requests:
+        return False
+    req = conn.requests[-1]
+    if req.after_server_fin:
+        return True
+    fin = conn.s.fin_ts
+    if fin is None or req.idle_before_ns is None:
+        return False
+    crossing = max(conn.rtt_ns or 0, 1_000_000)
+    return fin - req.ts_ns <= crossing and req.idle_before_ns >= conn.idle_threshold_ns()
+
+
+# -- evidence ----------------------------------------------------------------------------------
+def _at(ts: int | None, t0: int) -> str:
+    return "?" if ts is None else f"t={(ts - t0) / NS:.3f} s"
+
+
+def _evidence(conn: Connection, rec: ConnectionRecord, t0: int) -> str:
+    o = rec.outcome
+    dec = conn.machine.decisive
+    frame = dec.frame if dec else None
+    orient = ""
+    if conn.orientation == "port":
+        orient = f" (no SYN seen: server chosen by port {conn.s_port})"
+    req = conn.requests[-1] if conn.requests else None
+    req_txt = ""
+    if req is not None:
+        req_txt = f"request {req.line!r}" if req.line else "client data"
+        req_txt += f" at frame {req.frame} ({_at(req.ts_ns, t0)})"
+    if o == "refused":
+        first = conn.syn_frames[0] if conn.syn_frames else None
+        lat = dec.ts_ns - conn.syn_ts[0] if (dec and conn.syn_ts) else None
+        return f"SYN at frame {first} was answered by RST from the server at frame {frame}, {_s(lat)} later."
+    if o == "syn_timeout":
+        n = len(conn.syn_ts)
+        spacing = ", ".join(_s(b - a) for a, b in zip(conn.syn_ts, conn.syn_ts[1:], strict=False))
+        max(0, conn.end_ts - conn.syn_ts[-1]) if conn.syn_ts else 0
+        txt = f"{n} SYN{'s' if n != 1 else ''} (frames {_frames(conn.syn_frames)}) got no answer"
+        if spacing:
+            txt += f"; retransmitted after {spacing}"
+        span = conn.syn_ts[-1] - conn.syn_ts[0] if conn.syn_ts else 0
+        txt += f"; tried for {_s(span)}"
+        if conn.c.rst_frame:
+            txt += f"; the client gave up with RST at frame {conn.c.rst_frame}"
+        return txt + "."
+    if o == "icmp_unreachable":
+        info = rec.icmp or {}
+        return (
+            f"SYN at frame {conn.syn_frames[0] if conn.syn_frames else '?'} was answered by ICMP "
+            f"{info.get('name', '')} (type {info.get('type')}, code {info.get('code')}) "
+            f"from {info.get('sender')} at frame {frame}"
+            + (", a router on the path" if rec.closed_by == "network" else ", the server itself")
+            + "."
+        )
+    if o == "tls_alert":
+        who = dec.side.value if dec else "?"
+        stage = (rec.tls or {}).get("stage")
+        ver = (rec.tls or {}).get("version")
+        extra = f"; handshake stage {stage}" + (f", {ver}" if ver else "")
+        return f"The {who} sent a fatal TLS alert {dec.detail if dec else ''} at frame {frame} ({_at(dec.ts_ns if dec else None, t0)}){extra}."
+    if o == "tls_handshake_aborted":
+        who = dec.side.value if dec else "?"
+        how = dec.kind.value.upper() if dec else "?"
+        stage = (rec.tls or {}).get("stage")
+        txt = f"The {who} sent {how} at frame {frame} during the TLS handshake (stage {stage}) without a readable alert"
+        if conn.tiny_tls is not None:
+            txt += f"; a {conn.tiny_tls[2]}-byte encrypted record just before it is probably an encrypted alert"
+        return txt + "."
+    if o == "server_close_after_request":
+        fin = conn.s.fin_ts
+        if rec.keepalive_race and req is not None and req.after_server_fin:
+            idle = _s(conn.idle_at_close_ns)
+            return (
+                f"Keep-alive race: the server closed the idle connection (FIN at frame {conn.s.fin_frame}, "
+                f"{_at(fin, t0)}, after {idle} idle), then the client wrote {req_txt}, "
+                f"{_s(req.ts_ns - fin) if fin else '?'} after the FIN; no response came"
+                + (
+                    f", the server answered with RST at frame {conn.s.rst_frame}"
+                    if conn.s.rst_frame
+                    else ""
+                )
+                + "."
+            )
+        lat = (fin - req.ts_ns) if (fin and req) else None
+        txt = f"The server sent FIN at frame {conn.s.fin_frame} ({_at(fin, t0)}), {_s(lat)} after the {req_txt}, without responding"
+        if rec.keepalive_race:
+            txt += f"; the request reused a connection idle for {_s(req.idle_before_ns if req else None)} (keep-alive race)"
+        return txt + "."
+    if o == "truncated_response":
+        h = conn.http
+        exp = getattr(h, "response_expected_bytes", None) if h else None
+        got = getattr(h, "response_received_bytes", None) if h else None
+        size = f" after {got} of {exp} announced body bytes" if exp is not None else ""
+        return f"The server sent FIN at frame {frame} ({_at(dec.ts_ns if dec else None, t0)}) in the middle of a response{size}."
+    if o == "server_reset":
+        ctx = {"AWAITING": f" while the {req_txt} awaited a response",
+               "RECEIVING": " in the middle of a response"}.get(
+            conn.machine.prior_state.name if conn.machine.prior_state else "", " on an idle connection")  # fmt: skip
+        return f"The server reset the connection (RST at frame {frame}, {_at(dec.ts_ns if dec else None, t0)}){ctx}{orient}."
+    if o == "client_reset":
+        return f"The client reset the connection (RST at frame {frame}, {_at(dec.ts_ns if dec else None, t0)}) before closing it cleanly{orient}."
+    if o == "client_timeout":
+        waited = (dec.ts_ns - req.ts_ns) if (dec and req) else None
+        how = dec.kind.value.upper() if dec else "?"
+        return f"The client gave up ({how} at frame {frame}) {_s(waited)} after its {req_txt}, while no complete response had arrived — a read timeout of about {_s(waited)}."
+    if o == "server_idle_close":
+        return f"The server closed the idle connection (FIN at frame {frame}, {_at(dec.ts_ns if dec else None, t0)}) after {_s(conn.idle_at_close_ns)} without traffic; no request was outstanding{orient}."
+    if o == "server_close":
+        return f"The server closed (FIN at frame {frame}, {_at(dec.ts_ns if dec else None, t0)}) after completing {conn.responses} response(s){orient}."
+    if o == "client_close":
+        return f"The client closed (FIN at frame {frame}, {_at(dec.ts_ns if dec else None, t0)}) with nothing outstanding{orient}."
+    # open
+    what = (
+        f"; {req_txt} still awaits a response"
+        if conn.machine.prior_state and conn.machine.prior_state.name == "AWAITING"
+        else ""
+    )
+    return f"Still open when the capture ended (last packet at frame {conn.last_frame}, {_at(conn.end_ts, t0)}){what}{orient}."
+
+
+def _frames(frames: list[int]) -> str:
+    if len(frames) <= 4:
+        return ", ".join(map(str, frames))
+    return f"{frames[0]}, {frames[1]}, …, {frames[-1]}"
+
+
+# -- client errors -----------------------------------------------------------------------------
+def client_errors(conn: Connection, rec: ConnectionRecord) -> dict[str, Any]:
+    """What stdlib, requests, aiohttp and httpx raise for this wire pattern (None: nothing)."""
+    o = rec.outcome
+    host, port = rec.server_ip, rec.server_port
+    none = {"stdlib": None, "requests": None, "aiohttp": None, "httpx": None, "errno": None}
+    if o == "refused":
+        return _connect_errors(host, port, 111)
+    if o == "icmp_unreachable":
+        info = rec.icmp or {}
+        err = info.get("errno") or 113
+        return _connect_errors(host, port, err)
+    if o == "syn_timeout":
+        kernel = bool(conn.syn_ts) and (conn.syn_ts[-1] - conn.syn_ts[0]) > 60 * NS
+        if kernel:
+            return {
+                "stdlib": "TimeoutError: [Errno 110] Connection timed out",
+                "requests": f"requests.exceptions.ConnectTimeout: HTTPConnectionPool(host='{host}', port={port}): Max retries exceeded (Caused by ConnectTimeoutError(..., 'Connection to {host} timed out. (connect timeout=None)'))",
+                "aiohttp": f"aiohttp.ClientConnectorError: Cannot connect to host {host}:{port} ssl:default [Connect call failed ('{host}', {port})] ([Errno 110] Connection timed out)",
+                "httpx": "httpx.ConnectTimeout: [Errno 110] Connection timed out",
+                "errno": 110,
+            }
+        return {
+            "stdlib": "TimeoutError: timed out (socket timeout; without one the kernel gives up after ~131 s with [Errno 110])",
+            "requests": f"requests.exceptions.ConnectTimeout: HTTPConnectionPool(host='{host}', port={port}): Max retries exceeded (Caused by ConnectTimeoutError(..., 'Connection to {host} timed out. (connect timeout=…)'))",
+            "aiohttp": f"aiohttp.ConnectionTimeoutError: Connection timeout to host {host}:{port}",
+            "httpx": "httpx.ConnectTimeout: timed out",
+            "errno": 110,
+        }
+    if o == "tls_alert":
+        return _tls_alert_errors(conn, rec)
+    if o == "tls_handshake_aborted":
+        dec = conn.machine.decisive
+        if dec is not None and dec.side is Side.SERVER and dec.kind is Ev.RST:
+            return {
+                "stdlib": "ConnectionResetError: [Errno 104] Connection reset by peer",
+                "requests": "requests.exceptions.ConnectionError: ('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))",
+                "aiohttp": f"aiohttp.ClientOSError: [Errno 104] Connection reset by peer (during the TLS handshake with {host}:{port})",
+                "httpx": "httpx.ConnectError: [Errno 104] Connection reset by peer",
+                "errno": 104,
+            }
+        if dec is not None and dec.side is Side.SERVER:
+            return {
+                "stdlib": "ssl.SSLEOFError: [SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol",
+                "requests": "requests.exceptions.SSLError: … (Caused by SSLError(SSLEOFError(8, '[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol')))",
+                "aiohttp": f"aiohttp.ClientConnectorError: Cannot connect to host {host}:{port} ssl:default [Connection lost during the TLS handshake]",
+                "httpx": "httpx.ConnectError: [SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol",
+                "errno": None,
+            }
+        return {  # the client walked away: it raised locally (asyncio sends no alert)
+            "stdlib": "ssl.SSLCertVerificationError or a handshake timeout (the client closed without a TLS alert)",
+            "requests": "requests.exceptions.SSLError (certificate rejected) or requests.exceptions.ConnectTimeout",
+            "aiohttp": f"aiohttp.ClientConnectorCertificateError: Cannot connect to host {host}:{port} ssl:True [SSLCertVerificationError: …] (asyncio closes without an alert)",
+            "httpx": "httpx.ConnectError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed or httpx.ConnectTimeout",
+            "errno": None,
+        }
+    if o == "server_close_after_request":
+        return {
+            "stdlib": "http.client.RemoteDisconnected: Remote end closed connection without response",
+            "requests": "requests.exceptions.ConnectionError: ('Connection aborted.', RemoteDisconnected('Remote end closed connection without response'))",
+            "aiohttp": "aiohttp.ServerDisconnectedError: Server disconnected (idempotent requests are first retried once on a new connection)",
+            "httpx": "httpx.RemoteProtocolError: Server disconnected without sending a response.",
+            "errno": None,
+        }
+    if o == "truncated_response":
+        h = conn.http
+        exp = getattr(h, "response_expected_bytes", None) if h else None
+        got = getattr(h, "response_received_bytes", None) if h else None
+        if exp is not None and got is not None:
+            missing = max(0, exp - got)
+            return {
+                "stdlib": f"http.client.IncompleteRead: IncompleteRead({got} bytes read, {missing} more expected)",
+                "requests": f"requests.exceptions.ChunkedEncodingError: ('Connection broken: IncompleteRead({got} bytes read, {missing} more expected)', IncompleteRead({got} bytes read, {missing} more expected))",
+                "aiohttp": f"aiohttp.ClientPayloadError: Response payload is not completed: <ContentLengthError: 400, message='Not enough data to satisfy content length header (received {got} of {exp} bytes).'>",
+                "httpx": f"httpx.RemoteProtocolError: peer closed connection without sending complete message body (received {got} bytes, expected {exp})",
+                "errno": None,
+            }
+        return {
+            "stdlib": "http.client.IncompleteRead: IncompleteRead(… bytes read)",
+            "requests": "requests.exceptions.ChunkedEncodingError: ('Connection broken: IncompleteRead(… bytes read)', …)",
+            "aiohttp": "aiohttp.ClientPayloadError: Response payload is not completed: <TransferEncodingError: 400, message='Not enough data to satisfy transfer length header.'>",
+            "httpx": "httpx.RemoteProtocolError: peer closed connection without sending complete message body (incomplete chunked read)",
+            "errno": None,
+        }
+    if o == "server_reset":
+        prior = conn.machine.prior_state.name if conn.machine.prior_state else ""
+        if prior == "RECEIVING":
+            return {
+                "stdlib": "ConnectionResetError: [Errno 104] Connection reset by peer",
+                "requests": "requests.exceptions.ChunkedEncodingError: (\"Connection broken: ConnectionResetError(104, 'Connection reset by peer')\", ConnectionResetError(104, 'Connection reset by peer'))",
+                "aiohttp": "aiohttp.ClientPayloadError: Response payload is not completed: … ConnectionResetError(104, 'Connection reset by peer')",
+                "httpx": "httpx.ReadError: [Errno 104] Connection reset by peer",
+                "errno": 104,
+            }
+        if prior == "AWAITING":
+            return {
+                "stdlib": "ConnectionResetError: [Errno 104] Connection reset by peer",
+                "requests": "requests.exceptions.ConnectionError: ('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))",
+                "aiohttp": "aiohttp.ClientOSError: [Errno 104] Connection reset by peer (idempotent requests are first retried once on a new connection)",
+                "httpx": "httpx.ReadError: [Errno 104] Connection reset by peer",
+                "errno": 104,
+            }
+        return {  # idle: only the next use of the pooled connection would notice
+            "stdlib": "ConnectionResetError: [Errno 104] Connection reset by peer (on the next request over this connection)",
+            "requests": None,
+            "aiohttp": None,
+            "httpx": None,
+            "errno": 104,
+        }
+    if o == "client_timeout":
+        return {
+            "stdlib": "TimeoutError: timed out",
+            "requests": f"requests.exceptions.ReadTimeout: HTTPConnectionPool(host='{host}', port={port}): Read timed out. (read timeout=…)",
+            "aiohttp": "aiohttp.SocketTimeoutError: Timeout on reading data from socket (or TimeoutError for a total timeout)",
+            "httpx": "httpx.ReadTimeout: timed out",
+            "errno": None,
+        }
+    return none
+
+
+def _connect_errors(host: str, port: int, err: int) -> dict[str, Any]:
+    cls, text = _ERRNO_TEXT.get(err, ("OSError", f"errno {err}"))
+    return {
+        "stdlib": f"{cls}: [Errno {err}] {text}",
+        "requests": f"requests.exceptions.ConnectionError: HTTPConnectionPool(host='{host}', port={port}): Max retries exceeded (Caused by NewConnectionError('Failed to establish a new connection: [Errno {err}] {text}'))",
+        "aiohttp": f"aiohttp.ClientConnectorError: Cannot connect to host {host}:{port} ssl:default [Connect call failed ('{host}', {port})] ([Errno {err}] {text})",
+        "httpx": f"httpx.ConnectError: [Errno {err}] {text}",
+        "errno": err,
+    }
+
+
+def _tls_alert_errors(conn: Connection, rec: ConnectionRecord) -> dict[str, Any]:
+    dec = conn.machine.decisive
+    desc = None
+    obs = conn.tls
+    if obs is not None:
+        for a in obs.alerts:
+            if dec is not None and a.frame == dec.frame and a.description is not None:
+                desc = a.description
+                break
+    host, port = rec.server_ip, rec.server_port
+    if dec is not None and dec.side is Side.CLIENT and (desc in _CERT_REJECTIONS or desc is None):
+        return {
+            "stdlib": "ssl.SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed",
+            "requests": "requests.exceptions.SSLError: … (Caused by SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed …')))",
+            "aiohttp": f"aiohttp.ClientConnectorCertificateError: Cannot connect to host {host}:{port} ssl:True [SSLCertVerificationError: (1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed …')]",
+            "httpx": "httpx.ConnectError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed",
+            "errno": None,
+        }
+    if dec is not None and dec.side is Side.CLIENT:
+        name = ALERT_NAMES.get(desc or -1, "alert")
+        return {
+            "stdlib": f"ssl.SSLError (the client aborted the handshake with {name})",
+            "requests": "requests.exceptions.SSLError",
+            "aiohttp": f"aiohttp.ClientConnectorSSLError: Cannot connect to host {host}:{port}",
+            "httpx": "httpx.ConnectError: [SSL] …",
+            "errno": None,
+        }
+    text = _OPENSSL_ALERT_TEXT.get(desc or -1, "alert")
+    reason = text.upper().replace(" ", "_")
+    ssl_msg = f"[SSL: {reason}] {text}"
+    httpx_cls = "ReadError" if desc == 116 else "ConnectError"
+    return {
+        "stdlib": f"ssl.SSLError: {ssl_msg}",
+        "requests": f"requests.exceptions.SSLError: … (Caused by SSLError(SSLError(1, '{ssl_msg}')))",
+        "aiohttp": f"aiohttp.ClientConnectorSSLError: Cannot connect to host {host}:{port} ssl:default [{ssl_msg}]",
+        "httpx": f"httpx.{httpx_cls}: {ssl_msg}",
+        "errno": None,
+    }
+
+
+# -- across connections ------------------------------------------------------------------------
+@dataclass(slots=True)
+class IdleTimeout:
+    """The server idle timeout inferred from idle closes, per server endpoint."""
+
+    server: str
+    seconds: float
+    samples: int
+    matches: str | None
+
+    def sentence(self) -> str:
+        txt = f"{self.server} closes idle connections after ≈{self.seconds:.1f} s ({self.samples} idle close{'s' if self.samples != 1 else ''})"
+        if self.matches:
+            txt += f", matching {self.matches}"
+        return txt
+
+
+def infer_idle_timeouts(records: list[ConnectionRecord]) -> list[IdleTimeout]:
+    """Median idle gap before a server's idle close, per server, most samples first."""
+    gaps: dict[str, list[float]] = {}
+    for r in records:
+        if r.outcome == "server_idle_close" and r.idle_before_close_s is not None or r.keepalive_race and r.idle_before_close_s is not None:
+            gaps.setdefault(r.server, []).append(r.idle_before_close_s)
+    out = []
+    for server, vals in gaps.items():
+        sec = statistics.median(vals)
+        out.append(IdleTimeout(server, sec, len(vals), match_default(sec)))
+    out.sort(key=lambda t: -t.samples)
+    return out
+
+
+def match_default(seconds: float) -> str | None:
+    for value, name in IDLE_DEFAULTS:
+        if abs(seconds - value) <= max(0.15 * value, 0.3):
+            return name
+    return None

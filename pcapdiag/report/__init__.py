@@ -1,0 +1,1 @@
+"""Reporters: the only modules (with the CLI) that write output."""

@@ -1,0 +1,138 @@
+"""The terminal view of ``pcapdiag analyze``: a summary, the problems explained, a table.
+
+Rendered with rich: coloured and sized to the terminal, plain text when piped. Text taken
+from a capture (request lines, SNI, addresses) passes through ``clean`` first, which strips
+control characters and escape sequences, and is always added as ``Text`` (never markup), so
+a hostile capture cannot drive the user's terminal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import IO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from pcapdiag.analysis import Analysis
+from pcapdiag.classify import OUTCOMES, PROBLEMS
+from pcapdiag.explain import ConnectionRecord
+
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+_COLOURS = {o: ("red" if o in PROBLEMS else "green") for o in OUTCOMES}
+_COLOURS.update({"client_timeout": "yellow", "client_reset": "yellow", "open": "cyan"})
+MAX_EXAMPLES = 3  # explained connections per problem outcome
+MAX_ROWS = 200  # rows in the table (the rest are counted)
+
+
+def clean(text: object) -> str:
+    """Capture-derived text made safe for a terminal."""
+    return _CONTROL.sub("", str(text)).replace("\n", " ")
+
+
+def render(analysis: Analysis, out: IO[str] | None = None, *, width: int | None = None) -> None:
+    console = Console(file=out, width=width, highlight=False, soft_wrap=False)
+    _summary(console, analysis)
+    _problems(console, analysis)
+    _table(console, analysis)
+    for cap in analysis.captures:
+        for w in cap.warnings[:10]:
+            console.print(Text("warning: " + clean(w), style="yellow"))
+        if cap.error:
+            console.print(Text("error: " + clean(cap.error), style="bold red"))
+
+
+def _summary(console: Console, a: Analysis) -> None:
+    n = len(a.records)
+    pk = sum(c.packets for c in a.captures)
+    files = ", ".join(clean(c.path) for c in a.captures[:3]) + (" …" if len(a.captures) > 3 else "")
+    console.print(
+        Text(
+            f"{files}: {pk} packets, {n} TCP connections, {len(a.problems)} with problems",
+            style="bold",
+        )
+    )
+    line = Text("  ")
+    for outcome, count in a.by_outcome.items():
+        line.append(f"{outcome} ", style=_COLOURS[outcome])
+        line.append(f"{count}   ")
+    if a.by_outcome:
+        console.print(line)
+    for t in a.idle_timeouts[:3]:
+        console.print(Text("  " + clean(t.sentence()), style="cyan"))
+
+
+def _problems(console: Console, a: Analysis) -> None:
+    groups: dict[str, list[ConnectionRecord]] = defaultdict(list)
+    for r in a.problems:
+        groups[r.outcome].append(r)
+    for outcome in OUTCOMES:
+        recs = groups.get(outcome)
+        if not recs:
+            continue
+        console.print()
+        head = Text(f"{outcome}", style=f"bold {_COLOURS[outcome]}")
+        frames = ", ".join(str(r.close_frame) for r in recs[:8] if r.close_frame is not None)
+        head.append(f"  {len(recs)} connection{'s' if len(recs) != 1 else ''}")
+        if frames:
+            head.append(f" (closing frames {frames}{', …' if len(recs) > 8 else ''})")
+        console.print(head)
+        for r in recs[:MAX_EXAMPLES]:
+            console.print(
+                Text(f"  #{r.id} {clean(r.client)} → {clean(r.server)}: ", style="bold").append(
+                    clean(r.evidence), style=""
+                )
+            )
+        r0 = recs[0]
+        errs = r0.client_errors
+        for lib in ("stdlib", "requests", "aiohttp", "httpx"):
+            if errs.get(lib):
+                console.print(Text(f"    {lib:8} ", style="dim").append(clean(errs[lib])))
+        if r0.cause:
+            console.print(Text("    cause   ", style="dim").append(clean(r0.cause)))
+        if r0.fix:
+            console.print(Text("    fix     ", style="dim").append(clean(r0.fix), style="green"))
+
+
+def _table(console: Console, a: Analysis) -> None:
+    if not a.records:
+        return
+    console.print()
+    t = Table(show_edge=False, pad_edge=False, header_style="bold")
+    for col, kw in (
+        ("id", {"justify": "right"}),
+        ("client", {}),
+        ("server", {}),
+        ("outcome", {}),
+        ("closed by", {}),
+        ("frame", {"justify": "right"}),
+        ("duration", {"justify": "right"}),
+        ("req/resp", {"justify": "right"}),
+        ("zeek", {}),
+    ):
+        t.add_column(col, no_wrap=True, **kw)
+    recs = sorted(a.records, key=lambda r: (r.outcome not in PROBLEMS, r.start_ns))
+    for r in recs[:MAX_ROWS]:
+        t.add_row(
+            str(r.id),
+            Text(clean(r.client)),
+            Text(clean(r.server)),
+            Text(r.outcome, style=_COLOURS.get(r.outcome, "")),
+            r.closed_by,
+            "" if r.close_frame is None else str(r.close_frame),
+            f"{(r.end_ns - r.start_ns) / 1e9:.3f} s",
+            f"{r.requests}/{r.responses}",
+            r.zeek_conn_state,
+        )
+    console.print(t)
+    if len(recs) > MAX_ROWS:
+        console.print(
+            Text(
+                f"… {len(recs) - MAX_ROWS} more connections (use --format csv or json for all)",
+                style="dim",
+            )
+        )

@@ -1,0 +1,201 @@
+"""Zeek's ``conn_state`` and ``history`` for every connection, so results join with conn.log.
+
+Written from Zeek's documented rules (``../shared/knowledge/zeek-conn-state.md``): one TCP
+endpoint state per side, updated by each packet the side sends, mapped to ``conn_state``
+when the connection is reported. Zeek's own timers (5 s attempt split, linger) are not
+reproduced: pcapdiag counts connections as tshark does, one per handshake.
+"""
+
+from __future__ import annotations
+
+# Endpoint states, numbered as in Zeek's init-bare.zeek.
+INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = range(7)
+_INACTIVE_LIKE = (INACTIVE, PARTIAL)
+
+_FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
+_LOG_LETTERS = {1, 10, 100, 1000, 10000, 100000, 1000000}
+
+
+class ZeekState:
+    """Both endpoints' states and the history string of one connection.
+
+    ``update`` is called for every packet; its cheap exit keeps steady-state ACKs fast.
+    """
+
+    __slots__ = (
+        "orig",
+        "resp",
+        "history",
+        "_once",
+        "_last_seq",
+        "_counts",
+        "_max_end",
+        "_prev_peer",
+    )
+
+    def __init__(self, flipped: bool = False) -> None:
+        self.orig = INACTIVE
+        self.resp = INACTIVE
+        self.history: list[str] = ["^"] if flipped else []
+        self._once: set[str] = set()
+        self._last_seq: dict[str, int] = {}
+        self._counts: dict[str, int] = {}
+        self._max_end: list[int | None] = [None, None]  # orig, resp
+        self._prev_peer = [INACTIVE, INACTIVE]
+
+    # -- history ---------------------------------------------------------------------------
+    def _letter(self, ch: str, is_orig: bool) -> None:
+        self.history.append(ch if is_orig else ch.lower())
+
+    def _once_letter(self, ch: str, is_orig: bool) -> None:
+        key = ch if is_orig else ch.lower()
+        if key not in self._once:
+            self._once.add(key)
+            self.history.append(key)
+
+    def _seq_letter(self, ch: str, is_orig: bool, seq: int) -> None:
+        key = ch if is_orig else ch.lower()
+        if self._last_seq.get(key) != seq:
+            self._last_seq[key] = seq
+            self.history.append(key)
+
+    def _log_letter(self, ch: str, is_orig: bool) -> None:
+        key = ch if is_orig else ch.lower()
+        n = self._counts.get(key, 0) + 1
+        self._counts[key] = n
+        if n in _LOG_LETTERS:
+            self.history.append(key)
+
+    # -- packets ---------------------------------------------------------------------------
+    def update(self, is_orig: bool, flags: int, seq: int, payload_len: int, window: int) -> None:
+        syn, fin, rst, ack = flags & _SYN, flags & _FIN, flags & _RST, flags & _ACK
+        # History letters: one classification per packet.
+        n = (1 if syn else 0) + (1 if fin else 0) + (1 if rst else 0)
+        if n > 1:
+            self._once_letter("I" if (fin and rst) else "Q", is_orig)
+        elif syn:
+            self._seq_letter("H" if ack else "S", is_orig, seq)
+        elif fin:
+            self._seq_letter("F", is_orig, (seq + payload_len) & 0xFFFFFFFF)
+        elif rst:
+            self._seq_letter("R", is_orig, seq)
+        elif payload_len:
+            self._once_letter("D", is_orig)
+        elif ack:
+            self._once_letter("A", is_orig)
+        if payload_len and not syn:
+            side = 0 if is_orig else 1
+            end = (seq + payload_len) & 0xFFFFFFFF
+            top = self._max_end[side]
+            if top is None or ((end - top) & 0xFFFFFFFF) < 0x80000000:
+                if top is not None and end == top:
+                    self._log_letter("T", is_orig)
+                self._max_end[side] = end
+            else:
+                self._log_letter("T", is_orig)
+        if window == 0 and not rst and not syn:
+            self._log_letter("W", is_orig)
+
+        # Endpoint state machine.
+        me = self.orig if is_orig else self.resp
+        peer = self.resp if is_orig else self.orig
+        new_me, new_peer = me, peer
+        if me == INACTIVE:
+            if syn:
+                if ack:
+                    if is_orig:
+                        new_me = SYN_ACK_SENT
+                    else:
+                        new_me = ESTABLISHED
+                        if peer == SYN_SENT:
+                            new_peer = ESTABLISHED
+                else:
+                    new_me = SYN_SENT
+                if fin:
+                    new_me = CLOSED
+                if rst:
+                    new_me = RESET
+            elif rst:
+                new_me = RESET
+            elif fin:
+                new_me = CLOSED
+            elif not is_orig and peer == SYN_SENT and payload_len == 0:
+                pass  # some stacks ACK a SYN before answering it
+            elif ack and peer == ESTABLISHED:
+                new_me = ESTABLISHED
+            else:
+                new_me = PARTIAL
+        elif me in (SYN_SENT, SYN_ACK_SENT):
+            if rst:
+                new_me = RESET
+            elif fin:
+                new_me = CLOSED
+            elif syn and ack and not is_orig and peer == SYN_SENT:
+                new_me, new_peer = ESTABLISHED, ESTABLISHED
+        elif me in (ESTABLISHED, PARTIAL):
+            if rst:
+                new_me = RESET
+            elif fin:
+                new_me = CLOSED
+                prev = self._prev_peer[1 if is_orig else 0]
+                if peer == RESET and prev == CLOSED:
+                    new_peer = CLOSED
+            elif syn and not ack and me == PARTIAL and peer == INACTIVE:
+                new_me = SYN_SENT
+        elif me == CLOSED and rst and peer != CLOSED:
+            new_me = RESET
+        if is_orig:
+            if new_me != self.orig:
+                self._prev_peer[0] = self.orig
+            if new_peer != self.resp:
+                self._prev_peer[1] = self.resp
+            self.orig, self.resp = new_me, new_peer
+        else:
+            if new_me != self.resp:
+                self._prev_peer[1] = self.resp
+            if new_peer != self.orig:
+                self._prev_peer[0] = self.orig
+            self.resp, self.orig = new_me, new_peer
+
+    # -- results ---------------------------------------------------------------------------
+    def history_str(self) -> str:
+        return "".join(self.history)
+
+    def conn_state(self, orig_bytes: int = 0, resp_bytes: int = 0) -> str:
+        o, r = self.orig, self.resp
+        if r == RESET:
+            if o in (SYN_SENT, SYN_ACK_SENT) or (
+                o == RESET and orig_bytes == 0 and resp_bytes == 0
+            ):
+                return "REJ"
+            if o in _INACTIVE_LIKE:
+                return "RSTRH"
+            return "RSTR"
+        if o == RESET:
+            if r in _INACTIVE_LIKE:
+                return "RSTOS0" if _rstos0(self.history_str()) else "OTH"
+            return "RSTO"
+        if o == CLOSED and r == CLOSED:
+            return "SF"
+        if o == CLOSED:
+            return "SH" if r in _INACTIVE_LIKE else "S2"
+        if r == CLOSED:
+            return "SHR" if o in _INACTIVE_LIKE else "S3"
+        if o == SYN_SENT and r == INACTIVE:
+            return "S0"
+        if o == ESTABLISHED and r == ESTABLISHED:
+            return "S1"
+        return "OTH"
+
+
+def _rstos0(history: str) -> bool:
+    """Zeek's ``^\\^?S[^HAFGIQ]*R``: originator SYN, then its RST, nothing else of its own."""
+    h = history[1:] if history.startswith("^") else history
+    if not h.startswith("S"):
+        return False
+    for ch in h[1:]:
+        if ch == "R":
+            return True
+        if ch in "HAFGIQ":
+            return False
+    return False
