@@ -5,12 +5,15 @@
     >>> a.summary["by_outcome"]
     >>> [r.evidence for r in a.problems]
 
-The public API is what this module exports; everything else may change.
+The public API is what this module exports; everything else may change. The analysis
+machinery (numpy, and pandas/matplotlib where used) is imported on first use, so that
+``import pcapdiag`` and ``pcapdiag --help`` stay fast.
 """
 
 from __future__ import annotations
 
-from pcapdiag.analysis import Analysis, CaptureSummary, analyze
+from typing import TYPE_CHECKING, Any
+
 from pcapdiag.classify import OUTCOMES, PROBLEMS
 from pcapdiag.errors import (
     CaptureError,
@@ -19,9 +22,20 @@ from pcapdiag.errors import (
     PcapdiagError,
     UsageError,
 )
-from pcapdiag.explain import ConnectionRecord, IdleTimeout
+
+if TYPE_CHECKING:
+    from pcapdiag.analysis import Analysis, CaptureSummary, analyze
+    from pcapdiag.explain import ConnectionRecord, IdleTimeout
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "analyze": "pcapdiag.analysis",
+    "Analysis": "pcapdiag.analysis",
+    "CaptureSummary": "pcapdiag.analysis",
+    "ConnectionRecord": "pcapdiag.explain",
+    "IdleTimeout": "pcapdiag.explain",
+}
 
 __all__ = [
     "OUTCOMES",
@@ -38,3 +52,18 @@ __all__ = [
     "analyze",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pcapdiag' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
