@@ -29,20 +29,11 @@ import numpy as np
 from pcapdiag import _http, _tls
 from pcapdiag.classify import Ev, Event, Machine, Side, State
 from pcapdiag.decode import ACK, FIN, RST, SYN, IcmpError, TcpPackets, addr_str
-from pcapdiag.zeek import ZeekState
+from pcapdiag.zeek import ZeekConn, is_server_port
 
 _MASK32 = 0xFFFFFFFF
 _HALF32 = 0x80000000
 NS = 1_000_000_000
-
-# Ports that identify a server when a capture starts mid-connection (besides < 1024).
-SERVER_PORTS = frozenset(
-    {
-        1080, 1433, 1521, 2049, 2375, 2376, 2379, 3000, 3128, 3306, 3389, 4443, 5000,
-        5432, 5601, 5672, 5900, 6379, 6443, 6667, 8000, 8008, 8080, 8081, 8088, 8443,
-        8888, 9000, 9042, 9090, 9092, 9200, 9300, 11211, 15672, 27017,
-    }
-)  # fmt: skip
 
 IDLE_MIN_NS = 200_000_000  # an idle gap is at least 0.2 s ...
 IDLE_RTT_FACTOR = 4  # ... and at least 4 handshake round trips
@@ -247,7 +238,7 @@ class Connection:
         self.synack_ts: int | None = None
         self.synack_frame: int | None = None
         self.ack_ts: int | None = None
-        self.zeek: ZeekState
+        self.zeek: ZeekConn
         self.machine = Machine()
         self.events: list[Event] = []
         self.mode: str | None = None  # None (undecided) | "http" | "tls" | "turns"
@@ -352,10 +343,10 @@ class Connection:
 
     def _decide_mode(self, data: bytes) -> None:
         head = bytes(data[:16])
-        if _tls.looks_like_tls(head):
+        if _looks_like_tls(head):
             self.mode = "tls"
             self.tls = _tls.TlsObserver()
-        elif _http.looks_like_http(head):
+        elif _looks_like_http(head):
             self.mode = "http"
             self.http = _http.HttpObserver()
         else:
@@ -454,15 +445,15 @@ class Connection:
             return
         if not obs.handshake_complete:
             return
-        app = obs.app_data_bytes
         idx = 0 if from_client else 1
-        got = app[idx] - self.tls_app[idx]
+        total = obs.app_data_bytes(from_client)
+        got = total - self.tls_app[idx]
         if got > 0:
-            self.tls_app[idx] = app[idx]
+            self.tls_app[idx] = total
             last = obs.last_record(from_client)
-            if last is not None and got <= _TINY_TLS_RECORD:
-                # maybe an encrypted alert / close_notify: decided by what follows
-                self.tiny_tls = (last.frame if hasattr(last, "frame") else frame, ts, got)
+            if got <= _TINY_TLS_RECORD and last is not None and last.length <= _TINY_TLS_RECORD:
+                # a lone tiny record: an encrypted alert or close_notify rather than data
+                self.tiny_tls = (last.frame, last.ts_ns, last.length)
                 return
             self.tiny_tls = None
             self._turn(from_client, frame, ts)
@@ -498,17 +489,27 @@ class Connection:
                 self.idle_at_close_ns = ts - self.last_activity_ts
 
 
+_HTTP_METHODS = (
+    b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ",
+    b"TRACE ", b"PROPFIND ", b"PROPPATCH ", b"MKCOL ", b"COPY ", b"MOVE ", b"LOCK ",
+    b"UNLOCK ", b"REPORT ", b"SEARCH ", b"PURGE ", b"HTTP/1.",
+)  # fmt: skip
+
+
+def _looks_like_http(head: bytes) -> bool:
+    """A request line's method (or a status line, for captures that start mid-stream)."""
+    return head.startswith(_HTTP_METHODS)
+
+
+def _looks_like_tls(head: bytes) -> bool:
+    """A TLS record header (type 20-24, version 3.x), or an SSLv2-framed ClientHello."""
+    if len(head) >= 3 and 20 <= head[0] <= 24 and head[1] == 3 and head[2] <= 4:
+        return True
+    return len(head) >= 3 and head[0] & 0x80 == 0x80 and head[2] == 1
+
+
 def _clip(text: str, n: int = 200) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _is_server_port(port: int, other: int) -> bool:
-    """Is ``port`` the server's, comparing with the peer's ``other``?"""
-    p_srv = port < 1024 or port in SERVER_PORTS
-    o_srv = other < 1024 or other in SERVER_PORTS
-    if p_srv != o_srv:
-        return p_srv
-    return port < other
 
 
 class Tracker:
@@ -571,7 +572,7 @@ class Tracker:
             if ts > conn.end_ts:
                 conn.end_ts = ts
             pl = plen[i]
-            conn.zeek.update(from_client, flags, seqs[i], pl, wins[i])
+            conn.zeek.update(from_client, flags, seqs[i], pl, wins[i], ts)
             if flags & (SYN | FIN | RST) == 0 and pl == 0:
                 if from_client and conn.ack_ts is None and conn.synack_ts is not None:
                     conn.ack_ts = ts
@@ -627,7 +628,7 @@ class Tracker:
         elif syn and ack:
             sender_is_client, orient = False, "synack"
         else:
-            sender_is_client, orient = not _is_server_port(sport, dport), "port"
+            sender_is_client, orient = not is_server_port(sport, dport), "port"
         conn = Connection(self.next_id, self.capture, ipver)
         self.next_id += 1
         src, dst = addr_str(ipver, shi, slo), addr_str(ipver, dhi, dlo)
@@ -638,8 +639,7 @@ class Tracker:
             conn.c_addr, conn.c_port, conn.s_addr, conn.s_port = dst, dport, src, sport
             ckey, skey = (dhi, dlo, dport, shi, slo, sport), key
         conn.orientation = orient
-        # Zeek flips roles when the first packet is not a SYN and comes from the server.
-        conn.zeek = ZeekState(flipped=(orient != "syn" and not sender_is_client))
+        conn.zeek = ZeekConn(conn.c_port, conn.s_port)
         conn.start_ts = conn.end_ts = ts
         conn.first_frame = conn.last_frame = frame
         if orient != "syn":

@@ -181,6 +181,7 @@ class ConnectionRecord:
     orientation: str = "syn"
     anomalies: list[str] = field(default_factory=list)
     events: list[tuple[int, int | None, str, str, str]] = field(default_factory=list)
+    zeek_rows: list[tuple[int, str, str]] = field(default_factory=list)  # (start ns, state, history)
 
     @property
     def client(self) -> str:
@@ -220,6 +221,9 @@ class ConnectionRecord:
             "client_errors": self.client_errors,
             "zeek_conn_state": self.zeek_conn_state,
             "zeek_history": self.zeek_history,
+            "zeek_rows": [
+                {"ts": ts / NS, "conn_state": st, "history": h} for ts, st, h in self.zeek_rows
+            ],
             "frames": [self.first_frame, self.last_frame],
             "cause": self.cause,
             "fix": self.fix,
@@ -284,8 +288,9 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
         handshake=_handshake(conn),
         first_frame=conn.first_frame,
         last_frame=conn.last_frame,
-        zeek_conn_state=conn.zeek.conn_state(conn.c.bytes, conn.s.bytes),
-        zeek_history=conn.zeek.history_str(),
+        zeek_conn_state=conn.zeek.first.conn_state(),
+        zeek_history=conn.zeek.first.history_str(),
+        zeek_rows=[(ts, z.conn_state(), z.history_str()) for ts, z in conn.zeek.rows],
         client_errors={},
         tls=tls,
         icmp=icmp,

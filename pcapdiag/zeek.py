@@ -2,8 +2,13 @@
 
 Written from Zeek's documented rules (``../shared/knowledge/zeek-conn-state.md``): one TCP
 endpoint state per side, updated by each packet the side sends, mapped to ``conn_state``
-when the connection is reported. Zeek's own timers (5 s attempt split, linger) are not
-reproduced: pcapdiag counts connections as tshark does, one per handshake.
+when the connection is reported.
+
+pcapdiag counts connections as tshark does, one per handshake, but Zeek's timers can split
+one of them into several conn.log rows: an attempt still unanswered 5 s after the SYN is
+logged (``S0``) and later packets start a new row; so do packets arriving more than 5 s
+after a side closed (FIN or RST). ``ZeekState.rows`` reproduces those rows, so every Zeek
+row can be joined with the pcapdiag connection it belongs to.
 """
 
 from __future__ import annotations
@@ -14,6 +19,80 @@ _INACTIVE_LIKE = (INACTIVE, PARTIAL)
 
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
 _LOG_LETTERS = {1, 10, 100, 1000, 10000, 100000, 1000000}
+ATTEMPT_DELAY_NS = 5_000_000_000  # tcp_attempt_delay
+CLOSE_DELAY_NS = 5_000_000_000  # tcp_close_delay / tcp_reset_delay / linger
+
+
+class ZeekConn:
+    """The Zeek rows of one pcapdiag connection; the current row is ``rows[-1]``.
+
+    ``update`` takes the packet's side as pcapdiag sees it (client or server) and maps
+    it to Zeek's originator/responder of the current row.
+    """
+
+    __slots__ = ("rows", "orig_is_client", "_start", "_last", "_client_port", "_server_port")
+
+    def __init__(self, client_port: int, server_port: int) -> None:
+        self.rows: list[tuple[int, ZeekState]] = []
+        self.orig_is_client = True
+        self._start = 0
+        self._last = 0
+        self._client_port = client_port
+        self._server_port = server_port
+
+    def update(
+        self, from_client: bool, flags: int, seq: int, payload_len: int, window: int, ts: int
+    ) -> None:
+        if not self.rows or self._split(ts):
+            self._new_row(from_client, flags, ts)
+        self._last = ts
+        state = self.rows[-1][1]
+        state.update(from_client == self.orig_is_client, flags, seq, payload_len, window)
+
+    def _split(self, ts: int) -> bool:
+        z = self.rows[-1][1]
+        if z.resp == INACTIVE and z.orig in (SYN_SENT, SYN_ACK_SENT):
+            return ts - self._start > ATTEMPT_DELAY_NS
+        if z.orig in (CLOSED, RESET) or z.resp in (CLOSED, RESET):
+            return ts - self._last > CLOSE_DELAY_NS
+        return False
+
+    def _new_row(self, from_client: bool, flags: int, ts: int) -> None:
+        """Zeek's orientation: a SYN's sender originates; otherwise a packet from a likely
+        server port makes its receiver the originator (and marks the flip with ``^``)."""
+        if flags & _SYN and not flags & _ACK:
+            orig_is_sender, flipped = True, False
+        else:
+            sport = self._client_port if from_client else self._server_port
+            dport = self._server_port if from_client else self._client_port
+            from_server_port = is_server_port(sport, dport)
+            orig_is_sender, flipped = not from_server_port, from_server_port
+        self.orig_is_client = from_client if orig_is_sender else not from_client
+        self._start = ts
+        self.rows.append((ts, ZeekState(flipped=flipped)))
+
+    @property
+    def first(self) -> ZeekState:
+        return self.rows[0][1] if self.rows else ZeekState()
+
+
+# Ports that identify a server when a capture starts mid-connection (besides < 1024).
+SERVER_PORTS = frozenset(
+    {
+        1080, 1433, 1521, 2049, 2375, 2376, 2379, 3000, 3128, 3306, 3389, 4443, 5000,
+        5432, 5601, 5672, 5900, 6379, 6443, 6667, 8000, 8008, 8080, 8081, 8088, 8443,
+        8888, 9000, 9042, 9090, 9092, 9200, 9300, 11211, 15672, 27017,
+    }
+)  # fmt: skip
+
+
+def is_server_port(port: int, other: int) -> bool:
+    """Is ``port`` the server's side, compared with the peer's ``other``?"""
+    p_srv = port < 1024 or port in SERVER_PORTS
+    o_srv = other < 1024 or other in SERVER_PORTS
+    if p_srv != o_srv:
+        return p_srv
+    return port < other
 
 
 class ZeekState:
@@ -31,6 +110,7 @@ class ZeekState:
         "_counts",
         "_max_end",
         "_prev_peer",
+        "bytes",
     )
 
     def __init__(self, flipped: bool = False) -> None:
@@ -42,6 +122,7 @@ class ZeekState:
         self._counts: dict[str, int] = {}
         self._max_end: list[int | None] = [None, None]  # orig, resp
         self._prev_peer = [INACTIVE, INACTIVE]
+        self.bytes = [0, 0]  # payload bytes sent by originator, responder
 
     # -- history ---------------------------------------------------------------------------
     def _letter(self, ch: str, is_orig: bool) -> None:
@@ -69,6 +150,8 @@ class ZeekState:
     # -- packets ---------------------------------------------------------------------------
     def update(self, is_orig: bool, flags: int, seq: int, payload_len: int, window: int) -> None:
         syn, fin, rst, ack = flags & _SYN, flags & _FIN, flags & _RST, flags & _ACK
+        if payload_len:
+            self.bytes[0 if is_orig else 1] += payload_len
         # History letters: one classification per packet.
         n = (1 if syn else 0) + (1 if fin else 0) + (1 if rst else 0)
         if n > 1:
@@ -161,8 +244,9 @@ class ZeekState:
     def history_str(self) -> str:
         return "".join(self.history)
 
-    def conn_state(self, orig_bytes: int = 0, resp_bytes: int = 0) -> str:
+    def conn_state(self) -> str:
         o, r = self.orig, self.resp
+        orig_bytes, resp_bytes = self.bytes
         if r == RESET:
             if o in (SYN_SENT, SYN_ACK_SENT) or (
                 o == RESET and orig_bytes == 0 and resp_bytes == 0

@@ -19,6 +19,7 @@ import pcapdiag
 EXCLUDED = {
     "auth_change_session_keys.pcap": "Zeek ran with checksum validation and dropped packets with bad checksums; pcapdiag does not validate checksums (README caveat)",
     "syn-bad.pcap": "the SYN has a hand-corrupted checksum; Zeek logged only 'C' (README caveat)",
+    "globus-url-copy.pcap": "Zeek's gridftp script stopped analysing the data channel (skip_further_processing), so Zeek logged S1 despite the FIN exchange (README caveat)",
 }
 
 
@@ -33,20 +34,18 @@ def _rows(zeek_dir: Path) -> list[dict[str, str]]:
 
 
 def _match(records, row):
+    """The Zeek row of one of our connections with the same endpoints and start time."""
     ends = {(row["orig_h"], int(row["orig_p"])), (row["resp_h"], int(row["resp_p"]))}
     ts = float(row["ts"])
     best, best_d = None, None
     for r in records:
         if {(r.client_ip, r.client_port), (r.server_ip, r.server_port)} != ends:
             continue
-        d = abs(r.start_ns / 1e9 - ts)
-        if best_d is None or d < best_d:
-            best, best_d = r, d
-    if best is not None and best_d is not None and best_d > 1e-3:
-        # Zeek splits a flow after its 5 s attempt timer; the row then starts mid-connection.
-        inside = [r for r in records if r is best and r.start_ns / 1e9 <= ts + 1e-6 <= r.end_ns / 1e9 + 1e-6]
-        best = inside[0] if inside else None
-    return best
+        for start, state, history in r.zeek_rows:
+            d = abs(start / 1e9 - ts)
+            if best_d is None or d < best_d:
+                best, best_d = (state, history), d
+    return best if best_d is not None and best_d < 1e-3 else None
 
 
 def test_zeek_conn_state_agreement(zeek_dir: Path) -> None:
@@ -63,12 +62,11 @@ def test_zeek_conn_state_agreement(zeek_dir: Path) -> None:
         assert not analysis.errors, analysis.errors
         for row in trows:
             total += 1
-            rec = _match(analysis.records, row)
-            got = rec.zeek_conn_state if rec else "(no connection)"
+            found = _match(analysis.records, row)
+            got, hist = found if found else ("(no row)", "")
             if got == row["conn_state"]:
                 agree += 1
             else:
-                hist = rec.zeek_history if rec else ""
                 misses.append(f"{trace} {row['orig_h']}:{row['orig_p']}>{row['resp_h']}:{row['resp_p']} zeek={row['conn_state']}/{row['history']} ours={got}/{hist}")
     share = agree / total
     report = f"Zeek conn_state agreement: {agree}/{total} = {share:.1%}"
