@@ -64,9 +64,14 @@ def analyze(
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
     except PcapdiagError as exc:
-        click.echo(f"pcapdiag: {exc}", err=True)
+        click.echo(f"pcapdiag: {_one_line(exc)}", err=True)
         sys.exit(1)
     out = click.get_text_stream("stdout")
+    nothing_read = all(c.error and not c.packets for c in result.captures)
+    if nothing_read:
+        for err in result.errors:
+            click.echo(f"pcapdiag: {_one_line(err)}", err=True)
+        sys.exit(1)
     if fmt == "json":
         from pcapdiag.report.data import write_json
 
@@ -81,8 +86,14 @@ def analyze(
         render(result, out)
     if result.errors:
         for err in result.errors:
-            click.echo(f"pcapdiag: {err}", err=True)
+            click.echo(f"pcapdiag: {_one_line(err)}", err=True)
         sys.exit(1)
+
+
+def _one_line(err: Exception) -> str:
+    from pcapdiag.report.terminal import clean
+
+    return clean(err)
 
 
 if __name__ == "__main__":  # pragma: no cover

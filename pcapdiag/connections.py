@@ -333,11 +333,17 @@ class Connection:
             else:
                 obs.gap(from_client, payload, ts, frame)  # type: ignore[union-attr]
             self._drain_http()
-            if not obs.synced:  # type: ignore[union-attr]
-                self._note("HTTP parser lost sync; following payload turns")
+            if obs.is_http is False or not obs.synced:  # type: ignore[union-attr]
+                self._note("HTTP framing lost; following payload turns")
                 self.mode = "turns"
+                self._turn(from_client, frame, ts)
         elif self.mode == "tls":
             self._feed_tls(from_client, kind, payload, ts, frame)
+            tls = self.tls
+            if tls is not None and (tls.is_tls is False or not tls.synced):
+                self._note("TLS record framing lost; following payload turns")
+                self.mode = "turns"
+                self._turn(from_client, frame, ts)
         else:
             self._turn(from_client, frame, ts)
 
@@ -379,6 +385,7 @@ class Connection:
         after_fin = self.s.fin_ts is not None and self.s.fin_ts <= ts
         self.requests.append(RequestInfo(frame, ts, line, idle, after_fin))
         self.last_activity_ts = ts
+        self.turn = Side.CLIENT
         self.emit(Side.CLIENT, Ev.REQUEST, ts, frame, line)
 
     def _activity_before(self, ts: int) -> int:
@@ -396,6 +403,7 @@ class Connection:
                 self._request(e.frame, e.ts_ns, _clip(line))
             elif k == "response":
                 self.last_activity_ts = e.ts_ns
+                self.turn = Side.SERVER
                 self.responses += 1
                 if e.keep_alive_timeout_s is not None:
                     self.keep_alive_timeout_s = e.keep_alive_timeout_s
@@ -457,8 +465,6 @@ class Connection:
                 return
             self.tiny_tls = None
             self._turn(from_client, frame, ts)
-        if not obs.synced:
-            self.mode = "turns"
 
     # -- closing --------------------------------------------------------------------------
     def fin(self, from_client: bool, frame: int, ts: int) -> None:

@@ -42,8 +42,6 @@ def render(analysis: Analysis, out: IO[str] | None = None, *, width: int | None 
     for cap in analysis.captures:
         for w in cap.warnings[:10]:
             console.print(Text("warning: " + clean(w), style="yellow"))
-        if cap.error:
-            console.print(Text("error: " + clean(cap.error), style="bold red"))
 
 
 def _summary(console: Console, a: Analysis) -> None:

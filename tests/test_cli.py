@@ -1,0 +1,97 @@
+"""The command line: exit codes, the JSON contract, and output that a capture cannot subvert."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from pcapbuild import Conversation, write_pcap
+
+from pcapdiag.cli import main
+
+HOSTILE = b'GET /<script>alert(1)</script>\x1b[31mRED\x1b]0;title\x07 HTTP/1.1\r\nHost: =cmd|"/c calc"!A1\r\n\r\n'
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def _hostile(tmp_path: Path) -> Path:
+    conv = Conversation().handshake().client_sends(HOSTILE).server_fin(dt=0.0002)
+    return write_pcap(tmp_path / "hostile.pcap", conv.packets)
+
+
+def test_missing_file_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    res = _run("analyze", str(tmp_path / "nope.pcap"))
+    assert res.exit_code == 1
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "nope.pcap" in lines[0]
+    assert "Traceback" not in res.output
+
+
+def test_not_a_capture(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello, this is not a capture\n")
+    res = _run("analyze", str(bad))
+    assert res.exit_code == 1
+    assert "notes.txt" in res.output and "Traceback" not in res.output
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert _run("analyze").exit_code == 2
+    assert _run("analyze", "--format", "xml", "x.pcap").exit_code == 2
+    path = _hostile(tmp_path)
+    assert _run("analyze", str(path), "--at", "yesterday-ish").exit_code == 2
+
+
+def test_json_contract(tmp_path: Path) -> None:
+    res = _run("analyze", str(_hostile(tmp_path)), "--format", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert set(doc) >= {"captures", "summary", "connections"}
+    cap = doc["captures"][0]
+    assert set(cap) >= {"path", "packets", "link_types", "first_time", "last_time", "warnings"}
+    assert set(doc["summary"]) >= {"connections", "by_outcome", "idle_timeout_s"}
+    conn = doc["connections"][0]
+    keys = {"id", "capture", "client", "server", "start", "end", "duration_s", "outcome", "closed_by",
+            "close_time", "close_frame", "evidence", "client_packets", "server_packets", "client_bytes",
+            "server_bytes", "requests", "responses", "handshake", "tls", "icmp", "client_errors",
+            "zeek_conn_state", "zeek_history", "frames"}  # fmt: skip
+    assert keys <= set(conn)
+    assert set(conn["client_errors"]) == {"stdlib", "requests", "aiohttp", "httpx", "errno"}
+    assert conn["outcome"] == "server_close_after_request"
+    assert conn["closed_by"] == "server"
+    assert conn["close_frame"] == 5 and conn["frames"] == [1, 5]
+    assert "RemoteDisconnected" in conn["client_errors"]["stdlib"]
+
+
+def test_terminal_output_strips_escape_sequences(tmp_path: Path) -> None:
+    res = _run("analyze", str(_hostile(tmp_path)))
+    assert res.exit_code == 0
+    assert "\x1b" not in res.output and "\x07" not in res.output
+    assert "server_close_after_request" in res.output
+
+
+def test_csv_neutralises_formulas(tmp_path: Path) -> None:
+    res = _run("analyze", str(_hostile(tmp_path)), "--format", "csv")
+    assert res.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(res.output)))
+    assert rows and rows[0]["outcome"] == "server_close_after_request"
+    for row in rows:
+        for value in row.values():
+            assert not value.startswith(("=", "+", "@")), value
+
+
+def test_filters(tmp_path: Path) -> None:
+    path = _hostile(tmp_path)
+    doc = json.loads(_run("analyze", str(path), "--format", "json", "--port", "81").output)
+    assert doc["connections"] == []
+    doc = json.loads(_run("analyze", str(path), "--format", "json", "--problems", "--host", "10.0.0.2").output)
+    assert len(doc["connections"]) == 1
+    doc = json.loads(_run("analyze", str(path), "--format", "json", "--at", "2023-11-14T22:13:20Z", "--window", "1").output)
+    assert len(doc["connections"]) == 1
+    doc = json.loads(_run("analyze", str(path), "--format", "json", "--at", "1700000100").output)
+    assert doc["connections"] == []
