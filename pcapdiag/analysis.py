@@ -186,6 +186,21 @@ def analyze(
 def _analyze_file(
     path: str, idx: int, summary: CaptureSummary, records: list[ConnectionRecord]
 ) -> None:
+    """Append the file's connections to ``records`` in order of their first frame; ids
+    continue from the connections of earlier files, so they are unique per analysis."""
+    mine: list[ConnectionRecord] = []
+    try:
+        _read_file(path, idx, summary, mine)
+    finally:
+        mine.sort(key=lambda r: r.first_frame)
+        for i, rec in enumerate(mine, start=len(records)):
+            rec.id = i
+        records.extend(mine)
+
+
+def _read_file(
+    path: str, idx: int, summary: CaptureSummary, records: list[ConnectionRecord]
+) -> None:
     t0: list[int] = []
     pending: list[Connection] = []
 

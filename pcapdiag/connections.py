@@ -399,7 +399,8 @@ class Connection:
         for e in evs:
             k = e.kind
             if k == "request":
-                line = f"{e.method} {e.target} {e.version}"
+                version = e.version if str(e.version).startswith("HTTP") else f"HTTP/{e.version}"
+                line = f"{e.method} {e.target} {version}"
                 self._request(e.frame, e.ts_ns, _clip(line))
             elif k == "response":
                 self.last_activity_ts = e.ts_ns

@@ -12,6 +12,7 @@ import re
 from collections import defaultdict
 from typing import IO
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -36,6 +37,9 @@ def clean(text: object) -> str:
 
 def render(analysis: Analysis, out: IO[str] | None = None, *, width: int | None = None) -> None:
     console = Console(file=out, width=width, highlight=False, soft_wrap=False)
+    if not console.is_terminal and width is None:
+        # piped: plain text, lines as long as they need to be (no wrapping mid-evidence)
+        console = Console(file=out, width=10_000, highlight=False, no_color=True, soft_wrap=True)
     _summary(console, analysis)
     _problems(console, analysis)
     _table(console, analysis)
@@ -100,7 +104,13 @@ def _table(console: Console, a: Analysis) -> None:
     if not a.records:
         return
     console.print()
-    t = Table(show_edge=False, pad_edge=False, header_style="bold")
+    plain = console.no_color or not console.is_terminal
+    t = Table(
+        show_edge=False,
+        pad_edge=False,
+        header_style="bold",
+        box=None if plain else box.SIMPLE_HEAD,
+    )
     for col, kw in (
         ("id", {"justify": "right"}),
         ("client", {}),
