@@ -271,29 +271,24 @@ class Connection:
         return None
 
     def idle_threshold_ns(self) -> int:
-        rtt = self.rtt_ns
-        return max(IDLE_MIN_NS, IDLE_RTT_FACTOR * rtt) if rtt else IDLE_MIN_NS
+        if self.ack_ts is None or not self.syn_ts:
+            return IDLE_MIN_NS
+        return max(IDLE_MIN_NS, IDLE_RTT_FACTOR * (self.ack_ts - self.syn_ts[0]))
 
     # -- events ---------------------------------------------------------------------------
     def emit(self, side: Side, kind: Ev, ts: int, frame: int | None, detail: str = "") -> None:
         m = self.machine
+        last = self.last_activity_ts
         if (
-            not m.done
-            and self.last_activity_ts is not None
-            and m.state
-            in (
-                State.IDLE,
-                State.CLOSE_ANNOUNCED,
-            )
+            last is not None
+            and kind is not Ev.IDLE_GAP
+            and m.outcome is None
+            and (m.state is State.IDLE or m.state is State.CLOSE_ANNOUNCED)
         ):
-            gap = ts - self.last_activity_ts
-            if gap >= self.idle_threshold_ns() and kind is not Ev.IDLE_GAP:
+            threshold = self.idle_threshold_ns()
+            if ts - last >= threshold:
                 self.emit(
-                    Side.NONE,
-                    Ev.IDLE_GAP,
-                    self.last_activity_ts + self.idle_threshold_ns(),
-                    None,
-                    f"idle {gap / NS:.3f} s",
+                    Side.NONE, Ev.IDLE_GAP, last + threshold, None, f"idle {(ts - last) / NS:.3f} s"
                 )
         ev = Event(side, kind, ts, frame, detail)
         if len(self.events) < MAX_EVENTS or kind in (Ev.FIN, Ev.RST, Ev.ALERT, Ev.ICMP, Ev.EOC):
@@ -333,7 +328,11 @@ class Connection:
             else:
                 obs.gap(from_client, payload, ts, frame)  # type: ignore[union-attr]
             self._drain_http()
-            if obs.is_http is False or not obs.synced:  # type: ignore[union-attr]
+            if obs.opaque_reason is not None:  # type: ignore[union-attr]
+                # CONNECT tunnel or protocol upgrade: what follows is not HTTP/1.x
+                self._note(f"HTTP {obs.opaque_reason}: following payload turns")  # type: ignore[union-attr]
+                self.mode = "turns"
+            elif obs.is_http is False or not obs.synced:  # type: ignore[union-attr]
                 self._note("HTTP framing lost; following payload turns")
                 self.mode = "turns"
                 self._turn(from_client, frame, ts)
@@ -404,6 +403,8 @@ class Connection:
                 self._request(e.frame, e.ts_ns, _clip(line))
             elif k == "response":
                 self.last_activity_ts = e.ts_ns
+                if e.status is not None and e.status < 200:
+                    continue  # interim (100 Continue): the request is still outstanding
                 self.turn = Side.SERVER
                 self.responses += 1
                 if e.keep_alive_timeout_s is not None:
