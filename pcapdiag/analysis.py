@@ -20,7 +20,13 @@ from pcapdiag import decode, reader
 from pcapdiag.classify import OUTCOMES, PROBLEMS
 from pcapdiag.connections import NS, Connection, Tracker
 from pcapdiag.errors import CaptureError, UsageError
-from pcapdiag.explain import ConnectionRecord, IdleTimeout, explain, infer_idle_timeouts
+from pcapdiag.explain import (
+    ConnectionRecord,
+    IdleTimeout,
+    annotate_retries,
+    explain,
+    infer_idle_timeouts,
+)
 
 LINKTYPE_NAMES = {
     0: "NULL", 1: "EN10MB", 12: "RAW", 14: "RAW", 101: "RAW", 108: "LOOP",
@@ -175,6 +181,7 @@ def analyze(
         except CaptureError as exc:
             summary.error = str(exc)
             errors.append(exc)
+    annotate_retries(records)
     result = Analysis(records, captures, infer_idle_timeouts(records), errors)
     if problems or host or port is not None or at is not None:
         result = result.filter(

@@ -177,6 +177,7 @@ class ConnectionRecord:
     rtt_ms: float | None = None
     idle_before_close_s: float | None = None
     keepalive_race: bool = False
+    retry_of: int | None = None  # id of the failed connection this one repeats
     last_request: str | None = None
     orientation: str = "syn"
     anomalies: list[str] = field(default_factory=list)
@@ -228,6 +229,7 @@ class ConnectionRecord:
             "cause": self.cause,
             "fix": self.fix,
             "keepalive_race": self.keepalive_race,
+            "retry_of": self.retry_of,
             "idle_before_close_s": self.idle_before_close_s,
             "syn_count": self.syn_count,
             "rtt_ms": self.rtt_ms,
@@ -693,6 +695,30 @@ def _tls_alert_errors(conn: Connection, rec: ConnectionRecord) -> dict[str, Any]
 
 
 # -- across connections ------------------------------------------------------------------------
+_RETRIED = frozenset({"server_close_after_request", "server_reset"})
+RETRY_WINDOW_NS = 1_000_000_000
+
+
+def annotate_retries(records: list[ConnectionRecord]) -> None:
+    """Mark a failed request repeated at once on a new connection (aiohttp ≥ 3.10 retries
+    idempotent requests once after ServerDisconnectedError / ClientOSError)."""
+    last: dict[tuple[str, str], ConnectionRecord] = {}
+    for r in sorted(records, key=lambda r: r.start_ns):
+        key = (r.client_ip, r.server)
+        prev = last.get(key)
+        if (
+            prev is not None
+            and prev.outcome in _RETRIED
+            and prev.close_ns is not None
+            and 0 <= r.start_ns - prev.close_ns <= RETRY_WINDOW_NS
+            and r.last_request is not None
+            and r.last_request == prev.last_request
+        ):
+            r.retry_of = prev.id
+            note = f"; it repeats the request of connection #{prev.id} {_s(r.start_ns - prev.close_ns)} after that one failed — the pattern of aiohttp's automatic retry of idempotent requests"
+            r.evidence = r.evidence.rstrip(".") + note + "."
+        last[key] = r
+
 @dataclass(slots=True)
 class IdleTimeout:
     """The server idle timeout inferred from idle closes, per server endpoint."""
