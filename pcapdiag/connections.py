@@ -558,13 +558,17 @@ class Tracker:
         icmp_i = 0
         n_icmp = len(icmp)
         table = self.table
+        keys = list(zip(sh, sl, sp, dh, dl, dp, strict=True))
+        next_icmp = icmp[0].frame if n_icmp else None
         for i in range(n):
             frame = frames[i]
-            while icmp_i < n_icmp and icmp[icmp_i].frame < frame:
-                self._icmp(icmp[icmp_i])
-                icmp_i += 1
+            if next_icmp is not None and next_icmp < frame:
+                while icmp_i < n_icmp and icmp[icmp_i].frame < frame:
+                    self._icmp(icmp[icmp_i])
+                    icmp_i += 1
+                next_icmp = icmp[icmp_i].frame if icmp_i < n_icmp else None
             ts = tss[i]
-            key = (sh[i], sl[i], sp[i], dh[i], dl[i], dp[i])
+            key = keys[i]
             flags = flags_l[i]
             hit = table.get(key)
             if hit is None or (flags & SYN and not flags & ACK and self._is_new_syn(hit, seqs[i])):
@@ -595,7 +599,9 @@ class Tracker:
                     side.first_data_frame = frame
                 side.last_data_ts = ts
                 side.last_data_frame = frame
-                if not flags & RST:
+                if conn.mode == "turns":
+                    conn._turn(from_client, frame, ts)
+                elif not flags & RST:
                     cap = pcap[i]
                     off = poff[i]
                     payload = data[off : off + cap].tobytes() if cap > 0 else b""
