@@ -26,10 +26,10 @@ as it is and is recorded as an anomaly by the caller.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class State(Enum):
+class State(StrEnum):
     CONNECTING = "connecting"
     TLS_HANDSHAKE = "tls_handshake"
     IDLE = "idle"
@@ -42,14 +42,14 @@ class State(Enum):
     CLIENT_CLOSED = "client_closed"
 
 
-class Side(Enum):
+class Side(StrEnum):
     CLIENT = "client"
     SERVER = "server"
     NETWORK = "network"
     NONE = "none"
 
 
-class Ev(Enum):
+class Ev(StrEnum):
     SYN = "syn"
     SYNACK = "synack"
     FIN = "fin"

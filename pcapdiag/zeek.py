@@ -43,10 +43,20 @@ class ZeekConn:
     def update(
         self, from_client: bool, flags: int, seq: int, payload_len: int, window: int, ts: int
     ) -> None:
-        if not self.rows or self._split(ts):
+        rows = self.rows
+        if not rows or self._split(ts):
             self._new_row(from_client, flags, ts)
         self._last = ts
-        state = self.rows[-1][1]
+        state = rows[-1][1]
+        if (
+            flags == _ACK
+            and not payload_len
+            and window
+            and state.orig == ESTABLISHED
+            and state.resp == ESTABLISHED
+            and ("A" if from_client == self.orig_is_client else "a") in state._once
+        ):
+            return  # a steady-state pure ACK changes nothing
         state.update(from_client == self.orig_is_client, flags, seq, payload_len, window)
 
     def _split(self, ts: int) -> bool:
