@@ -7,7 +7,8 @@ when the connection is reported.
 pcapdiag counts connections as tshark does, one per handshake, but Zeek's timers can split
 one of them into several conn.log rows: an attempt still unanswered 5 s after the SYN is
 logged (``S0``) and later packets start a new row; so do packets arriving more than 5 s
-after a side closed (FIN or RST). ``ZeekState.rows`` reproduces those rows, so every Zeek
+after a side reset, after both closed, or after one closed while the other never became
+active; and after 5 minutes of silence. ``ZeekConn.rows`` reproduces those rows, so every Zeek
 row can be joined with the pcapdiag connection it belongs to.
 """
 
@@ -21,6 +22,7 @@ _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
 _LOG_LETTERS = {1, 10, 100, 1000, 10000, 100000, 1000000}
 ATTEMPT_DELAY_NS = 5_000_000_000  # tcp_attempt_delay
 CLOSE_DELAY_NS = 5_000_000_000  # tcp_close_delay / tcp_reset_delay / linger
+INACTIVITY_NS = 300_000_000_000  # tcp_inactivity_timeout
 
 
 class ZeekConn:
@@ -63,9 +65,13 @@ class ZeekConn:
         z = self.rows[-1][1]
         if z.resp == INACTIVE and z.orig in (SYN_SENT, SYN_ACK_SENT):
             return ts - self._start > ATTEMPT_DELAY_NS
-        if z.orig in (CLOSED, RESET) or z.resp in (CLOSED, RESET):
-            return ts - self._last > CLOSE_DELAY_NS
-        return False
+        gap = ts - self._last
+        o, r = z.orig, z.resp
+        if RESET in (o, r) or (o == CLOSED and r == CLOSED):
+            return gap > CLOSE_DELAY_NS
+        if (o == CLOSED and r in _INACTIVE_LIKE) or (r == CLOSED and o in _INACTIVE_LIKE):
+            return gap > CLOSE_DELAY_NS
+        return gap > INACTIVITY_NS  # a half-closed or open connection lingers longer
 
     def _new_row(self, from_client: bool, flags: int, ts: int) -> None:
         """Zeek's orientation: a SYN's sender originates; otherwise a packet from a likely

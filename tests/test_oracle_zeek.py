@@ -53,7 +53,7 @@ def test_zeek_conn_state_agreement(zeek_dir: Path) -> None:
     by_trace: dict[str, list[dict[str, str]]] = defaultdict(list)
     for r in rows:
         by_trace[r["trace"]].append(r)
-    agree = total = 0
+    agree = total = same_history = 0
     misses: list[str] = []
     for trace, trows in sorted(by_trace.items()):
         if trace in EXCLUDED:
@@ -64,12 +64,17 @@ def test_zeek_conn_state_agreement(zeek_dir: Path) -> None:
             total += 1
             found = _match(analysis.records, row)
             got, hist = found if found else ("(no row)", "")
+            if hist == row["history"]:
+                same_history += 1
             if got == row["conn_state"]:
                 agree += 1
             else:
                 misses.append(f"{trace} {row['orig_h']}:{row['orig_p']}>{row['resp_h']}:{row['resp_p']} zeek={row['conn_state']}/{row['history']} ours={got}/{hist}")
     share = agree / total
-    report = f"Zeek conn_state agreement: {agree}/{total} = {share:.1%}"
+    report = (
+        f"Zeek conn_state agreement: {agree}/{total} = {share:.1%} "
+        f"(history identical on {same_history}/{total})"
+    )
     print(report)
     for m in misses:
         print("  mismatch:", m)
