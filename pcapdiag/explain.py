@@ -182,7 +182,9 @@ class ConnectionRecord:
     orientation: str = "syn"
     anomalies: list[str] = field(default_factory=list)
     events: list[tuple[int, int | None, str, str, str]] = field(default_factory=list)
-    zeek_rows: list[tuple[int, str, str]] = field(default_factory=list)  # (start ns, state, history)
+    zeek_rows: list[tuple[int, str, str]] = field(
+        default_factory=list
+    )  # (start ns, state, history)
 
     @property
     def client(self) -> str:
@@ -719,6 +721,7 @@ def annotate_retries(records: list[ConnectionRecord]) -> None:
             r.evidence = r.evidence.rstrip(".") + note + "."
         last[key] = r
 
+
 @dataclass(slots=True)
 class IdleTimeout:
     """The server idle timeout inferred from idle closes, per server endpoint."""
@@ -739,7 +742,12 @@ def infer_idle_timeouts(records: list[ConnectionRecord]) -> list[IdleTimeout]:
     """Median idle gap before a server's idle close, per server, most samples first."""
     gaps: dict[str, list[float]] = {}
     for r in records:
-        if r.outcome == "server_idle_close" and r.idle_before_close_s is not None or r.keepalive_race and r.idle_before_close_s is not None:
+        if (
+            r.outcome == "server_idle_close"
+            and r.idle_before_close_s is not None
+            or r.keepalive_race
+            and r.idle_before_close_s is not None
+        ):
             gaps.setdefault(r.server, []).append(r.idle_before_close_s)
     out = []
     for server, vals in gaps.items():

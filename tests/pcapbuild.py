@@ -23,14 +23,39 @@ def _csum(data: bytes) -> int:
     return ~s & 0xFFFF
 
 
-def tcp_packet(src: str, sport: int, dst: str, dport: int, flags: int, seq: int, ack: int = 0,
-               payload: bytes = b"", ttl: int = 64, window: int = 65535) -> bytes:
+def tcp_packet(
+    src: str,
+    sport: int,
+    dst: str,
+    dport: int,
+    flags: int,
+    seq: int,
+    ack: int = 0,
+    payload: bytes = b"",
+    ttl: int = 64,
+    window: int = 65535,
+) -> bytes:
     """An Ethernet frame carrying IPv4 or IPv6 + TCP."""
     s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4,
-                      flags, window, 0, 0) + payload
+    tcp = (
+        struct.pack(
+            "!HHIIBBHHH",
+            sport,
+            dport,
+            seq & 0xFFFFFFFF,
+            ack & 0xFFFFFFFF,
+            5 << 4,
+            flags,
+            window,
+            0,
+            0,
+        )
+        + payload
+    )
     if s.version == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, ttl, 6, 0, s.packed, d.packed)
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, ttl, 6, 0, s.packed, d.packed
+        )
         ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
         return b"\x02\0\0\0\0\x02" + b"\x02\0\0\0\0\x01" + b"\x08\x00" + ip + tcp
     ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, ttl, s.packed, d.packed)
@@ -53,10 +78,28 @@ class Conversation:
     def _add(self, from_client: bool, flags: int, payload: bytes = b"", dt: float = 0.001) -> None:
         self.t += dt
         if from_client:
-            pkt = tcp_packet(self.client, self.cport, self.server, self.sport, flags, self.cseq, self.sseq, payload)
+            pkt = tcp_packet(
+                self.client,
+                self.cport,
+                self.server,
+                self.sport,
+                flags,
+                self.cseq,
+                self.sseq,
+                payload,
+            )
             self.cseq += len(payload) + (1 if flags & (SYN | FIN) else 0)
         else:
-            pkt = tcp_packet(self.server, self.sport, self.client, self.cport, flags, self.sseq, self.cseq, payload)
+            pkt = tcp_packet(
+                self.server,
+                self.sport,
+                self.client,
+                self.cport,
+                flags,
+                self.sseq,
+                self.cseq,
+                payload,
+            )
             self.sseq += len(payload) + (1 if flags & (SYN | FIN) else 0)
         self.packets.append((self.t, pkt))
 

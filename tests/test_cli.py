@@ -89,9 +89,22 @@ def test_filters(tmp_path: Path) -> None:
     path = _hostile(tmp_path)
     doc = json.loads(_run("analyze", str(path), "--format", "json", "--port", "81").output)
     assert doc["connections"] == []
-    doc = json.loads(_run("analyze", str(path), "--format", "json", "--problems", "--host", "10.0.0.2").output)
+    doc = json.loads(
+        _run("analyze", str(path), "--format", "json", "--problems", "--host", "10.0.0.2").output
+    )
     assert len(doc["connections"]) == 1
-    doc = json.loads(_run("analyze", str(path), "--format", "json", "--at", "2023-11-14T22:13:20Z", "--window", "1").output)
+    doc = json.loads(
+        _run(
+            "analyze",
+            str(path),
+            "--format",
+            "json",
+            "--at",
+            "2023-11-14T22:13:20Z",
+            "--window",
+            "1",
+        ).output
+    )
     assert len(doc["connections"]) == 1
     doc = json.loads(_run("analyze", str(path), "--format", "json", "--at", "1700000100").output)
     assert doc["connections"] == []

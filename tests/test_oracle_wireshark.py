@@ -15,7 +15,13 @@ import pytest
 
 import pcapdiag
 
-FIN_DECIDED = {"server_close", "server_idle_close", "client_close", "server_close_after_request", "truncated_response"}
+FIN_DECIDED = {
+    "server_close",
+    "server_idle_close",
+    "client_close",
+    "server_close_after_request",
+    "truncated_response",
+}
 
 
 def _streams(wireshark_dir: Path) -> dict[str, list[dict[str, str]]]:
@@ -62,16 +68,24 @@ def test_closer_matches_fin_active(wireshark_dir: Path) -> None:
                 continue
             rec = by_first.get(int(row["first_frame"]))
             if rec is None:
-                wrong.append(f"{name} stream {row['tcp_stream']}: no connection starts at frame {row['first_frame']}")
+                wrong.append(
+                    f"{name} stream {row['tcp_stream']}: no connection starts at frame {row['first_frame']}"
+                )
                 continue
             if row["client_basis"] in ("syn", "synack"):
-                assert rec.client.replace("[", "").replace("]", "") == row["client"].replace("[", "").replace("]", ""), (name, row["tcp_stream"])
+                assert rec.client.replace("[", "").replace("]", "") == row["client"].replace(
+                    "[", ""
+                ).replace("]", ""), (name, row["tcp_stream"])
             checked += 1
             ours = _first_fin_side(rec)
             if ours != side:
-                wrong.append(f"{name} stream {row['tcp_stream']}: wireshark fin_active={side} ours={ours}")
+                wrong.append(
+                    f"{name} stream {row['tcp_stream']}: wireshark fin_active={side} ours={ours}"
+                )
             elif rec.outcome in FIN_DECIDED and rec.closed_by != side:
-                wrong.append(f"{name} stream {row['tcp_stream']}: closed_by={rec.closed_by} but {side} sent the first FIN")
+                wrong.append(
+                    f"{name} stream {row['tcp_stream']}: closed_by={rec.closed_by} but {side} sent the first FIN"
+                )
     print(f"Wireshark fin_active agreement: {checked - len(wrong)}/{checked}")
     assert checked >= 10
     assert not wrong, "\n".join(wrong)

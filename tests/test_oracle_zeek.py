@@ -69,7 +69,9 @@ def test_zeek_conn_state_agreement(zeek_dir: Path) -> None:
             if got == row["conn_state"]:
                 agree += 1
             else:
-                misses.append(f"{trace} {row['orig_h']}:{row['orig_p']}>{row['resp_h']}:{row['resp_p']} zeek={row['conn_state']}/{row['history']} ours={got}/{hist}")
+                misses.append(
+                    f"{trace} {row['orig_h']}:{row['orig_p']}>{row['resp_h']}:{row['resp_p']} zeek={row['conn_state']}/{row['history']} ours={got}/{hist}"
+                )
     share = agree / total
     report = (
         f"Zeek conn_state agreement: {agree}/{total} = {share:.1%} "

@@ -17,7 +17,11 @@ import pcapdiag
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_pcaps"
-MANIFEST = json.loads((SAMPLES / "manifest.json").read_text()) if (SAMPLES / "manifest.json").exists() else []
+MANIFEST = (
+    json.loads((SAMPLES / "manifest.json").read_text())
+    if (SAMPLES / "manifest.json").exists()
+    else []
+)
 
 
 def _lib(client: str) -> str:
@@ -53,7 +57,9 @@ def test_client_errors_match_what_the_client_raised(entry: dict) -> None:
         return
     assert predicted, f"{lib} raised {exc['type']}, we predicted nothing"
     names = exc.get("chain") or [exc["type"]]
-    assert any(name in predicted for name in names), f"{lib} raised {names}, we predicted {predicted!r}"
+    assert any(name in predicted for name in names), (
+        f"{lib} raised {names}, we predicted {predicted!r}"
+    )
     errnos = [d.get("errno") for d in exc.get("chain_detail", []) if d.get("errno")]
     if errnos and rec.client_errors.get("errno") is not None:
         assert rec.client_errors["errno"] in errnos

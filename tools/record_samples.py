@@ -55,19 +55,48 @@ NS_C, NS_R, NS_S = "pd-client", "pd-router", "pd-server"
 NAMESPACES = (NS_C, NS_R, NS_S)
 IF_C, IF_RC, IF_RS, IF_S = "pdc0", "pdr0", "pdr1", "pds0"
 ADDR = {
-    4: {"client": "10.99.1.2", "router_c": "10.99.1.1", "router_s": "10.99.2.1",
-        "server": "10.99.2.2", "plen": 24, "net": "10.99.0.0/16"},
-    6: {"client": "fd99:1::2", "router_c": "fd99:1::1", "router_s": "fd99:2::1",
-        "server": "fd99:2::2", "plen": 64, "net": "fd99::/16"},
+    4: {
+        "client": "10.99.1.2",
+        "router_c": "10.99.1.1",
+        "router_s": "10.99.2.1",
+        "server": "10.99.2.2",
+        "plen": 24,
+        "net": "10.99.0.0/16",
+    },
+    6: {
+        "client": "fd99:1::2",
+        "router_c": "fd99:1::1",
+        "router_s": "fd99:2::1",
+        "server": "fd99:2::2",
+        "plen": 64,
+        "net": "fd99::/16",
+    },
 }
-MACS = {IF_C: "02:99:01:00:00:02", IF_RC: "02:99:01:00:00:01",
-        IF_RS: "02:99:02:00:00:01", IF_S: "02:99:02:00:00:02"}
+MACS = {
+    IF_C: "02:99:01:00:00:02",
+    IF_RC: "02:99:01:00:00:01",
+    IF_RS: "02:99:02:00:00:01",
+    IF_S: "02:99:02:00:00:02",
+}
 # TCP plus ICMP errors; drops ARP, neighbour discovery and router solicitations.
 CAPTURE_FILTER = "tcp or icmp or (icmp6 and ip6[40] < 128)"
 MAX_BYTES = 50_000
-OUTCOMES = ("refused", "syn_timeout", "icmp_unreachable", "tls_alert", "tls_handshake_aborted",
-            "server_close_after_request", "truncated_response", "server_reset", "client_reset",
-            "client_timeout", "server_idle_close", "server_close", "client_close", "open")
+OUTCOMES = (
+    "refused",
+    "syn_timeout",
+    "icmp_unreachable",
+    "tls_alert",
+    "tls_handshake_aborted",
+    "server_close_after_request",
+    "truncated_response",
+    "server_reset",
+    "client_reset",
+    "client_timeout",
+    "server_idle_close",
+    "server_close",
+    "client_close",
+    "open",
+)
 CLOSERS = ("client", "server", "network", "none")
 NGINX_PORTS = {"idle1s": 8080, "ka0": 8081, "ka75": 8082}
 NGINX_IDLE_TIMEOUT_S = 1.0
@@ -78,8 +107,9 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def sh(*argv: str, check: bool = True, ns: str | None = None,
-       capture: bool = True) -> subprocess.CompletedProcess:
+def sh(
+    *argv: str, check: bool = True, ns: str | None = None, capture: bool = True
+) -> subprocess.CompletedProcess:
     cmd = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
     r = subprocess.run(cmd, capture_output=capture, text=True)
     if check and r.returncode != 0:
@@ -142,27 +172,60 @@ def setup_topology() -> None:
     for ns in NAMESPACES:
         sh("ip", "netns", "add", ns)
         sh("ip", "link", "set", "lo", "up", ns=ns)
-    sh("ip", "link", "add", IF_C, "netns", NS_C, "type", "veth", "peer", "name", IF_RC,
-       "netns", NS_R)
-    sh("ip", "link", "add", IF_RS, "netns", NS_R, "type", "veth", "peer", "name", IF_S,
-       "netns", NS_S)
-    for ns, ifname, role in ((NS_C, IF_C, "client"), (NS_R, IF_RC, "router_c"),
-                             (NS_R, IF_RS, "router_s"), (NS_S, IF_S, "server")):
+    sh(
+        "ip",
+        "link",
+        "add",
+        IF_C,
+        "netns",
+        NS_C,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        IF_RC,
+        "netns",
+        NS_R,
+    )
+    sh(
+        "ip",
+        "link",
+        "add",
+        IF_RS,
+        "netns",
+        NS_R,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        IF_S,
+        "netns",
+        NS_S,
+    )
+    for ns, ifname, role in (
+        (NS_C, IF_C, "client"),
+        (NS_R, IF_RC, "router_c"),
+        (NS_R, IF_RS, "router_s"),
+        (NS_S, IF_S, "server"),
+    ):
         sh("ip", "link", "set", ifname, "address", MACS[ifname], ns=ns)
         for v in (4, 6):
             a = ADDR[v]
             extra = ["nodad"] if v == 6 else []
-            sh("ip", f"-{v}", "addr", "add", f"{a[role]}/{a['plen']}", "dev", ifname,
-               *extra, ns=ns)
+            sh("ip", f"-{v}", "addr", "add", f"{a[role]}/{a['plen']}", "dev", ifname, *extra, ns=ns)
         sh("ip", "link", "set", ifname, "up", ns=ns)
         ethtool_off(ns, ifname)
     for v in (4, 6):
         a = ADDR[v]
         sh("ip", f"-{v}", "route", "add", a["net"], "via", a["router_c"], ns=NS_C)
         sh("ip", f"-{v}", "route", "add", a["net"], "via", a["router_s"], ns=NS_S)
-    for k, val in (("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1"),
-                   ("net.ipv4.icmp_ratelimit", "0"), ("net.ipv6.icmp.ratelimit", "0"),
-                   ("net.ipv4.icmp_msgs_per_sec", "100000")):
+    for k, val in (
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv6.conf.all.forwarding", "1"),
+        ("net.ipv4.icmp_ratelimit", "0"),
+        ("net.ipv6.icmp.ratelimit", "0"),
+        ("net.ipv4.icmp_msgs_per_sec", "100000"),
+    ):
         sh("sysctl", "-qw", f"{k}={val}", ns=NS_R, check=False)
     for ns in (NS_C, NS_S):
         sh("sysctl", "-qw", "net.ipv6.conf.all.accept_ra=0", ns=ns, check=False)
@@ -170,9 +233,16 @@ def setup_topology() -> None:
     for v in (4, 6):
         ok = False
         for _ in range(50):
-            r = sh(PY, "-c", "import socket,sys;s=socket.socket(socket.AF_INET%s,"
-                   "socket.SOCK_DGRAM);s.connect((sys.argv[1],9));s.send(b'x')"
-                   % ("6" if v == 6 else ""), ADDR[v]["server"], ns=NS_C, check=False)
+            r = sh(
+                PY,
+                "-c",
+                "import socket,sys;s=socket.socket(socket.AF_INET%s,"
+                "socket.SOCK_DGRAM);s.connect((sys.argv[1],9));s.send(b'x')"
+                % ("6" if v == 6 else ""),
+                ADDR[v]["server"],
+                ns=NS_C,
+                check=False,
+            )
             if r.returncode == 0:
                 ok = True
                 break
@@ -186,9 +256,16 @@ def setup_topology() -> None:
                 r = sh("ip", f"-{v}", "neigh", "show", peer, ns=ns, check=False)
                 if "REACHABLE" in r.stdout or "STALE" in r.stdout or "DELAY" in r.stdout:
                     break
-                sh(PY, "-c", "import socket,sys;s=socket.socket(socket.AF_INET%s,"
-                   "socket.SOCK_DGRAM);s.connect((sys.argv[1],9));s.send(b'x')"
-                   % ("6" if v == 6 else ""), ADDR[v][target], ns=ns, check=False)
+                sh(
+                    PY,
+                    "-c",
+                    "import socket,sys;s=socket.socket(socket.AF_INET%s,"
+                    "socket.SOCK_DGRAM);s.connect((sys.argv[1],9));s.send(b'x')"
+                    % ("6" if v == 6 else ""),
+                    ADDR[v][target],
+                    ns=ns,
+                    check=False,
+                )
                 time.sleep(0.1)
 
 
@@ -204,19 +281,25 @@ def flush_firewalls() -> None:
 class Proc:
     """A child process started by us, with stdout/stderr drained by threads."""
 
-    def __init__(self, argv: list[str], ns: str | None = None, env: dict | None = None,
-                 stdin=subprocess.DEVNULL):
+    def __init__(
+        self,
+        argv: list[str],
+        ns: str | None = None,
+        env: dict | None = None,
+        stdin=subprocess.DEVNULL,
+    ):
         cmd = (["ip", "netns", "exec", ns] if ns else []) + argv
         self.cmd = cmd
-        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  stdin=stdin, text=True, env=env)
+        self.p = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=stdin, text=True, env=env
+        )
         self.out: list[str] = []
         self.err: list[str] = []
         self._cv = threading.Condition()
-        self._threads = [threading.Thread(target=self._drain, args=(self.p.stdout, self.out),
-                                          daemon=True),
-                         threading.Thread(target=self._drain, args=(self.p.stderr, self.err),
-                                          daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._drain, args=(self.p.stdout, self.out), daemon=True),
+            threading.Thread(target=self._drain, args=(self.p.stderr, self.err), daemon=True),
+        ]
         for t in self._threads:
             t.start()
 
@@ -238,12 +321,16 @@ class Proc:
                     if rx.search(line):
                         return line
                 if self.p.poll() is not None and all(not t.is_alive() for t in self._threads):
-                    raise RuntimeError(f"{self.cmd[3:5]} exited ({self.p.returncode}) before "
-                                       f"{pattern!r}: {' | '.join(self.err[-5:])}")
+                    raise RuntimeError(
+                        f"{self.cmd[3:5]} exited ({self.p.returncode}) before "
+                        f"{pattern!r}: {' | '.join(self.err[-5:])}"
+                    )
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise RuntimeError(f"timeout waiting for {pattern!r} from {self.cmd}: "
-                                       f"{' | '.join(self.err[-5:])}")
+                    raise RuntimeError(
+                        f"timeout waiting for {pattern!r} from {self.cmd}: "
+                        f"{' | '.join(self.err[-5:])}"
+                    )
                 self._cv.wait(min(left, 0.2))
 
     def send(self, sig: int) -> None:
@@ -267,8 +354,16 @@ class Proc:
 
 
 class Capture:
-    def __init__(self, path: Path, ns: str, iface: str, tool: str = "tcpdump",
-                 linktype: str | None = None, nano: bool = False, comment: str = ""):
+    def __init__(
+        self,
+        path: Path,
+        ns: str,
+        iface: str,
+        tool: str = "tcpdump",
+        linktype: str | None = None,
+        nano: bool = False,
+        comment: str = "",
+    ):
         self.path, self.ns, self.iface, self.tool = path, ns, iface, tool
         self.linktype, self.nano, self.comment = linktype, nano, comment
         self.proc: Proc | None = None
@@ -278,8 +373,17 @@ class Capture:
         if self.path.exists():
             self.path.unlink()
         if self.tool == "tcpdump":
-            argv = ["tcpdump", "-i", self.iface, "-Z", "root", "--immediate-mode", "-U",
-                    "-w", str(self.path)]
+            argv = [
+                "tcpdump",
+                "-i",
+                self.iface,
+                "-Z",
+                "root",
+                "--immediate-mode",
+                "-U",
+                "-w",
+                str(self.path),
+            ]
             if self.linktype:
                 argv += ["-y", self.linktype]
             if self.nano:
@@ -287,8 +391,7 @@ class Capture:
             argv.append(CAPTURE_FILTER)
             ready = r"listening on "
         else:
-            argv = ["dumpcap", "-q", "-i", self.iface, "-f", CAPTURE_FILTER, "-w",
-                    str(self.path)]
+            argv = ["dumpcap", "-q", "-i", self.iface, "-f", CAPTURE_FILTER, "-w", str(self.path)]
             if self.comment:
                 argv += ["--capture-comment", self.comment]
             ready = r"Capturing on "
@@ -315,21 +418,39 @@ class Nginx:
         # 24 000-byte body for client_reset (a reader closing with unread bytes)
         line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-pcapdiag\n"
         (self.prefix / "big.txt").write_bytes((line * 400)[:24000])
-        conf = NGINX_CONF.read_text().replace("@PREFIX@", str(self.prefix)) \
-            .replace("@V4@", ADDR[4]["server"]).replace("@V6@", ADDR[6]["server"])
+        conf = (
+            NGINX_CONF.read_text()
+            .replace("@PREFIX@", str(self.prefix))
+            .replace("@V4@", ADDR[4]["server"])
+            .replace("@V6@", ADDR[6]["server"])
+        )
         (self.prefix / "nginx.conf").write_text(conf)
-        self.proc = Proc(["nginx", "-p", str(self.prefix), "-e", str(self.prefix / "error.log"),
-                          "-c", str(self.prefix / "nginx.conf")], ns=NS_S)
+        self.proc = Proc(
+            [
+                "nginx",
+                "-p",
+                str(self.prefix),
+                "-e",
+                str(self.prefix / "error.log"),
+                "-c",
+                str(self.prefix / "nginx.conf"),
+            ],
+            ns=NS_S,
+        )
         for _ in range(100):
             r = sh("ss", "-Hltn", ns=NS_S, check=False)
-            if all(f":{p} " in r.stdout for p in NGINX_PORTS.values()) and \
-                    r.stdout.count(":808") >= 6:
+            if (
+                all(f":{p} " in r.stdout for p in NGINX_PORTS.values())
+                and r.stdout.count(":808") >= 6
+            ):
                 return
             if self.proc.p.poll() is not None:
                 break
             time.sleep(0.05)
-        raise RuntimeError(f"nginx did not start: {' | '.join(self.proc.err[-5:])} "
-                           f"{(self.prefix / 'error.log').read_text()[-500:]}")
+        raise RuntimeError(
+            f"nginx did not start: {' | '.join(self.proc.err[-5:])} "
+            f"{(self.prefix / 'error.log').read_text()[-500:]}"
+        )
 
     def version(self) -> str:
         r = subprocess.run(["nginx", "-v"], capture_output=True, text=True)
@@ -343,10 +464,26 @@ class Nginx:
 
 def make_cert(workdir: Path) -> tuple[Path, Path]:
     cert, key = workdir / "server.crt", workdir / "server.key"
-    sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-       "-nodes", "-days", "2", "-subj", "/CN=pd-server.pcapdiag.test",
-       "-addext", f"subjectAltName=IP:{ADDR[4]['server']},IP:{ADDR[6]['server']}",
-       "-keyout", str(key), "-out", str(cert))
+    sh(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=pd-server.pcapdiag.test",
+        "-addext",
+        f"subjectAltName=IP:{ADDR[4]['server']},IP:{ADDR[6]['server']}",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+    )
     return cert, key
 
 
@@ -359,21 +496,21 @@ def C(outcome: str, closed_by: str, note: str) -> dict:
 
 @dataclass
 class Sc:
-    name: str                      # file stem: <outcome>-<client>[-v6][-variant]
-    scenario: str                  # one line: what the server and client did
+    name: str  # file stem: <outcome>-<client>[-v6][-variant]
+    scenario: str  # one line: what the server and client did
     lib: str
-    server: tuple | None           # ("py", mode, port, [args]) | ("nginx", key) | None
-    conns: object = None           # callable(ctx) -> list[dict]; None: from the server log
+    server: tuple | None  # ("py", mode, port, [args]) | ("nginx", key) | None
+    conns: object = None  # callable(ctx) -> list[dict]; None: from the server log
     ipv: int = 4
     action: str = "get"
     opts: list = field(default_factory=list)
     path: str = "/"
     scheme: str = "http"
-    port: int | None = None        # for server=None scenarios
-    fw: list = field(default_factory=list)   # [(ns, "iptables"|"ip6tables", [args])]
+    port: int | None = None  # for server=None scenarios
+    fw: list = field(default_factory=list)  # [(ns, "iptables"|"ip6tables", [args])]
     client_sysctl: dict = field(default_factory=dict)
-    point: str = "client"          # capture in pd-client ("client") or pd-server ("server")
-    iface: str = "veth"            # "veth" or "any"
+    point: str = "client"  # capture in pd-client ("client") or pd-server ("server")
+    iface: str = "veth"  # "veth" or "any"
     linktype: str | None = None
     tool: str = "tcpdump"
     nano: bool = False
@@ -384,9 +521,9 @@ class Sc:
     settle: float = 0.4
     idle_timeout: float | None = None
     icmp_from: str | None = None
-    expect_alert: str | None = None   # "client" | "server": sender of a plaintext TLS alert
+    expect_alert: str | None = None  # "client" | "server": sender of a plaintext TLS alert
     client_timeout: float = 60.0
-    extra_note: str = ""              # appended to every connection note (client-side facts)
+    extra_note: str = ""  # appended to every connection note (client-side facts)
 
     @property
     def file(self) -> str:
@@ -405,41 +542,94 @@ class Sc:
 
 def fw_router(ipv: int, port: int, target: list[str]) -> tuple:
     tool = "ip6tables" if ipv == 6 else "iptables"
-    return (NS_R, tool, ["-A", "FORWARD", "-p", "tcp", "-d", ADDR[ipv]["server"],
-                         "--dport", str(port), "-j", *target])
+    return (
+        NS_R,
+        tool,
+        [
+            "-A",
+            "FORWARD",
+            "-p",
+            "tcp",
+            "-d",
+            ADDR[ipv]["server"],
+            "--dport",
+            str(port),
+            "-j",
+            *target,
+        ],
+    )
 
 
 def fw_server(ipv: int, port: int, target: list[str]) -> tuple:
     tool = "ip6tables" if ipv == 6 else "iptables"
-    return (NS_S, tool, ["-A", "INPUT", "-p", "tcp", "-d", ADDR[ipv]["server"],
-                         "--dport", str(port), "-j", *target])
+    return (
+        NS_S,
+        tool,
+        [
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "-d",
+            ADDR[ipv]["server"],
+            "--dport",
+            str(port),
+            "-j",
+            *target,
+        ],
+    )
 
 
 def sc_refused(name, lib, ipv=4, **kw) -> Sc:
     srv = hostport(ipv, NO_LISTENER_PORT)
-    return Sc(name, f"nothing listens on {srv}; {LIBNAME.get(lib, lib)} GET -> SYN answered "
-              "by RST", lib, None,
-              conns=lambda ctx: [C("refused", "server",
-                                   f"no socket listens on {srv}: the server host's kernel "
-                                   "answered the SYN with RST,ACK")],
-              ipv=ipv, **kw)
+    return Sc(
+        name,
+        f"nothing listens on {srv}; {LIBNAME.get(lib, lib)} GET -> SYN answered by RST",
+        lib,
+        None,
+        conns=lambda ctx: [
+            C(
+                "refused",
+                "server",
+                f"no socket listens on {srv}: the server host's kernel "
+                "answered the SYN with RST,ACK",
+            )
+        ],
+        ipv=ipv,
+        **kw,
+    )
 
 
-def sc_syn_timeout(name, lib, ipv=4, where="router", opts=(), kernel=False, how="",
-                   **kw) -> Sc:
+def sc_syn_timeout(name, lib, ipv=4, where="router", opts=(), kernel=False, how="", **kw) -> Sc:
     port = NGINX_PORTS["ka75"]
     rule = (fw_router if where == "router" else fw_server)(ipv, port, ["DROP"])
-    how = "kernel SYN retry limit (tcp_syn_retries=1 in pd-client, no socket timeout)" \
-        if kernel else f"connect timeout ({how})"
+    how = (
+        "kernel SYN retry limit (tcp_syn_retries=1 in pd-client, no socket timeout)"
+        if kernel
+        else f"connect timeout ({how})"
+    )
     chain = "pd-router FORWARD" if where == "router" else "pd-server INPUT"
-    return Sc(name, f"nginx listens on {hostport(ipv, port)} but iptables DROPs the SYNs in "
-              f"{chain}; {LIBNAME.get(lib, lib)} GET gives up by its {how}", lib, ("nginx", "ka75"),
-              conns=lambda ctx: [C("syn_timeout", "none",
-                                   f"iptables DROP in {chain} silently discarded every SYN "
-                                   f"(and retransmission); nothing came back; the client gave "
-                                   f"up by its {how}")],
-              ipv=ipv, fw=[rule], opts=list(opts),
-              client_sysctl={"net.ipv4.tcp_syn_retries": "1"} if kernel else {}, **kw)
+    return Sc(
+        name,
+        f"nginx listens on {hostport(ipv, port)} but iptables DROPs the SYNs in "
+        f"{chain}; {LIBNAME.get(lib, lib)} GET gives up by its {how}",
+        lib,
+        ("nginx", "ka75"),
+        conns=lambda ctx: [
+            C(
+                "syn_timeout",
+                "none",
+                f"iptables DROP in {chain} silently discarded every SYN "
+                f"(and retransmission); nothing came back; the client gave "
+                f"up by its {how}",
+            )
+        ],
+        ipv=ipv,
+        fw=[rule],
+        opts=list(opts),
+        client_sysctl={"net.ipv4.tcp_syn_retries": "1"} if kernel else {},
+        **kw,
+    )
 
 
 ICMP_DESC = {
@@ -468,22 +658,39 @@ def sc_icmp(name, lib, reject, ipv=4, where="router", **kw) -> Sc:
         closer = "server"
         who = f"the server host itself ({sender})"
         chain = "pd-server INPUT"
-    return Sc(name, f"iptables REJECT --reject-with {reject} in {chain} for "
-              f"{hostport(ipv, port)}; {LIBNAME.get(lib, lib)} GET", lib, ("nginx", "ka75"),
-              conns=lambda ctx: [C("icmp_unreachable", closer,
-                                   f"{who} answered the SYN with {ICMP_DESC[reject]} "
-                                   f"(iptables REJECT --reject-with {reject} in {chain})")],
-              ipv=ipv, fw=[rule], icmp_from=sender, **kw)
+    return Sc(
+        name,
+        f"iptables REJECT --reject-with {reject} in {chain} for "
+        f"{hostport(ipv, port)}; {LIBNAME.get(lib, lib)} GET",
+        lib,
+        ("nginx", "ka75"),
+        conns=lambda ctx: [
+            C(
+                "icmp_unreachable",
+                closer,
+                f"{who} answered the SYN with {ICMP_DESC[reject]} "
+                f"(iptables REJECT --reject-with {reject} in {chain})",
+            )
+        ],
+        ipv=ipv,
+        fw=[rule],
+        icmp_from=sender,
+        **kw,
+    )
 
 
 def from_server_log(ctx) -> list[dict]:
-    out = [C(e["outcome"], e["closed_by"], f"{e['peer']}: {e['note']}")
-           for e in ctx["server_log"]]
-    if ctx["client"]["lib"] == "aiohttp" and len(out) == 2 and \
-            ctx["server_log"][0].get("request") == ctx["server_log"][1].get("request"):
+    out = [C(e["outcome"], e["closed_by"], f"{e['peer']}: {e['note']}") for e in ctx["server_log"]]
+    if (
+        ctx["client"]["lib"] == "aiohttp"
+        and len(out) == 2
+        and ctx["server_log"][0].get("request") == ctx["server_log"][1].get("request")
+    ):
         out[0]["note"] += "; aiohttp's first attempt"
-        out[1]["note"] += ("; aiohttp's automatic retry of the same idempotent GET on a new "
-                           "connection (the client raised only after this one)")
+        out[1]["note"] += (
+            "; aiohttp's automatic retry of the same idempotent GET on a new "
+            "connection (the client raised only after this one)"
+        )
     return out
 
 
@@ -493,27 +700,37 @@ def keepalive_race_conns(ctx) -> list[dict]:
     p1 = ev.get("response 1", {}).get("local_port")
     p2 = ev.get("sending request 2 on the pooled connection", {}).get("local_port")
     assert e["end"] == "idle" and p1 == p2 and e["peer"].endswith(f":{p1}"), (e, ev)
-    return [C("server_close_after_request", "server",
-              f"{e['peer']}: keep-alive race: the server answered request 1 with keep-alive "
-              f"and closed the idle connection (FIN) after {e['idle_timeout_s']:g} s; the "
-              "client (http.client, same socket) wrote request 2 into the half-closed "
-              "connection later, and the server's kernel answered it with RST")]
+    return [
+        C(
+            "server_close_after_request",
+            "server",
+            f"{e['peer']}: keep-alive race: the server answered request 1 with keep-alive "
+            f"and closed the idle connection (FIN) after {e['idle_timeout_s']:g} s; the "
+            "client (http.client, same socket) wrote request 2 into the half-closed "
+            "connection later, and the server's kernel answered it with RST",
+        )
+    ]
 
 
 def nginx_conns(outcome, closer, note, n=1):
     def f(ctx):
         k = ctx["client"].get("connections") or n
         return [C(outcome, closer, note) for _ in range(k)]
+
     return f
 
 
-OPENSSL_EOF_NOTE = ("the client's OpenSSL (blocking ssl socket) reacts to the EOF by sending "
-                    "a fatal decode_error alert into the already closed connection, which the "
-                    "server's kernel answers with RST; that alert is a reaction, not the cause")
-CERT_REJECT_NOTE = ("OpenSSL stops reading at the Certificate message, so the server's "
-                    "remaining handshake records are still unread when the client closes and "
-                    "its kernel sends RST rather than FIN; the server closes (FIN) as soon as "
-                    "it has read the alert, so which of the two comes first is a race")
+OPENSSL_EOF_NOTE = (
+    "the client's OpenSSL (blocking ssl socket) reacts to the EOF by sending "
+    "a fatal decode_error alert into the already closed connection, which the "
+    "server's kernel answers with RST; that alert is a reaction, not the cause"
+)
+CERT_REJECT_NOTE = (
+    "OpenSSL stops reading at the Certificate message, so the server's "
+    "remaining handshake records are still unread when the client closes and "
+    "its kernel sends RST rather than FIN; the server closes (FIN) as soon as "
+    "it has read the alert, so which of the two comes first is a race"
+)
 
 
 def scenarios() -> list[Sc]:
@@ -530,14 +747,28 @@ def scenarios() -> list[Sc]:
     ]
     # ------------------------------------------------------------------ syn_timeout
     S += [
-        sc_syn_timeout("syn_timeout-requests", "requests", how="timeout=(2, 5)",
-                       opts=["--connect-timeout", "2", "--read-timeout", "5"]),
-        sc_syn_timeout("syn_timeout-httpx-v6", "httpx", ipv=6, how="httpx.Client(timeout=2)",
-                       opts=["--timeout", "2"]),
+        sc_syn_timeout(
+            "syn_timeout-requests",
+            "requests",
+            how="timeout=(2, 5)",
+            opts=["--connect-timeout", "2", "--read-timeout", "5"],
+        ),
+        sc_syn_timeout(
+            "syn_timeout-httpx-v6",
+            "httpx",
+            ipv=6,
+            how="httpx.Client(timeout=2)",
+            opts=["--timeout", "2"],
+        ),
         sc_syn_timeout("syn_timeout-stdlib-kernel", "stdlib", kernel=True),
-        sc_syn_timeout("syn_timeout-aiohttp-serverside", "aiohttp", where="server",
-                       how="ClientTimeout(connect=2)", opts=["--connect-timeout", "2"],
-                       point="server"),
+        sc_syn_timeout(
+            "syn_timeout-aiohttp-serverside",
+            "aiohttp",
+            where="server",
+            how="ClientTimeout(connect=2)",
+            opts=["--connect-timeout", "2"],
+            point="server",
+        ),
     ]
     # ------------------------------------------------------------------ icmp_unreachable
     S += [
@@ -545,278 +776,651 @@ def scenarios() -> list[Sc]:
         sc_icmp("icmp_unreachable-requests-host", "requests", "icmp-host-unreachable"),
         sc_icmp("icmp_unreachable-httpx-admin", "httpx", "icmp-admin-prohibited"),
         sc_icmp("icmp_unreachable-aiohttp-host", "aiohttp", "icmp-host-unreachable"),
-        sc_icmp("icmp_unreachable-requests-serverhost", "requests", "icmp-port-unreachable",
-                where="server"),
+        sc_icmp(
+            "icmp_unreachable-requests-serverhost",
+            "requests",
+            "icmp-port-unreachable",
+            where="server",
+        ),
         sc_icmp("icmp_unreachable-stdlib-v6-admin", "stdlib", "icmp6-adm-prohibited", ipv=6),
         sc_icmp("icmp_unreachable-requests-v6-admin", "requests", "icmp6-adm-prohibited", ipv=6),
         sc_icmp("icmp_unreachable-httpx-v6-port", "httpx", "icmp6-port-unreachable", ipv=6),
         sc_icmp("icmp_unreachable-aiohttp-v6-noroute", "aiohttp", "icmp6-no-route", ipv=6),
     ]
+
     # ------------------------------------------------------------------ TLS
     def tls_sc(name, lib, mode_args, desc, ipv=4, opts=(), port=9443, **kw):
         if kw.get("expect_alert") == "client":
             kw["extra_note"] = CERT_REJECT_NOTE
-        return Sc(name, desc, lib, ("py", "tls", port, mode_args), ipv=ipv, scheme="https",
-                  opts=list(opts), tls=True, **kw)
+        return Sc(
+            name,
+            desc,
+            lib,
+            ("py", "tls", port, mode_args),
+            ipv=ipv,
+            scheme="https",
+            opts=list(opts),
+            tls=True,
+            **kw,
+        )
 
-    selfsigned = "Python ssl server with a self-signed certificate ({v}); {lib} verifies " \
-                 "it against its default CA store and rejects it"
+    selfsigned = (
+        "Python ssl server with a self-signed certificate ({v}); {lib} verifies "
+        "it against its default CA store and rejects it"
+    )
     S += [
-        tls_sc("tls_alert-requests-tls12", "requests", ["--tls-max", "1.2"],
-               selfsigned.format(v="TLS 1.2 max", lib="requests"), expect_alert="client"),
-        tls_sc("tls_alert-requests-tls13", "requests", [],
-               selfsigned.format(v="TLS 1.3", lib="requests"), expect_alert="client"),
-        tls_sc("tls_alert-httpx-tls12", "httpx", ["--tls-max", "1.2"],
-               selfsigned.format(v="TLS 1.2 max", lib="httpx"), expect_alert="client",
-               tool="dumpcap", ext="pcapng"),
-        tls_sc("tls_alert-httpx-v6-tls13", "httpx", [],
-               selfsigned.format(v="TLS 1.3", lib="httpx"), ipv=6, expect_alert="client"),
-        tls_sc("tls_alert-stdlib-v6-tls12", "stdlib", ["--tls-max", "1.2"],
-               selfsigned.format(v="TLS 1.2 max", lib="http.client"), ipv=6,
-               expect_alert="client"),
-        tls_sc("tls_alert-requests-protocol_version", "requests", ["--tls-min", "1.3"],
-               "Python ssl server requires TLS 1.3 (minimum_version); requests client "
-               "context limited to TLS 1.2 -> server sends protocol_version",
-               opts=["--tls-max", "1.2"], expect_alert="server"),
-        tls_sc("tls_alert-httpx-v6-protocol_version", "httpx", ["--tls-min", "1.3"],
-               "Python ssl server requires TLS 1.3 (minimum_version); httpx client context "
-               "limited to TLS 1.2 -> server sends protocol_version", ipv=6,
-               opts=["--tls-max", "1.2"], expect_alert="server"),
-        tls_sc("tls_handshake_aborted-aiohttp-badcert", "aiohttp", [],
-               "Python ssl server (TLS 1.3) with a self-signed certificate; aiohttp "
-               "(asyncio ssl) rejects it"),
-        tls_sc("tls_handshake_aborted-aiohttp-v6-badcert-tls12", "aiohttp", ["--tls-max", "1.2"],
-               "Python ssl server (TLS 1.2 max) with a self-signed certificate; aiohttp "
-               "(asyncio ssl) rejects it", ipv=6),
-        Sc("tls_handshake_aborted-requests-serverfin",
-           "raw TCP server reads the ClientHello and close()s (FIN) without any TLS record; "
-           "requests https GET", "requests", ("py", "close_after_hello", 9444, []),
-           scheme="https", tls=True, extra_note=OPENSSL_EOF_NOTE),
-        Sc("tls_handshake_aborted-httpx-v6-serverfin",
-           "raw TCP server reads the ClientHello and close()s (FIN) without any TLS record; "
-           "httpx https GET", "httpx", ("py", "close_after_hello", 9444, []), ipv=6,
-           scheme="https", tls=True, extra_note=OPENSSL_EOF_NOTE),
-        Sc("tls_handshake_aborted-httpx-serverrst",
-           "raw TCP server reads the ClientHello and resets (SO_LINGER 0) without any TLS "
-           "record; httpx https GET", "httpx", ("py", "rst_after_hello", 9445, []),
-           scheme="https", tls=True),
+        tls_sc(
+            "tls_alert-requests-tls12",
+            "requests",
+            ["--tls-max", "1.2"],
+            selfsigned.format(v="TLS 1.2 max", lib="requests"),
+            expect_alert="client",
+        ),
+        tls_sc(
+            "tls_alert-requests-tls13",
+            "requests",
+            [],
+            selfsigned.format(v="TLS 1.3", lib="requests"),
+            expect_alert="client",
+        ),
+        tls_sc(
+            "tls_alert-httpx-tls12",
+            "httpx",
+            ["--tls-max", "1.2"],
+            selfsigned.format(v="TLS 1.2 max", lib="httpx"),
+            expect_alert="client",
+            tool="dumpcap",
+            ext="pcapng",
+        ),
+        tls_sc(
+            "tls_alert-httpx-v6-tls13",
+            "httpx",
+            [],
+            selfsigned.format(v="TLS 1.3", lib="httpx"),
+            ipv=6,
+            expect_alert="client",
+        ),
+        tls_sc(
+            "tls_alert-stdlib-v6-tls12",
+            "stdlib",
+            ["--tls-max", "1.2"],
+            selfsigned.format(v="TLS 1.2 max", lib="http.client"),
+            ipv=6,
+            expect_alert="client",
+        ),
+        tls_sc(
+            "tls_alert-requests-protocol_version",
+            "requests",
+            ["--tls-min", "1.3"],
+            "Python ssl server requires TLS 1.3 (minimum_version); requests client "
+            "context limited to TLS 1.2 -> server sends protocol_version",
+            opts=["--tls-max", "1.2"],
+            expect_alert="server",
+        ),
+        tls_sc(
+            "tls_alert-httpx-v6-protocol_version",
+            "httpx",
+            ["--tls-min", "1.3"],
+            "Python ssl server requires TLS 1.3 (minimum_version); httpx client context "
+            "limited to TLS 1.2 -> server sends protocol_version",
+            ipv=6,
+            opts=["--tls-max", "1.2"],
+            expect_alert="server",
+        ),
+        tls_sc(
+            "tls_handshake_aborted-aiohttp-badcert",
+            "aiohttp",
+            [],
+            "Python ssl server (TLS 1.3) with a self-signed certificate; aiohttp "
+            "(asyncio ssl) rejects it",
+        ),
+        tls_sc(
+            "tls_handshake_aborted-aiohttp-v6-badcert-tls12",
+            "aiohttp",
+            ["--tls-max", "1.2"],
+            "Python ssl server (TLS 1.2 max) with a self-signed certificate; aiohttp "
+            "(asyncio ssl) rejects it",
+            ipv=6,
+        ),
+        Sc(
+            "tls_handshake_aborted-requests-serverfin",
+            "raw TCP server reads the ClientHello and close()s (FIN) without any TLS record; "
+            "requests https GET",
+            "requests",
+            ("py", "close_after_hello", 9444, []),
+            scheme="https",
+            tls=True,
+            extra_note=OPENSSL_EOF_NOTE,
+        ),
+        Sc(
+            "tls_handshake_aborted-httpx-v6-serverfin",
+            "raw TCP server reads the ClientHello and close()s (FIN) without any TLS record; "
+            "httpx https GET",
+            "httpx",
+            ("py", "close_after_hello", 9444, []),
+            ipv=6,
+            scheme="https",
+            tls=True,
+            extra_note=OPENSSL_EOF_NOTE,
+        ),
+        Sc(
+            "tls_handshake_aborted-httpx-serverrst",
+            "raw TCP server reads the ClientHello and resets (SO_LINGER 0) without any TLS "
+            "record; httpx https GET",
+            "httpx",
+            ("py", "rst_after_hello", 9445, []),
+            scheme="https",
+            tls=True,
+        ),
     ]
     # ------------------------------------------------------------------ server_close_after_request
     fin = "Python server reads the request and close()s (FIN) without responding; {lib} GET"
-    for lib, ipv, extra in (("stdlib", 4, {}), ("requests", 4, {}), ("httpx", 4, {}),
-                            ("aiohttp", 4, {}), ("requests", 6, {}), ("httpx", 6, {}),
-                            ("aiohttp", 6, {"tool": "dumpcap", "ext": "pcapng"})):
+    for lib, ipv, extra in (
+        ("stdlib", 4, {}),
+        ("requests", 4, {}),
+        ("httpx", 4, {}),
+        ("aiohttp", 4, {}),
+        ("requests", 6, {}),
+        ("httpx", 6, {}),
+        ("aiohttp", 6, {"tool": "dumpcap", "ext": "pcapng"}),
+    ):
         v6 = "-v6" if ipv == 6 else ""
-        S.append(Sc(f"server_close_after_request-{lib}{v6}",
-                    fin.format(lib=lib) + (" (aiohttp retries the idempotent GET once on a "
-                                           "new connection)" if lib == "aiohttp" else ""),
-                    lib, ("py", "fin_after_request", 9001, []), ipv=ipv, path="/noreply",
-                    **extra))
+        S.append(
+            Sc(
+                f"server_close_after_request-{lib}{v6}",
+                fin.format(lib=lib)
+                + (
+                    " (aiohttp retries the idempotent GET once on a new connection)"
+                    if lib == "aiohttp"
+                    else ""
+                ),
+                lib,
+                ("py", "fin_after_request", 9001, []),
+                ipv=ipv,
+                path="/noreply",
+                **extra,
+            )
+        )
     S += [
-        Sc("server_close_after_request-requests-serverside",
-           fin.format(lib="requests") + "; captured on the server's interface", "requests",
-           ("py", "fin_after_request", 9001, []), path="/noreply", point="server"),
-        Sc("server_close_after_request-stdlib-keepalive_race",
-           "keep-alive race: Python server answers GET 1 with keep-alive and closes the idle "
-           "connection after 0.3 s; http.client writes GET 2 on the same connection 0.6 s "
-           "after response 1 (after the FIN arrived) -> server kernel RST",
-           "stdlib", ("py", "keepalive_idle", 9007, ["--idle", "0.3"]), action="keepalive_race",
-           opts=["--idle", "0.6"], conns=keepalive_race_conns, idle_timeout=0.3),
-        Sc("server_close_after_request-stdlib-v6-keepalive_race",
-           "keep-alive race over IPv6 (see the IPv4 variant): server idle close 0.3 s, "
-           "http.client reuses the connection 0.6 s after response 1",
-           "stdlib", ("py", "keepalive_idle", 9007, ["--idle", "0.3"]), ipv=6,
-           action="keepalive_race", opts=["--idle", "0.6"], conns=keepalive_race_conns,
-           idle_timeout=0.3),
+        Sc(
+            "server_close_after_request-requests-serverside",
+            fin.format(lib="requests") + "; captured on the server's interface",
+            "requests",
+            ("py", "fin_after_request", 9001, []),
+            path="/noreply",
+            point="server",
+        ),
+        Sc(
+            "server_close_after_request-stdlib-keepalive_race",
+            "keep-alive race: Python server answers GET 1 with keep-alive and closes the idle "
+            "connection after 0.3 s; http.client writes GET 2 on the same connection 0.6 s "
+            "after response 1 (after the FIN arrived) -> server kernel RST",
+            "stdlib",
+            ("py", "keepalive_idle", 9007, ["--idle", "0.3"]),
+            action="keepalive_race",
+            opts=["--idle", "0.6"],
+            conns=keepalive_race_conns,
+            idle_timeout=0.3,
+        ),
+        Sc(
+            "server_close_after_request-stdlib-v6-keepalive_race",
+            "keep-alive race over IPv6 (see the IPv4 variant): server idle close 0.3 s, "
+            "http.client reuses the connection 0.6 s after response 1",
+            "stdlib",
+            ("py", "keepalive_idle", 9007, ["--idle", "0.3"]),
+            ipv=6,
+            action="keepalive_race",
+            opts=["--idle", "0.6"],
+            conns=keepalive_race_conns,
+            idle_timeout=0.3,
+        ),
     ]
     # ------------------------------------------------------------------ truncated_response
     tr = "Python server announces Content-Length: 100, sends 3 body bytes and closes (FIN); {lib} GET"
     trc = "Python server sends a chunked body cut in the middle of a chunk and closes (FIN); {lib} GET"
     S += [
-        Sc("truncated_response-stdlib", tr.format(lib="http.client"), "stdlib",
-           ("py", "truncated_cl", 9003, []), path="/short"),
-        Sc("truncated_response-requests", tr.format(lib="requests"), "requests",
-           ("py", "truncated_cl", 9003, []), path="/short"),
-        Sc("truncated_response-httpx", tr.format(lib="httpx"), "httpx",
-           ("py", "truncated_cl", 9003, []), path="/short", iface="any"),
-        Sc("truncated_response-aiohttp", tr.format(lib="aiohttp"), "aiohttp",
-           ("py", "truncated_cl", 9003, []), path="/short", nano=True),
-        Sc("truncated_response-requests-v6", tr.format(lib="requests"), "requests",
-           ("py", "truncated_cl", 9003, []), ipv=6, path="/short"),
-        Sc("truncated_response-aiohttp-v6", tr.format(lib="aiohttp"), "aiohttp",
-           ("py", "truncated_cl", 9003, []), ipv=6, path="/short"),
-        Sc("truncated_response-requests-chunked", trc.format(lib="requests"), "requests",
-           ("py", "truncated_chunked", 9004, []), path="/chunked"),
-        Sc("truncated_response-httpx-v6-chunked", trc.format(lib="httpx"), "httpx",
-           ("py", "truncated_chunked", 9004, []), ipv=6, path="/chunked"),
-        Sc("truncated_response-stdlib-chunked", trc.format(lib="http.client"), "stdlib",
-           ("py", "truncated_chunked", 9004, []), path="/chunked"),
+        Sc(
+            "truncated_response-stdlib",
+            tr.format(lib="http.client"),
+            "stdlib",
+            ("py", "truncated_cl", 9003, []),
+            path="/short",
+        ),
+        Sc(
+            "truncated_response-requests",
+            tr.format(lib="requests"),
+            "requests",
+            ("py", "truncated_cl", 9003, []),
+            path="/short",
+        ),
+        Sc(
+            "truncated_response-httpx",
+            tr.format(lib="httpx"),
+            "httpx",
+            ("py", "truncated_cl", 9003, []),
+            path="/short",
+            iface="any",
+        ),
+        Sc(
+            "truncated_response-aiohttp",
+            tr.format(lib="aiohttp"),
+            "aiohttp",
+            ("py", "truncated_cl", 9003, []),
+            path="/short",
+            nano=True,
+        ),
+        Sc(
+            "truncated_response-requests-v6",
+            tr.format(lib="requests"),
+            "requests",
+            ("py", "truncated_cl", 9003, []),
+            ipv=6,
+            path="/short",
+        ),
+        Sc(
+            "truncated_response-aiohttp-v6",
+            tr.format(lib="aiohttp"),
+            "aiohttp",
+            ("py", "truncated_cl", 9003, []),
+            ipv=6,
+            path="/short",
+        ),
+        Sc(
+            "truncated_response-requests-chunked",
+            trc.format(lib="requests"),
+            "requests",
+            ("py", "truncated_chunked", 9004, []),
+            path="/chunked",
+        ),
+        Sc(
+            "truncated_response-httpx-v6-chunked",
+            trc.format(lib="httpx"),
+            "httpx",
+            ("py", "truncated_chunked", 9004, []),
+            ipv=6,
+            path="/chunked",
+        ),
+        Sc(
+            "truncated_response-stdlib-chunked",
+            trc.format(lib="http.client"),
+            "stdlib",
+            ("py", "truncated_chunked", 9004, []),
+            path="/chunked",
+        ),
     ]
     # ------------------------------------------------------------------ server_reset
     rst = "Python server reads the request and resets (SO_LINGER 0 close, RST) without responding; {lib} GET"
     rstm = "Python server sends the head (Content-Length: 100) and 3 body bytes, then resets (SO_LINGER 0); {lib} GET"
     S += [
-        Sc("server_reset-stdlib", rst.format(lib="http.client"), "stdlib",
-           ("py", "rst_after_request", 9002, []), path="/reset"),
-        Sc("server_reset-requests", rst.format(lib="requests"), "requests",
-           ("py", "rst_after_request", 9002, []), path="/reset"),
-        Sc("server_reset-aiohttp", rst.format(lib="aiohttp") +
-           " (aiohttp retries the idempotent GET once)", "aiohttp",
-           ("py", "rst_after_request", 9002, []), path="/reset"),
-        Sc("server_reset-httpx-v6", rst.format(lib="httpx"), "httpx",
-           ("py", "rst_after_request", 9002, []), ipv=6, path="/reset"),
-        Sc("server_reset-requests-v6", rst.format(lib="requests"), "requests",
-           ("py", "rst_after_request", 9002, []), ipv=6, path="/reset", iface="any"),
-        Sc("server_reset-requests-midresponse", rstm.format(lib="requests"), "requests",
-           ("py", "rst_mid_response", 9005, []), path="/halfway"),
-        Sc("server_reset-aiohttp-midresponse", rstm.format(lib="aiohttp"), "aiohttp",
-           ("py", "rst_mid_response", 9005, []), path="/halfway"),
-        Sc("server_reset-httpx-v6-midresponse", rstm.format(lib="httpx"), "httpx",
-           ("py", "rst_mid_response", 9005, []), ipv=6, path="/halfway"),
+        Sc(
+            "server_reset-stdlib",
+            rst.format(lib="http.client"),
+            "stdlib",
+            ("py", "rst_after_request", 9002, []),
+            path="/reset",
+        ),
+        Sc(
+            "server_reset-requests",
+            rst.format(lib="requests"),
+            "requests",
+            ("py", "rst_after_request", 9002, []),
+            path="/reset",
+        ),
+        Sc(
+            "server_reset-aiohttp",
+            rst.format(lib="aiohttp") + " (aiohttp retries the idempotent GET once)",
+            "aiohttp",
+            ("py", "rst_after_request", 9002, []),
+            path="/reset",
+        ),
+        Sc(
+            "server_reset-httpx-v6",
+            rst.format(lib="httpx"),
+            "httpx",
+            ("py", "rst_after_request", 9002, []),
+            ipv=6,
+            path="/reset",
+        ),
+        Sc(
+            "server_reset-requests-v6",
+            rst.format(lib="requests"),
+            "requests",
+            ("py", "rst_after_request", 9002, []),
+            ipv=6,
+            path="/reset",
+            iface="any",
+        ),
+        Sc(
+            "server_reset-requests-midresponse",
+            rstm.format(lib="requests"),
+            "requests",
+            ("py", "rst_mid_response", 9005, []),
+            path="/halfway",
+        ),
+        Sc(
+            "server_reset-aiohttp-midresponse",
+            rstm.format(lib="aiohttp"),
+            "aiohttp",
+            ("py", "rst_mid_response", 9005, []),
+            path="/halfway",
+        ),
+        Sc(
+            "server_reset-httpx-v6-midresponse",
+            rstm.format(lib="httpx"),
+            "httpx",
+            ("py", "rst_mid_response", 9005, []),
+            ipv=6,
+            path="/halfway",
+        ),
     ]
     # ------------------------------------------------------------------ client_reset
     S += [
-        Sc("client_reset-requests-stream",
-           f"nginx ({ka75}) sends a 24 000-byte body; requests GET stream=True reads 100 "
-           "body bytes and closes the response with the rest unread -> client kernel RST",
-           "requests", ("nginx", "ka75"), action="stream_abort", path="/big",
-           conns=nginx_conns("client_reset", "client",
-                             "requests closed the streamed response with unread body bytes "
-                             "in the socket buffer; the client kernel aborted with RST")),
-        Sc("client_reset-raw-linger",
-           f"raw socket client sends GET / to nginx ({ka75}), reads the response head and "
-           "closes with SO_LINGER 0 (RST)", "raw", ("nginx", "ka75"),
-           action="rst_after_head",
-           conns=nginx_conns("client_reset", "client",
-                             "client got the response, then close() with SO_LINGER {1,0} "
-                             "on the established keep-alive connection -> RST")),
-        Sc("client_reset-raw-v6-linger",
-           "raw socket client sends GET / to nginx over IPv6, reads the response and "
-           "closes with SO_LINGER 0 (RST)", "raw", ("nginx", "ka75"), ipv=6,
-           action="rst_after_head", iface="any",
-           conns=nginx_conns("client_reset", "client",
-                             "client got the response, then close() with SO_LINGER {1,0} "
-                             "on the established keep-alive connection -> RST")),
+        Sc(
+            "client_reset-requests-stream",
+            f"nginx ({ka75}) sends a 24 000-byte body; requests GET stream=True reads 100 "
+            "body bytes and closes the response with the rest unread -> client kernel RST",
+            "requests",
+            ("nginx", "ka75"),
+            action="stream_abort",
+            path="/big",
+            conns=nginx_conns(
+                "client_reset",
+                "client",
+                "requests closed the streamed response with unread body bytes "
+                "in the socket buffer; the client kernel aborted with RST",
+            ),
+        ),
+        Sc(
+            "client_reset-raw-linger",
+            f"raw socket client sends GET / to nginx ({ka75}), reads the response head and "
+            "closes with SO_LINGER 0 (RST)",
+            "raw",
+            ("nginx", "ka75"),
+            action="rst_after_head",
+            conns=nginx_conns(
+                "client_reset",
+                "client",
+                "client got the response, then close() with SO_LINGER {1,0} "
+                "on the established keep-alive connection -> RST",
+            ),
+        ),
+        Sc(
+            "client_reset-raw-v6-linger",
+            "raw socket client sends GET / to nginx over IPv6, reads the response and "
+            "closes with SO_LINGER 0 (RST)",
+            "raw",
+            ("nginx", "ka75"),
+            ipv=6,
+            action="rst_after_head",
+            iface="any",
+            conns=nginx_conns(
+                "client_reset",
+                "client",
+                "client got the response, then close() with SO_LINGER {1,0} "
+                "on the established keep-alive connection -> RST",
+            ),
+        ),
     ]
     # ------------------------------------------------------------------ client_timeout
     slow = "Python server sleeps 3 s before answering; {lib} read timeout 1 s gives up and closes"
     S += [
-        Sc("client_timeout-requests", slow.format(lib="requests"), "requests",
-           ("py", "slow", 9006, ["--delay", "3"]), path="/slow",
-           opts=["--connect-timeout", "2", "--read-timeout", "1"]),
-        Sc("client_timeout-httpx", slow.format(lib="httpx"), "httpx",
-           ("py", "slow", 9006, ["--delay", "3"]), path="/slow",
-           opts=["--read-timeout", "1"]),
-        Sc("client_timeout-aiohttp", slow.format(lib="aiohttp") + " (ClientTimeout sock_read=1)",
-           "aiohttp", ("py", "slow", 9006, ["--delay", "3"]), path="/slow",
-           opts=["--read-timeout", "1"]),
-        Sc("client_timeout-stdlib-v6", slow.format(lib="http.client (socket timeout)"),
-           "stdlib", ("py", "slow", 9006, ["--delay", "3"]), ipv=6, path="/slow",
-           opts=["--connect-timeout", "1"]),
+        Sc(
+            "client_timeout-requests",
+            slow.format(lib="requests"),
+            "requests",
+            ("py", "slow", 9006, ["--delay", "3"]),
+            path="/slow",
+            opts=["--connect-timeout", "2", "--read-timeout", "1"],
+        ),
+        Sc(
+            "client_timeout-httpx",
+            slow.format(lib="httpx"),
+            "httpx",
+            ("py", "slow", 9006, ["--delay", "3"]),
+            path="/slow",
+            opts=["--read-timeout", "1"],
+        ),
+        Sc(
+            "client_timeout-aiohttp",
+            slow.format(lib="aiohttp") + " (ClientTimeout sock_read=1)",
+            "aiohttp",
+            ("py", "slow", 9006, ["--delay", "3"]),
+            path="/slow",
+            opts=["--read-timeout", "1"],
+        ),
+        Sc(
+            "client_timeout-stdlib-v6",
+            slow.format(lib="http.client (socket timeout)"),
+            "stdlib",
+            ("py", "slow", 9006, ["--delay", "3"]),
+            ipv=6,
+            path="/slow",
+            opts=["--connect-timeout", "1"],
+        ),
     ]
     # ------------------------------------------------------------------ server_idle_close
-    idle_note = ("nginx keepalive_timeout 1s closed the idle keep-alive connection (FIN) "
-                 "1 s after the last response; the client sent nothing more and closed its "
-                 "side later")
+    idle_note = (
+        "nginx keepalive_timeout 1s closed the idle keep-alive connection (FIN) "
+        "1 s after the last response; the client sent nothing more and closed its "
+        "side later"
+    )
     S += [
-        Sc("server_idle_close-requests",
-           f"nginx ({idle}) keepalive_timeout 1s; requests Session GET, idle 2 s, "
-           "Session.close()", "requests", ("nginx", "idle1s"), action="idle_close",
-           opts=["--idle", "2"], conns=nginx_conns("server_idle_close", "server", idle_note),
-           idle_timeout=NGINX_IDLE_TIMEOUT_S),
-        Sc("server_idle_close-httpx-v6",
-           "nginx keepalive_timeout 1s over IPv6; httpx Client GET, idle 2 s, close()",
-           "httpx", ("nginx", "idle1s"), ipv=6, action="idle_close", opts=["--idle", "2"],
-           conns=nginx_conns("server_idle_close", "server", idle_note),
-           idle_timeout=NGINX_IDLE_TIMEOUT_S),
-        Sc("server_idle_close-aiohttp-serverside",
-           f"nginx ({idle}) keepalive_timeout 1s; aiohttp session GET, idle 2 s, close; "
-           "captured on the server's interface",
-           "aiohttp", ("nginx", "idle1s"), action="idle_close", opts=["--idle", "2"],
-           conns=nginx_conns("server_idle_close", "server", idle_note),
-           idle_timeout=NGINX_IDLE_TIMEOUT_S, point="server"),
-        Sc("server_idle_close-requests-stale_pool",
-           "Python keep-alive server closes idle connections after 0.3 s; requests Session "
-           "GET, 0.6 s pause, GET again: urllib3 sees the dropped pooled connection and "
-           "opens a new one; Session.close()",
-           "requests", ("py", "keepalive_idle", 9007, ["--idle", "0.3"]), action="close",
-           opts=["--repeat", "2", "--gap", "0.6"], idle_timeout=0.3),
-        Sc("keepalive-idle-requests",
-           f"nginx ({idle}) keepalive_timeout 1s; 3 requests Sessions opened 0.2 s apart "
-           "doing 1, 2 and 3 GETs (0.2 s apart), then idle 1.6 s: each connection ends "
-           "by nginx's idle close", "requests", ("nginx", "idle1s"), action="multi_idle",
-           opts=["--conns", "3", "--gap", "0.2", "--idle", "1.6"],
-           conns=nginx_conns("server_idle_close", "server", idle_note),
-           idle_timeout=NGINX_IDLE_TIMEOUT_S),
-        Sc("keepalive-idle-httpx-v6",
-           "nginx keepalive_timeout 1s over IPv6; 4 httpx Clients opened 0.3 s apart doing "
-           "1-4 GETs (0.3 s apart), then idle 1.6 s: each connection ends by nginx's idle "
-           "close", "httpx", ("nginx", "idle1s"), ipv=6, action="multi_idle",
-           opts=["--conns", "4", "--gap", "0.3", "--idle", "1.6"],
-           conns=nginx_conns("server_idle_close", "server", idle_note),
-           idle_timeout=NGINX_IDLE_TIMEOUT_S, tool="dumpcap", ext="pcapng"),
+        Sc(
+            "server_idle_close-requests",
+            f"nginx ({idle}) keepalive_timeout 1s; requests Session GET, idle 2 s, Session.close()",
+            "requests",
+            ("nginx", "idle1s"),
+            action="idle_close",
+            opts=["--idle", "2"],
+            conns=nginx_conns("server_idle_close", "server", idle_note),
+            idle_timeout=NGINX_IDLE_TIMEOUT_S,
+        ),
+        Sc(
+            "server_idle_close-httpx-v6",
+            "nginx keepalive_timeout 1s over IPv6; httpx Client GET, idle 2 s, close()",
+            "httpx",
+            ("nginx", "idle1s"),
+            ipv=6,
+            action="idle_close",
+            opts=["--idle", "2"],
+            conns=nginx_conns("server_idle_close", "server", idle_note),
+            idle_timeout=NGINX_IDLE_TIMEOUT_S,
+        ),
+        Sc(
+            "server_idle_close-aiohttp-serverside",
+            f"nginx ({idle}) keepalive_timeout 1s; aiohttp session GET, idle 2 s, close; "
+            "captured on the server's interface",
+            "aiohttp",
+            ("nginx", "idle1s"),
+            action="idle_close",
+            opts=["--idle", "2"],
+            conns=nginx_conns("server_idle_close", "server", idle_note),
+            idle_timeout=NGINX_IDLE_TIMEOUT_S,
+            point="server",
+        ),
+        Sc(
+            "server_idle_close-requests-stale_pool",
+            "Python keep-alive server closes idle connections after 0.3 s; requests Session "
+            "GET, 0.6 s pause, GET again: urllib3 sees the dropped pooled connection and "
+            "opens a new one; Session.close()",
+            "requests",
+            ("py", "keepalive_idle", 9007, ["--idle", "0.3"]),
+            action="close",
+            opts=["--repeat", "2", "--gap", "0.6"],
+            idle_timeout=0.3,
+        ),
+        Sc(
+            "keepalive-idle-requests",
+            f"nginx ({idle}) keepalive_timeout 1s; 3 requests Sessions opened 0.2 s apart "
+            "doing 1, 2 and 3 GETs (0.2 s apart), then idle 1.6 s: each connection ends "
+            "by nginx's idle close",
+            "requests",
+            ("nginx", "idle1s"),
+            action="multi_idle",
+            opts=["--conns", "3", "--gap", "0.2", "--idle", "1.6"],
+            conns=nginx_conns("server_idle_close", "server", idle_note),
+            idle_timeout=NGINX_IDLE_TIMEOUT_S,
+        ),
+        Sc(
+            "keepalive-idle-httpx-v6",
+            "nginx keepalive_timeout 1s over IPv6; 4 httpx Clients opened 0.3 s apart doing "
+            "1-4 GETs (0.3 s apart), then idle 1.6 s: each connection ends by nginx's idle "
+            "close",
+            "httpx",
+            ("nginx", "idle1s"),
+            ipv=6,
+            action="multi_idle",
+            opts=["--conns", "4", "--gap", "0.3", "--idle", "1.6"],
+            conns=nginx_conns("server_idle_close", "server", idle_note),
+            idle_timeout=NGINX_IDLE_TIMEOUT_S,
+            tool="dumpcap",
+            ext="pcapng",
+        ),
     ]
     # ------------------------------------------------------------------ server_close
-    sc_note = ("nginx keepalive_timeout 0: the response carried 'Connection: close' and "
-               "nginx closed (FIN) right after it")
+    sc_note = (
+        "nginx keepalive_timeout 0: the response carried 'Connection: close' and "
+        "nginx closed (FIN) right after it"
+    )
     S += [
-        Sc("server_close-requests", f"nginx ({ka0}) keepalive_timeout 0; requests GET",
-           "requests", ("nginx", "ka0"), conns=nginx_conns("server_close", "server", sc_note)),
-        Sc("server_close-httpx-v6", "nginx keepalive_timeout 0 over IPv6; httpx GET",
-           "httpx", ("nginx", "ka0"), ipv=6,
-           conns=nginx_conns("server_close", "server", sc_note)),
-        Sc("server_close-aiohttp", f"nginx ({ka0}) keepalive_timeout 0; aiohttp GET",
-           "aiohttp", ("nginx", "ka0"), iface="any",
-           conns=nginx_conns("server_close", "server", sc_note)),
-        Sc("server_close-urllib",
-           f"nginx ({ka75}, keep-alive allowed) but urllib.request sends 'Connection: close'; "
-           "nginx honours it and closes first", "urllib", ("nginx", "ka75"),
-           conns=nginx_conns("server_close", "server",
-                             "urllib sent 'Connection: close'; nginx answered and closed "
-                             "(FIN) right after the response, before the client closed")),
+        Sc(
+            "server_close-requests",
+            f"nginx ({ka0}) keepalive_timeout 0; requests GET",
+            "requests",
+            ("nginx", "ka0"),
+            conns=nginx_conns("server_close", "server", sc_note),
+        ),
+        Sc(
+            "server_close-httpx-v6",
+            "nginx keepalive_timeout 0 over IPv6; httpx GET",
+            "httpx",
+            ("nginx", "ka0"),
+            ipv=6,
+            conns=nginx_conns("server_close", "server", sc_note),
+        ),
+        Sc(
+            "server_close-aiohttp",
+            f"nginx ({ka0}) keepalive_timeout 0; aiohttp GET",
+            "aiohttp",
+            ("nginx", "ka0"),
+            iface="any",
+            conns=nginx_conns("server_close", "server", sc_note),
+        ),
+        Sc(
+            "server_close-urllib",
+            f"nginx ({ka75}, keep-alive allowed) but urllib.request sends 'Connection: close'; "
+            "nginx honours it and closes first",
+            "urllib",
+            ("nginx", "ka75"),
+            conns=nginx_conns(
+                "server_close",
+                "server",
+                "urllib sent 'Connection: close'; nginx answered and closed "
+                "(FIN) right after the response, before the client closed",
+            ),
+        ),
     ]
     # ------------------------------------------------------------------ client_close
-    cc_note = ("nginx keepalive_timeout 75s kept the connection open; the client closed it "
-               "(FIN) when it was done")
+    cc_note = (
+        "nginx keepalive_timeout 75s kept the connection open; the client closed it "
+        "(FIN) when it was done"
+    )
     S += [
-        Sc("client_close-requests", f"nginx ({ka75}) keepalive_timeout 75s; requests Session "
-           "2 GETs then Session.close()", "requests", ("nginx", "ka75"), action="close",
-           opts=["--repeat", "2"], conns=nginx_conns("client_close", "client", cc_note)),
-        Sc("client_close-stdlib", f"nginx ({ka75}) keepalive_timeout 75s; http.client "
-           "HTTPConnection GET then close()", "stdlib", ("nginx", "ka75"), action="close",
-           conns=nginx_conns("client_close", "client", cc_note)),
-        Sc("client_close-httpx-v6", "nginx keepalive_timeout 75s over IPv6; httpx Client 2 "
-           "GETs then close()", "httpx", ("nginx", "ka75"), ipv=6, action="close",
-           opts=["--repeat", "2"], conns=nginx_conns("client_close", "client", cc_note)),
-        Sc("client_close-aiohttp-v6", "nginx keepalive_timeout 75s over IPv6; aiohttp "
-           "session GET then close", "aiohttp", ("nginx", "ka75"), ipv=6, action="close",
-           conns=nginx_conns("client_close", "client", cc_note), linktype="LINUX_SLL",
-           iface="any"),
-        Sc("client_close-httpx-tls", "Python TLS 1.3 server (self-signed cert trusted by the "
-           "client via cafile); httpx Client 2 GETs over HTTPS then close(); pcapng with the "
-           "TLS key log embedded (Decryption Secrets Block)", "httpx",
-           ("py", "tls", 9443, []), scheme="https", action="close",
-           opts=["--repeat", "2", "--cafile", "@CERT@"], tls=True, tool="dumpcap",
-           ext="pcapng", inject_secrets=True),
-        Sc("client_close-requests-v6-tls12", "Python TLS 1.2 server (self-signed cert trusted "
-           "via cafile, OP_IGNORE_UNEXPECTED_EOF so a close without close_notify is a clean "
-           "EOF) over IPv6; requests Session 2 GETs then close()", "requests",
-           ("py", "tls", 9443, ["--tls-max", "1.2", "--ignore-eof"]), ipv=6, scheme="https",
-           action="close",
-           opts=["--repeat", "2", "--cafile", "@CERT@"], tls=True),
+        Sc(
+            "client_close-requests",
+            f"nginx ({ka75}) keepalive_timeout 75s; requests Session 2 GETs then Session.close()",
+            "requests",
+            ("nginx", "ka75"),
+            action="close",
+            opts=["--repeat", "2"],
+            conns=nginx_conns("client_close", "client", cc_note),
+        ),
+        Sc(
+            "client_close-stdlib",
+            f"nginx ({ka75}) keepalive_timeout 75s; http.client HTTPConnection GET then close()",
+            "stdlib",
+            ("nginx", "ka75"),
+            action="close",
+            conns=nginx_conns("client_close", "client", cc_note),
+        ),
+        Sc(
+            "client_close-httpx-v6",
+            "nginx keepalive_timeout 75s over IPv6; httpx Client 2 GETs then close()",
+            "httpx",
+            ("nginx", "ka75"),
+            ipv=6,
+            action="close",
+            opts=["--repeat", "2"],
+            conns=nginx_conns("client_close", "client", cc_note),
+        ),
+        Sc(
+            "client_close-aiohttp-v6",
+            "nginx keepalive_timeout 75s over IPv6; aiohttp session GET then close",
+            "aiohttp",
+            ("nginx", "ka75"),
+            ipv=6,
+            action="close",
+            conns=nginx_conns("client_close", "client", cc_note),
+            linktype="LINUX_SLL",
+            iface="any",
+        ),
+        Sc(
+            "client_close-httpx-tls",
+            "Python TLS 1.3 server (self-signed cert trusted by the "
+            "client via cafile); httpx Client 2 GETs over HTTPS then close(); pcapng with the "
+            "TLS key log embedded (Decryption Secrets Block)",
+            "httpx",
+            ("py", "tls", 9443, []),
+            scheme="https",
+            action="close",
+            opts=["--repeat", "2", "--cafile", "@CERT@"],
+            tls=True,
+            tool="dumpcap",
+            ext="pcapng",
+            inject_secrets=True,
+        ),
+        Sc(
+            "client_close-requests-v6-tls12",
+            "Python TLS 1.2 server (self-signed cert trusted "
+            "via cafile, OP_IGNORE_UNEXPECTED_EOF so a close without close_notify is a clean "
+            "EOF) over IPv6; requests Session 2 GETs then close()",
+            "requests",
+            ("py", "tls", 9443, ["--tls-max", "1.2", "--ignore-eof"]),
+            ipv=6,
+            scheme="https",
+            action="close",
+            opts=["--repeat", "2", "--cafile", "@CERT@"],
+            tls=True,
+        ),
     ]
     # ------------------------------------------------------------------ open
-    open_note = ("the client still held the idle keep-alive connection (nginx "
-                 "keepalive_timeout 75s) when the capture was stopped")
+    open_note = (
+        "the client still held the idle keep-alive connection (nginx "
+        "keepalive_timeout 75s) when the capture was stopped"
+    )
     S += [
-        Sc("open-requests", f"nginx ({ka75}) keepalive_timeout 75s; requests Session GET and "
-           "keeps the connection; capture stopped before anyone closed", "requests",
-           ("nginx", "ka75"), action="hold", hold=True,
-           conns=nginx_conns("open", "none", open_note)),
-        Sc("open-httpx-v6", "nginx keepalive_timeout 75s over IPv6; httpx Client 2 GETs and "
-           "keeps the connection; capture stopped before anyone closed", "httpx",
-           ("nginx", "ka75"), ipv=6, action="hold", opts=["--repeat", "2"], hold=True,
-           conns=nginx_conns("open", "none", open_note)),
+        Sc(
+            "open-requests",
+            f"nginx ({ka75}) keepalive_timeout 75s; requests Session GET and "
+            "keeps the connection; capture stopped before anyone closed",
+            "requests",
+            ("nginx", "ka75"),
+            action="hold",
+            hold=True,
+            conns=nginx_conns("open", "none", open_note),
+        ),
+        Sc(
+            "open-httpx-v6",
+            "nginx keepalive_timeout 75s over IPv6; httpx Client 2 GETs and "
+            "keeps the connection; capture stopped before anyone closed",
+            "httpx",
+            ("nginx", "ka75"),
+            ipv=6,
+            action="hold",
+            opts=["--repeat", "2"],
+            hold=True,
+            conns=nginx_conns("open", "none", open_note),
+        ),
     ]
     return S
 
@@ -825,14 +1429,42 @@ def scenarios() -> list[Sc]:
 
 
 def tshark_packets(path: Path) -> list[dict]:
-    fields = ["frame.number", "frame.time_relative", "ip.src", "ipv6.src", "tcp.srcport",
-              "tcp.dstport", "tcp.flags.syn", "tcp.flags.ack", "tcp.flags.fin",
-              "tcp.flags.reset", "icmp.type", "icmpv6.type", "tls.alert_message.desc",
-              "tcp.len"]
-    r = subprocess.run(["tshark", "-n", "-r", str(path), "-T", "fields", "-E", "separator=\t",
-                        "-E", "occurrence=a", "-E", "aggregator=,",
-                        *sum((["-e", f] for f in fields), [])],
-                       capture_output=True, text=True, check=True)
+    fields = [
+        "frame.number",
+        "frame.time_relative",
+        "ip.src",
+        "ipv6.src",
+        "tcp.srcport",
+        "tcp.dstport",
+        "tcp.flags.syn",
+        "tcp.flags.ack",
+        "tcp.flags.fin",
+        "tcp.flags.reset",
+        "icmp.type",
+        "icmpv6.type",
+        "tls.alert_message.desc",
+        "tcp.len",
+    ]
+    r = subprocess.run(
+        [
+            "tshark",
+            "-n",
+            "-r",
+            str(path),
+            "-T",
+            "fields",
+            "-E",
+            "separator=\t",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=,",
+            *sum((["-e", f] for f in fields), []),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     out = []
     for line in r.stdout.splitlines():
         vals = dict(zip(fields, line.split("\t"), strict=False))
@@ -870,8 +1502,10 @@ def verify(sc: Sc, path: Path, conns: list[dict]) -> list[str]:
         if p["tls.alert_message.desc"]:
             # (sender, alert code, sent before anybody's first FIN/RST?)
             f["alerts"].append((side, p["tls.alert_message.desc"], f["first_close"] is None))
-        if f["first_close"] is None and ("1" in (p["tcp.flags.fin"], p["tcp.flags.reset"]) or
-                                         "True" in (p["tcp.flags.fin"], p["tcp.flags.reset"])):
+        if f["first_close"] is None and (
+            "1" in (p["tcp.flags.fin"], p["tcp.flags.reset"])
+            or "True" in (p["tcp.flags.fin"], p["tcp.flags.reset"])
+        ):
             kind = "RST" if p["tcp.flags.reset"] in ("1", "True") else "FIN"
             f["first_close"] = (side, kind)
     if len(order) != len(conns):
@@ -903,14 +1537,26 @@ def verify(sc: Sc, path: Path, conns: list[dict]) -> list[str]:
                 errs.append(f"conn {i}: closed_by {by} but first FIN/RST is {fc}")
             if o in ("refused", "server_reset", "client_reset") and fc and fc[1] != "RST":
                 errs.append(f"conn {i}: {o} but first close is {fc[1]}")
-            if o in ("server_close_after_request", "truncated_response", "server_close",
-                     "server_idle_close", "client_close") and fc and fc[1] != "FIN":
+            if (
+                o
+                in (
+                    "server_close_after_request",
+                    "truncated_response",
+                    "server_close",
+                    "server_idle_close",
+                    "client_close",
+                )
+                and fc
+                and fc[1] != "FIN"
+            ):
                 errs.append(f"conn {i}: {o} but first close is {fc[1]}")
         if o == "tls_alert":
             want = sc.expect_alert or by
             if not any(s == want and before for s, _, before in f["alerts"]):
-                errs.append(f"conn {i}: no plaintext TLS alert from {want} before the first "
-                            f"FIN/RST ({f['alerts']})")
+                errs.append(
+                    f"conn {i}: no plaintext TLS alert from {want} before the first "
+                    f"FIN/RST ({f['alerts']})"
+                )
         if o == "tls_handshake_aborted" and any(before for _, _, before in f["alerts"]):
             errs.append(f"conn {i}: handshake_aborted but alerts {f['alerts']}")
     if sc.icmp_from is None and icmp_srcs:
@@ -919,8 +1565,9 @@ def verify(sc: Sc, path: Path, conns: list[dict]) -> list[str]:
 
 
 def tcpdump_linktype(path: Path) -> str:
-    r = subprocess.run(["tcpdump", "-r", str(path), "-c", "1", "-n"], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        ["tcpdump", "-r", str(path), "-c", "1", "-n"], capture_output=True, text=True
+    )
     m = re.search(r"link-type (\S+ \([^)]*\))", r.stderr)
     return m.group(1) if m else "unknown"
 
@@ -981,28 +1628,60 @@ class Recorder:
                 sh("sysctl", "-qw", f"{k}={v}", ns=NS_C)
             if sc.server and sc.server[0] == "py":
                 _, mode, port, sargs = sc.server
-                argv = [PY, str(SERVER_PY), "--mode", mode, "--host", ADDR[sc.ipv]["server"],
-                        "--port", str(port), "--log", str(srv_log)]
+                argv = [
+                    PY,
+                    str(SERVER_PY),
+                    "--mode",
+                    mode,
+                    "--host",
+                    ADDR[sc.ipv]["server"],
+                    "--port",
+                    str(port),
+                    "--log",
+                    str(srv_log),
+                ]
                 if mode == "tls":
                     argv += ["--cert", str(self.cert), "--key", str(self.key)]
                 server = Proc(argv + list(sargs), ns=NS_S)
                 server.wait_line(r"^READY$", timeout=10)
             ns = NS_C if sc.point == "client" else NS_S
             iface = "any" if sc.iface == "any" else (IF_C if sc.point == "client" else IF_S)
-            cap = Capture(path, ns, iface, tool=sc.tool, linktype=sc.linktype, nano=sc.nano,
-                          comment=f"pcapdiag sample {sc.file}: {sc.scenario}")
+            cap = Capture(
+                path,
+                ns,
+                iface,
+                tool=sc.tool,
+                linktype=sc.linktype,
+                nano=sc.nano,
+                comment=f"pcapdiag sample {sc.file}: {sc.scenario}",
+            )
             cap.start()
 
-            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-                   "PYTHONDONTWRITEBYTECODE": "1", "NO_PROXY": "*", "no_proxy": "*"}
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "LANG": "C.UTF-8",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "NO_PROXY": "*",
+                "no_proxy": "*",
+            }
             if sc.tls or sc.scheme == "https":
                 env["SSLKEYLOGFILE"] = str(keys_tmp)
             opts = [str(self.cert) if o == "@CERT@" else o for o in sc.opts]
-            argv = [PY, str(CLIENT_PY), "--lib", sc.lib, "--action", sc.action,
-                    "--url", sc.url(), *opts]
+            argv = [
+                PY,
+                str(CLIENT_PY),
+                "--lib",
+                sc.lib,
+                "--action",
+                sc.action,
+                "--url",
+                sc.url(),
+                *opts,
+            ]
             t_start = time.time()
-            client = Proc(argv, ns=NS_C, env=env,
-                          stdin=subprocess.PIPE if sc.hold else subprocess.DEVNULL)
+            client = Proc(
+                argv, ns=NS_C, env=env, stdin=subprocess.PIPE if sc.hold else subprocess.DEVNULL
+            )
             if sc.hold:
                 client.wait_line(r"^HOLDING$", timeout=sc.client_timeout)
                 time.sleep(sc.settle)
@@ -1050,8 +1729,9 @@ class Recorder:
             errs.append(f"capture is {size} bytes (> {MAX_BYTES})")
         exc = cres["exception"]
         if exc is not None:
-            exc = {k: exc[k] for k in ("type", "module", "qualname", "message", "errno",
-                                       "chain")} | {"chain_detail": exc["chain_detail"]}
+            exc = {
+                k: exc[k] for k in ("type", "module", "qualname", "message", "errno", "chain")
+            } | {"chain_detail": exc["chain_detail"]}
         entry = {
             "file": sc.file,
             "scenario": sc.scenario,
@@ -1069,10 +1749,12 @@ class Recorder:
             entry["icmp_from"] = sc.icmp_from
         entry["server_software"] = self._server_software(sc)
         entry["capture"] = {
-            "tool": sc.tool, "format": "pcapng" if sc.ext == "pcapng" else "pcap",
+            "tool": sc.tool,
+            "format": "pcapng" if sc.ext == "pcapng" else "pcap",
             "netns": NS_C if sc.point == "client" else NS_S,
             "interface": "any" if sc.iface == "any" else (IF_C if sc.point == "client" else IF_S),
-            "point": sc.point, "filter": CAPTURE_FILTER,
+            "point": sc.point,
+            "filter": CAPTURE_FILTER,
             "timestamp_precision": "nano" if sc.nano else "micro",
             "bytes": size,
             "tls_secrets_embedded": bool(sc.inject_secrets and keys_file),
@@ -1132,13 +1814,15 @@ def write_readme(out: Path, manifest: list[dict], run_s: float | None) -> None:
                 compact.append([o, 1])
         exp = ", ".join(o if n == 1 else f"{o} ×{n}" for o, n in compact)
         scen = e["scenario"].replace("|", "\\|")
-        rows.append(f"| `{e['file']}` | {scen} | {e['client']} | {exp} | "
-                    f"{exc_summary(e['exception'])} |")
+        rows.append(
+            f"| `{e['file']}` | {scen} | {e['client']} | {exp} | {exc_summary(e['exception'])} |"
+        )
     link_types = sorted({e["link_type"] for e in manifest})
     if run_s is None and (out / "README.md").exists():  # --only: keep the full-run figure
         m = re.search(r"everything \(~(\d+) s\)", (out / "README.md").read_text())
         run_s = float(m.group(1)) if m else None
-    text = f"""# Sample captures
+    text = (
+        f"""# Sample captures
 
 Real captures recorded by `tools/record_samples.py` (generated file — do not edit by hand).
 Each one is ONE real Python HTTP client talking to a real server (nginx, or a small Python
@@ -1155,7 +1839,7 @@ Captures are taken on the client's veth (`pdc0`) unless the manifest says otherw
 (`capture.point` = `server`: on `pds0`; `capture.interface` = `any`: Linux cooked
 headers). Filter: `{CAPTURE_FILTER}` (TCP plus ICMP errors; ARP/ND dropped). Offloads
 are disabled on the veths, so checksums are final and no segment exceeds the MTU.
-Link types present: {', '.join(link_types)}.
+Link types present: {", ".join(link_types)}.
 
 `manifest.json` is the ground truth: for each file the exception the client really
 raised (serialised by the client process from the caught object: class, module,
@@ -1189,7 +1873,10 @@ numbers and some close-order races differ between runs; outcomes and exceptions 
 
 | file | scenario | client | expected outcome(s) (closed_by) | exception |
 |---|---|---|---|---|
-""" + "\n".join(rows) + "\n"
+"""
+        + "\n".join(rows)
+        + "\n"
+    )
     (out / "README.md").write_text(text)
 
 
@@ -1210,8 +1897,13 @@ def main() -> int:
         return 0
     chosen = all_sc
     if args.only:
-        chosen = [s for s in all_sc if any(fnmatch.fnmatch(s.name, pat) or
-                                           fnmatch.fnmatch(s.file, pat) for pat in args.only)]
+        chosen = [
+            s
+            for s in all_sc
+            if any(
+                fnmatch.fnmatch(s.name, pat) or fnmatch.fnmatch(s.file, pat) for pat in args.only
+            )
+        ]
         if not chosen:
             ap.error(f"no scenario matches {args.only}")
     if os.geteuid() != 0:
@@ -1247,8 +1939,10 @@ def main() -> int:
             if entry.get("verify_errors"):
                 failed.append(sc.file)
             exc = entry["exception"]
-            log(f"    {[c['outcome'] + '/' + c['closed_by'] for c in entry['connections']]} "
-                f"{exc['qualname'] if exc else None} ({entry['capture']['bytes']} B)")
+            log(
+                f"    {[c['outcome'] + '/' + c['closed_by'] for c in entry['connections']]} "
+                f"{exc['qualname'] if exc else None} ({entry['capture']['bytes']} B)"
+            )
     finally:
         rec.close()
         teardown()

@@ -90,10 +90,13 @@ def describe(exc: BaseException | None) -> dict | None:
         "errno": errno if isinstance(errno, int) else None,
         "chain": [type(e).__name__ for e in chain],
         "chain_detail": [
-            {"qualname": f"{type(e).__module__}.{type(e).__qualname__}",
-             "errno": getattr(e, "errno", None) if isinstance(getattr(e, "errno", None), int)
-             else None,
-             "message": str(e)}
+            {
+                "qualname": f"{type(e).__module__}.{type(e).__qualname__}",
+                "errno": getattr(e, "errno", None)
+                if isinstance(getattr(e, "errno", None), int)
+                else None,
+                "message": str(e),
+            }
             for e in chain
         ],
         "traceback_tail": traceback.format_exception(exc)[-1].strip(),
@@ -121,8 +124,11 @@ def tls_context(args) -> ssl.SSLContext | None:
     Built with ssl.create_default_context(), which honours SSLKEYLOGFILE."""
     if not (args.tls_max or args.cafile):
         return None
-    ctx = ssl.create_default_context(cafile=args.cafile) if args.cafile else \
-        ssl.create_default_context(cafile=__import__("certifi").where())
+    ctx = (
+        ssl.create_default_context(cafile=args.cafile)
+        if args.cafile
+        else ssl.create_default_context(cafile=__import__("certifi").where())
+    )
     if args.tls_max == "1.2":
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     return ctx
@@ -170,8 +176,13 @@ def run_stdlib(args) -> int:
         port1 = local_port(conn.sock)
         r = conn.getresponse()
         body = r.read()
-        ev("response 1", status=r.status, body_bytes=len(body), local_port=port1,
-           will_close=r.will_close)
+        ev(
+            "response 1",
+            status=r.status,
+            body_bytes=len(body),
+            local_port=port1,
+            will_close=r.will_close,
+        )
         time.sleep(args.idle)
         ev("sending request 2 on the pooled connection", local_port=local_port(conn.sock))
         conn.request("GET", path + "again")
@@ -185,8 +196,12 @@ def run_stdlib(args) -> int:
                 time.sleep(args.gap)
             conn.request("GET", path)
             r = conn.getresponse()
-            ev(f"response {i + 1}", status=r.status, body_bytes=len(r.read()),
-               local_port=local_port(conn.sock))
+            ev(
+                f"response {i + 1}",
+                status=r.status,
+                body_bytes=len(r.read()),
+                local_port=local_port(conn.sock),
+            )
         if args.action == "idle_close":
             time.sleep(args.idle)
         if args.action == "hold":
@@ -228,7 +243,8 @@ def run_requests(args) -> int:
     class CtxAdapter(HTTPAdapter):
         def build_connection_pool_key_attributes(self, request, verify, cert=None):
             host_params, pool_kwargs = super().build_connection_pool_key_attributes(
-                request, verify, cert)
+                request, verify, cert
+            )
             pool_kwargs["ssl_context"] = ctx
             return host_params, pool_kwargs
 
@@ -238,8 +254,11 @@ def run_requests(args) -> int:
             s.mount("https://", CtxAdapter())
         return s
 
-    timeout = (args.connect_timeout, args.read_timeout) \
-        if (args.connect_timeout or args.read_timeout) else None
+    timeout = (
+        (args.connect_timeout, args.read_timeout)
+        if (args.connect_timeout or args.read_timeout)
+        else None
+    )
 
     if args.action == "get":
         with session() as s:
@@ -278,8 +297,12 @@ def run_requests(args) -> int:
         with session() as s:
             r = s.get(args.url, timeout=timeout, stream=True)
             first = r.raw.read(100)
-            ev("response head", status=r.status_code,
-               content_length=r.headers.get("Content-Length"), read_body_bytes=len(first))
+            ev(
+                "response head",
+                status=r.status_code,
+                content_length=r.headers.get("Content-Length"),
+                read_body_bytes=len(first),
+            )
             r.close()  # unread body bytes remain in the socket -> kernel sends RST
             ev("response closed with unread body")
         return 1
@@ -299,8 +322,9 @@ def run_httpx(args) -> int:
     if args.timeout is not None:
         kw["timeout"] = args.timeout  # httpx.Client(timeout=2): connect/read/write/pool
     elif args.connect_timeout or args.read_timeout:
-        kw["timeout"] = httpx.Timeout(5.0, connect=args.connect_timeout or 5.0,
-                                      read=args.read_timeout or 5.0)
+        kw["timeout"] = httpx.Timeout(
+            5.0, connect=args.connect_timeout or 5.0, read=args.read_timeout or 5.0
+        )
     if args.action == "get":
         with httpx.Client(**kw) as c:
             r = c.get(args.url)
@@ -312,8 +336,12 @@ def run_httpx(args) -> int:
             if i:
                 time.sleep(args.gap)
             r = c.get(args.url)
-            ev(f"response {i + 1}", status=r.status_code, body_bytes=len(r.content),
-               http_version=r.http_version)
+            ev(
+                f"response {i + 1}",
+                status=r.status_code,
+                body_bytes=len(r.content),
+                http_version=r.http_version,
+            )
         if args.action == "idle_close":
             time.sleep(args.idle)
         if args.action == "hold":
@@ -346,11 +374,11 @@ async def _aiohttp(args) -> int:
 
     ctx = tls_context(args)
     req_kw = {"ssl": ctx} if ctx is not None else {}
-    timeout = aiohttp.ClientTimeout(total=None, connect=args.connect_timeout,
-                                    sock_read=args.read_timeout)
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=args.connect_timeout, sock_read=args.read_timeout
+    )
     if args.action == "get":
-        async with aiohttp.ClientSession(timeout=timeout) as s, \
-                s.get(args.url, **req_kw) as r:
+        async with aiohttp.ClientSession(timeout=timeout) as s, s.get(args.url, **req_kw) as r:
             body = await r.read()
             ev("response", status=r.status, body_bytes=len(body))
         return 1
@@ -390,8 +418,10 @@ def run_raw(args) -> int:
     s.settimeout(5)
     s.connect((host, port))
     hh = f"[{host}]" if fam == socket.AF_INET6 else host
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {hh}:{port}\r\nUser-Agent: pcapdiag-raw\r\n"
-              "Accept: */*\r\n\r\n".encode())
+    s.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {hh}:{port}\r\nUser-Agent: pcapdiag-raw\r\n"
+        "Accept: */*\r\n\r\n".encode()
+    )
     ev("request sent", local_port=local_port(s))
     got = s.recv(200)
     ev("received first bytes", bytes=len(got), first_line=got.split(b"\r\n", 1)[0].decode())
@@ -402,8 +432,14 @@ def run_raw(args) -> int:
     return 1
 
 
-RUNNERS = {"stdlib": run_stdlib, "urllib": run_urllib, "requests": run_requests,
-           "httpx": run_httpx, "aiohttp": run_aiohttp, "raw": run_raw}
+RUNNERS = {
+    "stdlib": run_stdlib,
+    "urllib": run_urllib,
+    "requests": run_requests,
+    "httpx": run_httpx,
+    "aiohttp": run_aiohttp,
+    "raw": run_raw,
+}
 
 
 def main() -> None:
@@ -434,9 +470,15 @@ def main() -> None:
             raise
         exc = e
         ev("exception", type=type(e).__name__)
-    out = {"client": client_name(args.lib), "lib": args.lib, "action": args.action,
-           "url": args.url, "exception": describe(exc), "events": EVENTS,
-           "connections": conns}
+    out = {
+        "client": client_name(args.lib),
+        "lib": args.lib,
+        "action": args.action,
+        "url": args.url,
+        "exception": describe(exc),
+        "events": EVENTS,
+        "connections": conns,
+    }
     print(json.dumps(out, sort_keys=True), flush=True)
 
 

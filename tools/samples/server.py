@@ -96,25 +96,43 @@ def first_line(req: bytes) -> str:
 def h_fin_after_request(sock, peer, n):
     req = read_head(sock)
     sock.close()
-    log({"conn": n, "peer": peer, "request": first_line(req), "request_bytes": len(req),
-         "action": "close() after reading the request, nothing sent",
-         "outcome": "server_close_after_request", "closed_by": "server",
-         "note": f"server read the {len(req)}-byte request ({first_line(req)!r}) and closed "
-                 "with FIN without sending any response byte"})
+    log(
+        {
+            "conn": n,
+            "peer": peer,
+            "request": first_line(req),
+            "request_bytes": len(req),
+            "action": "close() after reading the request, nothing sent",
+            "outcome": "server_close_after_request",
+            "closed_by": "server",
+            "note": f"server read the {len(req)}-byte request ({first_line(req)!r}) and closed "
+            "with FIN without sending any response byte",
+        }
+    )
 
 
 def h_rst_after_request(sock, peer, n):
     req = read_head(sock)
     linger_close(sock)
-    log({"conn": n, "peer": peer, "request": first_line(req), "request_bytes": len(req),
-         "action": "SO_LINGER 0 close() after reading the request",
-         "outcome": "server_reset", "closed_by": "server",
-         "note": f"server read the {len(req)}-byte request and aborted the established "
-                 "connection with RST (SO_LINGER 0), no response byte sent"})
+    log(
+        {
+            "conn": n,
+            "peer": peer,
+            "request": first_line(req),
+            "request_bytes": len(req),
+            "action": "SO_LINGER 0 close() after reading the request",
+            "outcome": "server_reset",
+            "closed_by": "server",
+            "note": f"server read the {len(req)}-byte request and aborted the established "
+            "connection with RST (SO_LINGER 0), no response byte sent",
+        }
+    )
 
 
-CL100_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n"
-              b"Connection: keep-alive\r\n\r\n")
+CL100_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n"
+    b"Connection: keep-alive\r\n\r\n"
+)
 
 
 def h_truncated_cl(sock, peer, n):
@@ -122,26 +140,42 @@ def h_truncated_cl(sock, peer, n):
     sock.sendall(CL100_HEAD + b"abc")
     time.sleep(0.05)
     sock.close()
-    log({"conn": n, "peer": peer, "request": first_line(req),
-         "action": "sent head with Content-Length: 100 and 3 body bytes, then close()",
-         "outcome": "truncated_response", "closed_by": "server",
-         "note": "server announced Content-Length: 100, sent 3 body bytes and closed with FIN "
-                 "(97 bytes missing)"})
+    log(
+        {
+            "conn": n,
+            "peer": peer,
+            "request": first_line(req),
+            "action": "sent head with Content-Length: 100 and 3 body bytes, then close()",
+            "outcome": "truncated_response",
+            "closed_by": "server",
+            "note": "server announced Content-Length: 100, sent 3 body bytes and closed with FIN "
+            "(97 bytes missing)",
+        }
+    )
 
 
 def h_truncated_chunked(sock, peer, n):
     req = read_head(sock)
-    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                 b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
-                 b"5\r\nhello\r\n10\r\nabc")
+    sock.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+        b"5\r\nhello\r\n10\r\nabc"
+    )
     time.sleep(0.05)
     sock.close()
-    log({"conn": n, "peer": peer, "request": first_line(req),
-         "action": "chunked response: one complete 5-byte chunk, then a 16-byte chunk cut "
-                   "after 3 bytes, then close()",
-         "outcome": "truncated_response", "closed_by": "server",
-         "note": "server sent a chunked body, announced a 0x10-byte chunk, sent 3 bytes of "
-                 "it and closed with FIN (no terminating 0-chunk)"})
+    log(
+        {
+            "conn": n,
+            "peer": peer,
+            "request": first_line(req),
+            "action": "chunked response: one complete 5-byte chunk, then a 16-byte chunk cut "
+            "after 3 bytes, then close()",
+            "outcome": "truncated_response",
+            "closed_by": "server",
+            "note": "server sent a chunked body, announced a 0x10-byte chunk, sent 3 bytes of "
+            "it and closed with FIN (no terminating 0-chunk)",
+        }
+    )
 
 
 def h_rst_mid_response(sock, peer, n):
@@ -149,11 +183,18 @@ def h_rst_mid_response(sock, peer, n):
     sock.sendall(CL100_HEAD + b"abc")
     time.sleep(0.05)
     linger_close(sock)
-    log({"conn": n, "peer": peer, "request": first_line(req),
-         "action": "sent head with Content-Length: 100 and 3 body bytes, then SO_LINGER 0 close()",
-         "outcome": "server_reset", "closed_by": "server",
-         "note": "server sent the response head (Content-Length: 100) and 3 body bytes, then "
-                 "aborted with RST (SO_LINGER 0) mid-response"})
+    log(
+        {
+            "conn": n,
+            "peer": peer,
+            "request": first_line(req),
+            "action": "sent head with Content-Length: 100 and 3 body bytes, then SO_LINGER 0 close()",
+            "outcome": "server_reset",
+            "closed_by": "server",
+            "note": "server sent the response head (Content-Length: 100) and 3 body bytes, then "
+            "aborted with RST (SO_LINGER 0) mid-response",
+        }
+    )
 
 
 def h_slow(sock, peer, n):
@@ -170,24 +211,41 @@ def h_slow(sock, peer, n):
             break
     body = b"finally\n"
     try:
-        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
-                     + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + body
+        )
         send_err = None
     except OSError as e:
         send_err = repr(e)
     time.sleep(0.05)
     sock.close()
     if client_fin_after is not None:
-        note = (f"server slept {ARGS.delay:g} s before answering; the client gave up and "
-                f"closed (FIN) {client_fin_after} s after its request; the server's late "
-                "response then hit a closed socket (client kernel answers with RST)")
+        note = (
+            f"server slept {ARGS.delay:g} s before answering; the client gave up and "
+            f"closed (FIN) {client_fin_after} s after its request; the server's late "
+            "response then hit a closed socket (client kernel answers with RST)"
+        )
         outcome, closer = "client_timeout", "client"
     else:
         note = f"server slept {ARGS.delay:g} s, responded and closed; client did not close first"
         outcome, closer = "server_close", "server"
-    log({"conn": n, "peer": peer, "request": first_line(req), "delay_s": ARGS.delay,
-         "client_fin_after_s": client_fin_after, "send_error": send_err,
-         "action": "slow response", "outcome": outcome, "closed_by": closer, "note": note})
+    log(
+        {
+            "conn": n,
+            "peer": peer,
+            "request": first_line(req),
+            "delay_s": ARGS.delay,
+            "client_fin_after_s": client_fin_after,
+            "send_error": send_err,
+            "action": "slow response",
+            "outcome": outcome,
+            "closed_by": closer,
+            "note": note,
+        }
+    )
 
 
 def h_keepalive_idle(sock, peer, n):
@@ -210,21 +268,38 @@ def h_keepalive_idle(sock, peer, n):
             break
         head, buf = buf.split(b"\r\n\r\n", 1)
         body = b"ok %d\n" % (len(served) + 1)
-        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
-                     + str(len(body)).encode() + b"\r\nConnection: keep-alive\r\n"
-                     + f"Keep-Alive: timeout={ARGS.idle:g}\r\n".encode() + b"\r\n" + body)
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: keep-alive\r\n"
+            + f"Keep-Alive: timeout={ARGS.idle:g}\r\n".encode()
+            + b"\r\n"
+            + body
+        )
         served.append(first_line(head + b"\r\n"))
     sock.close()
     if reason == "idle":
         outcome, closer = "server_idle_close", "server"
-        note = (f"server answered {len(served)} request(s) with keep-alive, then closed the "
-                f"connection (FIN) after {ARGS.idle:g} s idle")
+        note = (
+            f"server answered {len(served)} request(s) with keep-alive, then closed the "
+            f"connection (FIN) after {ARGS.idle:g} s idle"
+        )
     else:
         outcome, closer = "client_close", "client"
         note = f"server answered {len(served)} request(s); the client closed first (FIN)"
-    log({"conn": n, "peer": peer, "requests": served, "idle_timeout_s": ARGS.idle,
-         "end": reason, "action": "keep-alive server", "outcome": outcome,
-         "closed_by": closer, "note": note})
+    log(
+        {
+            "conn": n,
+            "peer": peer,
+            "requests": served,
+            "idle_timeout_s": ARGS.idle,
+            "end": reason,
+            "action": "keep-alive server",
+            "outcome": outcome,
+            "closed_by": closer,
+            "note": note,
+        }
+    )
 
 
 TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -246,21 +321,35 @@ def make_server_ctx() -> ssl.SSLContext:
 
 # Server-side handshake error reason -> (outcome, closed_by, what happened)
 TLS_REASONS = {
-    "TLSV1_ALERT_UNKNOWN_CA": ("tls_alert", "client",
-                               "client rejected the self-signed certificate and sent a fatal "
-                               "unknown_ca alert"),
-    "SSLV3_ALERT_BAD_CERTIFICATE": ("tls_alert", "client",
-                                    "client rejected the certificate with a bad_certificate alert"),
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": ("tls_alert", "client",
-                                        "client rejected the certificate with certificate_unknown"),
-    "UNSUPPORTED_PROTOCOL": ("tls_alert", "server",
-                             "client offered only versions below the server's minimum; the "
-                             "server sent a fatal protocol_version alert and closed"),
-    "UNEXPECTED_EOF_WHILE_READING": ("tls_handshake_aborted", "client",
-                                     "client closed (FIN) during the handshake without sending "
-                                     "a TLS alert; the server's OpenSSL answers such an EOF "
-                                     "with its own fatal decode_error alert (plaintext in TLS "
-                                     "1.2, encrypted in TLS 1.3) after the client's FIN"),
+    "TLSV1_ALERT_UNKNOWN_CA": (
+        "tls_alert",
+        "client",
+        "client rejected the self-signed certificate and sent a fatal unknown_ca alert",
+    ),
+    "SSLV3_ALERT_BAD_CERTIFICATE": (
+        "tls_alert",
+        "client",
+        "client rejected the certificate with a bad_certificate alert",
+    ),
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": (
+        "tls_alert",
+        "client",
+        "client rejected the certificate with certificate_unknown",
+    ),
+    "UNSUPPORTED_PROTOCOL": (
+        "tls_alert",
+        "server",
+        "client offered only versions below the server's minimum; the "
+        "server sent a fatal protocol_version alert and closed",
+    ),
+    "UNEXPECTED_EOF_WHILE_READING": (
+        "tls_handshake_aborted",
+        "client",
+        "client closed (FIN) during the handshake without sending "
+        "a TLS alert; the server's OpenSSL answers such an EOF "
+        "with its own fatal decode_error alert (plaintext in TLS "
+        "1.2, encrypted in TLS 1.3) after the client's FIN",
+    ),
 }
 
 
@@ -269,31 +358,53 @@ def h_tls(sock, peer, n):
     sock.settimeout(10)
     # keep a duplicate of the descriptor: a failed handshake closes the SSLSocket
     probe = socket.socket(fileno=os.dup(sock.fileno()))
-    tls = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
-                          suppress_ragged_eofs=False)
+    tls = ctx.wrap_socket(
+        sock, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=False
+    )
     try:
         tls.do_handshake()
     except ssl.SSLError as e:
         reason = getattr(e, "reason", None) or type(e).__name__
         outcome, closer, what = TLS_REASONS.get(
-            reason, ("tls_handshake_aborted", "unknown", f"handshake failed: {e}"))
+            reason, ("tls_handshake_aborted", "unknown", f"handshake failed: {e}")
+        )
         client_eof = peer_closed(probe)
         tls.close()
         probe.close()
         note = f"{what} (server's ssl error: {reason})"
         if client_eof and outcome == "tls_alert" and closer == "server":
-            note += ("; the client's FIN (sent after it received the alert) had already "
-                     "arrived when the server closed its side")
-        log({"conn": n, "peer": peer, "handshake": "failed", "server_error": str(e),
-             "reason": reason, "client_fin_seen_by_server_at_failure": client_eof,
-             "outcome": outcome, "closed_by": closer, "note": note})
+            note += (
+                "; the client's FIN (sent after it received the alert) had already "
+                "arrived when the server closed its side"
+            )
+        log(
+            {
+                "conn": n,
+                "peer": peer,
+                "handshake": "failed",
+                "server_error": str(e),
+                "reason": reason,
+                "client_fin_seen_by_server_at_failure": client_eof,
+                "outcome": outcome,
+                "closed_by": closer,
+                "note": note,
+            }
+        )
         return
     except OSError as e:
         tls.close()
         probe.close()
-        log({"conn": n, "peer": peer, "handshake": "failed", "server_error": repr(e),
-             "outcome": "tls_handshake_aborted", "closed_by": "client",
-             "note": f"handshake aborted by the client ({e!r})"})
+        log(
+            {
+                "conn": n,
+                "peer": peer,
+                "handshake": "failed",
+                "server_error": repr(e),
+                "outcome": "tls_handshake_aborted",
+                "closed_by": "client",
+                "note": f"handshake aborted by the client ({e!r})",
+            }
+        )
         return
     probe.close()
     version = tls.version()
@@ -317,16 +428,33 @@ def h_tls(sock, peer, n):
         _, buf = buf.split(b"\r\n\r\n", 1)
         served += 1
         body = b"secret %d\n" % served
-        tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
-                    + str(len(body)).encode() + b"\r\n\r\n" + body)
+        tls.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
     tls.close()
-    log({"conn": n, "peer": peer, "handshake": "ok", "tls_version": version,
-         "requests": served, "end": end, "outcome": "client_close", "closed_by": "client",
-         "note": f"{version} handshake ok, server answered {served} request(s) with keep-alive; "
-                 f"the client closed first ({end})" + (
-                     "; the server's OpenSSL answered the missing close_notify with a fatal "
-                     "decode_error alert after the client's FIN"
-                     if end == "client FIN without close_notify" else "")})
+    log(
+        {
+            "conn": n,
+            "peer": peer,
+            "handshake": "ok",
+            "tls_version": version,
+            "requests": served,
+            "end": end,
+            "outcome": "client_close",
+            "closed_by": "client",
+            "note": f"{version} handshake ok, server answered {served} request(s) with keep-alive; "
+            f"the client closed first ({end})"
+            + (
+                "; the server's OpenSSL answered the missing close_notify with a fatal "
+                "decode_error alert after the client's FIN"
+                if end == "client FIN without close_notify"
+                else ""
+            ),
+        }
+    )
 
 
 def read_client_hello(sock) -> bytes:
@@ -343,21 +471,35 @@ def read_client_hello(sock) -> bytes:
 def h_close_after_hello(sock, peer, n):
     hello = read_client_hello(sock)
     sock.close()
-    log({"conn": n, "peer": peer, "client_hello_bytes": len(hello),
-         "action": "close() after reading the ClientHello, no ServerHello/alert",
-         "outcome": "tls_handshake_aborted", "closed_by": "server",
-         "note": f"server read the {len(hello)}-byte ClientHello record and closed with FIN "
-                 "without any TLS record (no alert)"})
+    log(
+        {
+            "conn": n,
+            "peer": peer,
+            "client_hello_bytes": len(hello),
+            "action": "close() after reading the ClientHello, no ServerHello/alert",
+            "outcome": "tls_handshake_aborted",
+            "closed_by": "server",
+            "note": f"server read the {len(hello)}-byte ClientHello record and closed with FIN "
+            "without any TLS record (no alert)",
+        }
+    )
 
 
 def h_rst_after_hello(sock, peer, n):
     hello = read_client_hello(sock)
     linger_close(sock)
-    log({"conn": n, "peer": peer, "client_hello_bytes": len(hello),
-         "action": "SO_LINGER 0 close() after reading the ClientHello",
-         "outcome": "tls_handshake_aborted", "closed_by": "server",
-         "note": f"server read the {len(hello)}-byte ClientHello record and reset the "
-                 "connection (RST, SO_LINGER 0) without any TLS record"})
+    log(
+        {
+            "conn": n,
+            "peer": peer,
+            "client_hello_bytes": len(hello),
+            "action": "SO_LINGER 0 close() after reading the ClientHello",
+            "outcome": "tls_handshake_aborted",
+            "closed_by": "server",
+            "note": f"server read the {len(hello)}-byte ClientHello record and reset the "
+            "connection (RST, SO_LINGER 0) without any TLS record",
+        }
+    )
 
 
 HANDLERS = {name[2:]: fn for name, fn in globals().items() if name.startswith("h_")}
@@ -367,8 +509,16 @@ def serve_one(conn: socket.socket, addr: tuple, n: int) -> None:
     try:
         HANDLERS[ARGS.mode](conn, fmt_peer(addr), n)
     except Exception as e:  # noqa: BLE001 - record anything unexpected in the log
-        log({"conn": n, "peer": fmt_peer(addr), "error": repr(e), "outcome": "unknown",
-             "closed_by": "unknown", "note": f"server handler crashed: {e!r}"})
+        log(
+            {
+                "conn": n,
+                "peer": fmt_peer(addr),
+                "error": repr(e),
+                "outcome": "unknown",
+                "closed_by": "unknown",
+                "note": f"server handler crashed: {e!r}",
+            }
+        )
         with contextlib.suppress(OSError):
             conn.close()
 
@@ -386,8 +536,11 @@ def main() -> None:
     p.add_argument("--tls-max", choices=sorted(TLS_VERSIONS))
     p.add_argument("--delay", type=float, default=3.0)
     p.add_argument("--idle", type=float, default=0.3)
-    p.add_argument("--ignore-eof", action="store_true",
-                   help="tls: set OP_IGNORE_UNEXPECTED_EOF (no alert on a ragged close)")
+    p.add_argument(
+        "--ignore-eof",
+        action="store_true",
+        help="tls: set OP_IGNORE_UNEXPECTED_EOF (no alert on a ragged close)",
+    )
     ARGS = p.parse_args()
 
     fam = socket.AF_INET6 if ":" in ARGS.host else socket.AF_INET
