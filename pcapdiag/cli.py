@@ -66,7 +66,7 @@ def analyze(
     except PcapdiagError as exc:
         click.echo(f"pcapdiag: {_one_line(exc)}", err=True)
         sys.exit(1)
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     nothing_read = all(c.error and not c.packets for c in result.captures)
     if nothing_read:
         for err in result.errors:
