@@ -91,15 +91,34 @@ def test_closer_matches_fin_active(wireshark_dir: Path) -> None:
     assert not wrong, "\n".join(wrong)
 
 
-@pytest.mark.parametrize("name", ["http.pcap", "tls12-chacha20poly1305.pcap"])
-def test_stream_counts_match_tshark(wireshark_dir: Path, name: str) -> None:
-    rows = _streams(wireshark_dir)[name]
-    a = pcapdiag.analyze(wireshark_dir / "captures" / name)
-    assert len(a.records) == len(rows)
-    for row in rows:
-        rec = next(r for r in a.records if r.first_frame == int(row["first_frame"]))
-        assert rec.client_packets == int(row["packets_c2s"])
-        assert rec.server_packets == int(row["packets_s2c"])
-        assert rec.client_bytes == int(row["payload_c2s"])
-        assert rec.server_bytes == int(row["payload_s2c"])
-        assert rec.last_frame == int(row["last_frame"])
+def test_connections_are_tshark_streams(wireshark_dir: Path) -> None:
+    """One connection per tcp.stream, starting and ending on the same frames, with the same
+    packets and payload bytes in each direction (a fresh SYN on a reused 4-tuple splits)."""
+    streams = _streams(wireshark_dir)
+    compared = 0
+    for name in _files(wireshark_dir):
+        rows = streams.get(name, [])
+        a = pcapdiag.analyze(wireshark_dir / "captures" / name)
+        assert len(a.records) == len(rows), name
+        by_first = {r.first_frame: r for r in a.records}
+        for row in rows:
+            rec = by_first[int(row["first_frame"])]
+            got = (
+                rec.last_frame,
+                rec.client_packets + rec.server_packets,
+                rec.client_bytes + rec.server_bytes,
+            )
+            want = (
+                int(row["last_frame"]),
+                int(row["packets"]),
+                int(row["payload_c2s"]) + int(row["payload_s2c"]),
+            )
+            assert got == want, (name, row["tcp_stream"])
+            if row["client_basis"] in ("syn", "synack"):
+                assert (rec.client_packets, rec.client_bytes) == (
+                    int(row["packets_c2s"]),
+                    int(row["payload_c2s"]),
+                )
+            compared += 1
+    print(f"tshark streams matched: {compared}")
+    assert compared > 150
