@@ -54,7 +54,7 @@ def _summary(console: Console, a: Analysis) -> None:
     files = ", ".join(clean(c.path) for c in a.captures[:3]) + (" …" if len(a.captures) > 3 else "")
     console.print(
         Text(
-            f"{files}: {pk} packets, {n} TCP connection{"" if n == 1 else "s"}, {len(a.problems)} with problems",
+            f"{files}: {pk} packets, {n} TCP connection{'' if n == 1 else 's'}, {len(a.problems)} with problems",
             style="bold",
         )
     )
