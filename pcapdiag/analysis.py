@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -167,8 +167,13 @@ def analyze(
     port: int | None = None,
     at: float | str | None = None,
     window: float = 5.0,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Analysis:
-    """Analyse one or more captures (a directory means every capture in it)."""
+    """Analyse one or more captures (a directory means every capture in it).
+
+    ``progress(path, packets_read, file_size)`` is called after each batch, for a caller
+    that wants to show progress; it must not raise.
+    """
     files = expand_paths(paths)
     records: list[ConnectionRecord] = []
     captures: list[CaptureSummary] = []
@@ -177,7 +182,7 @@ def analyze(
         summary = CaptureSummary(path=path)
         captures.append(summary)
         try:
-            _analyze_file(path, idx, summary, records)
+            _analyze_file(path, idx, summary, records, progress)
         except CaptureError as exc:
             summary.error = str(exc)
             errors.append(exc)
@@ -191,13 +196,17 @@ def analyze(
 
 
 def _analyze_file(
-    path: str, idx: int, summary: CaptureSummary, records: list[ConnectionRecord]
+    path: str,
+    idx: int,
+    summary: CaptureSummary,
+    records: list[ConnectionRecord],
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> None:
     """Append the file's connections to ``records`` in order of their first frame; ids
     continue from the connections of earlier files, so they are unique per analysis."""
     mine: list[ConnectionRecord] = []
     try:
-        _read_file(path, idx, summary, mine)
+        _read_file(path, idx, summary, mine, progress)
     finally:
         mine.sort(key=lambda r: r.first_frame)
         for i, rec in enumerate(mine, start=len(records)):
@@ -206,7 +215,11 @@ def _analyze_file(
 
 
 def _read_file(
-    path: str, idx: int, summary: CaptureSummary, records: list[ConnectionRecord]
+    path: str,
+    idx: int,
+    summary: CaptureSummary,
+    records: list[ConnectionRecord],
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> None:
     t0: list[int] = []
     pending: list[Connection] = []
@@ -223,6 +236,7 @@ def _read_file(
     malformed_total = 0
     malformed_first: tuple[int, str] | None = None
     cap = reader.open_capture(path)
+    size = os.path.getsize(path) if os.path.isfile(path) else 0
     try:
         info = cap.info
         try:
@@ -237,6 +251,8 @@ def _read_file(
                 if dec.malformed and malformed_first is None:
                     malformed_first = dec.malformed[0]
                 tracker.feed(dec.tcp, dec.icmp)
+                if progress is not None:
+                    progress(path, int(batch.frame[-1]) if len(batch) else 0, size)
         finally:
             tracker.close()
             base = t0[0] if t0 else 0
