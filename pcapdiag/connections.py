@@ -29,9 +29,10 @@ import numpy as np
 from pcapdiag import _http, _tls
 from pcapdiag.classify import Ev, Event, Machine, Side, State
 from pcapdiag.decode import ACK, FIN, RST, SYN, IcmpError, TcpPackets, addr_str
-from pcapdiag.zeek import ZeekConn, is_server_port
+from pcapdiag.zeek import ESTABLISHED, INACTIVITY_NS, ZeekConn, is_server_port
 
 _MASK32 = 0xFFFFFFFF
+ACK_ONLY = ACK
 _HALF32 = 0x80000000
 NS = 1_000_000_000
 
@@ -219,6 +220,7 @@ class Connection:
         "anomalies",
         "keep_alive_timeout_s",
         "keys",
+        "steady",
     )
 
     def __init__(self, cid: int, capture: int, ipver: int) -> None:
@@ -258,11 +260,24 @@ class Connection:
         self.anomalies: list[str] = []
         self.keep_alive_timeout_s: float | None = None
         self.keys: tuple[tuple, tuple] = ((), ())
+        # per direction (client, server): a pure ACK would change nothing but counters
+        self.steady = [False, False]
 
     # ------------------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
         return bool(self.c.fin_frame or self.s.fin_frame or self.c.rst_frame or self.s.rst_frame)
+
+    def is_steady(self, from_client: bool) -> bool:
+        """Would a pure ACK from this side change anything but counters? Not once both
+        sides are established in Zeek's terms, this side's pure-ACK letter is recorded,
+        the handshake round trip is known, and nobody has closed."""
+        if self.closed or (self.synack_ts is not None and self.ack_ts is None):
+            return False
+        zc = self.zeek
+        z = zc.rows[-1][1]
+        letter = "A" if from_client == zc.orig_is_client else "a"
+        return z.orig == ESTABLISHED and z.resp == ESTABLISHED and letter in z._once
 
     @property
     def rtt_ns(self) -> int | None:
@@ -471,6 +486,7 @@ class Connection:
     # -- closing --------------------------------------------------------------------------
     def fin(self, from_client: bool, frame: int, ts: int) -> None:
         side = self.c if from_client else self.s
+        self.steady = [False, False]
         if side.fin_frame is not None:
             return
         side.fin_frame, side.fin_ts = frame, ts
@@ -484,6 +500,7 @@ class Connection:
 
     def rst(self, from_client: bool, frame: int, ts: int, ttl: int) -> None:
         side = self.c if from_client else self.s
+        self.steady = [False, False]
         if side.rst_frame is not None:
             return
         side.rst_frame, side.rst_ts, side.rst_ttl = frame, ts, ttl
@@ -571,6 +588,21 @@ class Tracker:
             key = keys[i]
             flags = flags_l[i]
             hit = table.get(key)
+            if hit is not None and flags == ACK_ONLY and not plen[i]:
+                conn, from_client = hit
+                zk = conn.zeek
+                if (
+                    conn.steady[0 if from_client else 1]
+                    and wins[i]
+                    and ts - zk._last <= INACTIVITY_NS
+                ):
+                    # A steady-state pure ACK: counts and times only.
+                    (conn.c if from_client else conn.s).packets += 1
+                    conn.last_frame = frame
+                    if ts > conn.end_ts:
+                        conn.end_ts = ts
+                    zk._last = ts
+                    continue
             if hit is None or (flags & SYN and not flags & ACK and self._is_new_syn(hit, seqs[i])):
                 if hit is not None:
                     self._finish(hit[0])
@@ -584,10 +616,16 @@ class Tracker:
             if ts > conn.end_ts:
                 conn.end_ts = ts
             pl = plen[i]
+            zrows = conn.zeek.rows
+            n_rows = len(zrows)
             conn.zeek.update(from_client, flags, seqs[i], pl, wins[i], ts)
+            if len(zrows) != n_rows:
+                conn.steady = [False, False]  # Zeek would start a new row here
             if flags & (SYN | FIN | RST) == 0 and pl == 0:
                 if from_client and conn.ack_ts is None and conn.synack_ts is not None:
                     conn.ack_ts = ts
+                if not conn.steady[0 if from_client else 1]:
+                    conn.steady[0 if from_client else 1] = conn.is_steady(from_client)
                 continue
             if side.ttl is None:
                 side.ttl = ttls[i]
