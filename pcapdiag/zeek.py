@@ -165,6 +165,26 @@ class ZeekState:
 
     # -- packets ---------------------------------------------------------------------------
     def update(self, is_orig: bool, flags: int, seq: int, payload_len: int, window: int) -> None:
+        if (
+            payload_len
+            and not flags & 0x07
+            and window
+            and self.orig == ESTABLISHED
+            and self.resp == ESTABLISHED
+            and ("D" if is_orig else "d") in self._once
+        ):
+            # Data on an established connection: only bytes and retransmissions change.
+            side = 0 if is_orig else 1
+            self.bytes[side] += payload_len
+            end = (seq + payload_len) & 0xFFFFFFFF
+            top = self._max_end[side]
+            if top is None or ((end - top) & 0xFFFFFFFF) < 0x80000000:
+                if top is not None and end == top:
+                    self._log_letter("T", is_orig)
+                self._max_end[side] = end
+            else:
+                self._log_letter("T", is_orig)
+            return
         syn, fin, rst, ack = flags & _SYN, flags & _FIN, flags & _RST, flags & _ACK
         if payload_len:
             self.bytes[0 if is_orig else 1] += payload_len
