@@ -178,6 +178,7 @@ class ConnectionRecord:
     idle_before_close_s: float | None = None
     keepalive_race: bool = False
     retry_of: int | None = None  # id of the failed connection this one repeats
+    reused_after_idle_s: float | None = None  # idle time before the last request
     last_request: str | None = None
     orientation: str = "syn"
     anomalies: list[str] = field(default_factory=list)
@@ -232,6 +233,7 @@ class ConnectionRecord:
             "fix": self.fix,
             "keepalive_race": self.keepalive_race,
             "retry_of": self.retry_of,
+            "reused_after_idle_s": self.reused_after_idle_s,
             "idle_before_close_s": self.idle_before_close_s,
             "syn_count": self.syn_count,
             "rtt_ms": self.rtt_ms,
@@ -307,7 +309,14 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
         anomalies=list(conn.anomalies) + list(m.anomalies),
         events=[(e.ts_ns, e.frame, e.side.value, e.kind.value, e.detail) for e in conn.events],
     )
+    if conn.requests and conn.requests[-1].idle_before_ns is not None and len(conn.requests) > 1:
+        rec.reused_after_idle_s = conn.requests[-1].idle_before_ns / NS
     rec.evidence = _evidence(conn, rec, t0_ns)
+    if conn.orientation == "port" and "no SYN seen" not in rec.evidence:
+        rec.evidence = (
+            rec.evidence.rstrip(".")
+            + f" (no SYN seen: the server was chosen by port {conn.s_port})."
+        )
     rec.client_errors = client_errors(conn, rec)
     if outcome in CAUSES:
         rec.cause, rec.fix = CAUSES[outcome]
@@ -619,6 +628,15 @@ def client_errors(conn: Connection, rec: ConnectionRecord) -> dict[str, Any]:
                 "httpx": "httpx.ReadError: [Errno 104] Connection reset by peer",
                 "errno": 104,
             }
+        uploading = conn.http is not None and conn.http.request_in_progress
+        if prior == "AWAITING" and uploading:
+            return {  # the reset hit the request body while it was being sent
+                "stdlib": "BrokenPipeError: [Errno 32] Broken pipe or ConnectionResetError: [Errno 104] Connection reset by peer (while sending the body)",
+                "requests": "requests.exceptions.ConnectionError: ('Connection aborted.', RemoteDisconnected('Remote end closed connection without response')) — urllib3 swallows the reset during the upload and reports RemoteDisconnected",
+                "aiohttp": "aiohttp.ClientOSError: [Errno 104] Connection reset by peer",
+                "httpx": "httpx.RemoteProtocolError: Server disconnected without sending a response.",
+                "errno": 104,
+            }
         if prior == "AWAITING":
             return {
                 "stdlib": "ConnectionResetError: [Errno 104] Connection reset by peer",
@@ -730,11 +748,17 @@ class IdleTimeout:
     seconds: float
     samples: int
     matches: str | None
+    client_reused_after_s: float | None = None  # longest idle reuse that raced a close
 
     def sentence(self) -> str:
         txt = f"{self.server} closes idle connections after ≈{self.seconds:.1f} s ({self.samples} idle close{'s' if self.samples != 1 else ''})"
         if self.matches:
             txt += f", matching {self.matches}"
+        if self.client_reused_after_s is not None:
+            txt += (
+                f"; your client reused a connection idle for {self.client_reused_after_s:.1f} s: "
+                "its pool keeps connections longer than the server does"
+            )
         return txt
 
 
@@ -749,10 +773,14 @@ def infer_idle_timeouts(records: list[ConnectionRecord]) -> list[IdleTimeout]:
             and r.idle_before_close_s is not None
         ):
             gaps.setdefault(r.server, []).append(r.idle_before_close_s)
+    reuse: dict[str, float] = {}
+    for r in records:
+        if r.keepalive_race and r.reused_after_idle_s is not None:
+            reuse[r.server] = max(reuse.get(r.server, 0.0), r.reused_after_idle_s)
     out = []
     for server, vals in gaps.items():
         sec = statistics.median(vals)
-        out.append(IdleTimeout(server, sec, len(vals), match_default(sec)))
+        out.append(IdleTimeout(server, sec, len(vals), match_default(sec), reuse.get(server)))
     out.sort(key=lambda t: -t.samples)
     return out
 
