@@ -25,7 +25,7 @@ as it is and is recorded as an anomaly by the caller.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -184,17 +184,18 @@ class Event:
     detail: str = ""
 
 
-@dataclass
 class Machine:
     """One connection's classifier. ``feed`` never raises."""
 
-    state: State = State.CONNECTING
-    outcome: str | None = None
-    decisive: Event | None = None  # the event that closed the connection
-    pending_close: Event | None = None  # the FIN that put us in a closing state
-    prior_state: State | None = None  # state just before the outcome
-    trail: list[tuple[State, Event]] = field(default_factory=list)  # states entered
-    anomalies: list[str] = field(default_factory=list)
+    __slots__ = ("state", "outcome", "decisive", "pending_close", "prior_state", "anomalies")
+
+    def __init__(self, state: State = State.CONNECTING) -> None:
+        self.state = state
+        self.outcome: str | None = None
+        self.decisive: Event | None = None  # the event that closed the connection
+        self.pending_close: Event | None = None  # the FIN that put us in a closing state
+        self.prior_state: State | None = None  # state just before the outcome
+        self.anomalies: list[str] | None = None  # events with no row in the table
 
     @property
     def done(self) -> bool:
@@ -205,10 +206,13 @@ class Machine:
             return
         target = TRANSITIONS.get((self.state, ev.side, ev.kind))
         if target is None:
-            if ev.kind not in (Ev.IDLE_GAP, Ev.SYN, Ev.TLS_HELLO) and len(self.anomalies) < 8:
-                self.anomalies.append(
-                    f"{ev.side.value} {ev.kind.value} in state {self.state.value}"
-                )
+            if ev.kind not in (Ev.IDLE_GAP, Ev.SYN, Ev.TLS_HELLO):
+                if self.anomalies is None:
+                    self.anomalies = []
+                if len(self.anomalies) < 8:
+                    self.anomalies.append(
+                        f"{ev.side.value} {ev.kind.value} in state {self.state.value}"
+                    )
             return
         if isinstance(target, Outcome):
             self.prior_state = self.state
@@ -224,5 +228,4 @@ class Machine:
             return
         if target in _CLOSING_STATES and target is not self.state:
             self.pending_close = ev
-        self.trail.append((target, ev))
         self.state = target

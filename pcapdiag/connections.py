@@ -221,6 +221,7 @@ class Connection:
         "keep_alive_timeout_s",
         "keys",
         "steady",
+        "server_isn",
     )
 
     def __init__(self, cid: int, capture: int, ipver: int) -> None:
@@ -246,14 +247,14 @@ class Connection:
         self.mode: str | None = None  # None (undecided) | "http" | "tls" | "turns"
         self.http: _http.HttpObserver | None = None
         self.tls: _tls.TlsObserver | None = None
-        self.streams = (_Stream(), _Stream())  # client, server
+        self.streams: tuple[_Stream, _Stream] | None = None  # client, server; on first payload
         self.last_activity_ts: int | None = None
         self.turn: Side | None = None  # who sent the last payload turn
         self.icmp: IcmpError | None = None
         self.requests: list[RequestInfo] = []
         self.responses = 0
         self.response_close = False
-        self.tls_app = [0, 0]  # TLS application-data bytes seen (client, server)
+        self.tls_app: list[int] | None = None  # TLS application-data bytes seen (client, server)
         self.tiny_tls: tuple[int, int, int] | None = None  # (frame, ts, len) of a lone tiny record
         self.last_close_ts: int | None = None
         self.idle_at_close_ns: int | None = None
@@ -262,6 +263,7 @@ class Connection:
         self.keys: tuple[tuple, tuple] = ((), ())
         # per direction (client, server): a pure ACK would change nothing but counters
         self.steady = [False, False]
+        self.server_isn: int | None = None
 
     # ------------------------------------------------------------------------------------
     @property
@@ -317,7 +319,14 @@ class Connection:
         if self.mode == "turns":
             self._turn(from_client, frame, ts)
             return
-        stream = self.streams[0 if from_client else 1]
+        streams = self.streams
+        if streams is None:
+            streams = self.streams = (_Stream(), _Stream())
+            if self.isn is not None:
+                streams[0].next_seq = (self.isn + 1) & _MASK32
+            if self.server_isn is not None:
+                streams[1].next_seq = (self.server_isn + 1) & _MASK32
+        stream = streams[0 if from_client else 1]
         if from_client:
             stream.push(seq, data, wire_len, frame, ts, self._sink_c)
         else:
@@ -472,6 +481,8 @@ class Connection:
             return
         idx = 0 if from_client else 1
         total = obs.app_data_bytes(from_client)
+        if self.tls_app is None:
+            self.tls_app = [0, 0]
         got = total - self.tls_app[idx]
         if got > 0:
             self.tls_app[idx] = total
@@ -707,7 +718,7 @@ class Tracker:
         if flags & ACK:
             if not from_client and conn.synack_ts is None:
                 conn.synack_ts, conn.synack_frame = ts, frame
-                conn.streams[1].next_seq = (seq + 1) & _MASK32
+                conn.server_isn = seq
                 conn.last_activity_ts = None
                 conn.emit(Side.SERVER, Ev.SYNACK, ts, frame)
             return
@@ -715,7 +726,6 @@ class Tracker:
             return
         if conn.isn is None:
             conn.isn = seq
-            conn.streams[0].next_seq = (seq + 1) & _MASK32
         if len(conn.syn_ts) < 32:
             conn.syn_ts.append(ts)
             conn.syn_frames.append(frame)
@@ -752,7 +762,7 @@ class Tracker:
             if self.table.get(key, (None,))[0] is conn:
                 del self.table[key]
         if not conn.machine.done:
-            for idx, stream in enumerate(conn.streams):
+            for idx, stream in enumerate(conn.streams or ()):
                 if stream.pending:
                     stream.flush(conn._sink_c if idx == 0 else conn._sink_s)
             conn.emit(Side.NONE, Ev.EOC, max(self.now, conn.end_ts), None)

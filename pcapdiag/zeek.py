@@ -133,9 +133,9 @@ class ZeekState:
         self.orig = INACTIVE
         self.resp = INACTIVE
         self.history: list[str] = ["^"] if flipped else []
-        self._once: set[str] = set()
-        self._last_seq: dict[str, int] = {}
-        self._counts: dict[str, int] = {}
+        self._once = ""  # once-per-direction letters already recorded
+        self._last_seq: dict[str, int] | None = None  # allocated on first use
+        self._counts: dict[str, int] | None = None
         self._max_end: list[int | None] = [None, None]  # orig, resp
         self._prev_peer = [INACTIVE, INACTIVE]
         self.bytes = [0, 0]  # payload bytes sent by originator, responder
@@ -147,19 +147,25 @@ class ZeekState:
     def _once_letter(self, ch: str, is_orig: bool) -> None:
         key = ch if is_orig else ch.lower()
         if key not in self._once:
-            self._once.add(key)
+            self._once += key
             self.history.append(key)
 
     def _seq_letter(self, ch: str, is_orig: bool, seq: int) -> None:
         key = ch if is_orig else ch.lower()
-        if self._last_seq.get(key) != seq:
-            self._last_seq[key] = seq
+        last = self._last_seq
+        if last is None:
+            last = self._last_seq = {}
+        if last.get(key) != seq:
+            last[key] = seq
             self.history.append(key)
 
     def _log_letter(self, ch: str, is_orig: bool) -> None:
         key = ch if is_orig else ch.lower()
-        n = self._counts.get(key, 0) + 1
-        self._counts[key] = n
+        counts = self._counts
+        if counts is None:
+            counts = self._counts = {}
+        n = counts.get(key, 0) + 1
+        counts[key] = n
         if n in _LOG_LETTERS:
             self.history.append(key)
 
