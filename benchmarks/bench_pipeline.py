@@ -1,0 +1,101 @@
+"""End-to-end speed of ``pcapdiag.analyze`` and of each stage, on a large capture.
+
+The capture is made by replaying a real recording many times over (client addresses and
+ports rewritten so every copy is a new connection, copies overlapping in time), so the
+traffic mix is real while the size is chosen. Run by hand, not in the test suite:
+
+    python benchmarks/bench_pipeline.py --source sample_pcaps/keepalive-idle-requests.pcap --copies 20000
+    python benchmarks/bench_pipeline.py --source ../shared/oracle/zeek/traces/ssh.pcap --copies 300
+
+Prints packets/s for: reading only, reading + decoding, the full analysis; and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pcapdiag import analyze, decode, reader  # noqa: E402
+
+
+def replicate(source: Path, dest: Path, copies: int) -> int:
+    """Write ``copies`` shifted copies of an Ethernet/IPv4 pcap; returns packets written."""
+    with reader.open_capture(str(source)) as cap:
+        recs = []
+        for batch in cap.batches():
+            for i in range(len(batch)):
+                off, n = int(batch.offset[i]), int(batch.caplen[i])
+                recs.append((int(batch.ts_ns[i]), bytes(batch.data[off : off + n])))
+    if not recs:
+        raise SystemExit("empty source")
+    t0 = recs[0][0]
+    span = recs[-1][0] - t0 + 10_000_000
+    tcp = []
+    for ts, buf in recs:
+        if len(buf) < 54 or buf[12:14] != b"\x08\x00" or buf[23] != 6:
+            continue
+        ihl = (buf[14] & 0x0F) * 4
+        sport, dport = struct.unpack_from("!HH", buf, 14 + ihl)
+        tcp.append((ts - t0, buf, 14 + ihl, sport > dport))
+    written = 0
+    with open(dest, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        for c in range(copies):
+            base = 1_700_000_000 * 10**9 + c * span // 50
+            delta = (c * 7) % 60000
+            for rel, buf, toff, from_client in tcp:
+                b = bytearray(buf)
+                po = toff if from_client else toff + 2
+                port = struct.unpack_from("!H", b, po)[0]
+                struct.pack_into("!H", b, po, 1024 + (port - 1024 + delta) % 64000)
+                b[14 + (12 if from_client else 16) + 2] = (c // 60000) % 250
+                ts = base + rel
+                out.write(struct.pack("<IIII", ts // 10**9, ts % 10**9 // 1000, len(b), len(b)))
+                out.write(b)
+                written += 1
+    return written
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", type=Path, required=True)
+    ap.add_argument("--copies", type=int, default=1000)
+    ap.add_argument("--keep", type=Path, help="write the capture here and keep it")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.keep or Path(tmp) / "bench.pcap"
+        n = replicate(args.source, path, args.copies)
+        size = path.stat().st_size
+        print(f"capture: {n:,} packets, {size / 1e6:.0f} MB ({args.copies} copies of {args.source.name})")
+
+        t = time.process_time()
+        with reader.open_capture(str(path)) as cap:
+            for _ in cap.batches():
+                pass
+        t_read = time.process_time() - t
+
+        t = time.process_time()
+        with reader.open_capture(str(path)) as cap:
+            for batch in cap.batches():
+                decode.decode_batch(batch)
+        t_decode = time.process_time() - t
+
+        t = time.process_time()
+        result = analyze(str(path))
+        t_all = time.process_time() - t
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"read            {n / t_read:>12,.0f} packets/s")
+        print(f"read + decode   {n / t_decode:>12,.0f} packets/s")
+        print(f"full analysis   {n / t_all:>12,.0f} packets/s  ({len(result.records):,} connections)")
+        print(f"peak RSS        {rss:>12,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
