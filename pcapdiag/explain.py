@@ -307,7 +307,7 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
         last_request=last_req,
         orientation=conn.orientation,
         anomalies=list(conn.anomalies) + list(m.anomalies or ()),
-        events=[(e.ts_ns, e.frame, e.side.value, e.kind.value, e.detail) for e in conn.events],
+        events=[(e.ts_ns, e.frame, e.side, e.kind, e.detail) for e in conn.events],
     )
     if conn.requests and conn.requests[-1].idle_before_ns is not None and len(conn.requests) > 1:
         rec.reused_after_idle_s = conn.requests[-1].idle_before_ns / NS
