@@ -4,6 +4,7 @@
     >>> a = pcapdiag.analyze("capture.pcap")
     >>> a.summary["by_outcome"]
     >>> [r.evidence for r in a.problems]
+    >>> a.connections  # pandas: one row per connection; a.events, a.packets(id)
 
 The public API is what this module exports; everything else may change. The analysis
 machinery (numpy, and pandas/matplotlib where used) is imported on first use, so that
@@ -26,6 +27,7 @@ from pcapdiag.errors import (
 if TYPE_CHECKING:
     from pcapdiag.analysis import Analysis, CaptureSummary, analyze
     from pcapdiag.explain import ConnectionRecord, IdleTimeout
+    from pcapdiag.frames import ConnectionView
 
 __version__ = "0.1.0"
 
@@ -34,6 +36,7 @@ _LAZY = {
     "Analysis": "pcapdiag.analysis",
     "CaptureSummary": "pcapdiag.analysis",
     "ConnectionRecord": "pcapdiag.explain",
+    "ConnectionView": "pcapdiag.frames",
     "IdleTimeout": "pcapdiag.explain",
 }
 
@@ -44,6 +47,7 @@ __all__ = [
     "CaptureError",
     "CaptureSummary",
     "ConnectionRecord",
+    "ConnectionView",
     "CorruptCaptureError",
     "IdleTimeout",
     "NotACaptureError",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pcapdiag import decode, reader
 from pcapdiag.classify import OUTCOMES, PROBLEMS
@@ -27,6 +27,12 @@ from pcapdiag.explain import (
     explain,
     infer_idle_timeouts,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from pcapdiag.frames import ConnectionView
 
 LINKTYPE_NAMES = {
     0: "NULL", 1: "EN10MB", 12: "RAW", 14: "RAW", 101: "RAW", 108: "LOOP",
@@ -131,6 +137,99 @@ class Analysis:
             lo, hi = (at - window) * NS, (at + window) * NS
             recs = [r for r in recs if _near(r, lo, hi)]
         return Analysis(recs, self.captures, infer_idle_timeouts(recs), self.errors)
+
+    # -- pandas / Jupyter (pandas and matplotlib are imported here, on first use) ----------
+    def _cached(self, key: str, build: Callable[[], Any]) -> Any:
+        """``build()`` once per list of records (a frame is rebuilt if ``records`` changes)."""
+        stamp = (id(self.records), len(self.records))
+        cache = self.__dict__.setdefault("_pcapdiag_cache", {})
+        hit = cache.get(key)
+        if hit is None or hit[0] != stamp:
+            hit = cache[key] = (stamp, build())
+        return hit[1]
+
+    @property
+    def connections(self) -> pd.DataFrame:
+        """One row per connection, indexed by ``id``: the JSON contract flattened, with
+        declared dtypes (``pcapdiag.frames.CONNECTION_SCHEMA``); an empty analysis gives an
+        empty frame with the same columns and dtypes. Each access returns a fresh copy."""
+        from pcapdiag import frames
+
+        return self._cached("connections", lambda: frames.connections_frame(self.records)).copy()
+
+    @property
+    def problems_df(self) -> pd.DataFrame:
+        """``connections`` restricted to the problem outcomes (``pcapdiag.PROBLEMS``);
+        ``problems`` stays the list of records."""
+        df = self.connections
+        return df[df["outcome"].isin(list(PROBLEMS))]
+
+    @property
+    def events(self) -> pd.DataFrame:
+        """One row per significant event of every connection (``conn_id``, ``time``, ``t_s``
+        seconds since the start of its capture, ``side``, ``kind``, ``frame``, ``detail``)."""
+        from pcapdiag import frames
+
+        def build() -> pd.DataFrame:
+            return frames.events_frame(self.records, frames.capture_starts(self.captures))
+
+        return self._cached("events", build).copy()
+
+    def _record(self, conn_id: int) -> ConnectionRecord:
+        by_id = self._cached("by_id", lambda: {r.id: r for r in self.records})
+        try:
+            return by_id[int(conn_id)]
+        except (KeyError, TypeError, ValueError):
+            raise KeyError(f"no connection with id {conn_id!r} in this analysis") from None
+
+    def connection(self, conn_id: int) -> ConnectionView:
+        """One connection: its record's attributes, ``packets()``, ``ladder()``, and a rich
+        display in Jupyter (evidence, what each client raised, cause and fix)."""
+        from pcapdiag.frames import ConnectionView
+
+        return ConnectionView(self._record(conn_id), self)
+
+    def packets(self, conn_id: int) -> pd.DataFrame:
+        """The TCP segments of one connection, read again from its capture: ``frame``,
+        ``time``, ``t_s``, ``side``, ``flags`` ("SA", "PA", "FA", "R"…), ``seq_rel`` /
+        ``ack_rel`` (Wireshark's relative numbers), ``payload_len``, ``window``, ``ttl``."""
+        from pcapdiag import frames
+
+        rec = self._record(conn_id)
+        return frames.packets_frame(rec, frames.capture_starts(self.captures).get(rec.capture))
+
+    def timeline(self, **kw: Any) -> Figure:
+        """Every connection on a time axis, coloured by outcome: a matplotlib Figure, never
+        shown (Jupyter displays the value of a cell as an image; a script calls ``savefig``)."""
+        from pcapdiag.frames import enable_figure_display
+        from pcapdiag.report.figures import timeline
+
+        enable_figure_display()
+        return timeline(self, **kw)
+
+    def ladder(self, conn_id: int, **kw: Any) -> Figure:
+        """The ladder (sequence) diagram of one connection (a matplotlib Figure)."""
+        from pcapdiag.frames import enable_figure_display
+        from pcapdiag.report.figures import ladder
+
+        enable_figure_display()
+        return ladder(self._record(conn_id), **kw)
+
+    def to_html(self, path: str | os.PathLike[str] | IO[str]) -> None:
+        """Write the same HTML report as the CLI to ``path`` (a file name or a text stream)."""
+        from pcapdiag.report.html import write_report
+
+        write_report(self, path)
+
+    def _repr_html_(self) -> str:
+        from pcapdiag.frames import analysis_html
+
+        return analysis_html(self)
+
+    def __repr__(self) -> str:
+        from pcapdiag.frames import analysis_text
+
+        return analysis_text(self)
 
 
 def _near(r: ConnectionRecord, lo: float, hi: float) -> bool:

@@ -9,6 +9,7 @@ installs them) and is skipped, with the reason, where they are missing.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -49,10 +50,17 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]
     if reason:
         pytest.skip(reason)
     out = tmp_path_factory.mktemp("live")
+    # The recorder uses fixed namespace names: one recording on this machine at a time.
+    lock = open("/tmp/pcapdiag-netns.lock", "w")  # noqa: SIM115 - held for the fixture's life
+    fcntl.flock(lock, fcntl.LOCK_EX)
     cmd = [sys.executable, str(ROOT / "tools" / "record_samples.py"), "--out", str(out)]
     for name in SCENARIOS:
         cmd += ["--only", name]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest) == len(SCENARIOS), proc.stdout[-2000:]
