@@ -302,7 +302,8 @@ def _analyze_file(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> None:
     """Append the file's connections to ``records`` in order of their first frame; ids
-    continue from the connections of earlier files, so they are unique per analysis."""
+    continue from the connections of earlier files, so they are unique per analysis.
+    On damage, the connections read before it are appended before the error propagates."""
     mine: list[ConnectionRecord] = []
     try:
         _read_file(path, idx, summary, mine, progress)
@@ -318,7 +319,7 @@ def _read_file(
     idx: int,
     summary: CaptureSummary,
     records: list[ConnectionRecord],
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None,
 ) -> None:
     t0: list[int] = []
     pending: list[Connection] = []

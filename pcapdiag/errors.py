@@ -16,6 +16,17 @@ Anything else that escapes is a bug.
 from __future__ import annotations
 
 
+def located(path: str, message: str, *, frame: int | None, offset: int | None) -> str:
+    """``path (frame F, byte offset O): message`` — how every error and warning is worded."""
+    where = []
+    if frame is not None:
+        where.append(f"frame {frame}")
+    if offset is not None:
+        where.append(f"byte offset {offset}")
+    loc = f" ({', '.join(where)})" if where else ""
+    return f"{path}{loc}: {message}"
+
+
 class PcapdiagError(Exception):
     """Base class: the message is one line a user can act on."""
 
@@ -38,13 +49,7 @@ class CaptureError(PcapdiagError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = []
-        if self.frame is not None:
-            where.append(f"frame {self.frame}")
-        if self.offset is not None:
-            where.append(f"byte offset {self.offset}")
-        loc = f" ({', '.join(where)})" if where else ""
-        return f"{self.path}{loc}: {self.message}"
+        return located(self.path, self.message, frame=self.frame, offset=self.offset)
 
 
 class NotACaptureError(CaptureError):

@@ -51,7 +51,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from pcapdiag.errors import CaptureError, CorruptCaptureError, NotACaptureError, UsageError
+from pcapdiag.errors import (
+    CaptureError,
+    CorruptCaptureError,
+    NotACaptureError,
+    UsageError,
+    located,
+)
 
 #: Largest caplen accepted (Wireshark's WTAP_MAX_PACKET_SIZE_STANDARD).
 MAX_CAPLEN = 262_144
@@ -90,13 +96,7 @@ class CaptureWarning:
     offset: int | None = None
 
     def __str__(self) -> str:
-        where = []
-        if self.frame is not None:
-            where.append(f"frame {self.frame}")
-        if self.offset is not None:
-            where.append(f"byte offset {self.offset}")
-        loc = f" ({', '.join(where)})" if where else ""
-        return f"{self.path}{loc}: {self.message}"
+        return located(self.path, self.message, frame=self.frame, offset=self.offset)
 
 
 @dataclass(slots=True)

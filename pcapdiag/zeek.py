@@ -169,6 +169,18 @@ class ZeekState:
         if n in _LOG_LETTERS:
             self.history.append(key)
 
+    def _track_end(self, is_orig: bool, seq: int, payload_len: int) -> None:
+        """Record ``T`` when a segment ends at or before the highest end seen already."""
+        side = 0 if is_orig else 1
+        end = (seq + payload_len) & 0xFFFFFFFF
+        top = self._max_end[side]
+        if top is None or ((end - top) & 0xFFFFFFFF) < 0x80000000:
+            if top is not None and end == top:
+                self._log_letter("T", is_orig)
+            self._max_end[side] = end
+        else:
+            self._log_letter("T", is_orig)
+
     # -- packets ---------------------------------------------------------------------------
     def update(self, is_orig: bool, flags: int, seq: int, payload_len: int, window: int) -> None:
         if (
@@ -180,16 +192,8 @@ class ZeekState:
             and ("D" if is_orig else "d") in self._once
         ):
             # Data on an established connection: only bytes and retransmissions change.
-            side = 0 if is_orig else 1
-            self.bytes[side] += payload_len
-            end = (seq + payload_len) & 0xFFFFFFFF
-            top = self._max_end[side]
-            if top is None or ((end - top) & 0xFFFFFFFF) < 0x80000000:
-                if top is not None and end == top:
-                    self._log_letter("T", is_orig)
-                self._max_end[side] = end
-            else:
-                self._log_letter("T", is_orig)
+            self.bytes[0 if is_orig else 1] += payload_len
+            self._track_end(is_orig, seq, payload_len)
             return
         syn, fin, rst, ack = flags & _SYN, flags & _FIN, flags & _RST, flags & _ACK
         if payload_len:
@@ -209,15 +213,7 @@ class ZeekState:
         elif ack:
             self._once_letter("A", is_orig)
         if payload_len and not syn:
-            side = 0 if is_orig else 1
-            end = (seq + payload_len) & 0xFFFFFFFF
-            top = self._max_end[side]
-            if top is None or ((end - top) & 0xFFFFFFFF) < 0x80000000:
-                if top is not None and end == top:
-                    self._log_letter("T", is_orig)
-                self._max_end[side] = end
-            else:
-                self._log_letter("T", is_orig)
+            self._track_end(is_orig, seq, payload_len)
         if window == 0 and not rst and not syn:
             self._log_letter("W", is_orig)
 
