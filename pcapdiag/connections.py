@@ -387,9 +387,9 @@ class Connection:
 
     def _turn(self, from_client: bool, frame: int, ts: int) -> None:
         """Opaque payload: a change of direction starts a request or response turn."""
-        self.last_activity_ts = ts
         side = Side.CLIENT if from_client else Side.SERVER
         if self.turn is side:
+            self.last_activity_ts = ts
             return
         self.turn = side
         if from_client:
@@ -398,21 +398,16 @@ class Connection:
             self.responses += 1
             self.emit(Side.SERVER, Ev.RESPONSE, ts, frame)
             self.emit(Side.SERVER, Ev.RESPONSE_END, ts, frame)
+            self.last_activity_ts = ts
 
     def _request(self, frame: int, ts: int, line: str) -> None:
-        idle = None
-        if self.last_activity_ts is not None and self.requests:
-            idle = ts - self._activity_before(ts)
-        elif self.last_activity_ts is not None:
-            idle = ts - self.last_activity_ts
+        last = self.last_activity_ts
+        idle = None if last is None else ts - last
         after_fin = self.s.fin_ts is not None and self.s.fin_ts <= ts
         self.requests.append(RequestInfo(frame, ts, line, idle, after_fin))
-        self.last_activity_ts = ts
         self.turn = Side.CLIENT
-        self.emit(Side.CLIENT, Ev.REQUEST, ts, frame, line)
-
-    def _activity_before(self, ts: int) -> int:
-        return self.last_activity_ts if self.last_activity_ts is not None else ts
+        self.emit(Side.CLIENT, Ev.REQUEST, ts, frame, line)  # sees the idle gap before it
+        self.last_activity_ts = ts
 
     def _drain_http(self) -> None:
         obs = self.http
@@ -426,8 +421,8 @@ class Connection:
                 line = f"{e.method} {e.target} {version}"
                 self._request(e.frame, e.ts_ns, _clip(line))
             elif k == "response":
-                self.last_activity_ts = e.ts_ns
                 if e.status is not None and e.status < 200:
+                    self.last_activity_ts = e.ts_ns
                     continue  # interim (100 Continue): the request is still outstanding
                 self.turn = Side.SERVER
                 self.responses += 1
@@ -441,10 +436,11 @@ class Connection:
                     e.frame,
                     f"{e.status} {e.reason or ''}".strip(),
                 )
-            elif k == "response_end":
                 self.last_activity_ts = e.ts_ns
+            elif k == "response_end":
                 kind = Ev.RESPONSE_END_CLOSE if self.response_close else Ev.RESPONSE_END
                 self.emit(Side.SERVER, kind, e.ts_ns, e.frame)
+                self.last_activity_ts = e.ts_ns
             elif k == "request_end":
                 self.last_activity_ts = e.ts_ns
             elif k == "anomaly":

@@ -307,7 +307,7 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
         last_request=last_req,
         orientation=conn.orientation,
         anomalies=list(conn.anomalies) + list(m.anomalies or ()),
-        events=[(e.ts_ns, e.frame, e.side, e.kind, e.detail) for e in conn.events],
+        events=[(e.ts_ns, e.frame, str(e.side), str(e.kind), e.detail) for e in conn.events],
     )
     if conn.requests and conn.requests[-1].idle_before_ns is not None and len(conn.requests) > 1:
         rec.reused_after_idle_s = conn.requests[-1].idle_before_ns / NS
@@ -444,7 +444,6 @@ def _evidence(conn: Connection, rec: ConnectionRecord, t0: int) -> str:
     if o == "syn_timeout":
         n = len(conn.syn_ts)
         spacing = ", ".join(_s(b - a) for a, b in zip(conn.syn_ts, conn.syn_ts[1:], strict=False))
-        max(0, conn.end_ts - conn.syn_ts[-1]) if conn.syn_ts else 0
         txt = f"{n} SYN{'s' if n != 1 else ''} (frames {_frames(conn.syn_frames)}) got no answer"
         if spacing:
             txt += f"; retransmitted after {spacing}"
