@@ -6,12 +6,19 @@ still printed), 2 usage errors. No traceback reaches the user for either.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pcapdiag import __version__
 from pcapdiag.errors import PcapdiagError, UsageError
+
+if TYPE_CHECKING:
+    from pcapdiag.analysis import Analysis
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,31 +28,99 @@ def main() -> None:
     Python client (http.client, requests, aiohttp, httpx) raised."""
 
 
-@main.command()
+def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The connection filters every command shares."""
+    options = [
+        click.option("--problems", is_flag=True, help="Only connections that failed."),
+        click.option(
+            "--host", metavar="IP", help="Only connections with this client or server address."
+        ),
+        click.option(
+            "--port", type=click.IntRange(0, 65535), help="Only connections with this port."
+        ),
+        click.option(
+            "--at",
+            "at",
+            metavar="TIME",
+            help="Around this moment (ISO 8601 or epoch seconds, as your log wrote it).",
+        ),
+        click.option(
+            "--window",
+            type=float,
+            default=5.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="Half-width of the --at window.",
+        ),
+    ]
+    for opt in reversed(options):
+        fn = opt(fn)
+    return fn
+
+
+def _run(captures: tuple[str, ...], *, progress: bool = False, **filters: Any) -> Analysis:
+    """Analyse, turning errors into exit codes: usage → 2, nothing readable → 1.
+
+    ``progress``: show a progress bar on stderr (only when it is a terminal) for reads
+    longer than a second.
+    """
+    from pcapdiag.analysis import analyze as run
+
+    bar: Any = contextlib.nullcontext()
+    if progress and sys.stderr.isatty():
+        from pcapdiag.report.terminal import ReadProgress
+
+        bar = ReadProgress.for_paths(list(captures))
+    try:
+        with bar as callback:
+            result = run(list(captures), progress=callback, **filters)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    except PcapdiagError as exc:
+        click.echo(f"pcapdiag: {_one_line(exc)}", err=True)
+        sys.exit(1)
+    nothing_read = all(c.error and not c.packets for c in result.captures)
+    if nothing_read:
+        for err in result.errors:
+            click.echo(f"pcapdiag: {_one_line(err)}", err=True)
+        sys.exit(1)
+    return result
+
+
+def _exit_for_errors(result: Analysis) -> None:
+    if result.errors:
+        for err in result.errors:
+            click.echo(f"pcapdiag: {_one_line(err)}", err=True)
+        sys.exit(1)
+
+
+def _figure_output(path: str) -> str:
+    """Check an output file name's extension before any work is done."""
+    from pcapdiag.report.figures import format_for
+
+    if format_for(path) is None:
+        raise click.UsageError(
+            f"-o {path}: the format comes from the extension; use .svg, .png or .pdf"
+        )
+    return path
+
+
+@main.command(short_help="Analyse CAPTURES: how each TCP connection ended, and why.")
 @click.argument("captures", nargs=-1, required=True, type=click.Path())
-@click.option("--problems", is_flag=True, help="Only connections that failed.")
-@click.option("--host", metavar="IP", help="Only connections with this client or server address.")
-@click.option("--port", type=click.IntRange(0, 65535), help="Only connections with this port.")
-@click.option(
-    "--at",
-    "at",
-    metavar="TIME",
-    help="Around this moment (ISO 8601 or epoch seconds, as your log wrote it).",
-)
-@click.option(
-    "--window",
-    type=float,
-    default=5.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Half-width of the --at window.",
-)
+@_filters
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "json", "csv"]),
     default="table",
     show_default=True,
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Also write the self-contained HTML report to FILE (stdout keeps --format).",
 )
 def analyze(
     captures: tuple[str, ...],
@@ -55,23 +130,20 @@ def analyze(
     at: str | None,
     window: float,
     fmt: str,
+    html_path: str | None,
 ) -> None:
     """Analyse CAPTURES (pcap, pcapng, gzip'd; a directory means every capture in it)."""
-    from pcapdiag.analysis import analyze as run
-
-    try:
-        result = run(list(captures), problems=problems, host=host, port=port, at=at, window=window)
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
-    except PcapdiagError as exc:
-        click.echo(f"pcapdiag: {_one_line(exc)}", err=True)
-        sys.exit(1)
-    out = sys.stdout
-    nothing_read = all(c.error and not c.packets for c in result.captures)
-    if nothing_read:
-        for err in result.errors:
-            click.echo(f"pcapdiag: {_one_line(err)}", err=True)
-        sys.exit(1)
+    result = _run(
+        captures,
+        progress=fmt == "table",
+        problems=problems,
+        host=host,
+        port=port,
+        at=at,
+        window=window,
+    )
+    html_error = _write_html(result, html_path) if html_path else None  # before stdout: a
+    out = sys.stdout  # closed pipe (| head) must not lose the report
     if fmt == "json":
         from pcapdiag.report.data import write_json
 
@@ -84,9 +156,141 @@ def analyze(
         from pcapdiag.report.terminal import render
 
         render(result, out)
-    if result.errors:
-        for err in result.errors:
-            click.echo(f"pcapdiag: {_one_line(err)}", err=True)
+    if html_error:
+        click.echo(f"pcapdiag: {html_error}", err=True)
+        sys.exit(1)
+    _exit_for_errors(result)
+
+
+def _write_html(result: Analysis, path: str) -> str | None:
+    """Write the report; the error as one line if it could not be written."""
+    from pcapdiag.report.html import write_report
+
+    try:
+        write_report(result, path)
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    return None
+
+
+@main.command(short_help="Write a self-contained HTML report of CAPTURES.")
+@click.argument("captures", nargs=-1, required=True, type=click.Path())
+@_filters
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Where to write the HTML report.",
+)
+def report(
+    captures: tuple[str, ...],
+    problems: bool,
+    host: str | None,
+    port: int | None,
+    at: str | None,
+    window: float,
+    output: str,
+) -> None:
+    """Write one self-contained HTML report of CAPTURES: verdict, findings, timeline,
+    ladder diagrams, the connection table and the capture facts."""
+    result = _run(
+        captures, progress=True, problems=problems, host=host, port=port, at=at, window=window
+    )
+    error = _write_html(result, output)
+    if error:
+        click.echo(f"pcapdiag: {error}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote {output} ({os.path.getsize(output):,} bytes)", err=True)
+    _exit_for_errors(result)
+
+
+@main.command()
+@click.argument("captures", nargs=-1, required=True, type=click.Path())
+@_filters
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Image to write: .svg, .png or .pdf (the format comes from the extension).",
+)
+@click.option(
+    "--max-lanes",
+    type=click.IntRange(1, None),
+    default=300,
+    show_default=True,
+    help="One lane per connection up to this many; beyond, an aggregate view.",
+)
+def timeline(
+    captures: tuple[str, ...],
+    problems: bool,
+    host: str | None,
+    port: int | None,
+    at: str | None,
+    window: float,
+    output: str,
+    max_lanes: int,
+) -> None:
+    """Draw every connection of CAPTURES on one time axis."""
+    _figure_output(output)
+    result = _run(
+        captures, progress=True, problems=problems, host=host, port=port, at=at, window=window
+    )
+    from pcapdiag.report import figures
+
+    _save(figures.timeline(result, max_lanes=max_lanes), output)
+    _exit_for_errors(result)
+
+
+@main.command(short_help="Draw one connection's ladder (sequence) diagram.")
+@click.argument("captures", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--conn",
+    "conn_id",
+    required=True,
+    type=int,
+    metavar="ID",
+    help="The connection's id (as in analyze's table, the JSON and the HTML report).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Image to write: .svg, .png or .pdf (the format comes from the extension).",
+)
+def ladder(captures: tuple[str, ...], conn_id: int, output: str) -> None:
+    """Draw the ladder (sequence) diagram of one connection of CAPTURES."""
+    _figure_output(output)
+    result = _run(captures, progress=True)
+    rec = next((r for r in result.records if r.id == conn_id), None)
+    if rec is None:
+        ids = [r.id for r in result.records]
+        known = (
+            "the capture holds no TCP connection"
+            if not ids
+            else f"the only one is #{ids[0]}"
+            if len(ids) == 1
+            else f"ids run from {min(ids)} to {max(ids)}"
+        )
+        raise click.UsageError(f"--conn {conn_id}: no such connection ({known})")
+    from pcapdiag.report import figures
+
+    _save(figures.ladder(rec), output)
+    _exit_for_errors(result)
+
+
+def _save(fig: Any, output: str) -> None:
+    from pcapdiag.report import figures
+
+    try:
+        figures.save(fig, output)
+    except OSError as exc:
+        click.echo(f"pcapdiag: cannot write {output}: {exc.strerror or exc}", err=True)
         sys.exit(1)
 
 

@@ -138,3 +138,38 @@ def write_pcap(path: Path, packets: list[tuple[float, bytes]], linktype: int = 1
             usec = int(round((ts - sec) * 1e6))
             fh.write(struct.pack("<IIII", sec, usec, len(data), len(data)) + data)
     return path
+
+
+def tls_client_hello(sni: str | bytes, version: int = 0x0303) -> bytes:
+    """A TLS handshake record carrying a ClientHello with a server_name (SNI) extension.
+
+    ``sni`` is written byte for byte (a ``str`` as UTF-8), so a test can put anything in
+    it, including bytes no real client would send.
+    """
+    name = sni.encode("utf-8", "surrogatepass") if isinstance(sni, str) else bytes(sni)
+    entry = b"\x00" + struct.pack("!H", len(name)) + name
+    server_name = struct.pack("!H", len(entry)) + entry
+    supported = b"\x02" + struct.pack("!H", version)  # supported_versions: one version
+    extensions = (
+        struct.pack("!HH", 0, len(server_name))
+        + server_name
+        + struct.pack("!HH", 43, len(supported))
+        + supported
+    )
+    ciphers = struct.pack("!HHH", 4, 0x1301, 0xC02F)
+    body = (
+        struct.pack("!H", 0x0303)
+        + bytes(range(32))  # random
+        + b"\x00"  # no session id
+        + ciphers
+        + b"\x01\x00"  # compression: null
+        + struct.pack("!H", len(extensions))
+        + extensions
+    )
+    handshake = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(handshake)) + handshake
+
+
+def tls_alert(description: int = 40, level: int = 2) -> bytes:
+    """A TLS alert record in the clear (default: fatal handshake_failure)."""
+    return b"\x15\x03\x03\x00\x02" + bytes([level, description])

@@ -8,12 +8,25 @@ a hostile capture cannot drive the user's terminal.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from typing import IO
 
 from rich import box
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -144,3 +157,121 @@ def _table(console: Console, a: Analysis) -> None:
                 style="dim",
             )
         )
+
+
+class ReadProgress:
+    """A progress bar on stderr while captures are read, for reads longer than ``delay``.
+
+    Use as a context manager and pass the object as ``pcapdiag.analyze(..., progress=it)``
+    (it is the ``callback(path, packets_read, file_size_bytes)``). Nothing is shown for a
+    read that ends within ``delay`` seconds; the bar is transient (erased when reading
+    ends), so only the results remain. The bar advances by file (bytes of the files done,
+    of all files given); within a file it counts packets.
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[tuple[str, int]] = (),
+        *,
+        console: Console | None = None,
+        delay: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.console = console or Console(stderr=True)
+        self.delay = delay
+        self.clock = clock
+        self.sizes = dict(sizes)
+        self.done_bytes = 0
+        self.current: str | None = None
+        self.packets = 0
+        self.files_done = 0
+        self._lock = threading.Lock()
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._timer: threading.Timer | None = None
+        self._started_at = clock()
+
+    @classmethod
+    def for_paths(cls, paths: Sequence[str], **kw: object) -> ReadProgress:
+        """Sizes of the capture files ``paths`` stands for (directories expanded)."""
+        sizes: list[tuple[str, int]] = []
+        try:
+            from pcapdiag.analysis import expand_paths
+
+            for p in expand_paths(list(paths)):
+                with contextlib.suppress(OSError):
+                    sizes.append((p, os.path.getsize(p)))
+        except Exception:  # the analysis reports bad input itself
+            sizes = []
+        return cls(sizes, **kw)  # type: ignore[arg-type]
+
+    @property
+    def shown(self) -> bool:
+        return self._progress is not None
+
+    def __enter__(self) -> ReadProgress:
+        self._started_at = self.clock()
+        if self.delay <= 0:
+            self._show()
+        else:
+            self._timer = threading.Timer(self.delay, self._show)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            if self._progress is not None:
+                self._progress.stop()
+            self._progress = None
+
+    def _show(self) -> None:
+        with self._lock:
+            if self._progress is not None:
+                return
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("reading [bold]{task.fields[name]}[/]"),
+                BarColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._task = self._progress.add_task(
+                "read", total=self._total(), name="", detail="", completed=self.done_bytes
+            )
+            self._update()
+            self._progress.start()
+
+    def _total(self) -> int | None:
+        """Bytes of all files when there are several (the bar moves file by file); for one
+        file None: the bar pulses, since the callback reports packets, not bytes."""
+        return sum(self.sizes.values()) or None if len(self.sizes) > 1 else None
+
+    def _update(self) -> None:
+        if self._progress is None or self._task is None:
+            return
+        first = self.current or next(iter(self.sizes), None)
+        name = clean(os.path.basename(first)) if first else "…"
+        n_files = len(self.sizes)
+        detail = f"{self.packets:,} packets"
+        if n_files > 1:
+            detail = f"file {min(self.files_done + 1, n_files)}/{n_files} · " + detail
+        self._progress.update(self._task, completed=self.done_bytes, name=name, detail=detail)
+
+    def __call__(self, path: str, packets_read: int, file_size: int) -> None:
+        with self._lock:
+            if path != self.current:
+                if self.current is not None:
+                    self.done_bytes += self.sizes.get(self.current, 0)
+                    self.files_done += 1
+                self.current = path
+                if path not in self.sizes:
+                    self.sizes[path] = file_size
+                    if self._progress is not None and self._task is not None:
+                        self._progress.update(self._task, total=self._total())
+            self.packets = packets_read
+            self._update()
