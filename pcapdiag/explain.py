@@ -435,7 +435,7 @@ def _evidence(conn: Connection, rec: ConnectionRecord, t0: int) -> str:
     req = conn.requests[-1] if conn.requests else None
     req_txt = ""
     if req is not None:
-        req_txt = f"request {req.line!r}" if req.line else "client data"
+        req_txt = f"request '{req.line}'" if req.line else "client data"
         req_txt += f" at frame {req.frame} ({_at(req.ts_ns, t0)})"
     if o == "refused":
         first = conn.syn_frames[0] if conn.syn_frames else None
