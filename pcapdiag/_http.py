@@ -11,6 +11,14 @@ request/response pairing in ``HttpObserver``). Unlike h11 we never raise on bad 
 odd traffic becomes an ``anomaly`` event, and when framing is lost for a direction we say
 so once and stop interpreting it (``synced`` goes False); the tracker then falls back
 to counting payload turns.
+
+Speed. Most heads arrive whole in one segment and look alike (same client, same server),
+so ``_whole_head`` takes them without buffering: one search for the blank line, then the
+start line and the field section are looked up in small caches keyed by their exact
+bytes (``_simple_*``; a miss parses them with one ``partition`` per line). Anything less
+plain (a head split over segments, bare LF, obs-fold, malformed or repeated fields, long
+values, oversize) takes the strict byte-by-byte path (``_head``), which is the reference:
+both give the same events for the same bytes.
 """
 
 from __future__ import annotations
@@ -41,6 +49,12 @@ INTERESTING = (
     "server",
     "user-agent",
 )
+# Fast-path caches (module-wide, keyed by exact bytes): entries each, and the longest key
+# kept (field lines: LINE_KEY_BYTES). A full cache is emptied and refills, so memory stays
+# bounded whatever the input.
+CACHE_ENTRIES = 1024
+CACHE_KEY_BYTES = 2048
+LINE_KEY_BYTES = 256
 
 # ---------------------------------------------------------------------------------------
 # Parsing: pure functions on bytes
@@ -68,6 +82,7 @@ _STATUS_PREFIX = re.compile(
 _PREFIX_PROBE = 80  # bytes of an unfinished start line checked for viability
 _NOT_CRLF = re.compile(rb"[^\r\n]")
 _CHUNK_LINE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _KA_TIMEOUT = re.compile(r"(?:^|[,;\s])timeout\s*=\s*\"?([0-9]+(?:\.[0-9]+)?)", re.I)
 
@@ -161,11 +176,14 @@ def _tokens(value: str | None) -> list[str]:
     return [t.strip().lower() for t in value.split(",") if t.strip()]
 
 
-def content_length(head: _Head) -> tuple[int | None, bool]:
-    """(length, valid). Repeated identical values are accepted (RFC 9110 §8.6)."""
-    vals = head.raw.get("content-length")
+def _content_length(vals: list[str] | None) -> tuple[int | None, bool]:
     if not vals:
         return None, True
+    if len(vals) == 1 and "," not in vals[0]:  # the usual case, without the set
+        v = vals[0].strip()
+        if len(v) <= 18 and v.isascii() and v.isdigit():  # same as _DIGITS.fullmatch
+            return int(v), True
+        return None, False
     seen = {v.strip() for val in vals for v in val.split(",")}
     if len(seen) != 1:
         return None, False
@@ -175,9 +193,18 @@ def content_length(head: _Head) -> tuple[int | None, bool]:
     return int(v), True
 
 
-def keep_alive_timeout(head: _Head) -> float | None:
-    m = _KA_TIMEOUT.search(head.headers.get("keep-alive", ""))
+def content_length(head: _Head) -> tuple[int | None, bool]:
+    """(length, valid). Repeated identical values are accepted (RFC 9110 §8.6)."""
+    return _content_length(head.raw.get("content-length"))
+
+
+def _keep_alive_timeout(value: str) -> float | None:
+    m = _KA_TIMEOUT.search(value) if value else None
     return float(m.group(1)) if m else None
+
+
+def keep_alive_timeout(head: _Head) -> float | None:
+    return _keep_alive_timeout(head.headers.get("keep-alive", ""))
 
 
 def wants_close(head: _Head) -> bool:
@@ -186,6 +213,154 @@ def wants_close(head: _Head) -> bool:
     if "close" in tokens:
         return True
     return head.version == "1.0" and "keep-alive" not in tokens
+
+
+class _Fields:
+    """What the observer takes from a field section. It depends on the section's bytes
+    only (never on the start line), so the fast path caches it; treat it as immutable
+    (``headers`` is copied into each event)."""
+
+    __slots__ = (
+        "headers",
+        "length",
+        "length_ok",
+        "framed",
+        "chunked",
+        "close",
+        "keep_alive",
+        "timeout",
+        "problems",
+    )
+
+    def __init__(self, headers: dict[str, str], lengths: list[str] | None, problems) -> None:
+        self.headers = headers
+        self.length, self.length_ok = _content_length(lengths) if lengths else (None, True)
+        te = headers.get("transfer-encoding")
+        if te:
+            tokens = _tokens(te)
+            self.framed = bool(tokens) and tokens != ["identity"]  # TE decides framing
+            self.chunked = bool(tokens) and tokens[-1] == "chunked"
+        else:
+            self.framed = self.chunked = False
+        value = headers.get("connection")
+        if not value:
+            self.close = self.keep_alive = False
+        else:
+            # without a comma, what _tokens would give ('' never matches below)
+            tokens = _tokens(value) if "," in value else [value.strip().lower()]
+            self.close = "close" in tokens
+            self.keep_alive = "keep-alive" in tokens
+        value = headers.get("keep-alive")
+        self.timeout = _keep_alive_timeout(value) if value else None
+        # once per kind of problem
+        self.problems: tuple[str, ...] = tuple(dict.fromkeys(problems)) if problems else ()
+
+    @classmethod
+    def of(cls, head: _Head) -> _Fields:
+        return cls(head.headers, head.raw.get("content-length"), head.problems)
+
+
+# Fast path: plain start lines and field sections, cached by their exact bytes. Only
+# input the strict parser accepts without remarks is cached; the rest returns None.
+_REQUEST_LINES: dict[bytes, tuple[str, str, str, str]] = {}  # method, target, version, METHOD
+_STATUS_LINES: dict[bytes, tuple[str, int, str]] = {}  # version, status, reason
+_FIELD_SECTIONS: dict[bytes, _Fields] = {}
+_FIELD_LINES: dict[bytes, tuple[str, str]] = {}  # line -> (key, value), ('', '') if dull
+_NAMES: dict[bytes, str] = {}  # field name as sent -> its key if INTERESTING, else ""
+_DULL = ("", "")
+
+
+def _remember(cache: dict, key: bytes, value) -> None:
+    if len(key) <= CACHE_KEY_BYTES:
+        if len(cache) >= CACHE_ENTRIES:
+            cache.clear()
+        cache[key] = value
+
+
+def _simple_request_line(line: bytes) -> tuple[str, str, str, str] | None:
+    """A request line as parse_request_head reads it (callers look in the cache first)."""
+    m = _REQUEST_LINE.fullmatch(line)
+    if m is None:
+        return None
+    method = m.group(1).decode("ascii")
+    target = m.group(2)[:TARGET_CHARS].decode("latin-1")
+    parsed = (method, target, m.group(3).decode(), method.upper())
+    _remember(_REQUEST_LINES, line, parsed)
+    return parsed
+
+
+def _simple_status_line(line: bytes) -> tuple[str, int, str] | None:
+    """A status line as parse_response_head reads it (callers look in the cache first)."""
+    m = _STATUS_LINE.fullmatch(line)
+    if m is None:
+        return None
+    reason = m.group(3)
+    text = reason.strip(b" \t")[:VALUE_CHARS].decode("latin-1") if reason else ""
+    parsed = (m.group(1).decode(), int(m.group(2)), text)
+    _remember(_STATUS_LINES, line, parsed)
+    return parsed
+
+
+def _field_key(name: bytes) -> str | None:
+    """Key of a field name as sent ('' if not interesting); None if it is no token."""
+    token = name.rstrip(b" \t")
+    if not _TOKEN.fullmatch(token):
+        return None
+    key = token.decode("ascii").lower()
+    if key not in INTERESTING:
+        key = ""
+    if len(_NAMES) < CACHE_ENTRIES:  # names are few: keep the first ones, never evict
+        _NAMES[name] = key
+    return key
+
+
+def _simple_field_line(ln: bytes) -> tuple[str, str] | None:
+    """(key, value) of a ``token: value`` line, ('', '') if the field is not interesting;
+    None if the strict parser would remark on it or cut its value."""
+    name, colon, value = ln.partition(b":")
+    if not colon:
+        return None
+    key = _NAMES.get(name)
+    if key is None:
+        key = _field_key(name)  # also None for an empty line and obs-fold
+        if key is None:
+            return None
+    if key:
+        text = value.strip(b" \t").decode("latin-1")
+        if len(text) > VALUE_CHARS:
+            return None
+        parsed = (key, text)
+    else:
+        parsed = _DULL
+    if len(ln) <= LINE_KEY_BYTES:
+        _remember(_FIELD_LINES, ln, parsed)
+    return parsed
+
+
+def _simple_fields(block: bytes) -> _Fields | None:
+    """The field section between the start line's CRLF and the final CRLF CRLF, when
+    the strict parser would take it without remarks and the same way: CRLF line ends
+    only, every line ``token: value``, no interesting field twice, values of at most
+    VALUE_CHARS characters. None otherwise. (Callers look in the cache first.)"""
+    headers: dict[str, str] = {}
+    if block:
+        lines = block.split(b"\r\n")
+        if block.count(b"\n") != len(lines) - 1:
+            return None  # a bare LF ends a line too
+        known = _FIELD_LINES
+        for ln in lines:
+            parsed = known.get(ln) or _simple_field_line(ln)
+            if parsed is None:
+                return None
+            key, text = parsed
+            if key:
+                if key in headers:
+                    return None
+                headers[key] = text
+    length = headers.get("content-length")
+    fields = _Fields(headers, None if length is None else [length], ())
+    _remember(_FIELD_SECTIONS, block, fields)
+    return fields
 
 
 # ---------------------------------------------------------------------------------------
@@ -224,6 +399,55 @@ class HttpEvent:
     message: str | None = None
 
 
+_new = object.__new__
+
+
+def _event(
+    kind: str,
+    frame: int,
+    ts_ns: int,
+    from_client: bool,
+    index: int | None,
+    method: str | None,
+    target: str | None,
+    version: str | None,
+    status: int | None,
+    reason: str | None,
+    headers: dict[str, str],
+    content_length: int | None,
+    chunked: bool,
+    close: bool,
+    keep_alive_timeout_s: float | None,
+    body_bytes: int | None,
+    gap_bytes: int,
+    close_delimited: bool,
+) -> HttpEvent:
+    """``HttpEvent(...)`` with ``message=None``, for the per-message events: a class
+    call with this many arguments costs a third more. Sets every field (a test checks
+    it builds the same event as the class)."""
+    ev = _new(HttpEvent)
+    ev.kind = kind
+    ev.frame = frame
+    ev.ts_ns = ts_ns
+    ev.from_client = from_client
+    ev.index = index
+    ev.method = method
+    ev.target = target
+    ev.version = version
+    ev.status = status
+    ev.reason = reason
+    ev.headers = headers
+    ev.content_length = content_length
+    ev.chunked = chunked
+    ev.close = close
+    ev.keep_alive_timeout_s = keep_alive_timeout_s
+    ev.body_bytes = body_bytes
+    ev.gap_bytes = gap_bytes
+    ev.close_delimited = close_delimited
+    ev.message = None
+    return ev
+
+
 # Per-direction parse states.
 _HEAD = 0  # waiting for / inside a message head
 _BODY = 1  # Content-Length body: ``remaining`` bytes to go
@@ -249,42 +473,61 @@ _STATE_NAMES = (
 )
 
 
-@dataclass(slots=True)
-class _Pending:
-    index: int
-    method: str
-
-
-@dataclass(slots=True)
 class _Side:
     """Parse state of one direction."""
 
-    from_client: bool
-    requests: bool  # True: this side sends requests (the client unless roles are flipped)
-    state: int = _HEAD
-    buf: bytearray = field(default_factory=bytearray)
-    scan: int = 0  # where the next search for the end of the head starts
-    line_ok: bool = False  # start line of the current head validated
-    started: bool = False  # first byte of the current message seen
-    start_frame: int = 0
-    start_ts: int = 0
-    # Bytes that can be counted without looking at them: what is left of a Content-Length
-    # body or a chunk, _INF for a close-delimited body / tunnel / lost direction, else 0.
-    # This makes ``feed`` a single comparison while a body streams past.
-    remaining: int = 0
-    planned: int = 0  # body bytes announced so far (Content-Length, chunk sizes, or _INF)
-    gaps: int = 0
-    cr: bool = False  # CR seen after chunk data, LF expected
-    event: HttpEvent | None = None  # head event of the message in progress
-    expected: int | None = None  # Content-Length of the body in progress
-    paused_index: int | None = None
-    paused_frame: int = 0
-    paused_ts: int = 0
-    eof: bool = False
+    __slots__ = (
+        "from_client",
+        "requests",
+        "state",
+        "buf",
+        "scan",
+        "line_ok",
+        "started",
+        "start_frame",
+        "start_ts",
+        "remaining",
+        "planned",
+        "gaps",
+        "cr",
+        "event",
+        "expected",
+        "paused_index",
+        "paused_frame",
+        "paused_ts",
+        "eof",
+    )
+
+    def __init__(self, from_client: bool, requests: bool) -> None:
+        self.from_client = from_client
+        self.requests = requests  # this side sends requests (the client unless flipped)
+        self.state = _HEAD
+        self.buf = bytearray()
+        self.scan = 0  # where the next search for the end of the head starts
+        self.line_ok = False  # start line of the current head validated
+        self.started = False  # first byte of the current message seen
+        self.start_frame = 0
+        self.start_ts = 0
+        # Bytes that can be counted without looking at them: what is left of a
+        # Content-Length body or a chunk, _INF for a close-delimited body / tunnel / lost
+        # direction, else 0. This makes ``feed`` a single comparison while a body
+        # streams past.
+        self.remaining = 0
+        self.planned = 0  # body bytes announced so far (Content-Length, chunks, or _INF)
+        self.gaps = 0
+        self.cr = False  # CR seen after chunk data, LF expected
+        self.event: HttpEvent | None = None  # head event of the message in progress
+        self.expected: int | None = None  # Content-Length of the body in progress
+        self.paused_index: int | None = None
+        self.paused_frame = 0
+        self.paused_ts = 0
+        self.eof = False
 
     def reset(self) -> None:
+        # HttpObserver._message_end has an inline copy: keep the two in step
         self.state = _HEAD
-        self.buf.clear()
+        if self.buf:
+            self.buf.clear()
         self.scan = 0
         self.line_ok = False
         self.started = False
@@ -317,6 +560,24 @@ class HttpObserver:
     ``roles_flipped`` set: the tracker guessed the direction wrong.
     """
 
+    __slots__ = (
+        "is_http",
+        "roles_flipped",
+        "events",
+        "requests",
+        "responses",
+        "interim_responses",
+        "last_request",
+        "last_response",
+        "opaque_reason",
+        "anomaly_count",
+        "_client",
+        "_server",
+        "_pending",
+        "_overflow",
+        "_overflow_next",
+    )
+
     def __init__(self) -> None:
         self.is_http: bool | None = None
         self.roles_flipped = False
@@ -328,30 +589,56 @@ class HttpObserver:
         self.last_response: HttpEvent | None = None
         self.opaque_reason: str | None = None  # 'connect' / 'upgrade' once tunnelled
         self.anomaly_count = 0
-        self._client = _Side(True, True)
-        self._server = _Side(False, False)
-        self._pending: deque[_Pending] = deque()
+        # A direction's state is made when it first shows up (_new_side): there is one
+        # observer per connection, and captures can hold millions of short ones.
+        self._client: _Side | None = None
+        self._server: _Side | None = None
+        self._pending: deque[tuple[int, str]] = deque()  # (index, METHOD), unanswered
         # Requests beyond MAX_PENDING (one-sided captures of long keep-alive connections)
         # are only counted; their responses still get an index, but no method.
         self._overflow = 0
         self._overflow_next = 0
+
+    def _new_side(self, from_client: bool) -> _Side:
+        side = _Side(from_client, from_client != self.roles_flipped)
+        if self.opaque_reason is not None:  # as the switch to a tunnel left both sides
+            side.state = _OPAQUE
+            side.remaining = _INF
+        elif self.is_http is False:  # as _not_http left both sides
+            side.remaining = _INF
+        if from_client:
+            self._client = side
+        else:
+            self._server = side
+        return side
 
     # -- feeding ---------------------------------------------------------------------
 
     def feed(self, from_client: bool, data: bytes, ts_ns: int, frame: int) -> None:
         """In-order payload bytes of one direction."""
         side = self._client if from_client else self._server
+        if side is None:
+            side = self._new_side(from_client)
         n = len(data)
         if n < side.remaining:  # inside a body, tunnel or lost direction: just count
             side.remaining -= n
             return
         if self.is_http is False or not n or side.state >= _OPAQUE:
             return
-        self._run(side, data, ts_ns, frame)
+        pos = 0
+        if side.state == _HEAD and not side.started and data.__class__ is bytes:
+            end = data.find(b"\r\n\r\n")  # a whole head in this segment: the fast path
+            if 0 < end <= MAX_HEAD and self._whole_head(side, data, 0, end, ts_ns, frame):
+                pos = end + 4
+                if pos == n:
+                    return
+        self._run(side, data, ts_ns, frame, pos)  # the rest, or all of it the strict way
 
     def gap(self, from_client: bool, nbytes: int, ts_ns: int, frame: int) -> None:
         """``nbytes`` on the wire that were not captured: fine inside a body only."""
         side = self._client if from_client else self._server
+        if side is None:
+            side = self._new_side(from_client)
         if nbytes <= 0 or self.is_http is False or side.state >= _OPAQUE:
             return
         st = side.state
@@ -383,6 +670,8 @@ class HttpObserver:
     def eof(self, from_client: bool, ts_ns: int, frame: int) -> None:
         """That side sent FIN: completes a close-delimited body, exposes truncation."""
         side = self._client if from_client else self._server
+        if side is None:
+            side = self._new_side(from_client)
         if side.eof:
             return
         side.eof = True
@@ -411,50 +700,56 @@ class HttpObserver:
 
     @property
     def synced(self) -> bool:
-        return self._client.state != _LOST and self._server.state != _LOST
+        c, s = self._client, self._server
+        return (c is None or c.state != _LOST) and (s is None or s.state != _LOST)
 
-    def _side(self, requests: bool) -> _Side:
-        return self._client if self._client.requests == requests else self._server
+    def _side(self, requests: bool) -> _Side | None:
+        """The side sending requests (or responses); None before it sent anything."""
+        return self._client if requests != self.roles_flipped else self._server
 
     @property
     def outstanding_requests(self) -> int:
         """Requests whose (final) response has not started."""
         n = len(self._pending) + self._overflow
         srv = self._side(False)
-        if n and srv.state == _HEAD and srv.started:
+        if n and srv is not None and srv.state == _HEAD and srv.started:
             n -= 1  # the head that is arriving probably answers the oldest one
         return n
 
     @property
     def request_in_progress(self) -> bool:
-        return self._side(True).in_message
+        side = self._side(True)
+        return side is not None and side.in_message
 
     @property
     def response_in_progress(self) -> bool:
-        return self._side(False).in_message
+        side = self._side(False)
+        return side is not None and side.in_message
 
     @property
     def response_expected_bytes(self) -> int | None:
         srv = self._side(False)
-        return srv.expected if srv.state == _BODY else None
+        return srv.expected if srv is not None and srv.state == _BODY else None
 
     @property
     def response_received_bytes(self) -> int | None:
         srv = self._side(False)
-        return srv.body if srv.in_message else None
+        return srv.body if srv is not None and srv.in_message else None
 
     def state(self, from_client: bool) -> str:
         """Parse state of one direction: idle, head, body, body_until_close, chunked,
         trailers, paused, opaque or lost."""
         side = self._client if from_client else self._server
+        if side is None:
+            return "idle" if self.opaque_reason is None else "opaque"
         if side.state == _HEAD and side.started:
             return "head"
         return _STATE_NAMES[side.state]
 
     # -- engine ------------------------------------------------------------------------
 
-    def _run(self, side: _Side, data: bytes, ts: int, frame: int) -> None:
-        pos, n = 0, len(data)
+    def _run(self, side: _Side, data: bytes, ts: int, frame: int, pos: int = 0) -> None:
+        n = len(data)
         while pos < n:
             st = side.state
             if st in (_HEAD, _TRAILERS):
@@ -471,6 +766,10 @@ class HttpObserver:
             elif st == _CHUNK_SIZE:
                 pos = self._chunk_size(side, data, pos, ts, frame)
             elif st == _CHUNK_CRLF:
+                if not side.cr and data.startswith(b"\r\n", pos):  # both at once
+                    pos += 2
+                    side.state = _CHUNK_SIZE
+                    continue
                 b = data[pos]
                 pos += 1
                 if b == 10:
@@ -497,6 +796,18 @@ class HttpObserver:
 
     def _head(self, side: _Side, data: bytes, pos: int, ts: int, frame: int) -> int:
         """Accumulate a head (or trailer section) until its blank line; returns new pos."""
+        if not side.started:
+            # Fast path for a whole head after other messages of this segment (``feed``
+            # tries the one at its start, and what it declined goes the strict way).
+            if pos and side.state == _HEAD and data.__class__ is bytes:
+                end = data.find(b"\r\n\r\n", pos)
+                if pos < end <= pos + MAX_HEAD and self._whole_head(
+                    side, data, pos, end, ts, frame
+                ):
+                    return end + 4
+        elif side.state == _TRAILERS and len(side.buf) == 1 and data.startswith(b"\r\n", pos):
+            self._message_end(side, ts, frame)  # last chunk, no trailer fields
+            return pos + 2
         n = len(data)
         buf = side.buf
         if side.state == _HEAD and not side.started:
@@ -530,6 +841,39 @@ class HttpObserver:
             self._response_head(side, block, ts, frame)
         return new_pos
 
+    def _whole_head(
+        self, side: _Side, data: bytes, pos: int, end: int, ts: int, frame: int
+    ) -> bool:
+        """A head in ``data[pos:end]``, the first CRLF CRLF at ``end``, starting with the
+        start line. Takes it as the strict path would if it is plain and of the kind this
+        side sends; otherwise returns False having changed nothing."""
+        nl = data.find(b"\r\n", pos, end + 2)
+        # Neither pattern matches an empty start line (CRLF before the head: the strict
+        # path skips it) nor one with a bare LF in it; only matches are cached.
+        line = data[pos:nl]
+        if side.requests:
+            parsed = _REQUEST_LINES.get(line) or _simple_request_line(line)
+        else:
+            parsed = _STATUS_LINES.get(line) or _simple_status_line(line)
+        if parsed is None:
+            return False
+        block = data[nl + 2 : end] if nl < end else b""
+        fields = _FIELD_SECTIONS.get(block) or _simple_fields(block)
+        if fields is None:
+            return False
+        if self.is_http is None:
+            self.is_http = True  # of the kind this side sends: roles as the tracker said
+        side.started = side.line_ok = True
+        side.start_frame = frame
+        side.start_ts = ts
+        if side.requests:
+            method, target, version, upper = parsed
+            self._request(side, method, target, version, upper, fields, ts, frame)
+        else:
+            version, status, reason = parsed
+            self._response(side, version, status, reason, fields, ts, frame)
+        return True
+
     def _check_line(self, side: _Side, old: int, ts: int, frame: int) -> bool:
         """Validate the start line as soon as it is complete (or provably bad)."""
         buf = side.buf
@@ -556,8 +900,9 @@ class HttpObserver:
                 self.is_http = True
                 if is_req != side.requests:
                     self.roles_flipped = True
-                    self._client.requests = not self._client.requests
-                    self._server.requests = not self._server.requests
+                    for s in (self._client, self._server):
+                        if s is not None:
+                            s.requests = not s.requests
                     msg = "roles flipped: requests come from the side labelled server"
                     self._anomaly(side, msg, ts, frame)
             if (is_req and side.requests) or (is_resp and not side.requests):
@@ -588,11 +933,15 @@ class HttpObserver:
             side.buf.clear()
         else:
             line = data[pos:nl]
-        m = _CHUNK_LINE.fullmatch(line.rstrip(b"\r"))
-        if m is None:
-            self._lose(side, f"bad chunk-size line {line[:40]!r}", ts, frame)
-            return n
-        size = int(m.group(1), 16)
+        digits = line.rstrip(b"\r")
+        if 0 < len(digits) <= 16 and not digits.strip(_HEX_DIGITS):  # plain hex: no regex
+            size = int(digits, 16)
+        else:
+            m = _CHUNK_LINE.fullmatch(digits)
+            if m is None:
+                self._lose(side, f"bad chunk-size line {line[:40]!r}", ts, frame)
+                return n
+            size = int(m.group(1), 16)
         if size:
             side.remaining = size
             side.planned += size
@@ -610,30 +959,59 @@ class HttpObserver:
         if head is None:  # cannot happen: _check_line validated the line; never raise
             self._lose(side, "unparsable request line", ts, frame)
             return
+        method = head.method or ""
+        side.buf.clear()  # the head was buffered here (the fast path never buffers)
+        side.scan = 0
+        self._request(
+            side,
+            head.method,
+            head.target,
+            head.version,
+            method.upper(),
+            _Fields.of(head),
+            ts,
+            frame,
+        )
+
+    def _request(
+        self,
+        side: _Side,
+        method: str | None,
+        target: str | None,
+        version: str,
+        upper: str,
+        f: _Fields,
+        ts: int,
+        frame: int,
+    ) -> None:
         index = self.requests
-        self.requests += 1
-        clen, clen_ok = content_length(head)
-        te = _tokens(head.headers.get("transfer-encoding"))
-        chunked = bool(te) and te[-1] == "chunked"
-        ev = HttpEvent(
+        self.requests = index + 1
+        clen = f.length
+        ev = _event(
             "request",
             side.start_frame,
             side.start_ts,
             side.from_client,
-            index=index,
-            method=head.method,
-            target=head.target,
-            version=head.version,
-            headers=head.headers,
-            content_length=clen,
-            chunked=chunked,
-            close=wants_close(head),
-            keep_alive_timeout_s=keep_alive_timeout(head),
+            index,
+            method,
+            target,
+            version,
+            None,  # status
+            None,  # reason
+            f.headers.copy(),
+            clen,
+            f.chunked,
+            f.close or (version == "1.0" and not f.keep_alive),
+            f.timeout,
+            None,  # body_bytes
+            0,  # gap_bytes
+            False,  # close_delimited
         )
-        self._emit(ev)
+        self.events.append(ev)
         self.last_request = ev
-        self._problems(side, head, ts, frame)
-        method = head.method or ""
+        if f.problems:
+            for p in f.problems:
+                self._anomaly(side, p, ts, frame)
         if self._overflow or len(self._pending) >= MAX_PENDING:
             if not self._overflow:
                 self._overflow_next = index
@@ -641,18 +1019,16 @@ class HttpObserver:
                 self._anomaly(side, msg, ts, frame)
             self._overflow += 1
         else:
-            self._pending.append(_Pending(index, method.upper()))
-        side.buf.clear()
-        side.scan = 0
+            self._pending.append((index, upper))
         side.event = ev
-        if te and te != ["identity"]:
-            if not chunked:
+        if f.framed:
+            if not f.chunked:
                 self._lose(side, "request Transfer-Encoding does not end in chunked", ts, frame)
                 return
             if clen is not None:
                 self._anomaly(side, "both Transfer-Encoding and Content-Length", ts, frame)
             side.state = _CHUNK_SIZE
-        elif not clen_ok:
+        elif not f.length_ok:
             self._lose(side, "invalid Content-Length in request", ts, frame)
         elif clen:
             side.state = _BODY
@@ -665,66 +1041,81 @@ class HttpObserver:
         if head is None or head.status is None:  # cannot happen, see _request_head
             self._lose(side, "unparsable status line", ts, frame)
             return
-        status = head.status
+        side.buf.clear()  # the head was buffered here (the fast path never buffers)
+        side.scan = 0
+        self._response(side, head.version, head.status, head.reason, _Fields.of(head), ts, frame)
+
+    def _response(
+        self,
+        side: _Side,
+        version: str,
+        status: int,
+        reason: str | None,
+        f: _Fields,
+        ts: int,
+        frame: int,
+    ) -> None:
         interim = 100 <= status < 200 and status != 101
-        req: _Pending | None
+        req: tuple[int, str] | None
         if interim:
             req = self._oldest(pop=False)
             self.interim_responses += 1
         else:
             req = self._oldest(pop=True)
             self.responses += 1
-        clen, clen_ok = content_length(head)
-        te = _tokens(head.headers.get("transfer-encoding"))
-        chunked = bool(te) and te[-1] == "chunked"
-        ev = HttpEvent(
+        clen = f.length
+        ev = _event(
             "response",
             side.start_frame,
             side.start_ts,
             side.from_client,
-            index=req.index if req else None,
-            method=(req.method or None) if req else None,
-            version=head.version,
-            status=status,
-            reason=head.reason,
-            headers=head.headers,
-            content_length=clen,
-            chunked=chunked,
-            close=wants_close(head),
-            keep_alive_timeout_s=keep_alive_timeout(head),
+            req[0] if req else None,
+            (req[1] or None) if req else None,
+            None,  # target
+            version,
+            status,
+            reason,
+            f.headers.copy(),
+            clen,
+            f.chunked,
+            f.close or (version == "1.0" and not f.keep_alive),
+            f.timeout,
+            None,  # body_bytes
+            0,  # gap_bytes
+            False,  # close_delimited
         )
-        self._emit(ev)
+        self.events.append(ev)
         self.last_response = ev
-        self._problems(side, head, ts, frame)
+        if f.problems:
+            for p in f.problems:
+                self._anomaly(side, p, ts, frame)
         if req is None and self.requests:
             self._anomaly(side, "response without a matching request", ts, frame)
-        side.buf.clear()
-        side.scan = 0
         side.event = ev
         if interim:
             side.reset()
             return
-        method = req.method if req else ""
+        method = req[1] if req else ""
         if status == 101 or (method == "CONNECT" and 200 <= status < 300):
             self.opaque_reason = "upgrade" if status == 101 else "connect"
             self._message_end(side, ts, frame)
             for s in (self._client, self._server):
-                if s.state != _LOST:
+                if s is not None and s.state != _LOST:
                     s.reset()
                     s.state = _OPAQUE
                     s.remaining = _INF
             return
         if method == "HEAD" or status in (204, 304):
             self._message_end(side, ts, frame)
-        elif te and te != ["identity"]:
+        elif f.framed:
             if clen is not None:
                 self._anomaly(side, "both Transfer-Encoding and Content-Length", ts, frame)
-            if chunked:
+            if f.chunked:
                 side.state = _CHUNK_SIZE
             else:
                 side.state = _CLOSE_BODY
                 side.remaining = side.planned = _INF
-        elif not clen_ok:
+        elif not f.length_ok:
             self._lose(side, "invalid Content-Length in response", ts, frame)
         elif clen is None:
             side.state = _CLOSE_BODY
@@ -738,49 +1129,67 @@ class HttpObserver:
 
     def _message_end(self, side: _Side, ts: int, frame: int, close_delimited: bool = False) -> None:
         head = side.event
-        kind = "request_end" if side.requests else "response_end"
-        self._emit(
-            HttpEvent(
-                kind,
+        requests = side.requests
+        if head is None:
+            index = method = status = None
+        else:
+            index, method, status = head.index, head.method, head.status
+        self.events.append(
+            _event(
+                "request_end" if requests else "response_end",
                 frame,
                 ts,
                 side.from_client,
-                index=head.index if head else None,
-                method=head.method if head else None,
-                status=head.status if head else None,
-                body_bytes=side.body,
-                gap_bytes=side.gaps,
-                close_delimited=close_delimited,
+                index,
+                method,
+                None,  # target
+                None,  # version
+                status,
+                None,  # reason
+                {},  # headers
+                None,  # content_length
+                False,  # chunked
+                False,  # close
+                None,  # keep_alive_timeout_s
+                side.planned - side.remaining if side.state < _PAUSED else 0,  # side.body
+                side.gaps,
+                close_delimited,
             )
         )
         pause = (
-            side.requests
+            requests
             and head is not None
-            and (head.method == "CONNECT" or "upgrade" in head.headers)
+            and (method == "CONNECT" or "upgrade" in head.headers)
             and side.state != _LOST
-            and any(p.index == head.index for p in self._pending)  # not answered yet
+            and any(p[0] == index for p in self._pending)  # not answered yet
         )
-        side.reset()
+        # side.reset(), inline: this runs for every message
+        side.state = _HEAD
+        if side.buf:
+            side.buf.clear()
+        side.scan = side.remaining = side.planned = side.gaps = 0
+        side.line_ok = side.started = side.cr = False
+        side.event = side.expected = None
         if pause:
             side.state = _PAUSED
-            side.paused_index = head.index
+            side.paused_index = index
 
-    def _oldest(self, pop: bool) -> _Pending | None:
+    def _oldest(self, pop: bool) -> tuple[int, str] | None:
         """The oldest request still waiting for its final response (FIFO pairing)."""
         if self._pending:
             return self._pending.popleft() if pop else self._pending[0]
         if not self._overflow:
             return None
-        req = _Pending(self._overflow_next, "")
+        req = (self._overflow_next, "")
         if pop:
             self._overflow -= 1
             self._overflow_next += 1
         return req
 
-    def _maybe_unpause(self, req: _Pending | None, ts: int, frame: int) -> None:
+    def _maybe_unpause(self, req: tuple[int, str] | None, ts: int, frame: int) -> None:
         """The answer to a CONNECT/Upgrade request was not a tunnel: parse held bytes."""
         cli = self._side(True)
-        if cli.state != _PAUSED or req is None or req.index != cli.paused_index:
+        if cli is None or cli.state != _PAUSED or req is None or req[0] != cli.paused_index:
             return
         held = bytes(cli.buf)
         cli.reset()
@@ -792,10 +1201,6 @@ class HttpObserver:
 
     def _emit(self, ev: HttpEvent) -> None:
         self.events.append(ev)
-
-    def _problems(self, side: _Side, head: _Head, ts: int, frame: int) -> None:
-        for p in dict.fromkeys(head.problems):  # once per kind of problem
-            self._anomaly(side, p, ts, frame)
 
     def _anomaly(self, side: _Side, message: str, ts: int, frame: int) -> None:
         self.anomaly_count += 1
@@ -811,12 +1216,15 @@ class HttpObserver:
         side.reset()
         side.state = _LOST
         side.remaining = _INF
-        if self.is_http is None and self._client.state == self._server.state == _LOST:
+        c, s = self._client, self._server
+        if self.is_http is None and c is not None and s is not None and c.state == s.state == _LOST:
             self._not_http()  # neither direction can ever show a start line
 
     def _not_http(self) -> None:
         self.is_http = False
         for s in (self._client, self._server):
+            if s is None:
+                continue
             if s.state != _LOST:
                 s.reset()
             s.remaining = _INF  # the tracker should stop feeding; if not, this is cheap

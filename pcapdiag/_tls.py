@@ -11,10 +11,16 @@ Parsing (pure functions on bytes) is separate from state (``_Dir`` plus ``TlsObs
 Everything on the wire is untrusted: we never raise, keep bounded state (record headers,
 handshake messages we decode, at most ``MAX_HANDSHAKE`` bytes), record anomalies, and
 when record framing is lost in a direction we say so and stop interpreting it.
+
+Speed. Each segment costs O(records) Python work, not O(bytes): a record header that is
+whole in the segment is read in place, record bodies we do not decode are skipped by
+arithmetic, and a whole application_data record (the bulk of TLS traffic) is taken in
+one step. Per-direction state is made when a direction first shows up.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -152,14 +158,17 @@ STAGES = ("none", "client_hello", "server_hello", "client_finished", "establishe
 _RANK = {s: i for i, s in enumerate(STAGES)}
 
 
+_VERSION_NAMES = {2: "SSL 2.0", 0x300: "SSL 3.0", 0x301: "TLS 1.0", 0x302: "TLS 1.1"}
+_VERSION_NAMES |= {0x303: "TLS 1.2", 0x304: "TLS 1.3"}
+
+
 def version_name(v: int | None) -> str | None:
     """'TLS 1.2' etc.; TLS 1.3 drafts (0x7fNN) count as 'TLS 1.3'."""
     if v is None:
         return None
-    names = {2: "SSL 2.0", 0x300: "SSL 3.0", 0x301: "TLS 1.0", 0x302: "TLS 1.1"}
-    names |= {0x303: "TLS 1.2", 0x304: "TLS 1.3"}
-    if v in names:
-        return names[v]
+    name = _VERSION_NAMES.get(v)
+    if name is not None:
+        return name
     if v >> 8 == 0x7F:
         return "TLS 1.3"
     return f"0x{v:04x}"
@@ -199,13 +208,15 @@ class Hello:
 def _extensions(body: bytes, pos: int, hello: Hello, server: bool) -> None:
     if pos + 2 > len(body):
         return  # no extensions: fine for old hellos
-    end = min(pos + 2 + int.from_bytes(body[pos : pos + 2]), len(body))
+    end = min(pos + 2 + (body[pos] << 8 | body[pos + 1]), len(body))
     pos += 2
-    while pos + 4 <= end:
-        etype = int.from_bytes(body[pos : pos + 2])
-        elen = int.from_bytes(body[pos + 2 : pos + 4])
-        ext = body[pos + 4 : pos + 4 + elen]
+    while pos + 4 <= end:  # the 4-byte extension header is there: index, don't slice
+        etype = body[pos] << 8 | body[pos + 1]
+        elen = body[pos + 2] << 8 | body[pos + 3]
         pos += 4 + elen
+        if etype != 0 and etype != 16 and etype != 43:
+            continue  # skipped by arithmetic
+        ext = body[pos - elen : pos]  # may be cut short by the end of the body
         if etype == 0 and not server and len(ext) >= 2:
             p, stop = 2, min(2 + int.from_bytes(ext[:2]), len(ext))
             while p + 3 <= stop:
@@ -236,15 +247,16 @@ def parse_client_hello(body: bytes) -> Hello:
     if len(body) < 35:
         h.problem = "ClientHello too short"
         return h
-    h.legacy_version = int.from_bytes(body[:2])
+    h.legacy_version = body[0] << 8 | body[1]
     h.random = body[2:34]
     pos = 35 + body[34]
     if pos + 2 > len(body):
         h.problem = "ClientHello truncated"
         return h
-    n = int.from_bytes(body[pos : pos + 2])
+    n = body[pos] << 8 | body[pos + 1]
     suites = body[pos + 2 : pos + 2 + n]
-    h.ciphers = [int.from_bytes(suites[i : i + 2]) for i in range(0, len(suites) - 1, 2)][:256]
+    k = min(len(suites) // 2, 256)  # whole 16-bit values, at most 256
+    h.ciphers = list(struct.unpack(f">{k}H", suites[: 2 * k]))
     pos += 2 + n
     if pos >= len(body):
         h.problem = "ClientHello truncated"
@@ -330,34 +342,58 @@ _HDR, _BODY, _LOST = 0, 1, 2
 _INF = 1 << 62  # ``skip`` of a direction we no longer interpret
 
 
-@dataclass(slots=True)
 class _Dir:
     """Record-layer state of one direction."""
 
-    from_client: bool
-    state: int = _HDR
-    hdr: bytearray = field(default_factory=bytearray)
-    hdr_frame: int = 0  # where the record header began
-    hdr_ts: int = 0
-    ctype: int = 0
-    # Body bytes of the current record still to come: ``skip`` if we only count them
-    # (application data, encrypted handshake; _INF once the direction is lost), ``want``
-    # if we look at them. One comparison in ``feed`` then covers bulk traffic.
-    skip: int = 0
-    want: int = 0
-    record: TlsRecord | None = None
-    small: bytearray = field(default_factory=bytearray)  # CCS / alert record body
-    gapped: bool = False  # the current record lost bytes
-    records: int = 0
-    app_planned: int = 0  # lengths of application_data records begun
-    app_records: int = 0
-    recent: deque[TlsRecord] = field(default_factory=lambda: deque(maxlen=RECENT_RECORDS))
-    ccs: bool = False  # sent ChangeCipherSpec (any version)
-    encrypted: bool = False  # handshake records are no longer plaintext
-    hs_buf: bytearray = field(default_factory=bytearray)
-    hs_skip: int = 0  # bytes of an uninteresting handshake message still to skip
-    hs_ok: bool = True
-    eof: bool = False
+    __slots__ = (
+        "from_client",
+        "state",
+        "hdr",
+        "hdr_frame",
+        "hdr_ts",
+        "ctype",
+        "skip",
+        "want",
+        "record",
+        "small",
+        "gapped",
+        "records",
+        "app_planned",
+        "app_records",
+        "recent",
+        "ccs",
+        "encrypted",
+        "hs_buf",
+        "hs_skip",
+        "hs_ok",
+        "eof",
+    )
+
+    def __init__(self, from_client: bool) -> None:
+        self.from_client = from_client
+        self.state = _HDR
+        self.hdr = bytearray()  # a record header split over segments
+        self.hdr_frame = 0  # where the record header began
+        self.hdr_ts = 0
+        self.ctype = 0
+        # Body bytes of the current record still to come: ``skip`` if we only count them
+        # (application data, encrypted handshake; _INF once the direction is lost),
+        # ``want`` if we look at them. One comparison in ``feed`` then covers bulk traffic.
+        self.skip = 0
+        self.want = 0
+        self.record: TlsRecord | None = None
+        self.small = bytearray()  # CCS / alert record body
+        self.gapped = False  # the current record lost bytes
+        self.records = 0
+        self.app_planned = 0  # lengths of application_data records begun
+        self.app_records = 0
+        self.recent: deque[TlsRecord] = deque(maxlen=RECENT_RECORDS)
+        self.ccs = False  # sent ChangeCipherSpec (any version)
+        self.encrypted = False  # handshake records are no longer plaintext
+        self.hs_buf = bytearray()
+        self.hs_skip = 0  # bytes of an uninteresting handshake message still to skip
+        self.hs_ok = True
+        self.eof = False
 
     @property
     def switched(self) -> bool:
@@ -378,6 +414,34 @@ class TlsObserver:
     'client_finished' (a client application_data record after the server's encrypted
     flight) and 'established' (then any server record, or a second client record).
     """
+
+    __slots__ = (
+        "is_tls",
+        "stage",
+        "version",
+        "version_id",
+        "offered_version",
+        "offered_version_id",
+        "sni",
+        "alpn",
+        "alpn_selected",
+        "cipher",
+        "cipher_id",
+        "hello_retry",
+        "client_hello",
+        "server_hello",
+        "sslv2_hello",
+        "certificates",
+        "alerts",
+        "anomalies",
+        "anomaly_count",
+        "messages",
+        "_c",
+        "_s",
+        "_sh_seen",
+        "_t13",
+        "_server_flight",
+    )
 
     def __init__(self) -> None:
         self.is_tls: bool | None = None
@@ -400,11 +464,23 @@ class TlsObserver:
         self.anomalies: list[TlsAnomaly] = []
         self.anomaly_count = 0
         self.messages: list[TlsMessage] = []
-        self._c = _Dir(True)
-        self._s = _Dir(False)
+        # A direction's state is made when it first shows up (_new_dir): there is one
+        # observer per connection, and captures can hold millions of short ones.
+        self._c: _Dir | None = None
+        self._s: _Dir | None = None
         self._sh_seen = False
         self._t13 = False
         self._server_flight = False  # TLS 1.3: server sent application_data after SH
+
+    def _new_dir(self, from_client: bool) -> _Dir:
+        d = _Dir(from_client)
+        if self.is_tls is False:
+            d.skip = _INF  # as _not_tls left both directions
+        if from_client:
+            self._c = d
+        else:
+            self._s = d
+        return d
 
     # -- status ------------------------------------------------------------------------
 
@@ -414,29 +490,34 @@ class TlsObserver:
 
     @property
     def synced(self) -> bool:
-        return self._c.state != _LOST and self._s.state != _LOST
+        c, s = self._c, self._s
+        return (c is None or c.state != _LOST) and (s is None or s.state != _LOST)
 
     @property
     def client_records(self) -> int:
-        return self._c.records
+        return self._c.records if self._c is not None else 0
 
     @property
     def server_records(self) -> int:
-        return self._s.records
+        return self._s.records if self._s is not None else 0
 
     def app_data_bytes(self, from_client: bool) -> int:
         """application_data record bytes (headers excluded) sent by that side."""
         d = self._c if from_client else self._s
+        if d is None:
+            return 0
         if d.state == _BODY and d.ctype == APPLICATION_DATA:
             return d.app_planned - d.skip
         return d.app_planned
 
     def last_record(self, from_client: bool) -> TlsRecord | None:
-        return (self._c if from_client else self._s).record
+        d = self._c if from_client else self._s
+        return d.record if d is not None else None
 
     def recent_app_records(self, from_client: bool) -> list[TlsRecord]:
         """The last few complete application_data records of that side, oldest first."""
-        return list((self._c if from_client else self._s).recent)
+        d = self._c if from_client else self._s
+        return list(d.recent) if d is not None else []
 
     def last_record_looks_like_alert(self, from_client: bool) -> bool:
         """TLS 1.3 heuristic: a complete 19-byte application_data record (2-byte alert,
@@ -451,6 +532,8 @@ class TlsObserver:
     def feed(self, from_client: bool, data: bytes, ts_ns: int, frame: int) -> None:
         """In-order payload bytes of one direction."""
         d = self._c if from_client else self._s
+        if d is None:
+            d = self._new_dir(from_client)
         n = len(data)
         if n < d.skip:  # inside an opaque record (or a lost direction): just count
             d.skip -= n
@@ -462,6 +545,8 @@ class TlsObserver:
     def gap(self, from_client: bool, nbytes: int, ts_ns: int, frame: int) -> None:
         """``nbytes`` not captured: fine inside a record body, fatal over a header."""
         d = self._c if from_client else self._s
+        if d is None:
+            d = self._new_dir(from_client)
         if nbytes <= 0 or d.state == _LOST or self.is_tls is False:
             return
         if d.state == _BODY:
@@ -488,6 +573,8 @@ class TlsObserver:
     def eof(self, from_client: bool, ts_ns: int, frame: int) -> None:
         """That side sent FIN: a record cut short is worth an anomaly."""
         d = self._c if from_client else self._s
+        if d is None:
+            d = self._new_dir(from_client)
         if d.eof:
             return
         d.eof = True
@@ -505,6 +592,42 @@ class TlsObserver:
         while pos < n and d.state != _LOST:
             if d.state == _HDR:
                 if not d.hdr:
+                    if pos + 5 <= n and self.is_tls:  # a whole, valid header: no copy
+                        ctype = data[pos]
+                        length = data[pos + 3] << 8 | data[pos + 4]
+                        if (
+                            20 <= ctype <= 24
+                            and data[pos + 1] == 3
+                            and data[pos + 2] <= 4
+                            and length <= MAX_RECORD
+                        ):
+                            pos += 5
+                            if ctype == APPLICATION_DATA and pos + length <= n:
+                                # The bulk of TLS traffic: a whole application_data
+                                # record. _start_record + _end_record, inline.
+                                pos += length
+                                rec = TlsRecord(APPLICATION_DATA, length, frame, ts, True)
+                                d.records += 1
+                                d.ctype = APPLICATION_DATA
+                                d.record = rec
+                                d.gapped = False
+                                if d.small:
+                                    d.small.clear()
+                                d.app_records += 1
+                                d.app_planned += length
+                                if self._t13 and (  # else _app_record_stage does nothing
+                                    not self._server_flight or self.stage != "established"
+                                ):
+                                    self._app_record_stage(d)
+                                d.recent.append(rec)
+                                continue
+                            self._start_record(d, ctype, length, frame, ts, ts, frame)
+                            skip = d.skip
+                            if skip and pos + skip <= n:  # the whole opaque body is here
+                                pos += skip
+                                d.skip = 0
+                                self._end_record(d, ts, frame)
+                            continue
                     d.hdr_frame, d.hdr_ts = frame, ts
                 take = 5 - len(d.hdr)
                 d.hdr += data[pos : pos + take]
@@ -555,11 +678,19 @@ class TlsObserver:
             self._lose(d, f"record length {length} exceeds {MAX_RECORD}", ts, frame)
             return False
         h.clear()
+        self._start_record(d, ctype, length, d.hdr_frame, d.hdr_ts, ts, frame)
+        return True
+
+    def _start_record(
+        self, d: _Dir, ctype: int, length: int, rec_frame: int, rec_ts: int, ts: int, frame: int
+    ) -> None:
+        """A valid record header (its first byte at ``rec_frame``) has been read."""
         d.records += 1
         d.ctype = ctype
-        d.record = TlsRecord(ctype, length, d.hdr_frame, d.hdr_ts)
+        d.record = TlsRecord(ctype, length, rec_frame, rec_ts)
         d.gapped = False
-        d.small.clear()
+        if d.small:
+            d.small.clear()
         if ctype == HANDSHAKE:
             inspect = not d.encrypted and d.hs_ok
         else:
@@ -572,10 +703,12 @@ class TlsObserver:
         if ctype == APPLICATION_DATA:
             d.app_records += 1
             d.app_planned += length
-            self._app_record_stage(d)
+            if self._t13 and (  # else _app_record_stage does nothing
+                not self._server_flight or self.stage != "established"
+            ):
+                self._app_record_stage(d)
         if not length:
             self._end_record(d, ts, frame)
-        return True
 
     def _decide(self, d: _Dir, h: bytes, ts: int, frame: int) -> bool | None:
         """Is this the start of TLS? None until enough bytes are in."""
@@ -623,7 +756,8 @@ class TlsObserver:
             self._ccs(d, ts, frame)
         elif ct == ALERT:
             self._alert(d, ts, frame)
-        d.small.clear()
+        if d.small:
+            d.small.clear()
         d.skip = d.want = 0
 
     def _alert(self, d: _Dir, ts: int, frame: int) -> None:
@@ -653,7 +787,8 @@ class TlsObserver:
         d.encrypted = True
         d.hs_buf.clear()
         d.hs_skip = 0
-        if self._c.ccs and self._s.ccs:
+        c, s = self._c, self._s
+        if c is not None and s is not None and c.ccs and s.ccs:
             self._set_stage("established")
         elif d.from_client:
             self._set_stage("client_finished")
@@ -780,14 +915,16 @@ class TlsObserver:
         self._anomaly(d, f"lost sync: {message}", ts, frame)
         d.state = _LOST
         d.skip, d.want = _INF, 0
-        if self.is_tls is None and self._c.state == self._s.state == _LOST:
+        c, s = self._c, self._s
+        if self.is_tls is None and c is not None and s is not None and c.state == s.state == _LOST:
             self._not_tls()  # neither direction can show a record header any more
 
     def _not_tls(self) -> None:
         self.is_tls = False
         for d in (self._c, self._s):
-            d.hdr.clear()
+            if d is None:
+                continue
             d.skip, d.want = _INF, 0  # the tracker should stop feeding; if not, this is cheap
-        d.hdr.clear()
-        d.hs_buf.clear()
-        d.small.clear()
+            d.hdr.clear()
+            d.hs_buf.clear()
+            d.small.clear()

@@ -1,29 +1,21 @@
 """HttpObserver against real captures (Wireshark and Zeek test corpora) and crafted edges.
 
-The first part of this file is a small capture-to-stream helper, shared with
-test_tls_parser.py: it extracts each TCP stream's two directions with dpkt, in stream
-order (segments sorted by sequence number, duplicates and overlaps dropped, holes and
-snaplen-cut tails turned into gaps, frame numbers kept) and replays them into an
-observer the way the connection tracker will (both directions interleaved by the time
-each byte became deliverable in order).
+Captures are turned into per-direction byte streams by ``streams.py`` (shared with
+test_tls_parser.py) and replayed into an observer the way the connection tracker does.
 """
 
 from __future__ import annotations
 
-import gzip
-import heapq
-import io
-import socket
-import struct
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import dataclasses
 from pathlib import Path
+from unittest import mock
 
-import dpkt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from streams import Stream, replay, tcp_streams
 
+from pcapdiag import _http
 from pcapdiag._http import (
     HttpEvent,
     HttpObserver,
@@ -33,194 +25,6 @@ from pcapdiag._http import (
     parse_response_head,
     wants_close,
 )
-
-# ---------------------------------------------------------------------------------------
-# Capture → per-connection byte streams (test helper, mirrors the tracker's contract)
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Segment:
-    frame: int
-    ts_ns: int
-    src: tuple[str, int]
-    seq: int
-    flags: int
-    payload: bytes
-    wire_len: int  # payload length according to the IP header (>= len(payload))
-
-
-@dataclass
-class Stream:
-    """One TCP connection: ``steps`` are ('data'|'gap'|'eof', from_client, arg, ts, frame)."""
-
-    index: int
-    client: tuple[str, int]
-    server: tuple[str, int]
-    segments: list[Segment] = field(default_factory=list)
-    steps: list[tuple[str, bool, object, int, int]] = field(default_factory=list)
-
-
-def _open(path: Path):
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":  # by magic number, not by file name
-        raw = gzip.decompress(raw)
-    f = io.BytesIO(raw)
-    if raw[:4] == b"\x0a\x0d\x0d\x0a":
-        return dpkt.pcapng.Reader(f)
-    return dpkt.pcap.Reader(f)
-
-
-def _ip_layer(linktype: int, buf: bytes):
-    if linktype == 1:
-        ip = dpkt.ethernet.Ethernet(buf).data
-    elif linktype == 0:
-        ip = dpkt.loopback.Loopback(buf).data
-    elif linktype == 113:
-        ip = dpkt.sll.SLL(buf).data
-    elif linktype in (101, 12, 14, 228, 229):
-        ip = dpkt.ip.IP(buf) if buf[0] >> 4 == 4 else dpkt.ip6.IP6(buf)
-    else:
-        return None
-    return ip if isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6) else None
-
-
-def _addr(ip) -> tuple[str, str]:
-    if isinstance(ip, dpkt.ip.IP):
-        return socket.inet_ntop(socket.AF_INET, ip.src), socket.inet_ntop(socket.AF_INET, ip.dst)
-    return socket.inet_ntop(socket.AF_INET6, ip.src), socket.inet_ntop(socket.AF_INET6, ip.dst)
-
-
-def read_segments(path: Path) -> Iterator[tuple[Segment, tuple[str, int]]]:
-    """(segment, destination) for every TCP segment, frame numbers 1-based."""
-    reader = _open(path)
-    linktype = reader.datalink()
-    for frame, (ts, buf) in enumerate(reader, start=1):
-        try:
-            ip = _ip_layer(linktype, buf)
-            if ip is None or not isinstance(ip.data, dpkt.tcp.TCP):
-                continue
-            tcp = ip.data
-            hdr = tcp.off * 4
-            if isinstance(ip, dpkt.ip.IP):
-                wire = ip.len - ip.hl * 4 - hdr
-            elif ip.nxt == dpkt.ip.IP_PROTO_TCP and not ip.extension_hdrs:
-                wire = ip.plen - hdr
-            else:
-                wire = len(tcp.data)
-        except (dpkt.UnpackError, IndexError, struct.error, AttributeError):
-            continue
-        src, dst = _addr(ip)
-        payload = bytes(tcp.data)
-        seg = Segment(frame, round(ts * 1e9), (src, tcp.sport), tcp.seq, tcp.flags, payload, 0)
-        seg.wire_len = max(wire, len(payload))
-        yield seg, (dst, tcp.dport)
-
-
-def tcp_streams(path: Path) -> list[Stream]:
-    """Every TCP connection of a capture, numbered in order of first packet (like
-    tshark's tcp.stream when ports are not reused)."""
-    streams: dict[frozenset, Stream] = {}
-    for seg, dst in read_segments(path):
-        key = frozenset((seg.src, dst))
-        s = streams.get(key)
-        if s is None:
-            s = streams[key] = Stream(len(streams), seg.src, dst)
-        s.segments.append(seg)
-    for s in streams.values():
-        _orient(s)
-        _build_steps(s)
-    return list(streams.values())
-
-
-def _orient(s: Stream) -> None:
-    syn = next((g for g in s.segments if g.flags & 0x12 == 0x02), None)
-    synack = next((g for g in s.segments if g.flags & 0x12 == 0x12), None)
-    first = s.segments[0]
-    if syn is not None:
-        client = syn.src
-    elif synack is not None:
-        client = s.server if synack.src == s.client else s.client
-    else:
-        client = first.src
-    if client != s.client:
-        s.client, s.server = s.server, s.client
-
-
-def _direction(segs: list[Segment], from_client: bool):
-    """In-order delivery of one direction: (ts, frame, kind, from_client, arg)."""
-    out: list[tuple[int, int, str, bool, object]] = []
-    syn = next((g for g in segs if g.flags & 0x02), None)
-    data = [g for g in segs if g.wire_len > 0]
-    fins = [g for g in segs if g.flags & 0x01]
-    if syn is not None:
-        base = (syn.seq + 1) & 0xFFFFFFFF
-    elif data:
-        base = data[0].seq
-    elif fins:
-        base = fins[0].seq
-    else:
-        return out
-
-    def rel(seq: int) -> int:
-        return ((seq - base + 2**31) % 2**32) - 2**31
-
-    if syn is None and data:  # mid-stream: start at the lowest sequence number seen
-        low = min(rel(g.seq) for g in data)
-        base = (base + low) & 0xFFFFFFFF
-    nxt = 0
-    clock = 0
-    for g in sorted(data, key=lambda g: (rel(g.seq), g.frame)):
-        start = rel(g.seq)
-        cap_end = start + len(g.payload)
-        clock = max(clock, g.ts_ns)
-        if start + g.wire_len <= nxt:
-            continue
-        if start > nxt:
-            out.append((clock, g.frame, "gap", from_client, start - nxt))
-            nxt = start
-        if cap_end > nxt:
-            out.append((clock, g.frame, "data", from_client, g.payload[nxt - start :]))
-            nxt = cap_end
-        if start + g.wire_len > nxt:  # snaplen cut: the tail was on the wire, not here
-            out.append((clock, g.frame, "gap", from_client, start + g.wire_len - nxt))
-            nxt = start + g.wire_len
-    end = max((rel(g.seq) + g.wire_len for g in data), default=0)
-    if fins:
-        fin = fins[0]
-        end = max(end, rel(fin.seq))
-    if end > nxt:
-        last = fins[0] if fins else max(data, key=lambda g: g.frame)
-        clock = max(clock, last.ts_ns)
-        out.append((clock, last.frame, "gap", from_client, end - nxt))
-    if fins:
-        clock = max(clock, fins[0].ts_ns)
-        out.append((clock, fins[0].frame, "eof", from_client, None))
-    return out
-
-
-def _build_steps(s: Stream) -> None:
-    c = [g for g in s.segments if g.src == s.client]
-    v = [g for g in s.segments if g.src == s.server]
-    # heapq.merge keeps each direction's own (stream) order, whatever the frame numbers
-    merged = heapq.merge(_direction(c, True), _direction(v, False), key=lambda e: (e[0], e[1]))
-    s.steps = [(kind, fc, arg, ts, frame) for ts, frame, kind, fc, arg in merged]
-
-
-def replay(observer, stream: Stream, split: int | None = None) -> None:
-    """Feed a stream's steps; ``split`` cuts every data step into pieces of that size."""
-    for kind, fc, arg, ts, frame in stream.steps:
-        if kind == "data":
-            if split:
-                for i in range(0, len(arg), split):
-                    observer.feed(fc, arg[i : i + split], ts, frame)
-            else:
-                observer.feed(fc, arg, ts, frame)
-        elif kind == "gap":
-            observer.gap(fc, arg, ts, frame)
-        else:
-            observer.eof(fc, ts, frame)
-
 
 # ---------------------------------------------------------------------------------------
 # Helpers for the tests below
@@ -897,7 +701,8 @@ def test_random_bytes_never_raise(chunks, data):
             o.feed(fc, chunk, i, i)
         o.outstanding_requests, o.request_in_progress, o.response_in_progress  # noqa: B018
         o.response_expected_bytes, o.response_received_bytes, o.synced  # noqa: B018
-    assert len(o._client.buf) <= 70_000 and len(o._server.buf) <= 70_000
+    sides = [s for s in (o._client, o._server) if s is not None]  # made on first use
+    assert all(len(s.buf) <= 70_000 for s in sides)
 
 
 @settings(max_examples=200, deadline=None)
@@ -959,3 +764,196 @@ def test_head_parsers_are_total(blob, prefix):
         head = parse(prefix + blob)
         if head is not None:
             content_length(head), keep_alive_timeout(head), wants_close(head)  # noqa: B018
+
+
+# ---------------------------------------------------------------------------------------
+# Fast path (a whole head in one segment, with caches) against the strict path
+# ---------------------------------------------------------------------------------------
+
+REQUEST_LINES = [
+    b"GET /a HTTP/1.1",
+    b"POST /u?x=1 HTTP/1.0",
+    b"HEAD / HTTP/1.1",
+    b"CONNECT h:443 HTTP/1.1",
+    b"get /lower HTTP/1.1",
+    b"GET  /two-spaces HTTP/1.1 ",
+    b"GET\t/tab HTTP/1.1",
+    b"GET /x HTTP/1.2",
+    b"GET /\xe9t\xe9 HTTP/1.1",
+    b"GET /x HTTP/2",
+    b"GET /x HTTP/1.1\r",
+    b"",
+]
+STATUS_LINES = [
+    b"HTTP/1.1 200 OK",
+    b"HTTP/1.0 200",
+    b"HTTP/1.1 204 No Content",
+    b"HTTP/1.1 304 ",
+    b"HTTP/1.1 101 Switching Protocols",
+    b"HTTP/1.1 100 Continue",
+    b"HTTP/1.1 200 \xe9t\xe9  ",
+    b"HTTP/1.1 2000 OK",
+    b"HTTP/1.1 200 OK\r",
+]
+FIELD_LINES = [  # plain lines: the fast path takes them (the long ones: it must not)
+    b"Host: example.com",
+    b"host:x",
+    b"HOST \t:  spaced  ",
+    b"User-Agent: t",
+    b"Accept: */*",
+    b"Date: Mon, 01 Jan 2024 00:00:00 GMT",
+    b"Content-Length: 3",
+    b"Content-Length: 3, 3",
+    b"Content-Length: 0",
+    b"Transfer-Encoding: chunked",
+    b"Transfer-Encoding: gzip",
+    b"Transfer-Encoding: identity",
+    b"Connection: close",
+    b"Connection: Keep-Alive, Upgrade",
+    b"connection: keep-alive",
+    b"Keep-Alive: timeout=5, max=9",
+    b"Upgrade: websocket",
+    b"Server: s",
+    b"Host: \xff\xfe",
+    b"X-Cr: a\rb",
+    b"X-Empty:",
+    b"X-Long: " + b"v" * 300,
+    b"User-Agent: " + b"u" * 201,
+    b"Server: " + b"s" * 200 + b" ",
+    b"Keep-Alive: " + b"k" * 250 + b", timeout=7",
+]
+ODD_FIELD_LINES = [  # the strict parser remarks on these (or keeps a raw value longer)
+    b" folded continuation",
+    b"\tfolded",
+    b"Broken header line",
+    b"NoColon",
+    b": empty name",
+    b"",
+    b"content-length:\t\xb2",
+    b"Content-Length: 2, 3",
+    b"Content-Length: " + b"4" * 250,
+]
+
+
+def _no_fast_path(self, *args) -> bool:
+    return False
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.booleans(),
+    st.sampled_from(REQUEST_LINES),
+    st.sampled_from(STATUS_LINES),
+    st.lists(st.sampled_from(FIELD_LINES), max_size=8),
+    st.one_of(st.none(), st.tuples(st.integers(0, 8), st.sampled_from(ODD_FIELD_LINES))),
+    st.one_of(st.none(), st.integers(0, 9)),  # the line end that is a bare LF
+    st.sampled_from([b"\r\n", b"\n", b"\r\n\r\n"]),
+    st.sampled_from([b"", b"abc", b"3\r\nabc\r\n0\r\n\r\n", b"\r\nGET /next HTTP/1.1\r\n\r\n"]),
+    st.integers(0, 400),
+)
+def test_whole_heads_match_the_strict_path(
+    response, request_line, status_line, fields, odd, bare_lf, end, tail, cut
+):
+    """The fast path (a whole head in one segment; the second time from its caches)
+    gives the same events and state as the strict path fed the same segments."""
+    lines = [status_line if response else request_line, *fields]
+    if odd is not None:
+        lines.insert(min(odd[0], len(lines) - 1) + 1, odd[1])
+    eols = [b"\n" if i == bare_lf else b"\r\n" for i in range(len(lines))]
+    head = b"".join(line + eol for line, eol in zip(lines, eols, strict=True)) + end
+    data = head + tail
+    cut = min(cut, len(data))
+
+    def play() -> HttpObserver:
+        o = HttpObserver()
+        if response:
+            o.feed(True, REQ + REQ, 0, 1)
+        for copy in range(2):
+            for piece in (data[:cut], data[cut:]) if cut else (data,):
+                o.feed(not response, piece, copy, 2 + copy)
+        o.eof(not response, 9, 9)
+        return o
+
+    fast = play()
+    with mock.patch.object(HttpObserver, "_whole_head", _no_fast_path):
+        strict = play()
+    assert fast.events == strict.events
+    for name in ("is_http", "roles_flipped", "requests", "responses", "interim_responses"):
+        assert getattr(fast, name) == getattr(strict, name), name
+    for name in ("outstanding_requests", "synced", "opaque_reason", "anomaly_count"):
+        assert getattr(fast, name) == getattr(strict, name), name
+    assert [fast.state(fc) for fc in (True, False)] == [strict.state(fc) for fc in (True, False)]
+
+
+@pytest.mark.parametrize(
+    "response, data",
+    [
+        (True, b"HTTP/1.1 200 OK\r\n\r\n\r\n"),  # the body is the last CRLF
+        (True, b"HTTP/1.1 200 OK\r\nServer: s\r\n\r\n\r\n\r\n"),
+        (False, b"GET / HTTP/1.1\r\n\r\n\r\n"),  # then a stray CRLF
+        (False, b"GET / HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n"),  # pipelined
+        (False, b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\n\r\n"),
+        (False, b"\r\nGET / HTTP/1.1\r\n\r\n"),
+    ],
+)
+def test_segment_ending_in_a_blank_line_after_an_earlier_one(response, data):
+    """The first blank line ends the head, also when the segment ends in another."""
+
+    def play() -> HttpObserver:
+        o = HttpObserver()
+        if response:
+            o.feed(True, REQ, 0, 1)
+        o.feed(not response, data, 0, 2)
+        o.eof(not response, 0, 3)
+        return o
+
+    fast = play()
+    with mock.patch.object(HttpObserver, "_whole_head", _no_fast_path):
+        strict = play()
+    assert fast.events == strict.events and fast.requests == strict.requests
+
+
+def test_fast_path_caches_are_bounded():
+    o = HttpObserver()
+    for i in range(3 * _http.CACHE_ENTRIES):
+        o.feed(True, b"GET /%d HTTP/1.1\r\nX-Id: %d\r\nHost: h\r\n\r\n" % (i, i), 0, i)
+        o.feed(
+            False,
+            b"HTTP/1.1 %d OK\r\nX-Id: %d\r\nContent-Length: 0\r\n\r\n" % (200 + i % 99, i),
+            0,
+            i,
+        )
+        o.events.clear()
+    assert o.requests == o.responses == 3 * _http.CACHE_ENTRIES and o.synced
+    for cache in (_http._REQUEST_LINES, _http._STATUS_LINES, _http._FIELD_SECTIONS):
+        assert 0 < len(cache) <= _http.CACHE_ENTRIES
+    assert len(_http._FIELD_LINES) <= _http.CACHE_ENTRIES
+    assert len(_http._NAMES) <= _http.CACHE_ENTRIES
+
+
+def test_cached_heads_give_each_event_its_own_headers():
+    o = run(("c", REQ), ("c", REQ))
+    first, second = of(o.events, "request")
+    assert first.headers == second.headers and first.headers is not second.headers
+
+
+def test_event_builder_matches_the_dataclass():
+    names = [f.name for f in dataclasses.fields(HttpEvent)]
+    values = [f"v{i}" for i in range(len(names) - 1)]  # all but message
+    built = _http._event(*values)  # type: ignore[arg-type]
+    assert names[-1] == "message" and built == HttpEvent(*values)  # type: ignore[arg-type]
+    assert [getattr(built, n) for n in names] == [*values, None]
+
+
+def test_fresh_observer_queries():
+    """Per-direction state is made on first use; until then the queries answer as for
+    an idle direction."""
+    o = HttpObserver()
+    assert (o.is_http, o.synced, o.outstanding_requests, o.events) == (None, True, 0, [])
+    assert not o.request_in_progress and not o.response_in_progress
+    assert o.response_expected_bytes is None and o.response_received_bytes is None
+    assert o.state(True) == o.state(False) == "idle"
+    o = run(("s", b"HTTP/1.1 101 Switching Protocols\r\n\r\n"))  # the client never seen
+    assert o.opaque_reason == "upgrade" and o.state(True) == o.state(False) == "opaque"
+    run(("c", b"GET / HTTP/1.1\r\n\r\n"), obs=o)
+    assert o.requests == 0 and o.state(True) == "opaque"

@@ -1,16 +1,19 @@
-"""TlsObserver against real captures (Wireshark and Zeek test corpora) and crafted edges."""
+"""TlsObserver against real captures (Wireshark and Zeek test corpora) and crafted edges.
+
+Captures are turned into per-direction byte streams by ``streams.py`` (shared with
+test_http_parser.py) and replayed into an observer the way the connection tracker does.
+"""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import struct
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from streams import replay, tcp_streams
 
 from pcapdiag._tls import (
     ALERT_NAMES,
@@ -20,22 +23,6 @@ from pcapdiag._tls import (
     parse_server_hello,
     version_name,
 )
-
-
-def _stream_helper():
-    """The capture-to-stream helper lives in test_http_parser.py (one copy for both)."""
-    name = "test_http_parser"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_helper = _stream_helper()
-tcp_streams, replay = _helper.tcp_streams, _helper.replay
 
 
 def observe(path: Path, split: int | None = None):
@@ -764,7 +751,8 @@ def test_random_bytes_never_raise(chunks, data):
         else:
             t.feed(fc, chunk, i, i)
         t.stage, t.synced, t.last_record(fc), t.app_data_bytes(fc)  # noqa: B018
-    assert len(t._c.hs_buf) <= 70_000 and len(t._s.hs_buf) <= 70_000
+    dirs = [d for d in (t._c, t._s) if d is not None]  # made on first use
+    assert all(len(d.hs_buf) <= 70_000 for d in dirs)
 
 
 PIECES = [CH12, CH13, SH12, SH13, CCS, alert(2, 40), alert(1, 0), record(23, b"x" * 19)]
@@ -831,3 +819,68 @@ def test_handshake_records_with_random_bodies(bodies, tls13):
     for i, body in enumerate(bodies):
         mtype = (1, 2, 11, 14, 4, 99)[i % 6]
         t.feed(i % 2 == 0, record(22, handshake(mtype, body)), i, i)
+
+
+FLOW_PIECES = [
+    CH12,
+    CH13,
+    SH12,
+    SH13 + CCS + record(23, b"\x01" * 90),
+    CCS,
+    record(23, b"x" * 19),
+    record(23, b"y" * 700) + record(23, b""),
+    record(24, b"\x01" * 3),
+    alert(2, 40),
+    alert(1, 0),
+    record(21, b"\x03" * 26),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(FLOW_PIECES)), max_size=12))
+def test_whole_records_match_byte_by_byte(pieces):
+    """Records read straight from a segment (the fast path) leave the same state as the
+    same bytes fed one at a time (headers assembled in the buffer)."""
+
+    def play(whole: bool) -> TlsObserver:
+        t = TlsObserver()
+        for i, (fc, blob) in enumerate(pieces):
+            for chunk in [blob] if whole else [blob[j : j + 1] for j in range(len(blob))]:
+                t.feed(fc, chunk, i, i)
+        t.eof(True, 99, 99)
+        return t
+
+    a, b = play(True), play(False)
+    for name in ("is_tls", "stage", "version", "cipher", "sni", "alpn", "alerts", "messages"):
+        assert getattr(a, name) == getattr(b, name), name
+    assert (a.anomalies, a.synced, a.client_records, a.server_records) == (
+        b.anomalies,
+        b.synced,
+        b.client_records,
+        b.server_records,
+    )
+    for fc in (True, False):
+        assert a.app_data_bytes(fc) == b.app_data_bytes(fc)
+        assert a.last_record(fc) == b.last_record(fc)
+        assert a.recent_app_records(fc) == b.recent_app_records(fc)
+        assert a.last_record_looks_like_alert(fc) == b.last_record_looks_like_alert(fc)
+
+
+def test_fresh_observer_queries():
+    """Per-direction state is made on first use; until then the queries answer as for
+    a direction that sent nothing."""
+    t = TlsObserver()
+    assert (t.is_tls, t.stage, t.synced, t.client_records, t.server_records) == (
+        None,
+        "none",
+        True,
+        0,
+        0,
+    )
+    for fc in (True, False):
+        assert t.app_data_bytes(fc) == 0 and t.last_record(fc) is None
+        assert t.recent_app_records(fc) == [] and not t.last_record_looks_like_alert(fc)
+    t.feed(False, b"SSH-2.0-x\r\n", 0, 1)
+    assert t.is_tls is False and t.client_records == 0
+    t.feed(True, CH12, 0, 2)  # a direction first seen after the verdict: ignored
+    assert t.client_records == 0 and t.stage == "none"
