@@ -8,6 +8,7 @@ error is kept in ``Analysis.errors`` (the CLI then exits 1 after printing the re
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -77,6 +78,7 @@ class Analysis:
     captures: list[CaptureSummary]
     idle_timeouts: list[IdleTimeout]
     errors: list[CaptureError] = field(default_factory=list)
+    cwd: str = field(default_factory=os.getcwd)  # relative capture paths are relative to it
 
     @property
     def problems(self) -> list[ConnectionRecord]:
@@ -136,7 +138,7 @@ class Analysis:
         if at is not None:
             lo, hi = (at - window) * NS, (at + window) * NS
             recs = [r for r in recs if _near(r, lo, hi)]
-        return Analysis(recs, self.captures, infer_idle_timeouts(recs), self.errors)
+        return Analysis(recs, self.captures, infer_idle_timeouts(recs), self.errors, self.cwd)
 
     # -- pandas / Jupyter (pandas and matplotlib are imported here, on first use) ----------
     def _cached(self, key: str, build: Callable[[], Any]) -> Any:
@@ -196,7 +198,10 @@ class Analysis:
         from pcapdiag import frames
 
         rec = self._record(conn_id)
-        return frames.packets_frame(rec, frames.capture_starts(self.captures).get(rec.capture))
+        start = frames.capture_starts(self.captures).get(rec.capture)
+        if not os.path.isabs(rec.capture):  # the working directory may have changed since
+            rec = dataclasses.replace(rec, capture=os.path.join(self.cwd, rec.capture))
+        return frames.packets_frame(rec, start)
 
     def timeline(self, **kw: Any) -> Figure:
         """Every connection on a time axis, coloured by outcome: a matplotlib Figure, never
