@@ -79,11 +79,8 @@ def _run(captures: tuple[str, ...], *, progress: bool = False, **filters: Any) -
     except PcapdiagError as exc:
         click.echo(f"pcapdiag: {_one_line(exc)}", err=True)
         sys.exit(1)
-    nothing_read = all(c.error and not c.packets for c in result.captures)
-    if nothing_read:
-        for err in result.errors:
-            click.echo(f"pcapdiag: {_one_line(err)}", err=True)
-        sys.exit(1)
+    if all(c.error and not c.packets for c in result.captures):
+        _exit_for_errors(result)  # nothing was read: only the errors to say
     return result
 
 

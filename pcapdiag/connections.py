@@ -20,7 +20,6 @@ protocols are followed as payload *turns* (bursts by direction).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ import numpy as np
 
 from pcapdiag import _http, _tls
 from pcapdiag.classify import Ev, Event, Machine, Side, State
-from pcapdiag.decode import ACK, FIN, RST, SYN, IcmpError, TcpPackets, addr_str
+from pcapdiag.decode import ACK, FIN, RST, SYN, IcmpError, TcpPackets, addr_halves, addr_str
 from pcapdiag.zeek import ESTABLISHED, INACTIVITY_NS, ZeekConn, is_server_port
 
 _MASK32 = 0xFFFFFFFF
@@ -54,6 +53,15 @@ class _Stream:
         self.next_seq: int | None = None
         self.pending: dict[int, tuple[bytes, int, int, int]] = {}
 
+    @staticmethod
+    def _trim(data: bytes, wire_len: int, ahead: int) -> tuple[bytes, int] | None:
+        """A segment that starts before what was delivered (``ahead`` ≥ 2^31, i.e. behind):
+        its new tail, or None when all of it was delivered already."""
+        behind = _MASK32 + 1 - ahead
+        if behind >= wire_len:
+            return None
+        return data[min(behind, len(data)) :], wire_len - behind
+
     def push(
         self, seq: int, data: bytes, wire_len: int, frame: int, ts: int, sink: Callable
     ) -> None:
@@ -62,12 +70,10 @@ class _Stream:
             self.next_seq = seq
         ahead = (seq - self.next_seq) & _MASK32
         if ahead >= _HALF32:  # starts before what we delivered: trim the overlap
-            behind = _MASK32 + 1 - ahead
-            if behind >= wire_len:
+            tail = self._trim(data, wire_len, ahead)
+            if tail is None:
                 return
-            cut = min(behind, len(data))
-            data = data[cut:]
-            wire_len -= behind
+            data, wire_len = tail
             seq = self.next_seq
             ahead = 0
         if ahead:
@@ -100,10 +106,9 @@ class _Stream:
                     ahead = (seq - self.next_seq) & _MASK32  # type: ignore[operator]
                     if ahead >= _HALF32:
                         data, wl, fr, ts = self.pending.pop(seq)
-                        behind = _MASK32 + 1 - ahead
-                        if behind < wl:
-                            cut = min(behind, len(data))
-                            self._deliver(data[cut:], wl - behind, fr, ts, sink)
+                        tail = self._trim(data, wl, ahead)
+                        if tail is not None:
+                            self._deliver(*tail, fr, ts, sink)
                         break
                 else:
                     return
@@ -117,11 +122,10 @@ class _Stream:
             ahead = (seq - self.next_seq) & _MASK32  # type: ignore[operator]
             data, wl, fr, ts = self.pending.pop(seq)
             if ahead >= _HALF32:
-                behind = _MASK32 + 1 - ahead
-                if behind >= wl:
+                tail = self._trim(data, wl, ahead)
+                if tail is None:
                     continue
-                cut = min(behind, len(data))
-                data, wl = data[cut:], wl - behind
+                data, wl = tail
             elif ahead:
                 sink("gap", ahead, ts, fr)
                 self.next_seq = seq
@@ -288,9 +292,8 @@ class Connection:
         return None
 
     def idle_threshold_ns(self) -> int:
-        if self.ack_ts is None or not self.syn_ts:
-            return IDLE_MIN_NS
-        return max(IDLE_MIN_NS, IDLE_RTT_FACTOR * (self.ack_ts - self.syn_ts[0]))
+        rtt = self.rtt_ns
+        return IDLE_MIN_NS if rtt is None else max(IDLE_MIN_NS, IDLE_RTT_FACTOR * rtt)
 
     # -- events ---------------------------------------------------------------------------
     def emit(self, side: Side, kind: Ev, ts: int, frame: int | None, detail: str = "") -> None:
@@ -730,7 +733,7 @@ class Tracker:
 
     def _icmp(self, err: IcmpError) -> None:
         try:
-            key = (*_halves(err.src), err.sport, *_halves(err.dst), err.dport)
+            key = (*addr_halves(err.src), err.sport, *addr_halves(err.dst), err.dport)
         except ValueError:
             self.unmatched_icmp += 1
             return
@@ -786,10 +789,3 @@ class Tracker:
         conns = {c.id: c for c, _ in self.table.values()}
         for conn in sorted(conns.values(), key=lambda c: c.first_frame):
             self._finish(conn)
-
-
-def _halves(text: str) -> tuple[int, int]:
-    """An address as the decoder's two 64-bit halves (IPv4 mapped into IPv6)."""
-    addr = ipaddress.ip_address(text)
-    value = int(addr) | (0xFFFF << 32) if addr.version == 4 else int(addr)
-    return value >> 64, value & 0xFFFFFFFFFFFFFFFF

@@ -970,6 +970,13 @@ def _increasing(a: np.ndarray) -> bool:
     return a.size < 2 or bool((a[1:] > a[:-1]).all())
 
 
+def addr_halves(text: str) -> tuple[int, int]:
+    """The two halves of an address given as text: the inverse of ``addr_str``."""
+    addr = ipaddress.ip_address(text)
+    value = int(addr) | (0xFFFF << 32) if addr.version == 4 else int(addr)
+    return value >> 64, value & _M64
+
+
 def addr_str(ipver: int, hi: int, lo: int) -> str:
     """Text form of an address from its two halves (IPv4 dotted, IPv6 compressed)."""
     hi, lo = int(hi) & _M64, int(lo) & _M64

@@ -15,25 +15,11 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from pcapdiag._tls import ALERT_NAMES
 from pcapdiag.classify import PROBLEMS, Ev, Side
 from pcapdiag.connections import NS, Connection
 
 # -- TLS alerts ----------------------------------------------------------------------------
-ALERT_NAMES: dict[int, str] = {
-    0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac",
-    21: "decryption_failed", 22: "record_overflow", 30: "decompression_failure",
-    40: "handshake_failure", 41: "no_certificate", 42: "bad_certificate",
-    43: "unsupported_certificate", 44: "certificate_revoked", 45: "certificate_expired",
-    46: "certificate_unknown", 47: "illegal_parameter", 48: "unknown_ca",
-    49: "access_denied", 50: "decode_error", 51: "decrypt_error",
-    60: "export_restriction", 70: "protocol_version", 71: "insufficient_security",
-    80: "internal_error", 86: "inappropriate_fallback", 90: "user_canceled",
-    100: "no_renegotiation", 109: "missing_extension", 110: "unsupported_extension",
-    111: "certificate_unobtainable", 112: "unrecognized_name",
-    113: "bad_certificate_status_response", 114: "bad_certificate_hash_value",
-    115: "unknown_psk_identity", 116: "certificate_required", 120: "no_application_protocol",
-}  # fmt: skip
-
 # OpenSSL's text for a *received* alert (ssl_err.c); the reason is the text upper-cased.
 _OPENSSL_ALERT_TEXT: dict[int, str] = {
     10: "sslv3 alert unexpected message", 20: "sslv3 alert bad record mac",
@@ -765,11 +751,8 @@ def infer_idle_timeouts(records: list[ConnectionRecord]) -> list[IdleTimeout]:
     """Median idle gap before a server's idle close, per server, most samples first."""
     gaps: dict[str, list[float]] = {}
     for r in records:
-        if (
-            r.outcome == "server_idle_close"
-            and r.idle_before_close_s is not None
-            or r.keepalive_race
-            and r.idle_before_close_s is not None
+        if r.idle_before_close_s is not None and (
+            r.outcome == "server_idle_close" or r.keepalive_race
         ):
             gaps.setdefault(r.server, []).append(r.idle_before_close_s)
     reuse: dict[str, float] = {}

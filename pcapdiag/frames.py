@@ -22,7 +22,6 @@ untrusted: the HTML renderings escape every value.
 from __future__ import annotations
 
 import html
-import ipaddress
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -265,21 +264,11 @@ def events_frame(records: Sequence[ConnectionRecord], starts: dict[str, int]) ->
 _FLAG_LETTERS = ((0x01, "F"), (0x02, "S"), (0x04, "R"), (0x08, "P"),
                  (0x10, "A"), (0x20, "U"), (0x40, "E"), (0x80, "C"))  # fmt: skip
 _M32 = 0xFFFF_FFFF
-_M64 = 0xFFFF_FFFF_FFFF_FFFF
 
 
 def flags_text(flags: int) -> str:
     """TCP flags as letters in scapy's order (FSRPAUEC): SYN-ACK is "SA", FIN-ACK "FA"."""
     return "".join(letter for bit, letter in _FLAG_LETTERS if flags & bit)
-
-
-def _halves(ip: str) -> tuple[int, int]:
-    """An address as decode's two uint64 halves (IPv4 is IPv4-mapped)."""
-    addr = ipaddress.ip_address(ip)
-    if addr.version == 4:
-        addr = ipaddress.IPv6Address("::ffff:" + ip)
-    value = int(addr)
-    return value >> 64, value & _M64
 
 
 def packets_frame(record: ConnectionRecord, t0_ns: int | None = None) -> pd.DataFrame:
@@ -292,8 +281,8 @@ def packets_frame(record: ConnectionRecord, t0_ns: int | None = None) -> pd.Data
 
     from pcapdiag import decode, reader
 
-    c_hi, c_lo = _halves(record.client_ip)
-    s_hi, s_lo = _halves(record.server_ip)
+    c_hi, c_lo = decode.addr_halves(record.client_ip)
+    s_hi, s_lo = decode.addr_halves(record.server_ip)
     c_port, s_port = record.client_port, record.server_port
     lo_frame, hi_frame = record.first_frame, record.last_frame
     rows: list[tuple[int, int, bool, int, int, int, int, int, int]] = []
