@@ -17,9 +17,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import numpy as np
+
 from pcapdiag import decode, reader
 from pcapdiag.classify import OUTCOMES, PROBLEMS
 from pcapdiag.connections import NS, Connection, Tracker
+from pcapdiag.decrypt import (
+    DEFAULT_TIMEOUT_S,
+    DecryptError,
+    KeyLog,
+    PcapngWriter,
+    temp_dir,
+    tshark_available,
+    tshark_session,
+)
 from pcapdiag.errors import CaptureError, UsageError
 from pcapdiag.explain import (
     ConnectionRecord,
@@ -55,6 +66,8 @@ class CaptureSummary:
     last_ns: int | None = None
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    decrypted: int = 0  # TLS connections classified from their plaintext
+    t0_ns: int = 0  # time of the first record: "t=" in evidence counts from it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -272,13 +285,20 @@ def analyze(
     at: float | str | None = None,
     window: float = 5.0,
     progress: Callable[[str, int, int], None] | None = None,
+    keylog: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
+    decrypt_timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Analysis:
     """Analyse one or more captures (a directory means every capture in it).
 
-    ``progress(path, packets_read, file_size)`` is called after each batch, for a caller
-    that wants to show progress; it must not raise.
+    ``keylog``: NSS key log file(s) (``SSLKEYLOGFILE``); TLS connections whose secrets
+    are there, or embedded in a pcapng, are decrypted with tshark and classified from
+    their plaintext. ``progress(path, packets_read, file_size)`` is called after each
+    batch, for a caller that wants to show progress; it must not raise.
     """
     files = expand_paths(paths)
+    if isinstance(keylog, (str, os.PathLike)):
+        keylog = [keylog]
+    keys = KeyLog.from_files(keylog or ())
     records: list[ConnectionRecord] = []
     captures: list[CaptureSummary] = []
     errors: list[CaptureError] = []
@@ -286,7 +306,7 @@ def analyze(
         summary = CaptureSummary(path=path)
         captures.append(summary)
         try:
-            _analyze_file(path, idx, summary, records, progress)
+            _analyze_file(path, idx, summary, records, progress, keys, decrypt_timeout)
         except CaptureError as exc:
             summary.error = str(exc)
             errors.append(exc)
@@ -305,14 +325,20 @@ def _analyze_file(
     summary: CaptureSummary,
     records: list[ConnectionRecord],
     progress: Callable[[str, int, int], None] | None = None,
+    keys: KeyLog | None = None,
+    decrypt_timeout: float = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Append the file's connections to ``records`` in order of their first frame; ids
     continue from the connections of earlier files, so they are unique per analysis.
     On damage, the connections read before it are appended before the error propagates."""
     mine: list[ConnectionRecord] = []
+    tls_seen: list[_TlsSeen] = []
+    secrets: list[tuple[int, bytes]] = []
     try:
-        _read_file(path, idx, summary, mine, progress)
+        _read_file(path, idx, summary, mine, progress, tls_seen, secrets)
     finally:
+        if tls_seen:
+            _decrypt_file(path, idx, summary, mine, tls_seen, secrets, keys, decrypt_timeout)
         mine.sort(key=lambda r: r.first_frame)
         for i, rec in enumerate(mine, start=len(records)):
             rec.id = i
@@ -325,11 +351,18 @@ def _read_file(
     summary: CaptureSummary,
     records: list[ConnectionRecord],
     progress: Callable[[str, int, int], None] | None,
+    tls_seen: list[_TlsSeen],
+    secrets: list[tuple[int, bytes]],
 ) -> None:
     t0: list[int] = []
     pending: list[Connection] = []
 
     def finished(conn: Connection) -> None:
+        tls = conn.tls
+        if tls is not None and tls.client_hello is not None and tls.client_hello.random:
+            tls_seen.append(
+                _TlsSeen(conn.keys[0], conn.first_frame, conn.last_frame, tls.client_hello.random)
+            )
         if t0:
             records.append(explain(conn, path, t0[0]))
         else:
@@ -364,8 +397,135 @@ def _read_file(
             for conn in pending:
                 records.append(explain(conn, path, base))
             _fill_summary(summary, info, unknown, malformed_total, malformed_first)
+            secrets.extend(info.secrets)
+            summary.t0_ns = t0[0] if t0 else 0
     finally:
         cap.close()
+
+
+@dataclass(slots=True)
+class _TlsSeen:
+    """A TLS connection of the keyless pass that decryption could improve."""
+
+    ckey: tuple  # the tracker's client-side 4-tuple key
+    first_frame: int
+    last_frame: int
+    client_random: bytes
+
+
+def _decrypt_file(
+    path: str,
+    idx: int,
+    summary: CaptureSummary,
+    mine: list[ConnectionRecord],
+    tls_seen: list[_TlsSeen],
+    secrets: list[tuple[int, bytes]],
+    keys: KeyLog | None,
+    timeout_s: float,
+) -> None:
+    """Replace the keyless records of the TLS connections we hold secrets for with
+    records made from their plaintext. Any failure leaves the keyless records and adds a
+    warning: decryption can only add to an analysis, never lose it."""
+    known = KeyLog()
+    if keys is not None:
+        known.update(keys)
+    known.add_dsb(secrets, path)
+    targets = [t for t in tls_seen if t.client_random in known]
+    if not targets:
+        return
+    why = tshark_available()
+    if why is not None:
+        summary.warnings.append(
+            f"{path}: {why}; {len(targets)} TLS connection(s) keep their keyless verdict"
+        )
+        return
+    try:
+        new = _replay_decrypted(path, idx, summary.t0_ns, targets, known, timeout_s)
+    except (DecryptError, CaptureError) as exc:
+        summary.warnings.append(f"{path}: {exc}")
+        return
+    by_first = {r.first_frame: r for r in new}
+    for i, rec in enumerate(mine):
+        repl = by_first.get(rec.first_frame)
+        if repl is not None:
+            repl.decrypted = True
+            mine[i] = repl
+    summary.decrypted = len(by_first)
+
+
+def _selected(path: str, lookup: dict[tuple, list[tuple[int, int, int, bool]]]) -> Iterable:
+    """The target connections' packets, batch by batch: (batch, tcp, rows, tags)."""
+    codes = np.array(sorted({(k[2] << 16) | k[5] for k in lookup}), dtype=np.uint32)
+    cap = reader.open_capture(path)
+    try:
+        for batch in cap.batches():
+            pk = decode.decode_batch(batch).tcp
+            if not len(pk):
+                continue
+            code = (pk.sport.astype(np.uint32) << 16) | pk.dport.astype(np.uint32)
+            cand = np.nonzero(np.isin(code, codes))[0]
+            if not len(cand):
+                continue
+            rows, tags = [], []
+            sh, sl, dh, dl = pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo
+            for i in cand.tolist():
+                key = (
+                    int(sh[i]),
+                    int(sl[i]),
+                    int(pk.sport[i]),
+                    int(dh[i]),
+                    int(dl[i]),
+                    int(pk.dport[i]),
+                )
+                frame = int(pk.frame[i])
+                for first, last, t, from_client in lookup.get(key, ()):
+                    if first <= frame <= last:
+                        rows.append(i)
+                        tags.append((t, from_client))
+                        break
+            if rows:
+                yield batch, pk, np.array(rows, dtype=np.int64), tags
+    finally:
+        cap.close()
+
+
+def _replay_decrypted(
+    path: str, idx: int, t0: int, targets: list[_TlsSeen], keys: KeyLog, timeout_s: float
+) -> list[ConnectionRecord]:
+    lookup: dict[tuple, list[tuple[int, int, int, bool]]] = {}
+    lines: list[str] = []
+    for t, tgt in enumerate(targets):
+        c = tgt.ckey
+        s = (c[3], c[4], c[5], c[0], c[1], c[2])
+        lookup.setdefault(c, []).append((tgt.first_frame, tgt.last_frame, t, True))
+        lookup.setdefault(s, []).append((tgt.first_frame, tgt.last_frame, t, False))
+        lines.extend(keys.lines_for(tgt.client_random))
+    with temp_dir() as tmp:
+        fpath = os.path.join(tmp, "tls.pcapng")
+        frame_map: dict[int, tuple[int, int, int, bool]] = {}
+        with open(fpath, "wb") as fh:
+            w = PcapngWriter(fh, lines)
+            for batch, pk, rows, tags in _selected(path, lookup):
+                pos = np.searchsorted(batch.frame, pk.frame[rows])
+                for r, p, (t, fc) in zip(rows.tolist(), pos.tolist(), tags, strict=True):
+                    off, cl = int(batch.offset[p]), int(batch.caplen[p])
+                    w.write(
+                        int(batch.linktype[p]),
+                        int(batch.ts_ns[p]),
+                        int(batch.wirelen[p]),
+                        batch.data[off : off + cl].tobytes(),
+                    )
+                    frame_map[w.count] = (int(pk.frame[r]), int(pk.ts_ns[r]), t, fc)
+        out: list[ConnectionRecord] = []
+        tracker = Tracker(lambda conn: out.append(explain(conn, path, t0)))
+        tracker.capture = idx
+        with tshark_session(fpath, frame_map, timeout_s) as feed:
+            tracker.plain = feed
+            tracker.plain_targets = {(t.ckey, t.first_frame): i for i, t in enumerate(targets)}
+            for _batch, pk, rows, _tags in _selected(path, lookup):
+                tracker.feed(decode.take(pk, rows), [])
+            tracker.close()
+    return out
 
 
 def _fill_summary(

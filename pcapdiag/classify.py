@@ -61,6 +61,7 @@ class Ev(StrEnum):
     TLS_HELLO = "tls_hello"
     TLS_DONE = "tls_done"
     ALERT = "alert"  # fatal TLS alert readable on the wire
+    PROXY_REFUSED = "proxy_refused"  # an HTTP proxy answered CONNECT with a non-2xx status
     ICMP = "icmp"  # ICMP destination unreachable quoting this connection
     IDLE_GAP = "idle_gap"
     EOC = "eoc"  # end of capture
@@ -73,9 +74,11 @@ OUTCOMES: tuple[str, ...] = (
     "icmp_unreachable",
     "tls_alert",
     "tls_handshake_aborted",
+    "proxy_refused",
     "server_close_after_request",
     "truncated_response",
     "server_reset",
+    "network_reset",
     "client_reset",
     "client_timeout",
     "server_idle_close",
@@ -83,7 +86,7 @@ OUTCOMES: tuple[str, ...] = (
     "client_close",
     "open",
 )
-PROBLEMS: frozenset[str] = frozenset(OUTCOMES[:10])
+PROBLEMS: frozenset[str] = frozenset(OUTCOMES[: OUTCOMES.index("server_idle_close")])
 
 
 class Outcome(str):
@@ -128,6 +131,7 @@ TRANSITIONS: dict[tuple[State, Side, Ev], State | Outcome] = {
     (St.KEEPALIVE_IDLE, X, Ev.EOC): Outcome("open"),
     (St.AWAITING, C, Ev.REQUEST): St.AWAITING,  # pipelined
     (St.AWAITING, S, Ev.RESPONSE): St.RECEIVING,
+    (St.AWAITING, S, Ev.PROXY_REFUSED): Outcome("proxy_refused"),
     (St.AWAITING, S, Ev.FIN): Outcome("server_close_after_request"),
     (St.AWAITING, S, Ev.RST): Outcome("server_reset"),
     (St.AWAITING, C, Ev.FIN): Outcome("client_timeout"),
@@ -167,6 +171,21 @@ TRANSITIONS: dict[tuple[State, Side, Ev], State | Outcome] = {
 for _st in State:
     TRANSITIONS[(_st, C, Ev.ALERT)] = Outcome("tls_alert")
     TRANSITIONS[(_st, S, Ev.ALERT)] = Outcome("tls_alert")
+
+# An RST that a middlebox forged (its TTL is not the server's: see connections.py):
+for _st in (St.TLS_HANDSHAKE, St.IDLE, St.KEEPALIVE_IDLE, St.AWAITING, St.RECEIVING,
+            St.CLOSE_ANNOUNCED):  # fmt: skip
+    TRANSITIONS[(_st, N, Ev.RST)] = Outcome("network_reset")
+TRANSITIONS[(St.CONNECTING, N, Ev.RST)] = Outcome("refused")
+TRANSITIONS[(St.SERVER_CLOSED, N, Ev.RST)] = Outcome("server_close")
+TRANSITIONS[(St.SERVER_IDLE_CLOSED, N, Ev.RST)] = Outcome("server_idle_close")
+TRANSITIONS[(St.CLIENT_CLOSED, N, Ev.RST)] = Outcome("client_close")
+
+# ...except once a side has closed: an alert then answers that close (servers answer a
+# client's ragged TLS shutdown with decode_error), it does not end the connection.
+TRANSITIONS[(St.CLIENT_CLOSED, S, Ev.ALERT)] = Outcome("client_close")
+TRANSITIONS[(St.SERVER_CLOSED, C, Ev.ALERT)] = Outcome("server_close")
+TRANSITIONS[(St.SERVER_IDLE_CLOSED, C, Ev.ALERT)] = Outcome("server_idle_close")
 
 # States entered by a closing packet: that packet is who closed and when, even if the
 # outcome is only settled later (by the client's answer or the end of the capture).
@@ -217,7 +236,7 @@ class Machine:
         if isinstance(target, Outcome):
             self.prior_state = self.state
             self.outcome = str(target)
-            if ev.kind is Ev.ALERT:
+            if ev.kind is Ev.ALERT and target == "tls_alert":
                 self.decisive = ev
             elif self.state in _CLOSING_STATES:
                 self.decisive = self.pending_close  # the FIN; a racing request doesn't move it

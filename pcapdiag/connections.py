@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pcapdiag import _http, _tls
+from pcapdiag import _h2, _http, _tls
 from pcapdiag.classify import Ev, Event, Machine, Side, State
 from pcapdiag.decode import ACK, FIN, RST, SYN, IcmpError, TcpPackets, addr_halves, addr_str
+from pcapdiag.decrypt import PlainFeed
 from pcapdiag.zeek import ESTABLISHED, INACTIVITY_NS, ZeekConn, is_server_port
 
 _MASK32 = 0xFFFFFFFF
@@ -226,6 +227,14 @@ class Connection:
         "keys",
         "steady",
         "server_isn",
+        "plain",
+        "plain_target",
+        "plain_bytes",
+        "h2",
+        "h2_goaway",
+        "h2_resets",
+        "h2_open",
+        "tunnel",
     )
 
     def __init__(self, cid: int, capture: int, ipver: int) -> None:
@@ -268,6 +277,15 @@ class Connection:
         # per direction (client, server): a pure ACK would change nothing but counters
         self.steady = [False, False]
         self.server_isn: int | None = None
+        # TLS plaintext from tshark (decrypt.PlainFeed) and this connection's index in it
+        self.plain: PlainFeed | None = None
+        self.plain_target = -1
+        self.plain_bytes = [0, 0]  # decrypted application bytes (client, server)
+        self.h2: _h2.H2Observer | None = None
+        self.h2_goaway: list[_h2.H2Event] = []
+        self.h2_resets: list[_h2.H2Event] = []
+        self.h2_open = 0  # HTTP/2 streams with a request and no end (nor reset) yet
+        self.tunnel: str | None = None  # the CONNECT request line once a proxy tunnel is up
 
     # ------------------------------------------------------------------------------------
     @property
@@ -355,8 +373,12 @@ class Connection:
             else:
                 obs.gap(from_client, payload, ts, frame)  # type: ignore[union-attr]
             self._drain_http()
-            if obs.opaque_reason is not None:  # type: ignore[union-attr]
-                # CONNECT tunnel or protocol upgrade: what follows is not HTTP/1.x
+            if obs.opaque_reason == "connect":  # type: ignore[union-attr]
+                # A proxy tunnel is up: what follows (usually TLS) gets its own observer.
+                self.tunnel = self.requests[-1].line if self.requests else "CONNECT"
+                self.mode, self.http = None, None
+            elif obs.opaque_reason is not None:  # type: ignore[union-attr]
+                # protocol upgrade: what follows is not HTTP/1.x
                 self._note(f"HTTP {obs.opaque_reason}: following payload turns")  # type: ignore[union-attr]
                 self.mode = "turns"
             elif obs.is_http is False or not obs.synced:  # type: ignore[union-attr]
@@ -365,11 +387,20 @@ class Connection:
                 self._turn(from_client, frame, ts)
         elif self.mode == "tls":
             self._feed_tls(from_client, kind, payload, ts, frame)
+            if self.plain is not None:
+                self._feed_plain(frame)
             tls = self.tls
             if tls is not None and (tls.is_tls is False or not tls.synced):
                 self._note("TLS record framing lost; following payload turns")
                 self.mode = "turns"
                 self._turn(from_client, frame, ts)
+        elif self.mode == "h2":
+            obs2 = self.h2
+            if kind == "data":
+                obs2.feed(from_client, payload, ts, frame)  # type: ignore[union-attr]
+            else:
+                obs2.gap(from_client, payload, ts, frame)  # type: ignore[union-attr]
+            self._drain_h2()
         else:
             self._turn(from_client, frame, ts)
 
@@ -378,6 +409,9 @@ class Connection:
         if _looks_like_tls(head):
             self.mode = "tls"
             self.tls = _tls.TlsObserver()
+        elif head.startswith(b"PRI * HTTP/2") or _h2.looks_like_h2(head):
+            self.mode = "h2"  # cleartext HTTP/2 with prior knowledge (h2c)
+            self.h2 = _h2.H2Observer()
         elif _looks_like_http(head):
             self.mode = "http"
             self.http = _http.HttpObserver()
@@ -429,6 +463,9 @@ class Connection:
                     continue  # interim (100 Continue): the request is still outstanding
                 self.turn = Side.SERVER
                 self.responses += 1
+                if e.method == "CONNECT" and e.status is not None and not 200 <= e.status < 300:
+                    detail = f"{e.status} {e.reason or ''}".strip()
+                    self.emit(Side.SERVER, Ev.PROXY_REFUSED, e.ts_ns, e.frame, detail)
                 if e.keep_alive_timeout_s is not None:
                     self.keep_alive_timeout_s = e.keep_alive_timeout_s
                 self.response_close = bool(e.close)
@@ -472,11 +509,13 @@ class Connection:
         if obs.handshake_complete and self.machine.state is State.TLS_HANDSHAKE:
             self.emit(Side.NONE, Ev.TLS_DONE, ts, frame, obs.version or "")
             self.last_activity_ts = ts
+            if self.plain is not None:
+                return  # requests and responses come from the plaintext
             if from_client:  # the record that completed it was the first request
                 self.turn = Side.CLIENT
                 self._request(frame, ts, "")
             return
-        if not obs.handshake_complete:
+        if not obs.handshake_complete or self.plain is not None:
             return
         idx = 0 if from_client else 1
         total = obs.app_data_bytes(from_client)
@@ -493,6 +532,88 @@ class Connection:
             self.tiny_tls = None
             self._turn(from_client, frame, ts)
 
+    # -- decrypted TLS --------------------------------------------------------------------
+    def _feed_plain(self, frame: int, final: bool = False) -> None:
+        """Hand tshark's plaintext up to ``frame`` to the inner HTTP observer, alerts to
+        the machine. The TLS observer keeps the record layer (handshake, versions)."""
+        feed = self.plain
+        assert feed is not None
+        items = feed.drain(self.plain_target) if final else feed.take(self.plain_target, frame)
+        for item in items:
+            fc, f, ts = item.from_client, item.frame, item.ts_ns
+            side = Side.CLIENT if fc else Side.SERVER
+            for level, desc in item.alerts:
+                name = _tls.ALERT_NAMES.get(desc, f"alert {desc}")
+                if self.tls is not None and len(self.tls.alerts) < _tls.MAX_ALERTS:
+                    self.tls.alerts.append(_tls.TlsAlert(f, ts, fc, level, desc, name, False))
+                self.tiny_tls = None
+                if level == 2 or desc != 0:
+                    self.emit(side, Ev.ALERT, ts, f, name)
+                else:
+                    self._note(f"close_notify from the {side.value} at frame {f} (decrypted)")
+            if not item.data:
+                continue
+            self.plain_bytes[0 if fc else 1] += len(item.data)
+            self.tiny_tls = None
+            if self.http is None and self.h2 is None:
+                alpn = self.tls.alpn_selected if self.tls is not None else None
+                if alpn == "h2" or item.data.startswith(b"PRI * HTTP/2"):
+                    self.h2 = _h2.H2Observer()
+                elif _looks_like_http(bytes(item.data[:16])):
+                    self.http = _http.HttpObserver()
+            if self.h2 is not None:
+                self.h2.feed(fc, item.data, ts, f)
+                self._drain_h2()
+            elif self.http is not None:
+                self.http.feed(fc, item.data, ts, f)
+                self._drain_http()
+            else:
+                self._turn(fc, f, ts)
+
+    def _drain_h2(self) -> None:
+        """HTTP/2 streams, seen as the machine's one-request-at-a-time model: the first
+        stream opened on an idle connection is a request, the last one ending is the
+        response's end. Resets and GOAWAYs are kept for the explanation."""
+        obs = self.h2
+        evs = obs.events  # type: ignore[union-attr]
+        if not evs:
+            return
+        for e in evs:
+            k = e.kind
+            if k == "request":
+                self.h2_open += 1
+                if self.h2_open == 1:
+                    line = f"{e.method or '?'} {e.path or '/'} HTTP/2 (stream {e.stream_id})"
+                    self._request(e.frame, e.ts_ns, _clip(line))
+            elif k == "response":
+                if e.status is not None and e.status < 200:
+                    continue
+                if self.machine.state is State.AWAITING:
+                    self.turn = Side.SERVER
+                    self.responses += 1
+                    self.emit(Side.SERVER, Ev.RESPONSE, e.ts_ns, e.frame, f"{e.status}")
+                self.last_activity_ts = e.ts_ns
+            elif k in ("response_end", "rst_stream"):
+                if k == "rst_stream" and len(self.h2_resets) < 64:
+                    self.h2_resets.append(e)
+                if self.h2_open > 0:
+                    self.h2_open -= 1
+                    if self.h2_open == 0:
+                        if self.machine.state is State.AWAITING:
+                            self.emit(Side.SERVER, Ev.RESPONSE, e.ts_ns, e.frame, k)
+                        self.emit(Side.SERVER, Ev.RESPONSE_END, e.ts_ns, e.frame)
+                self.last_activity_ts = e.ts_ns
+            elif k == "goaway":
+                if len(self.h2_goaway) < 8:
+                    self.h2_goaway.append(e)
+                self._note(
+                    f"HTTP/2 GOAWAY from the {'client' if e.from_client else 'server'} at "
+                    f"frame {e.frame}: {e.error_name}, last stream {e.last_stream_id}"
+                )
+            elif k == "anomaly":
+                self._note(f"HTTP/2: {e.message}")
+        evs.clear()
+
     # -- closing --------------------------------------------------------------------------
     def fin(self, from_client: bool, frame: int, ts: int) -> None:
         side = self.c if from_client else self.s
@@ -500,11 +621,19 @@ class Connection:
         if side.fin_frame is not None:
             return
         side.fin_frame, side.fin_ts = frame, ts
+        if self.plain is not None:
+            self._feed_plain(frame)
         if self.mode == "http" and self.http is not None:
             self.http.eof(from_client, ts, frame)
             self._drain_http()
         elif self.mode == "tls" and self.tls is not None:
             self.tls.eof(from_client, ts, frame)
+            if self.http is not None:  # decrypted HTTP/1.x inside
+                self.http.eof(from_client, ts, frame)
+                self._drain_http()
+        elif self.mode == "h2" and self.h2 is not None:
+            self.h2.eof(from_client, ts, frame)
+            self._drain_h2()
         self._close_gap(ts)
         self.emit(Side.CLIENT if from_client else Side.SERVER, Ev.FIN, ts, frame)
 
@@ -514,8 +643,18 @@ class Connection:
         if side.rst_frame is not None:
             return
         side.rst_frame, side.rst_ts, side.rst_ttl = frame, ts, ttl
+        if self.plain is not None:
+            self._feed_plain(frame)
         self._close_gap(ts)
-        self.emit(Side.CLIENT if from_client else Side.SERVER, Ev.RST, ts, frame)
+        who = Side.CLIENT if from_client else Side.SERVER
+        if not from_client and side.ttl is not None and ttl != side.ttl:
+            # One host on one path sends every packet with the same initial TTL and hop
+            # count: an RST "from the server" arriving with another TTL was forged on the
+            # way (firewall REJECT, NAT or load-balancer idle timeout, IPS).
+            who = Side.NETWORK
+        self.emit(
+            who, Ev.RST, ts, frame, f"ttl {ttl}" + ("" if side.ttl is None else f" vs {side.ttl}")
+        )
 
     def _close_gap(self, ts: int) -> None:
         if self.last_close_ts is None:
@@ -558,6 +697,9 @@ class Tracker:
         self.now = 0
         self.unmatched_icmp = 0
         self._since_sweep = 0
+        # Replaying decrypted connections: (client key, first frame) -> index in ``plain``
+        self.plain: PlainFeed | None = None
+        self.plain_targets: dict[tuple[tuple, int], int] | None = None
 
     # -----------------------------------------------------------------------------------
     def feed(self, pk: TcpPackets, icmp: list[IcmpError]) -> None:
@@ -707,6 +849,10 @@ class Tracker:
         if orient != "syn":
             conn.machine.state = State.IDLE
         conn.keys = (ckey, skey)
+        if self.plain_targets is not None:
+            target = self.plain_targets.get((ckey, frame))
+            if target is not None:
+                conn.plain, conn.plain_target = self.plain, target
         self.table[ckey] = (conn, True)
         self.table[skey] = (conn, False)
         return conn, sender_is_client
@@ -764,6 +910,8 @@ class Tracker:
             for idx, stream in enumerate(conn.streams or ()):
                 if stream.pending:
                     stream.flush(conn._sink_c if idx == 0 else conn._sink_s)
+            if conn.plain is not None:
+                conn._feed_plain(conn.last_frame, final=True)
             conn.emit(Side.NONE, Ev.EOC, max(self.now, conn.end_ts), None)
         self.on_finished(conn)
 

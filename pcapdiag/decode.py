@@ -86,6 +86,14 @@ class TcpPackets:
         return len(self.frame)
 
 
+def take(pk: TcpPackets, rows: np.ndarray) -> TcpPackets:
+    """The rows ``rows`` of ``pk`` (same packet buffer): one connection's packets, say."""
+    return TcpPackets(
+        pk.data,
+        *(getattr(pk, f)[rows] for f in TcpPackets.__slots__ if f != "data"),  # type: ignore[attr-defined]
+    )
+
+
 @dataclass(slots=True)
 class IcmpError:
     """An ICMP/ICMPv6 destination-unreachable (or other error) that quotes a TCP header."""

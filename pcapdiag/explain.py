@@ -114,6 +114,14 @@ CAUSES: dict[str, tuple[str, str]] = {
         "The server reset the connection (process died, closed with unread data, or SO_LINGER 0).",
         "Retry idempotent requests with backoff; check the server for crashes and request-body limits.",
     ),
+    "proxy_refused": (
+        "The HTTP proxy would not open the CONNECT tunnel: 407 wants proxy credentials, 403 is its policy, 502/504 means it could not reach the origin.",
+        "For 407 give the proxy credentials (http://user:pass@proxy:port); for 403 ask for the destination to be allowed; for 502/504 check that the proxy can reach the origin.",
+    ),
+    "network_reset": (
+        "A middlebox (firewall, NAT gateway, load balancer, IPS) reset the connection in the server's name: a REJECT rule, or its idle timeout forgot the connection.",
+        "Check firewall/IPS rules for this traffic; if the connection was idle, keep the client pool's idle timeout (or TCP keepalive interval) below the middlebox's idle timeout.",
+    ),
     "client_reset": (
         "The client aborted the connection itself (closed it with unread data, cancelled a request, or exited).",
         "Usually intended; if not, read responses to the end before closing and check for cancelled tasks.",
@@ -167,6 +175,12 @@ class ConnectionRecord:
     reused_after_idle_s: float | None = None  # idle time before the last request
     last_request: str | None = None
     orientation: str = "syn"
+    decrypted: bool = False  # classified from the TLS plaintext (key log or DSB)
+    stale: bool = False  # reset in answer to the first data after a long idle
+    server_ttl: int | None = None  # IP TTL / hop limit of the server's first packet
+    reset_ttl: int | None = None  # ... and of the RST in the server's name, if any
+    h2: dict[str, Any] | None = None  # HTTP/2: GOAWAYs and reset streams
+    proxy: dict[str, Any] | None = None  # a CONNECT to an HTTP proxy: request, status, tunnel
     anomalies: list[str] = field(default_factory=list)
     events: list[tuple[int, int | None, str, str, str]] = field(default_factory=list)
     zeek_rows: list[tuple[int, str, str]] = field(
@@ -224,6 +238,10 @@ class ConnectionRecord:
             "syn_count": self.syn_count,
             "rtt_ms": self.rtt_ms,
             "last_request": self.last_request,
+            "decrypted": self.decrypted,
+            "stale": self.stale,
+            "h2": self.h2,
+            "proxy": self.proxy,
             "anomalies": self.anomalies,
         }
 
@@ -249,6 +267,7 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
     """Build the record of a finished connection. ``t0_ns``: capture start, for relative times."""
     m = conn.machine
     outcome = m.outcome or "open"
+    proxy = _proxy_info(conn)
     dec = m.decisive
     closed_by = _closed_by(conn, outcome)
     tls = _tls_info(conn)
@@ -303,6 +322,14 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
             rec.evidence.rstrip(".")
             + f" (no SYN seen: the server was chosen by port {conn.s_port})."
         )
+    rec.server_ttl, rec.reset_ttl = conn.s.ttl, conn.s.rst_ttl
+    rec.proxy = proxy
+    rec.h2 = _h2_info(conn)
+    _stale(conn, rec)
+    if proxy is not None and proxy["tunnel"] and outcome != "proxy_refused":
+        rec.evidence += f" Inside an HTTP proxy tunnel ({proxy['request']})."
+    if rec.h2 is not None:
+        rec.evidence += " " + rec.h2["summary"]
     rec.client_errors = client_errors(conn, rec)
     if outcome in CAUSES:
         rec.cause, rec.fix = CAUSES[outcome]
@@ -317,6 +344,111 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
                 "and retry idempotent requests once on a new connection."
             )
     return rec
+
+
+def _proxy_info(conn: Connection) -> dict[str, Any] | None:
+    """The CONNECT exchange of a connection to an HTTP proxy, if it began with one."""
+    if not conn.requests or not conn.requests[0].line.startswith("CONNECT "):
+        return None
+    req = conn.requests[0]
+    status, reason, frame = None, "", None
+    for e in conn.events:
+        if e.kind is Ev.RESPONSE and e.frame is not None and e.ts_ns >= req.ts_ns:
+            code, _, reason = e.detail.partition(" ")
+            if code.isdigit():
+                status, frame = int(code), e.frame
+            break
+    return {
+        "request": req.line,
+        "target": req.line.split()[1] if len(req.line.split()) > 1 else None,
+        "status": status,
+        "reason": reason or None,
+        "frame": frame,
+        "tunnel": conn.tunnel is not None,
+    }
+
+
+def _stale(conn: Connection, rec: ConnectionRecord) -> None:
+    """A reset in answer to the first request after a long idle: the peer (or a
+    middlebox whose idle timeout expired) no longer knew the connection."""
+    if rec.outcome not in ("server_reset", "network_reset") or len(conn.requests) < 2:
+        return
+    req = conn.requests[-1]
+    idle = req.idle_before_ns
+    if idle is None or idle < conn.idle_threshold_ns() or conn.machine.prior_state is None:
+        return
+    if conn.machine.prior_state.name != "AWAITING":
+        return
+    rec.stale = True
+    who = "a middlebox on the path" if rec.outcome == "network_reset" else "the server"
+    rec.evidence += (
+        f" Stale connection: the request came after {_s(idle)} idle and {who} no longer "
+        "knew the connection (an idle timeout that sent no FIN)."
+    )
+
+
+def _h2_info(conn: Connection) -> dict[str, Any] | None:
+    """HTTP/2 GOAWAYs and reset streams, with what httpx raises for them (aiohttp's
+    client speaks HTTP/1.1 only)."""
+    if conn.h2 is None or (not conn.h2_goaway and not conn.h2_resets):
+        return None
+    goaways = [
+        {
+            "from": "client" if g.from_client else "server",
+            "frame": g.frame,
+            "last_stream_id": g.last_stream_id,
+            "error": g.error_name,
+            "debug": g.debug or None,
+        }
+        for g in conn.h2_goaway
+    ]
+    resets = [
+        {
+            "from": "client" if r.from_client else "server",
+            "frame": r.frame,
+            "stream_id": r.stream_id,
+            "error": r.error_name,
+            "request": f"{r.method} {r.path}" if r.method else None,
+        }
+        for r in conn.h2_resets
+    ]
+    parts = []
+    for g in goaways:
+        kind = "graceful shutdown" if g["error"] == "NO_ERROR" else "connection error"
+        parts.append(
+            f"HTTP/2 GOAWAY from the {g['from']} at frame {g['frame']} ({g['error']}, "
+            f"{kind}; streams above {g['last_stream_id']} were not processed"
+            + (f"; debug '{g['debug']}'" if g["debug"] else "")
+            + ")."
+        )
+    server_resets = [r for r in resets if r["from"] == "server"]
+    for r in resets[:5]:
+        parts.append(
+            f"HTTP/2 RST_STREAM from the {r['from']} on stream {r['stream_id']} at frame "
+            f"{r['frame']} ({r['error']})."
+        )
+    httpx = None
+    bad_goaway = next(
+        (g for g in goaways if g["from"] == "server" and g["error"] != "NO_ERROR"), None
+    )
+    if server_resets:
+        r = server_resets[0]
+        httpx = (
+            f"httpx.RemoteProtocolError: <StreamReset stream_id:{r['stream_id']}, "
+            f"error_code:ErrorCodes.{r['error']}, remote_reset:True>"
+        )
+    elif bad_goaway is not None:
+        g = bad_goaway
+        httpx = (
+            f"httpx.RemoteProtocolError: <ConnectionTerminated error_code:{g['error']}, "
+            f"last_stream_id:{g['last_stream_id']}, additional_data:…>"
+        )
+    return {
+        "goaway": goaways,
+        "resets": resets,
+        "httpx": httpx,
+        "summary": " ".join(parts),
+    }
 
 
 def _closed_by(conn: Connection, outcome: str) -> str:
@@ -426,7 +558,28 @@ def _evidence(conn: Connection, rec: ConnectionRecord, t0: int) -> str:
     if o == "refused":
         first = conn.syn_frames[0] if conn.syn_frames else None
         lat = dec.ts_ns - conn.syn_ts[0] if (dec and conn.syn_ts) else None
-        return f"SYN at frame {first} was answered by RST from the server at frame {frame}, {_s(lat)} later."
+        who = "the server"
+        if dec is not None and dec.side is Side.NETWORK:
+            who = f"a middlebox ({dec.detail}: not the server's TTL)"
+        return f"SYN at frame {first} was answered by RST from {who} at frame {frame}, {_s(lat)} later."
+    if o == "proxy_refused":
+        p = rec.proxy or {}
+        return (
+            f"The HTTP proxy refused the tunnel: '{p.get('request')}' at frame "
+            f"{conn.requests[0].frame if conn.requests else '?'} was answered "
+            f"'{dec.detail if dec else '?'}' at frame {frame} ({_at(dec.ts_ns if dec else None, t0)}){orient}."
+        )
+    if o == "network_reset":
+        ctx = {"AWAITING": f" while the {req_txt} awaited a response",
+               "RECEIVING": " in the middle of a response",
+               "TLS_HANDSHAKE": " during the TLS handshake"}.get(
+            conn.machine.prior_state.name if conn.machine.prior_state else "", " on an idle connection")  # fmt: skip
+        return (
+            f"An RST in the server's name (frame {frame}, {_at(dec.ts_ns if dec else None, t0)}) "
+            f"reset the connection{ctx}; its IP TTL/hop limit ({dec.detail if dec else '?'} on the "
+            "server's earlier packets) shows it was sent by a firewall, NAT or load balancer on "
+            f"the path, not by the server{orient}."
+        )
     if o == "syn_timeout":
         n = len(conn.syn_ts)
         spacing = ", ".join(_s(b - a) for a, b in zip(conn.syn_ts, conn.syn_ts[1:], strict=False))
@@ -522,7 +675,30 @@ def _frames(frames: list[int]) -> str:
 # -- client errors -----------------------------------------------------------------------------
 def client_errors(conn: Connection, rec: ConnectionRecord) -> dict[str, Any]:
     """What stdlib, requests, aiohttp and httpx raise for this wire pattern (None: nothing)."""
+    errors = _client_errors(conn, rec)
+    if rec.h2 is not None and rec.h2.get("httpx"):
+        errors = dict(errors, httpx=rec.h2["httpx"])
+    return errors
+
+
+def _proxy_errors(rec: ConnectionRecord) -> dict[str, Any]:
+    p = rec.proxy or {}
+    status, reason = p.get("status"), p.get("reason") or ""
+    target = p.get("target") or "?"
+    host, _, port = target.rpartition(":")
+    return {
+        "stdlib": f"OSError: Tunnel connection failed: {status} {reason}",
+        "requests": f"requests.exceptions.ProxyError: HTTPSConnectionPool(host='{host}', port={port}): Max retries exceeded with url: / (Caused by ProxyError('Unable to connect to proxy', OSError('Tunnel connection failed: {status} {reason}')))",
+        "aiohttp": f"aiohttp.ClientHttpProxyError: {status}, message='{reason}'",
+        "httpx": f"httpx.ProxyError: {status} {reason}",
+        "errno": None,
+    }
+
+
+def _client_errors(conn: Connection, rec: ConnectionRecord) -> dict[str, Any]:
     o = rec.outcome
+    if o == "proxy_refused":
+        return _proxy_errors(rec)
     host, port = rec.server_ip, rec.server_port
     none = {"stdlib": None, "requests": None, "aiohttp": None, "httpx": None, "errno": None}
     if o == "refused":
@@ -603,7 +779,7 @@ def client_errors(conn: Connection, rec: ConnectionRecord) -> dict[str, Any]:
             "httpx": "httpx.RemoteProtocolError: peer closed connection without sending complete message body (incomplete chunked read)",
             "errno": None,
         }
-    if o == "server_reset":
+    if o in ("server_reset", "network_reset"):
         prior = conn.machine.prior_state.name if conn.machine.prior_state else ""
         if prior == "RECEIVING":
             return {
