@@ -52,6 +52,23 @@ def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
             metavar="SECONDS",
             help="Half-width of the --at window.",
         ),
+        click.option(
+            "--keylog",
+            "keylog",
+            multiple=True,
+            type=click.Path(dir_okay=False),
+            metavar="FILE",
+            help="TLS key log (SSLKEYLOGFILE) to decrypt TLS with tshark; repeatable. "
+            "pcapng files with embedded secrets need none.",
+        ),
+        click.option(
+            "--decrypt-timeout",
+            type=click.FloatRange(min=1),
+            default=300.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="Give up decrypting (keeping keyless verdicts) after this long.",
+        ),
     ]
     for opt in reversed(options):
         fn = opt(fn)
@@ -126,6 +143,8 @@ def analyze(
     port: int | None,
     at: str | None,
     window: float,
+    keylog: tuple[str, ...],
+    decrypt_timeout: float,
     fmt: str,
     html_path: str | None,
 ) -> None:
@@ -138,6 +157,8 @@ def analyze(
         port=port,
         at=at,
         window=window,
+        keylog=list(keylog),
+        decrypt_timeout=decrypt_timeout,
     )
     html_error = _write_html(result, html_path) if html_path else None  # before stdout: a
     out = sys.stdout  # closed pipe (| head) must not lose the report
@@ -188,12 +209,22 @@ def report(
     port: int | None,
     at: str | None,
     window: float,
+    keylog: tuple[str, ...],
+    decrypt_timeout: float,
     output: str,
 ) -> None:
     """Write one self-contained HTML report of CAPTURES: verdict, findings, timeline,
     ladder diagrams, the connection table and the capture facts."""
     result = _run(
-        captures, progress=True, problems=problems, host=host, port=port, at=at, window=window
+        captures,
+        progress=True,
+        problems=problems,
+        host=host,
+        port=port,
+        at=at,
+        window=window,
+        keylog=list(keylog),
+        decrypt_timeout=decrypt_timeout,
     )
     error = _write_html(result, output)
     if error:
@@ -228,13 +259,23 @@ def timeline(
     port: int | None,
     at: str | None,
     window: float,
+    keylog: tuple[str, ...],
+    decrypt_timeout: float,
     output: str,
     max_lanes: int,
 ) -> None:
     """Draw every connection of CAPTURES on one time axis."""
     _figure_output(output)
     result = _run(
-        captures, progress=True, problems=problems, host=host, port=port, at=at, window=window
+        captures,
+        progress=True,
+        problems=problems,
+        host=host,
+        port=port,
+        at=at,
+        window=window,
+        keylog=list(keylog),
+        decrypt_timeout=decrypt_timeout,
     )
     from pcapdiag.report import figures
 
