@@ -48,6 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 SERVER_PY = SAMPLES_DIR / "server.py"
 CLIENT_PY = SAMPLES_DIR / "client.py"
+H2SERVER_PY = SAMPLES_DIR / "h2server.py"
+PROXY_PY = SAMPLES_DIR / "proxy.py"
+SERVER_SCRIPTS = {"py": SERVER_PY, "h2": H2SERVER_PY, "proxy": PROXY_PY}
 NGINX_CONF = SAMPLES_DIR / "nginx.conf.in"
 PY = sys.executable
 
@@ -96,11 +99,33 @@ OUTCOMES = (
     "server_close",
     "client_close",
     "open",
+    "network_reset",
 )
 CLOSERS = ("client", "server", "network", "none")
-NGINX_PORTS = {"idle1s": 8080, "ka0": 8081, "ka75": 8082}
+NGINX_PORTS = {
+    "idle1s": 8080,
+    "ka0": 8081,
+    "ka75": 8082,
+    "tls_ka0": 8443,
+    "h2_tls": 8444,
+    "h2c": 8445,
+}
+# Initial TTL / hop limit of every namespace (Linux default); packets from pd-server cross
+# one router hop before pdc0, packets the router forges itself do not.
+DEFAULT_TTL = 64
+PROXY_PORT = 3128
+ORIGIN_PORT = 9443
 NGINX_IDLE_TIMEOUT_S = 1.0
 NO_LISTENER_PORT = 9999
+
+
+def version_of(dist: str) -> str:
+    from importlib.metadata import version
+
+    try:
+        return version(dist)
+    except Exception:  # noqa: BLE001
+        return "?"
 
 
 def log(msg: str) -> None:
@@ -408,8 +433,9 @@ class Capture:
 
 
 class Nginx:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, cert: Path, key: Path):
         self.prefix = workdir / "nginx"
+        self.cert, self.key = cert, key
         self.proc: Proc | None = None
 
     def start(self) -> None:
@@ -423,6 +449,8 @@ class Nginx:
             .replace("@PREFIX@", str(self.prefix))
             .replace("@V4@", ADDR[4]["server"])
             .replace("@V6@", ADDR[6]["server"])
+            .replace("@CERT@", str(self.cert))
+            .replace("@KEY@", str(self.key))
         )
         (self.prefix / "nginx.conf").write_text(conf)
         self.proc = Proc(
@@ -499,7 +527,9 @@ class Sc:
     name: str  # file stem: <outcome>-<client>[-v6][-variant]
     scenario: str  # one line: what the server and client did
     lib: str
-    server: tuple | None  # ("py", mode, port, [args]) | ("nginx", key) | None
+    # ("py"|"h2"|"proxy", mode, port, [args]) | ("nginx", key) | None; "py" is
+    # tools/samples/server.py, "h2" h2server.py (TLS when tls=True), "proxy" proxy.py
+    server: tuple | None
     conns: object = None  # callable(ctx) -> list[dict]; None: from the server log
     ipv: int = 4
     action: str = "get"
@@ -524,6 +554,10 @@ class Sc:
     expect_alert: str | None = None  # "client" | "server": sender of a plaintext TLS alert
     client_timeout: float = 60.0
     extra_note: str = ""  # appended to every connection note (client-side facts)
+    origin: tuple | None = None  # ("py", mode, port, [args]): a second server (proxy origin)
+    target_port: int | None = None  # port in the client's URL when it is not the server's
+    router_sysctl: dict = field(default_factory=dict)  # sysctls set in pd-router for the run
+    h2_decode_port: int | None = None  # tshark: decode this TCP port as (cleartext) HTTP/2
 
     @property
     def file(self) -> str:
@@ -537,7 +571,7 @@ class Sc:
         return self.server[2]
 
     def url(self) -> str:
-        return f"{self.scheme}://{hostport(self.ipv, self.port_())}{self.path}"
+        return f"{self.scheme}://{hostport(self.ipv, self.target_port or self.port_())}{self.path}"
 
 
 def fw_router(ipv: int, port: int, target: list[str]) -> tuple:
@@ -731,6 +765,214 @@ CERT_REJECT_NOTE = (
     "its kernel sends RST rather than FIN; the server closes (FIN) as soon as "
     "it has read the alert, so which of the two comes first is a race"
 )
+
+
+# --------------------------------------------------------------------------- new-scenario facts
+
+
+def client_event(ctx, name: str) -> dict:
+    return next((e for e in ctx["client"]["events"] if e["event"] == name), {})
+
+
+def idle_before(ctx) -> float:
+    """Seconds the client idled between response 1 and sending request 2 (its own clock)."""
+    t1 = client_event(ctx, "response 1")["t"]
+    t2 = client_event(ctx, "sending request 2 on the pooled connection")["t"]
+    return round(t2 - t1, 3)
+
+
+def fw_hit(ctx, needle: str) -> int:
+    hits = [h["packets"] for h in ctx["firewall"] if needle in h["rule"]]
+    assert hits and hits[0], f"firewall rule {needle!r} never matched: {ctx['firewall']}"
+    return hits[0]
+
+
+def with_request_line(ctx) -> list[dict]:
+    """Server-log outcomes plus the request line the server read (HTTP/1.1 servers)."""
+    out = from_server_log(ctx)
+    for c, e in zip(out, ctx["server_log"], strict=True):
+        if e.get("request"):
+            c["request_line"] = e["request"]
+    return out
+
+
+def tls_keepalive_race_conns(ctx) -> list[dict]:
+    (e,) = ctx["server_log"]
+    req2 = client_event(ctx, "sending request 2 on the pooled connection")
+    p1 = client_event(ctx, "response 1").get("local_port")
+    assert e["end"] == "idle" and e["hold_data"] and len(e["requests"]) == 1, e
+    assert p1 is None or e["peer"].endswith(f":{p1}"), (e, p1)
+    held = {x["event"]: x["t"] for x in e["events"]}
+    return [
+        C(
+            "server_close_after_request",
+            "server",
+            f"{e['peer']}: {e['tls_version']} keep-alive race: the server answered "
+            f"{e['requests'][0]!r}, and closed the idle connection (FIN, no close_notify) "
+            f"{e['idle_timeout_s']:g} s later while the client's next request (sent "
+            f"{idle_before(ctx)} s after response 1 on the same pooled connection) was still "
+            "in flight: the server's own firewall held back the client's data segments from "
+            f"response 1 until {round(held['released client data'] - held['response 1'], 3)} s "
+            "after it (emulating path latency), so the server never read it; the client's "
+            "segments that reached the server after the close (the retransmitted request, or "
+            "the client's TLS alert/FIN reacting to the EOF) were answered by the server's "
+            "kernel with RST",
+        )
+        | {"request_line": req2["request_line"]}
+    ]
+
+
+def h2_server_conns(ctx) -> list[dict]:
+    out = []
+    for e in ctx["server_log"]:
+        c = C(e["outcome"], e["closed_by"], f"{e['peer']}: {e['note']}")
+        if e.get("requests"):
+            c["request_line"] = e["requests"][-1]
+        if e.get("h2"):
+            c["h2"] = e["h2"]
+        out.append(c)
+    return out
+
+
+NGINX_GOAWAY = re.compile(r"http2 send GOAWAY frame: last sid (\d+), error (\d+)")
+
+
+def nginx_h2_conns(ctx) -> list[dict]:
+    """nginx keepalive_requests 1: GOAWAY per connection, from nginx's own debug log."""
+    goaways = [tuple(map(int, m.groups())) for m in map(NGINX_GOAWAY.search, ctx["nginx_log"]) if m]
+    k = ctx["client"].get("connections") or 1
+    names = {v: n for n, v in H2_ERRORS.items()}
+    n_conn = max(k, len(goaways))
+    assert goaways, "nginx logged no GOAWAY"
+    out = []
+    for i in range(n_conn):
+        sid, err = goaways[i] if i < len(goaways) else goaways[-1]
+        out.append(
+            C(
+                "server_close",
+                "server",
+                "nginx keepalive_requests 1: after answering the request on stream "
+                f"{sid} nginx sent GOAWAY(last_stream_id={sid}, {names.get(err, err)}) "
+                "(its debug log: 'http2 send GOAWAY frame') and closed the connection",
+            )
+            | {"h2": {"goaway": {"last_stream_id": sid, "error": names.get(err, str(err))}}}
+        )
+    return out
+
+
+SSL_ALERT = {
+    "TLSV1_ALERT_UNKNOWN_CA": "unknown_ca",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "bad_certificate",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "certificate_unknown",
+}
+
+
+def proxy_conns(ctx) -> list[dict]:
+    out = []
+    for e in ctx["server_log"]:
+        facts = {"proxy": {"status": e["status"], "origin": e["origin"]}}
+        if e["outcome"] == "tunnel":  # the end of the tunnel: from the origin's log
+            (o,) = ctx["origin_log"]
+            alert = SSL_ALERT.get(o.get("reason"))
+            assert alert and o["closed_by"] == "client", o
+            c = C(
+                "tls_alert",
+                "client",
+                f"{e['peer']}: proxy answered {e['request_line']!r} with 200 Connection "
+                f"established and relayed the tunnel; inside it (origin's log): {o['note']}; "
+                "the proxy then saw the {e['first_close']} and closed the "
+                "other side",
+            )
+            facts |= {"alert": alert, "alert_from": "client"}
+        else:
+            c = C(e["outcome"], e["closed_by"], f"{e['peer']}: {e['note']}")
+            if ctx["origin_log"]:
+                c["note"] += "; origin's log: " + "; ".join(
+                    o.get("server_error", o["note"]) for o in ctx["origin_log"]
+                )
+        out.append(c | facts)
+    return out
+
+
+def blocked_conns(injected: str):
+    def f(ctx):
+        n = fw_hit(ctx, "--string")
+        assert not any("/blocked" in str(e) for e in ctx["server_log"]), ctx["server_log"]
+        return [
+            C(
+                "network_reset",
+                "network",
+                "pd-router's firewall matched the request segment ('GET /blocked', "
+                f"{n} packet(s) hit the rule), dropped it and answered the client with a "
+                "forged RST carrying the server's address; the server never saw the request",
+            )
+            | {"request_line": "GET /blocked HTTP/1.1", "injected_by": injected}
+            for _ in range(n)
+        ]
+
+    return f
+
+
+def router_refused_conns(injected: str):
+    def f(ctx):
+        n = fw_hit(ctx, "--syn")
+        return [
+            C(
+                "refused",
+                "network",
+                f"pd-router's firewall answered the SYN ({n} packet(s) hit the rule) with a "
+                "forged RST,ACK carrying the server's address; nothing reached the "
+                "listening server",
+            )
+            | {"injected_by": injected}
+        ]
+
+    return f
+
+
+def stale_conntrack_conns(ctx) -> list[dict]:
+    (e,) = ctx["server_log"]
+    n = fw_hit(ctx, "INVALID")
+    assert e["requests"] and len(e["requests"]) == 1, e
+    req2 = client_event(ctx, "sending request 2 on the pooled connection")
+    return [
+        C(
+            "network_reset",
+            "network",
+            f"{e['peer']}: keep-alive connection idle for {idle_before(ctx)} s while pd-router's "
+            "conntrack entry expired (nf_conntrack_tcp_timeout_established=3, "
+            "nf_conntrack_tcp_loose=0); the client's next request was INVALID for the router, "
+            f"which dropped it and answered with a forged RST ({n} packet(s) hit the rule); "
+            f"the server never saw it (it served {len(e['requests'])} request)",
+        )
+        | {
+            "request_line": req2["request_line"],
+            "stale": True,
+            "idle_before_s": idle_before(ctx),
+            "injected_by": "pd-router iptables -m conntrack --ctstate INVALID REJECT "
+            "--reject-with tcp-reset",
+        }
+    ]
+
+
+def stale_server_conns(ctx) -> list[dict]:
+    (e,) = ctx["server_log"]
+    n = fw_hit(ctx, "FIN")
+    assert e["end"] == "idle" and len(e["requests"]) == 1, e
+    req2 = client_event(ctx, "sending request 2 on the pooled connection")
+    return [
+        C(
+            "server_reset",
+            "server",
+            f"{e['peer']}: the server closed the idle keep-alive connection after "
+            f"{e['idle_timeout_s']:g} s, but pd-router dropped its FIN ({n} packet(s), "
+            "retransmissions included), so the client still believed the connection open; "
+            f"after {idle_before(ctx)} s idle it sent its next request; the server application "
+            "had already closed that socket (its kernel still held it in FIN-WAIT-1, "
+            "retransmitting the dropped FIN), so the server's kernel answered the data with RST",
+        )
+        | {"request_line": req2["request_line"], "stale": True, "idle_before_s": idle_before(ctx)}
+    ]
 
 
 def scenarios() -> list[Sc]:
@@ -1422,13 +1664,463 @@ def scenarios() -> list[Sc]:
             conns=nginx_conns("open", "none", open_note),
         ),
     ]
+    S += new_scenarios()
+    return S
+
+
+def fw_rule(ns: str, ipv: int, args: list[str]) -> tuple:
+    return (ns, "ip6tables" if ipv == 6 else "iptables", list(args))
+
+
+def new_scenarios() -> list[Sc]:
+    """TLS with key logs, HTTP/2, CONNECT proxies, middlebox resets, stale connections."""
+    S: list[Sc] = []
+    cafile = ["--cafile", "@CERT@"]
+
+    # ------------------------------------------------------------------ TLS (key logs)
+    trunc = (
+        "Python ssl server ({v}) announces Content-Length: 20000, sends 2000 body bytes and "
+        "closes (FIN, no close_notify); {lib} GET (cert trusted via cafile)"
+    )
+    for lib, v, sargs, extra in (
+        ("requests", "TLS 1.3", [], {}),
+        ("aiohttp", "TLS 1.2", ["--tls-max", "1.2"], {}),
+        ("httpx", "TLS 1.3", [], {"tool": "dumpcap", "ext": "pcapng"}),
+    ):
+        tag = "tls13" if v == "TLS 1.3" else "tls12"
+        S.append(
+            Sc(
+                f"truncated_response-{lib}-{tag}",
+                trunc.format(v=v, lib=lib),
+                lib,
+                ("py", "tls_truncated", 9446, sargs),
+                conns=with_request_line,
+                scheme="https",
+                path="/big",
+                opts=cafile,
+                tls=True,
+                **extra,
+            )
+        )
+    race = (
+        "keep-alive race over {v}: Python ssl server answers GET / with keep-alive and closes "
+        "the idle connection after 0.35 s (FIN, no close_notify); {lib} reuses the pooled "
+        "connection for GET /again 0.3 s after response 1, and the server's own firewall "
+        "holds back the client's data segments until that close (emulated latency), so the "
+        "request is in flight when the server closes -> FIN, then RST for the retransmission"
+    )
+    for lib, v, sargs, opts in (
+        ("requests", "TLS 1.3", [], []),
+        ("httpx", "TLS 1.2", ["--tls-max", "1.2"], ["--tls-max", "1.2"]),
+    ):
+        tag = "tls13" if v == "TLS 1.3" else "tls12"
+        S.append(
+            Sc(
+                f"server_close_after_request-{lib}-{tag}-keepalive_race",
+                race.format(v=v, lib=lib),
+                lib,
+                ("py", "tls_keepalive", 9447, ["--idle", "0.35", "--hold-data", *sargs]),
+                conns=tls_keepalive_race_conns,
+                scheme="https",
+                action="keepalive_race",
+                opts=["--idle", "0.3", *opts, *cafile],
+                tls=True,
+                idle_timeout=0.35,
+            )
+        )
+    S += [
+        Sc(
+            "client_close-aiohttp-tls13",
+            "Python ssl server (TLS 1.3, cert trusted via cafile); aiohttp session 2 GETs "
+            "over HTTPS, then session.close()",
+            "aiohttp",
+            ("py", "tls", ORIGIN_PORT, []),
+            scheme="https",
+            action="close",
+            opts=["--repeat", "2", *cafile],
+            tls=True,
+        ),
+        Sc(
+            "server_close-requests-tls13",
+            f"nginx ({hostport(4, NGINX_PORTS['tls_ka0'])}, TLS 1.3, keepalive_timeout 0); "
+            "requests GET (cert trusted via cafile): nginx answers with Connection: close, "
+            "sends close_notify and closes",
+            "requests",
+            ("nginx", "tls_ka0"),
+            scheme="https",
+            opts=cafile,
+            tls=True,
+            conns=nginx_conns(
+                "server_close",
+                "server",
+                "nginx keepalive_timeout 0 over TLS: the response carried 'Connection: close'; "
+                "nginx sent close_notify and closed (FIN) right after it",
+            ),
+        ),
+        Sc(
+            "server_close-httpx-v6-tls12",
+            "nginx (TLS, keepalive_timeout 0) over IPv6; httpx GET limited to TLS 1.2 (cert "
+            "trusted via cafile): nginx answers with Connection: close, close_notify, FIN",
+            "httpx",
+            ("nginx", "tls_ka0"),
+            ipv=6,
+            scheme="https",
+            opts=["--tls-max", "1.2", *cafile],
+            tls=True,
+            conns=nginx_conns(
+                "server_close",
+                "server",
+                "nginx keepalive_timeout 0 over TLS 1.2: the response carried 'Connection: "
+                "close'; nginx sent close_notify and closed (FIN) right after it",
+            ),
+        ),
+    ]
+
+    # ------------------------------------------------------------------ HTTP/2
+    def h2(name, mode, desc, tls_, sargs=(), opts=(), **kw):
+        port = 9450 if tls_ else 9451
+        return Sc(
+            name,
+            desc,
+            "httpx",
+            ("h2", mode, port, list(sargs)),
+            conns=h2_server_conns,
+            scheme="https" if tls_ else "http",
+            opts=(["--http2", *cafile] if tls_ else ["--h2c"]) + list(opts),
+            tls=tls_,
+            h2_decode_port=None if tls_ else port,
+            **kw,
+        )
+
+    two = ["--repeat", "2", "--gap", "0.5"]
+    S += [
+        h2(
+            "h2_goaway-httpx-tls",
+            "goaway_after_one",
+            "Python h2 server over TLS 1.3 (ALPN h2) answers the first request, sends "
+            "GOAWAY(NO_ERROR, last_stream_id=1) and closes; httpx (http2=True) does 2 "
+            "sequential GETs 0.5 s apart",
+            True,
+            opts=two,
+            action="close",
+        ),
+        h2(
+            "h2_goaway-httpx-h2c",
+            "goaway_after_one",
+            "Python h2 server, cleartext h2c (prior knowledge), answers the first request, "
+            "sends GOAWAY(NO_ERROR, last_stream_id=1) and closes; httpx (http1=False, "
+            "http2=True) does 2 sequential GETs 0.5 s apart",
+            False,
+            opts=two,
+            action="close",
+        ),
+        h2(
+            "h2_rst_stream-httpx-h2c",
+            "rst_stream",
+            "Python h2 server (h2c, prior knowledge) answers the request with "
+            "RST_STREAM(REFUSED_STREAM) and keeps the connection; httpx GET",
+            False,
+        ),
+        h2(
+            "h2_rst_stream-httpx-tls13-internal_error",
+            "rst_stream",
+            "Python h2 server over TLS 1.3 (ALPN h2) answers the request with "
+            "RST_STREAM(INTERNAL_ERROR) and keeps the connection; httpx GET",
+            True,
+            sargs=["--error", "INTERNAL_ERROR"],
+        ),
+        h2(
+            "h2_goaway_error-httpx-tls13",
+            "goaway_error",
+            "Python h2 server over TLS 1.3 (ALPN h2) receives the request and, without "
+            "answering, sends GOAWAY(ENHANCE_YOUR_CALM, last_stream_id=0, debug data) and "
+            "closes; httpx GET",
+            True,
+        ),
+        h2(
+            "h2_goaway_error-httpx-h2c-protocol_error",
+            "goaway_error",
+            "Python h2 server (h2c, prior knowledge) receives the request and, without "
+            "answering, sends GOAWAY(PROTOCOL_ERROR, last_stream_id=0, debug data) and "
+            "closes; httpx GET",
+            False,
+            sargs=["--error", "PROTOCOL_ERROR"],
+        ),
+        Sc(
+            "h2_goaway-httpx-nginx-tls",
+            f"nginx ({hostport(4, NGINX_PORTS['h2_tls'])}, http2 over TLS, keepalive_requests "
+            "1: GOAWAY(NO_ERROR) after the first request); httpx (http2=True) 2 GETs 0.3 s "
+            "apart on one Client, then close()",
+            "httpx",
+            ("nginx", "h2_tls"),
+            conns=nginx_h2_conns,
+            scheme="https",
+            action="close",
+            opts=["--http2", "--repeat", "2", "--gap", "0.3", *cafile],
+            tls=True,
+        ),
+        Sc(
+            "h2_goaway-httpx-v6-nginx-h2c",
+            "nginx over IPv6 (cleartext http2, prior knowledge, keepalive_requests 1: "
+            "GOAWAY(NO_ERROR) after the first request); httpx (http1=False, http2=True) 2 "
+            "GETs 0.3 s apart on one Client, then close()",
+            "httpx",
+            ("nginx", "h2c"),
+            ipv=6,
+            conns=nginx_h2_conns,
+            action="close",
+            opts=["--h2c", "--repeat", "2", "--gap", "0.3"],
+            h2_decode_port=NGINX_PORTS["h2c"],
+        ),
+    ]
+
+    # ------------------------------------------------------------------ CONNECT proxy
+    proxy_url = f"http://{hostport(4, PROXY_PORT)}"
+    origin = ("py", "tls", ORIGIN_PORT, [])
+
+    def px(name, lib, mode, desc, origin_=origin, target=ORIGIN_PORT, opts=(), **kw):
+        return Sc(
+            name,
+            desc + f"; {lib} GET https://{hostport(4, target)}/ via proxy {proxy_url}",
+            lib,
+            ("proxy", mode, PROXY_PORT, []),
+            conns=proxy_conns,
+            origin=origin_,
+            target_port=target,
+            scheme="https",
+            opts=["--proxy", proxy_url, *opts],
+            tls=True,
+            **kw,
+        )
+
+    d407 = "Python CONNECT proxy answers 407 Proxy Authentication Required (Connection: close) and closes"
+    S += [
+        px("server_close-requests-proxy407", "requests", "deny407", d407, origin_=None),
+        px("server_close-httpx-proxy407", "httpx", "deny407", d407, origin_=None),
+        px("server_close-aiohttp-proxy407", "aiohttp", "deny407", d407, origin_=None),
+        px(
+            "client_close-httpx-proxy403",
+            "httpx",
+            "deny403",
+            "Python CONNECT proxy answers 403 Forbidden and keeps the connection open",
+            origin_=None,
+        ),
+        px(
+            "server_close-requests-proxy502",
+            "requests",
+            "bad_gateway",
+            f"Python CONNECT proxy cannot reach the origin ({hostport(4, NO_LISTENER_PORT)}, "
+            "nothing listens) and answers 502 Bad Gateway (Connection: close)",
+            origin_=None,
+            target=NO_LISTENER_PORT,
+        ),
+        px(
+            "tls_handshake_aborted-aiohttp-proxy_cut",
+            "aiohttp",
+            "cut_handshake",
+            "Python CONNECT proxy establishes the tunnel to a Python ssl origin (TLS 1.3, "
+            "cert trusted via cafile), relays the ClientHello and only the ServerHello record, "
+            "then closes the tunnel (FIN) mid-handshake",
+            opts=cafile,
+        ),
+        px(
+            "tls_alert-requests-proxy_tunnel",
+            "requests",
+            "tunnel",
+            "Python CONNECT proxy tunnels to a Python ssl origin (TLS 1.3) with a self-signed "
+            "certificate; the client verifies it against its default CA store and rejects it "
+            "inside the tunnel",
+            extra_note="alert sent inside the CONNECT tunnel, i.e. on the client<->proxy "
+            "connection; " + CERT_REJECT_NOTE,
+            expect_alert="client",
+        ),
+        px(
+            "tls_alert-httpx-proxy_tunnel",
+            "httpx",
+            "tunnel",
+            "Python CONNECT proxy tunnels to a Python ssl origin (TLS 1.3) with a self-signed "
+            "certificate; the client verifies it against its default CA store and rejects it "
+            "inside the tunnel",
+            extra_note="alert sent inside the CONNECT tunnel, i.e. on the client<->proxy "
+            "connection; " + CERT_REJECT_NOTE,
+            expect_alert="client",
+        ),
+    ]
+
+    # ------------------------------------------------------------------ middlebox resets
+    ka75 = NGINX_PORTS["ka75"]
+    for lib, ipv in (("requests", 4), ("aiohttp", 6)):
+        tool = "ip6tables" if ipv == 6 else "iptables"
+        injected = f"pd-router {tool} REJECT --reject-with tcp-reset"
+        v6 = "-v6" if ipv == 6 else ""
+        S.append(
+            Sc(
+                f"network_reset-{lib}{v6}-blocked",
+                f"nginx ({hostport(ipv, ka75)}); pd-router {tool} FORWARD -m string "
+                "--string 'GET /blocked' REJECT --reject-with tcp-reset: the router drops the "
+                f"request segment and forges an RST to the client; {lib} GET /blocked",
+                lib,
+                ("nginx", "ka75"),
+                ipv=ipv,
+                path="/blocked",
+                fw=[
+                    fw_rule(
+                        NS_R,
+                        ipv,
+                        [
+                            "-A",
+                            "FORWARD",
+                            "-p",
+                            "tcp",
+                            "-d",
+                            ADDR[ipv]["server"],
+                            "--dport",
+                            str(ka75),
+                            "-m",
+                            "string",
+                            "--string",
+                            "GET /blocked",
+                            "--algo",
+                            "bm",
+                            "-j",
+                            "REJECT",
+                            "--reject-with",
+                            "tcp-reset",
+                        ],
+                    )
+                ],  # fmt: skip
+                conns=blocked_conns(injected),
+            )
+        )
+    for lib, ipv in (("requests", 4), ("httpx", 6)):
+        tool = "ip6tables" if ipv == 6 else "iptables"
+        injected = f"pd-router {tool} REJECT --reject-with tcp-reset (on the SYN)"
+        v6 = "-v6" if ipv == 6 else ""
+        S.append(
+            Sc(
+                f"refused-{lib}{v6}-router_rst",
+                f"nginx listens on {hostport(ipv, ka75)}, but pd-router {tool} FORWARD --syn "
+                f"REJECT --reject-with tcp-reset answers the SYN with a forged RST; {lib} GET",
+                lib,
+                ("nginx", "ka75"),
+                ipv=ipv,
+                fw=[
+                    fw_rule(
+                        NS_R,
+                        ipv,
+                        [
+                            "-A",
+                            "FORWARD",
+                            "-p",
+                            "tcp",
+                            "-d",
+                            ADDR[ipv]["server"],
+                            "--dport",
+                            str(ka75),
+                            "--syn",
+                            "-j",
+                            "REJECT",
+                            "--reject-with",
+                            "tcp-reset",
+                        ],
+                    )
+                ],  # fmt: skip
+                conns=router_refused_conns(injected),
+            )
+        )
+
+    # ------------------------------------------------------------------ stale connections
+    S += [
+        Sc(
+            "network_reset-requests-stale_conntrack",
+            "pd-router tracks connections with a 3 s established timeout "
+            "(nf_conntrack_tcp_loose=0) and REJECTs --reject-with tcp-reset what conntrack "
+            "calls INVALID; Python keep-alive server (idle close after 8 s); requests Session "
+            "GET /, idle 6 s, GET /again on the same connection -> the router forges an RST",
+            "requests",
+            ("py", "keepalive_idle", 9008, ["--idle", "8"]),
+            action="keepalive_race",
+            opts=["--idle", "6"],
+            fw=[
+                fw_rule(
+                    NS_R,
+                    4,
+                    [
+                        "-A",
+                        "FORWARD",
+                        "-p",
+                        "tcp",
+                        "-m",
+                        "conntrack",
+                        "--ctstate",
+                        "INVALID",
+                        "-j",
+                        "REJECT",
+                        "--reject-with",
+                        "tcp-reset",
+                    ],
+                )
+            ],  # fmt: skip
+            router_sysctl={
+                "net.netfilter.nf_conntrack_tcp_timeout_established": "3",
+                "net.netfilter.nf_conntrack_tcp_loose": "0",
+            },
+            conns=stale_conntrack_conns,
+            client_timeout=30,
+        ),
+        Sc(
+            "server_reset-requests-stale",
+            "Python keep-alive server closes the idle connection after 0.5 s, but pd-router "
+            "DROPs the server's FIN segments, so the client never learns; requests Session "
+            "GET /, idle 2 s, GET /again on the same connection -> the server's kernel "
+            "answers with RST",
+            "requests",
+            ("py", "keepalive_idle", 9009, ["--idle", "0.5"]),
+            action="keepalive_race",
+            opts=["--idle", "2"],
+            fw=[
+                fw_rule(
+                    NS_R,
+                    4,
+                    [
+                        "-A",
+                        "FORWARD",
+                        "-p",
+                        "tcp",
+                        "-s",
+                        ADDR[4]["server"],
+                        "--sport",
+                        "9009",
+                        "--tcp-flags",
+                        "FIN",
+                        "FIN",
+                        "-j",
+                        "DROP",
+                    ],
+                )
+            ],  # fmt: skip
+            conns=stale_server_conns,
+            idle_timeout=0.5,
+        ),
+    ]
     return S
 
 
 # =========================================================================== verification
 
 
-def tshark_packets(path: Path) -> list[dict]:
+H2_ERRORS = {
+    "NO_ERROR": 0,
+    "PROTOCOL_ERROR": 1,
+    "INTERNAL_ERROR": 2,
+    "FLOW_CONTROL_ERROR": 3,
+    "REFUSED_STREAM": 7,
+    "CANCEL": 8,
+    "ENHANCE_YOUR_CALM": 11,
+}
+
+
+def tshark_packets(path: Path, keys: Path | None = None, h2_port: int | None = None) -> list[dict]:
     fields = [
         "frame.number",
         "frame.time_relative",
@@ -1444,11 +2136,26 @@ def tshark_packets(path: Path) -> list[dict]:
         "icmpv6.type",
         "tls.alert_message.desc",
         "tcp.len",
+        "ip.ttl",
+        "ipv6.hlim",
+        "http2.type",
+        "http2.goaway.error",
+        "http2.goaway.last_stream_id",
+        "http2.rst_stream.error",
+        "http2.streamid",
+        "http.response.code",
+        "http.request.method",
     ]
+    extra = []
+    if keys is not None:
+        extra += ["-o", f"tls.keylog_file:{keys}"]
+    if h2_port is not None:
+        extra += ["-d", f"tcp.port=={h2_port},http2"]
     r = subprocess.run(
         [
             "tshark",
             "-n",
+            *extra,
             "-r",
             str(path),
             "-T",
@@ -1472,10 +2179,10 @@ def tshark_packets(path: Path) -> list[dict]:
     return out
 
 
-def verify(sc: Sc, path: Path, conns: list[dict]) -> list[str]:
+def verify(sc: Sc, path: Path, conns: list[dict], keys: Path | None = None) -> list[str]:
     """Packet-level sanity check of the recorded capture against the ground truth."""
     errs: list[str] = []
-    pk = tshark_packets(path)
+    pk = tshark_packets(path, keys, sc.h2_decode_port)
     client_ip = ADDR[sc.ipv]["client"]
     flows: dict[tuple, dict] = {}
     order: list[tuple] = []
@@ -1491,10 +2198,30 @@ def verify(sc: Sc, path: Path, conns: list[dict]) -> list[str]:
         from_client = src == client_ip
         key = (sport, dport) if from_client else (dport, sport)
         if key not in flows:
-            flows[key] = {"first_close": None, "server_pkts": 0, "syn": False, "alerts": []}
+            flows[key] = {
+                "first_close": None,
+                "server_pkts": 0,
+                "syn": False,
+                "alerts": [],
+                "synack_ttl": None,
+                "goaway": [],
+                "rst_stream": [],
+                "status": [],
+            }
             order.append(key)
         f = flows[key]
         side = "client" if from_client else "server"
+        ttl = int((p["ip.ttl"] or p["ipv6.hlim"] or "0").split(",")[0])
+        if side == "server" and p["tcp.flags.syn"] in ("1", "True") and f["synack_ttl"] is None:
+            f["synack_ttl"] = ttl
+        if side == "server" and p["http2.goaway.error"]:
+            errs_ = p["http2.goaway.error"].split(",")
+            sids = p["http2.goaway.last_stream_id"].split(",")
+            f["goaway"] += [(int(e, 0), int(s_, 0)) for e, s_ in zip(errs_, sids, strict=False)]
+        if side == "server" and p["http2.rst_stream.error"]:
+            f["rst_stream"] += [int(e, 0) for e in p["http2.rst_stream.error"].split(",")]
+        if side == "server" and p["http.response.code"]:
+            f["status"] += [int(c) for c in p["http.response.code"].split(",")]
         if p["tcp.flags.syn"] in ("1", "True") and side == "client":
             f["syn"] = True
         if side == "server":
@@ -1507,7 +2234,7 @@ def verify(sc: Sc, path: Path, conns: list[dict]) -> list[str]:
             or "True" in (p["tcp.flags.fin"], p["tcp.flags.reset"])
         ):
             kind = "RST" if p["tcp.flags.reset"] in ("1", "True") else "FIN"
-            f["first_close"] = (side, kind)
+            f["first_close"] = (side, kind, ttl)
     if len(order) != len(conns):
         errs.append(f"{len(order)} TCP connections in the capture, manifest has {len(conns)}")
         return errs
@@ -1532,9 +2259,28 @@ def verify(sc: Sc, path: Path, conns: list[dict]) -> list[str]:
                 errs.append(f"conn {i}: open but {fc} seen")
         elif o == "tls_alert":
             pass  # ended by the fatal alert (checked below); the FIN/RST order after it is a race
+        elif by == "network":
+            # forged by pd-router in the name of the server: RST from the server's address
+            # whose TTL says it did not cross the router hop (the server's packets did)
+            if not fc or fc[:2] != ("server", "RST"):
+                errs.append(f"conn {i}: closed_by network but first FIN/RST is {fc}")
+            elif fc[2] != DEFAULT_TTL or (f["synack_ttl"] is not None and fc[2] == f["synack_ttl"]):
+                errs.append(
+                    f"conn {i}: RST TTL {fc[2]} does not look forged by the adjacent router "
+                    f"(SYN-ACK TTL {f['synack_ttl']})"
+                )
+            if o == "refused" and f["synack_ttl"] is not None:
+                errs.append(f"conn {i}: refused by the network but a SYN-ACK was captured")
         elif by in ("client", "server"):
             if not fc or fc[0] != by:
                 errs.append(f"conn {i}: closed_by {by} but first FIN/RST is {fc}")
+            elif (
+                by == "server"
+                and f["synack_ttl"] is not None
+                and fc[2] != f["synack_ttl"]
+                and sc.point == "client"
+            ):
+                errs.append(f"conn {i}: server close TTL {fc[2]} != SYN-ACK TTL {f['synack_ttl']}")
             if o in ("refused", "server_reset", "client_reset") and fc and fc[1] != "RST":
                 errs.append(f"conn {i}: {o} but first close is {fc[1]}")
             if (
@@ -1559,6 +2305,16 @@ def verify(sc: Sc, path: Path, conns: list[dict]) -> list[str]:
                 )
         if o == "tls_handshake_aborted" and any(before for _, _, before in f["alerts"]):
             errs.append(f"conn {i}: handshake_aborted but alerts {f['alerts']}")
+        h2 = c.get("h2") or {}
+        if h2.get("goaway"):
+            want = (H2_ERRORS[h2["goaway"]["error"]], h2["goaway"]["last_stream_id"])
+            if want not in f["goaway"]:
+                errs.append(f"conn {i}: GOAWAY {want} not decoded by tshark ({f['goaway']})")
+        for rs in h2.get("rst_streams", []):
+            if H2_ERRORS[rs["error"]] not in f["rst_stream"]:
+                errs.append(f"conn {i}: RST_STREAM {rs} not decoded by tshark ({f['rst_stream']})")
+        if c.get("proxy") and c["proxy"]["status"] not in f["status"]:
+            errs.append(f"conn {i}: proxy status {c['proxy']['status']} not seen ({f['status']})")
     if sc.icmp_from is None and icmp_srcs:
         errs.append(f"unexpected ICMP errors from {icmp_srcs}")
     return errs
@@ -1584,7 +2340,8 @@ class Recorder:
 
     def ensure_nginx(self) -> None:
         if self.nginx is None:
-            self.nginx = Nginx(self.work)
+            self.ensure_cert()
+            self.nginx = Nginx(self.work, self.cert, self.key)
             self.nginx.start()
 
     def ensure_cert(self) -> None:
@@ -1618,32 +2375,27 @@ class Recorder:
             self.ensure_nginx()
         if sc.tls or sc.scheme == "https":
             self.ensure_cert()
-        server = cap = client = None
+        server = cap = client = origin = None
         saved_sysctl: dict[str, str] = {}
+        saved_router: dict[str, str] = {}
+        fw_hits: list[dict] = []
+        origin_entries: list[dict] = []
+        origin_log = self.work / f"{sc.name}.origin.jsonl"
+        if origin_log.exists():
+            origin_log.unlink()
         try:
             for ns, tool, args in sc.fw:
                 sh(tool, *args, ns=ns)
             for k, v in sc.client_sysctl.items():
                 saved_sysctl[k] = sh("sysctl", "-n", k, ns=NS_C).stdout.strip()
                 sh("sysctl", "-qw", f"{k}={v}", ns=NS_C)
-            if sc.server and sc.server[0] == "py":
-                _, mode, port, sargs = sc.server
-                argv = [
-                    PY,
-                    str(SERVER_PY),
-                    "--mode",
-                    mode,
-                    "--host",
-                    ADDR[sc.ipv]["server"],
-                    "--port",
-                    str(port),
-                    "--log",
-                    str(srv_log),
-                ]
-                if mode == "tls":
-                    argv += ["--cert", str(self.cert), "--key", str(self.key)]
-                server = Proc(argv + list(sargs), ns=NS_S)
-                server.wait_line(r"^READY$", timeout=10)
+            if sc.origin is not None:
+                origin = self._start_server(sc, sc.origin, origin_log)
+            if sc.server and sc.server[0] in SERVER_SCRIPTS:
+                server = self._start_server(sc, sc.server, srv_log)
+            for k, v in sc.router_sysctl.items():
+                saved_router[k] = sh("sysctl", "-n", k, ns=NS_R).stdout.strip()
+                sh("sysctl", "-qw", f"{k}={v}", ns=NS_R)
             ns = NS_C if sc.point == "client" else NS_S
             iface = "any" if sc.iface == "any" else (IF_C if sc.point == "client" else IF_S)
             cap = Capture(
@@ -1661,9 +2413,9 @@ class Recorder:
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                 "LANG": "C.UTF-8",
                 "PYTHONDONTWRITEBYTECODE": "1",
-                "NO_PROXY": "*",
-                "no_proxy": "*",
             }
+            if "--proxy" not in sc.opts:  # an explicit proxy must not be bypassed
+                env |= {"NO_PROXY": "*", "no_proxy": "*"}
             if sc.tls or sc.scheme == "https":
                 env["SSLKEYLOGFILE"] = str(keys_tmp)
             opts = [str(self.cert) if o == "@CERT@" else o for o in sc.opts]
@@ -1692,8 +2444,11 @@ class Recorder:
             if rc != 0 or not client.out:
                 raise RuntimeError(f"client failed rc={rc}: {' | '.join(client.err[-8:])}")
             cres = json.loads(client.out[-1])
+            fw_hits = self._fw_hits(sc)
             # wait until the server has finished every connection it accepted
             entries = self._server_entries(srv_log, wait=server is not None)
+            if origin is not None:
+                origin_entries = self._server_entries(origin_log, wait=True, need_accept=False)
             time.sleep(sc.settle)
             cap.stop()
         finally:
@@ -1704,16 +2459,28 @@ class Recorder:
                 cap.stop()
             if server is not None:
                 server.stop()
+            if origin is not None:
+                origin.stop()
             flush_firewalls()
+            for k, v in saved_router.items():
+                sh("sysctl", "-qw", f"{k}={v}", ns=NS_R, check=False)
             for k, v in saved_sysctl.items():
                 sh("sysctl", "-qw", f"{k}={v}", ns=NS_C, check=False)
 
-        ctx = {"server_log": entries, "client": cres}
+        ctx = {
+            "server_log": entries,
+            "origin_log": origin_entries,
+            "client": cres,
+            "firewall": fw_hits,
+            "nginx_log": self._nginx_debug(sc),
+        }
         conns = (sc.conns or from_server_log)(ctx)
         if sc.extra_note:
             conns = [c | {"note": f"{c['note']}; {sc.extra_note}"} for c in conns]
         keys_file = None
-        if keys_tmp.exists() and keys_tmp.stat().st_size > 0:
+        if keys_tmp.exists() and any(
+            ln.strip() and not ln.startswith("#") for ln in keys_tmp.read_text().splitlines()
+        ):
             keys_file = f"{sc.name}.keys"
             shutil.copyfile(keys_tmp, self.out / keys_file)
             if sc.inject_secrets:
@@ -1723,7 +2490,7 @@ class Recorder:
         elif (self.out / f"{sc.name}.keys").exists():
             (self.out / f"{sc.name}.keys").unlink()
 
-        errs = verify(sc, path, conns)
+        errs = verify(sc, path, conns, keys_tmp if keys_file else None)
         size = path.stat().st_size
         if size > MAX_BYTES:
             errs.append(f"capture is {size} bytes (> {MAX_BYTES})")
@@ -1747,6 +2514,10 @@ class Recorder:
             entry["server_idle_timeout_s"] = sc.idle_timeout
         if sc.icmp_from:
             entry["icmp_from"] = sc.icmp_from
+        if sc.fw:
+            entry["firewall"] = fw_hits
+        if sc.router_sysctl:
+            entry["router_sysctl"] = sc.router_sysctl
         entry["server_software"] = self._server_software(sc)
         entry["capture"] = {
             "tool": sc.tool,
@@ -1762,6 +2533,10 @@ class Recorder:
         entry["keylog"] = keys_file
         entry["client_events"] = cres["events"]
         entry["server_log"] = [e for e in entries]
+        if sc.origin is not None:
+            entry["origin_log"] = origin_entries
+        if ctx["nginx_log"]:
+            entry["nginx_debug_log"] = ctx["nginx_log"]
         entry["client_run_s"] = round(duration, 3)
         return entry, errs
 
@@ -1770,17 +2545,82 @@ class Recorder:
             return None
         if sc.server[0] == "nginx":
             return f"nginx {self.nginx.version()} ({sc.server[1]})"
-        return f"tools/samples/server.py --mode {sc.server[1]} {' '.join(sc.server[3])}".strip()
+        out = (
+            f"tools/samples/{SERVER_SCRIPTS[sc.server[0]].name} --mode {sc.server[1]} "
+            f"{' '.join(sc.server[3])}"
+        ).strip()
+        if sc.server[0] == "h2":
+            out += f" (h2 {version_of('h2')}{', TLS' if sc.tls else ', h2c'})"
+        if sc.origin is not None:
+            out += (
+                f"; origin: tools/samples/server.py --mode {sc.origin[1]} "
+                f"{' '.join(sc.origin[3])} on {hostport(sc.ipv, sc.origin[2])}"
+            ).rstrip()
+        return out
+
+    def _start_server(self, sc: Sc, spec: tuple, log_path: Path) -> Proc:
+        kind, mode, port, sargs = spec
+        argv = [
+            PY,
+            str(SERVER_SCRIPTS[kind]),
+            "--mode",
+            mode,
+            "--host",
+            ADDR[sc.ipv]["server"],
+            "--port",
+            str(port),
+            "--log",
+            str(log_path),
+        ]
+        if (kind == "py" and mode.startswith("tls")) or (kind == "h2" and sc.tls):
+            argv += ["--cert", str(self.cert), "--key", str(self.key)]
+        proc = Proc(argv + list(sargs), ns=NS_S)
+        proc.wait_line(r"^READY$", timeout=10)
+        return proc
 
     @staticmethod
-    def _server_entries(path: Path, wait: bool, timeout: float = 15.0) -> list[dict]:
+    def _fw_hits(sc: Sc) -> list[dict]:
+        """Packet counters of the scenario's own firewall rules (read before the flush)."""
+        out = []
+        for ns, tool, args in sc.fw:
+            chain = args[1]
+            r = sh(tool, "-v", "-x", "-n", "-L", chain, "--line-numbers", ns=ns, check=False)
+            rows = [ln.split() for ln in r.stdout.splitlines()[2:] if ln.strip()]
+            idx = [
+                i for i, (n2, t2, a2) in enumerate(sc.fw) if (n2, t2, a2[1]) == (ns, tool, chain)
+            ]
+            pos = idx.index(sc.fw.index((ns, tool, args)))
+            pk = int(rows[pos][1]) if pos < len(rows) else None
+            out.append({"netns": ns, "rule": f"{tool} {' '.join(args)}", "packets": pk})
+        return out
+
+    def _nginx_debug(self, sc: Sc) -> list[str]:
+        """nginx's own debug lines about HTTP/2 frames it sent, for the h2 nginx servers."""
+        if not (sc.server and sc.server[0] == "nginx" and sc.server[1] in ("h2_tls", "h2c")):
+            return []
+        f = self.nginx.prefix / ("h2-tls.log" if sc.server[1] == "h2_tls" else "h2c.log")
+        time.sleep(0.2)
+        lines = f.read_text().splitlines() if f.exists() else []
+        f.write_text("")  # next scenario starts from an empty log
+        keep = ("GOAWAY", "RST_STREAM", "close http connection", "http2 send HEADERS")
+        return [ln for ln in lines if any(k in ln for k in keep)][:60]
+
+    @staticmethod
+    def _server_entries(
+        path: Path, wait: bool, timeout: float = 15.0, need_accept: bool = True
+    ) -> list[dict]:
         deadline = time.monotonic() + timeout
         while True:
             lines = path.read_text().splitlines() if path.exists() else []
             recs = [json.loads(x) for x in lines]
             accepted = {r["conn"] for r in recs if r.get("event") == "accept"}
             done = {r["conn"]: r for r in recs if "outcome" in r}
-            if not wait or (accepted and accepted <= set(done)) or time.monotonic() > deadline:
+            if (
+                not wait
+                or (accepted and accepted <= set(done))
+                or (not need_accept and not accepted)
+                or time.monotonic() > deadline
+            ):
                 if wait and not accepted <= set(done):
                     raise RuntimeError(f"server did not finish connections {accepted - set(done)}")
                 return [done[c] for c in sorted(done)]
@@ -1851,8 +2691,27 @@ analyzer. `server_idle_timeout_s` is the configured idle timeout where there is 
 `icmp_from` the address that sent the ICMP error, `keylog` the TLS key log saved beside
 the capture (`NAME.keys`, NSS key log format; only when the client derived any secrets).
 `client_events` / `server_log` are the raw observations the entry was built from.
+
+Outcomes: refused, syn_timeout, icmp_unreachable, tls_alert, tls_handshake_aborted,
+server_close_after_request, truncated_response, server_reset, client_reset,
+client_timeout, server_idle_close, server_close, client_close, open, and network_reset (an
+RST forged by a middlebox on an established connection); `closed_by` is client, server,
+network (a firewall on pd-router answered in the server's name: a SYN answered that way is
+"refused" by the network) or none. Optional facts per connection, filled from the servers'
+logs and the scenario's own setup: `request_line` (the last request the client sent before
+the close), `alert` / `alert_from` (TLS alert from the TLS server's log), `h2` (`goaway`:
+`last_stream_id`, `error`; `rst_streams`: `stream_id`, `error` — frames the HTTP/2 server
+sent, from its log or nginx's debug log), `proxy` (`status`, `origin` of the CONNECT),
+`stale` / `idle_before_s` (a pooled connection reused after that long idle, by the client's
+own clock) and `injected_by` (the rule that forged the RST). Per file, `firewall` lists the
+scenario's iptables rules with their packet counters, `router_sysctl` pd-router's settings,
+`origin_log` the log of the TLS origin behind the proxy and `nginx_debug_log` nginx's own
+lines about the HTTP/2 frames it sent. TLS captures have their key log beside them
+(`NAME.keys`; `tshark -o tls.keylog_file:NAME.keys`); for cleartext HTTP/2 (h2c) use
+`-d tcp.port==PORT,http2`.
 `tshark` was used only afterwards, as a packet-level cross-check (connection count, who
-sent the first FIN/RST, ICMP source, TLS alert sender).
+sent the first FIN/RST and its TTL — a forged RST is one hop "closer" than the server —,
+ICMP source, TLS alert sender, HTTP/2 GOAWAY/RST_STREAM frames and proxy status codes).
 
 ## Re-recording
 
@@ -1863,7 +2722,8 @@ python tools/record_samples.py --list               # scenario names
 ```
 
 Needs root, iproute2, iptables/ip6tables (nf_tables), tcpdump, dumpcap/tshark/editcap,
-nginx (nginx-light), openssl and requests/httpx/aiohttp in the running Python. Only
+nginx (nginx-light, with the http_v2 and ssl modules), openssl and requests/httpx/aiohttp
+and h2 in the running Python. Only
 private addresses inside the script's own namespaces (10.99.0.0/16, fd99::/16) are used
 and nothing is routed outside them; the namespaces, firewall rules and every process the
 script started are removed at the end (also on errors). Timestamps, ports, sequence

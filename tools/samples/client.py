@@ -234,6 +234,18 @@ def hold() -> None:
 # --------------------------------------------------------------------------- requests
 
 
+def requests_pooled_port(s, url) -> int | None:
+    """Local port of the idle connection urllib3 keeps for url (the one it will reuse)."""
+    try:
+        pool = s.get_adapter(url).poolmanager.connection_from_url(url)
+        for conn in list(pool.pool.queue):
+            if conn is not None and getattr(conn, "sock", None) is not None:
+                return local_port(conn.sock)
+    except Exception:  # noqa: BLE001 - best effort, only an observation
+        return None
+    return None
+
+
 def run_requests(args) -> int:
     import requests
     from requests.adapters import HTTPAdapter
@@ -252,6 +264,8 @@ def run_requests(args) -> int:
         s = requests.Session()
         if ctx is not None:
             s.mount("https://", CtxAdapter())
+        if args.proxy:
+            s.proxies = {"http": args.proxy, "https": args.proxy}
         return s
 
     timeout = (
@@ -293,6 +307,24 @@ def run_requests(args) -> int:
             s.close()
         ev("sessions closed")
         return args.conns
+    if args.action == "keepalive_race":
+        s = session()
+        try:
+            r = s.get(args.url, timeout=timeout, stream=True)
+            port1 = local_port(getattr(r.raw.connection, "sock", None))
+            body = r.content
+            ev("response 1", status=r.status_code, body_bytes=len(body), local_port=port1)
+            time.sleep(args.idle)
+            ev(
+                "sending request 2 on the pooled connection",
+                local_port=requests_pooled_port(s, args.url),
+                request_line=f"GET {urlsplit(args.url).path or '/'}again HTTP/1.1",
+            )
+            r = s.get(args.url + "again", timeout=timeout)
+            ev("response 2", status=r.status_code, body_bytes=len(r.content))
+        finally:
+            s.close()
+        return 1
     if args.action == "stream_abort":
         with session() as s:
             r = s.get(args.url, timeout=timeout, stream=True)
@@ -312,6 +344,16 @@ def run_requests(args) -> int:
 # --------------------------------------------------------------------------- httpx
 
 
+def httpx_pooled_port(c) -> int | None:
+    try:
+        for conn in c._transport._pool.connections:
+            stream = conn._connection._network_stream
+            return stream.get_extra_info("client_addr")[1]
+    except Exception:  # noqa: BLE001 - best effort, only an observation
+        return None
+    return None
+
+
 def run_httpx(args) -> int:
     import httpx
 
@@ -319,6 +361,12 @@ def run_httpx(args) -> int:
     kw = {}
     if ctx is not None:
         kw["verify"] = ctx
+    if args.proxy:
+        kw["proxy"] = args.proxy
+    if args.http2:
+        kw["http2"] = True
+    if args.h2c:  # cleartext HTTP/2 with prior knowledge
+        kw["http1"], kw["http2"] = False, True
     if args.timeout is not None:
         kw["timeout"] = args.timeout  # httpx.Client(timeout=2): connect/read/write/pool
     elif args.connect_timeout or args.read_timeout:
@@ -349,6 +397,29 @@ def run_httpx(args) -> int:
         c.close()
         ev("client closed")
         return 1
+    if args.action == "keepalive_race":
+        c = httpx.Client(**kw)
+        try:
+            r = c.get(args.url)
+            addr = r.extensions["network_stream"].get_extra_info("client_addr")
+            ev(
+                "response 1",
+                status=r.status_code,
+                body_bytes=len(r.content),
+                local_port=addr[1] if addr else None,
+                http_version=r.http_version,
+            )
+            time.sleep(args.idle)
+            ev(
+                "sending request 2 on the pooled connection",
+                local_port=httpx_pooled_port(c),
+                request_line=f"GET {urlsplit(args.url).path or '/'}again HTTP/1.1",
+            )
+            r = c.get(args.url + "again")
+            ev("response 2", status=r.status_code, body_bytes=len(r.content))
+        finally:
+            c.close()
+        return 1
     if args.action == "multi_idle":
         clients = []
         for n in range(args.conns):
@@ -374,6 +445,8 @@ async def _aiohttp(args) -> int:
 
     ctx = tls_context(args)
     req_kw = {"ssl": ctx} if ctx is not None else {}
+    if args.proxy:
+        req_kw["proxy"] = args.proxy
     timeout = aiohttp.ClientTimeout(
         total=None, connect=args.connect_timeout, sock_read=args.read_timeout
     )
@@ -456,6 +529,9 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--conns", type=int, default=3)
     p.add_argument("--gap", type=float, default=0.1)
+    p.add_argument("--proxy", help="requests/httpx/aiohttp: explicit proxy URL")
+    p.add_argument("--http2", action="store_true", help="httpx: http2=True (ALPN h2)")
+    p.add_argument("--h2c", action="store_true", help="httpx: HTTP/2 only, prior knowledge")
     args = p.parse_args()
 
     exc = None

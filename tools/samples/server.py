@@ -22,6 +22,13 @@ Modes (HTTP/1.1 unless noted):
   tls                 TLS server (--cert/--key, --tls-min/--tls-max); serves keep-alive HTTP
                       after a successful handshake, logs handshake failures
   close_after_hello   read the TLS ClientHello record, close() (FIN), no alert
+  tls_truncated       TLS: announce Content-Length: 20000, send 2000 body bytes, close() (FIN,
+                      no close_notify)
+  tls_keepalive       TLS keep-alive server closing an idle connection after --idle s (FIN, no
+                      close_notify); with --hold-data the server's own firewall holds back
+                      (drops) the client's data segments from the first response until the
+                      idle close, so a request sent just before the close is still in flight
+                      when it happens (the client's kernel retransmits it afterwards)
   rst_after_hello     read the TLS ClientHello record, SO_LINGER 0 close (RST), no alert
 """
 
@@ -36,6 +43,7 @@ import signal
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -457,6 +465,159 @@ def h_tls(sock, peer, n):
     )
 
 
+def tls_accept(sock, peer, n):
+    """Server-side TLS handshake for the tls_* modes; logs a failure and returns None."""
+    ctx = make_server_ctx()
+    sock.settimeout(10)
+    tls = ctx.wrap_socket(
+        sock, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=False
+    )
+    try:
+        tls.do_handshake()
+    except (ssl.SSLError, OSError) as e:
+        tls.close()
+        log(
+            {
+                "conn": n,
+                "peer": peer,
+                "handshake": "failed",
+                "server_error": repr(e),
+                "outcome": "unknown",
+                "closed_by": "unknown",
+                "note": f"unexpected handshake failure: {e!r}",
+            }
+        )
+        return None
+    return tls
+
+
+def tls_read_head(tls) -> bytes:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def h_tls_truncated(sock, peer, n):
+    tls = tls_accept(sock, peer, n)
+    if tls is None:
+        return
+    version = tls.version()
+    req = tls_read_head(tls)
+    body = (b"0123456789abcdefghijklmnopqrstuvwxyz-pcapdiag-truncated\n" * 40)[:2000]
+    tls.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 20000\r\n"
+        b"Connection: keep-alive\r\n\r\n" + body
+    )
+    time.sleep(0.05)
+    tls.close()  # plain close(): FIN, no close_notify
+    log(
+        {
+            "conn": n,
+            "peer": peer,
+            "handshake": "ok",
+            "tls_version": version,
+            "request": first_line(req),
+            "action": "sent head with Content-Length: 20000 and 2000 body bytes, then close() "
+            "without close_notify",
+            "outcome": "truncated_response",
+            "closed_by": "server",
+            "note": f"{version}: server announced Content-Length: 20000, sent 2000 body bytes "
+            "and closed with FIN without a close_notify alert (18000 bytes missing)",
+        }
+    )
+
+
+def hold_rule(op: str, peer: str) -> list[str]:
+    """iptables rule in this (pd-server) namespace dropping the peer's data segments."""
+    host, port = peer.rsplit(":", 1)
+    host = host.strip("[]")
+    tool = "ip6tables" if ":" in host else "iptables"
+    return [tool, op, "INPUT", "-p", "tcp", "-s", host, "--sport", port, "--dport",
+            str(ARGS.port), "--tcp-flags", "PSH", "PSH", "-j", "DROP"]  # fmt: skip
+
+
+def h_tls_keepalive(sock, peer, n):
+    tls = tls_accept(sock, peer, n)
+    if tls is None:
+        return
+    version = tls.version()
+    served: list[str] = []
+    events: list[dict] = []
+    buf = b""
+    end = None
+    held = False
+    while True:
+        try:
+            while b"\r\n\r\n" not in buf:
+                if not tls.pending():
+                    r, _, _ = select.select([tls], [], [], ARGS.idle)
+                    if not r:
+                        end = "idle"
+                        break
+                chunk = tls.recv(65536)
+                if not chunk:
+                    end = "client EOF"
+                    break
+                buf += chunk
+        except ssl.SSLEOFError:
+            end = "client FIN without close_notify"
+        except (ssl.SSLError, OSError) as e:
+            end = f"client_error {e!r}"
+        if end:
+            break
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        served.append(first_line(head + b"\r\n"))
+        body = b"ok %d\n" % len(served)
+        tls.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: keep-alive\r\n"
+            + f"Keep-Alive: timeout={ARGS.idle:g}\r\n".encode()
+            + b"\r\n"
+            + body
+        )
+        events.append({"t": round(time.monotonic() - T0, 6), "event": f"response {len(served)}"})
+        if ARGS.hold_data and not held:
+            subprocess.run(hold_rule("-I", peer), check=True)
+            held = True
+            events.append({"t": round(time.monotonic() - T0, 6), "event": "holding client data"})
+    tls.close()  # FIN, no close_notify
+    events.append({"t": round(time.monotonic() - T0, 6), "event": f"closed ({end})"})
+    if held:
+        subprocess.run(hold_rule("-D", peer), check=True)
+        events.append({"t": round(time.monotonic() - T0, 6), "event": "released client data"})
+    if end == "idle":
+        outcome, closer = "server_idle_close", "server"
+        note = (
+            f"{version}: server answered {len(served)} request(s) with keep-alive, then closed "
+            f"the connection (FIN, no close_notify) after {ARGS.idle:g} s idle"
+        )
+    else:
+        outcome, closer = "client_close", "client"
+        note = f"{version}: server answered {len(served)} request(s); the client closed first"
+    log(
+        {
+            "conn": n,
+            "peer": peer,
+            "handshake": "ok",
+            "tls_version": version,
+            "requests": served,
+            "idle_timeout_s": ARGS.idle,
+            "hold_data": ARGS.hold_data,
+            "events": events,
+            "end": end,
+            "action": "TLS keep-alive server",
+            "outcome": outcome,
+            "closed_by": closer,
+            "note": note,
+        }
+    )
+
+
 def read_client_hello(sock) -> bytes:
     sock.settimeout(5)
     buf = b""
@@ -540,6 +701,12 @@ def main() -> None:
         "--ignore-eof",
         action="store_true",
         help="tls: set OP_IGNORE_UNEXPECTED_EOF (no alert on a ragged close)",
+    )
+    p.add_argument(
+        "--hold-data",
+        action="store_true",
+        help="tls_keepalive: drop the client's data segments from the first response "
+        "until the idle close (iptables in this namespace)",
     )
     ARGS = p.parse_args()
 
