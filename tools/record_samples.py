@@ -43,6 +43,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
@@ -844,6 +845,18 @@ def nginx_h2_conns(ctx) -> list[dict]:
     names = {v: n for n, v in H2_ERRORS.items()}
     n_conn = max(k, len(goaways))
     assert goaways, "nginx logged no GOAWAY"
+    log_ = ctx["nginx_log"]
+    i_go = next(i for i, ln in enumerate(log_) if "GOAWAY" in ln)
+    i_hd = next((i for i, ln in enumerate(log_) if "create HEADERS frame" in ln), None)
+    when = (
+        "as soon as it accepted the request on stream {sid}, before it created the response "
+        "HEADERS frame (order of its debug log: 'http2 send GOAWAY frame', then 'create "
+        "HEADERS frame'), i.e. GOAWAY precedes the response on the wire"
+        if i_hd is not None and i_go < i_hd
+        else "after answering the request on stream {sid} (its debug log: 'http2 send "
+        "GOAWAY frame')"
+    )
+    path = urlsplit(ctx["client"]["url"]).path or "/"
     out = []
     for i in range(n_conn):
         sid, err = goaways[i] if i < len(goaways) else goaways[-1]
@@ -851,11 +864,14 @@ def nginx_h2_conns(ctx) -> list[dict]:
             C(
                 "server_close",
                 "server",
-                "nginx keepalive_requests 1: after answering the request on stream "
-                f"{sid} nginx sent GOAWAY(last_stream_id={sid}, {names.get(err, err)}) "
-                "(its debug log: 'http2 send GOAWAY frame') and closed the connection",
+                "nginx keepalive_requests 1: nginx sent GOAWAY(last_stream_id="
+                f"{sid}, {names.get(err, err)}) {when.format(sid=sid)}, answered the request "
+                "and closed the connection (FIN)",
             )
-            | {"h2": {"goaway": {"last_stream_id": sid, "error": names.get(err, str(err))}}}
+            | {
+                "request_line": f"GET {path} HTTP/2",
+                "h2": {"goaway": {"last_stream_id": sid, "error": names.get(err, str(err))}},
+            }
         )
     return out
 
@@ -871,7 +887,17 @@ def proxy_conns(ctx) -> list[dict]:
     out = []
     for e in ctx["server_log"]:
         facts = {"proxy": {"status": e["status"], "origin": e["origin"]}}
-        if e["outcome"] == "tunnel":  # the end of the tunnel: from the origin's log
+        if e["outcome"] == "tunnel" and not SSL_ALERT.get(ctx["origin_log"][0].get("reason")):
+            (o,) = ctx["origin_log"]
+            assert o["closed_by"] == "client", o
+            c = C(
+                o["outcome"],
+                "client",
+                f"{e['peer']}: proxy answered {e['request_line']!r} with 200 Connection "
+                f"established and relayed the tunnel; inside it (origin's log): {o['note']}; "
+                f"the proxy then saw the {e['first_close']} and closed the other side",
+            )
+        elif e["outcome"] == "tunnel":  # the end of the tunnel: from the origin's log
             (o,) = ctx["origin_log"]
             alert = SSL_ALERT.get(o.get("reason"))
             assert alert and o["closed_by"] == "client", o
@@ -880,7 +906,7 @@ def proxy_conns(ctx) -> list[dict]:
                 "client",
                 f"{e['peer']}: proxy answered {e['request_line']!r} with 200 Connection "
                 f"established and relayed the tunnel; inside it (origin's log): {o['note']}; "
-                "the proxy then saw the {e['first_close']} and closed the "
+                f"the proxy then saw the {e['first_close']} and closed the "
                 "other side",
             )
             facts |= {"alert": alert, "alert_from": "client"}
@@ -949,8 +975,8 @@ def stale_conntrack_conns(ctx) -> list[dict]:
             "request_line": req2["request_line"],
             "stale": True,
             "idle_before_s": idle_before(ctx),
-            "injected_by": "pd-router iptables -m conntrack --ctstate INVALID REJECT "
-            "--reject-with tcp-reset",
+            "injected_by": f"pd-router {ctx['firewall'][0]['rule'].split()[0]} -m conntrack "
+            "--ctstate INVALID REJECT --reject-with tcp-reset",
         }
     ]
 
@@ -1683,14 +1709,21 @@ def new_scenarios() -> list[Sc]:
         "closes (FIN, no close_notify); {lib} GET (cert trusted via cafile)"
     )
     for lib, v, sargs, extra in (
-        ("requests", "TLS 1.3", [], {}),
+        ("requests", "TLS 1.3", [], {"extra_note": OPENSSL_EOF_NOTE}),
         ("aiohttp", "TLS 1.2", ["--tls-max", "1.2"], {}),
-        ("httpx", "TLS 1.3", [], {"tool": "dumpcap", "ext": "pcapng"}),
+        (
+            "httpx",
+            "TLS 1.3",
+            [],
+            {"tool": "dumpcap", "ext": "pcapng", "extra_note": OPENSSL_EOF_NOTE},
+        ),
+        ("requests", "TLS 1.2", ["--tls-max", "1.2"], {"ipv": 6, "extra_note": OPENSSL_EOF_NOTE}),
     ):
         tag = "tls13" if v == "TLS 1.3" else "tls12"
+        v6 = "-v6" if extra.get("ipv") == 6 else ""
         S.append(
             Sc(
-                f"truncated_response-{lib}-{tag}",
+                f"truncated_response-{lib}{v6}-{tag}",
                 trunc.format(v=v, lib=lib),
                 lib,
                 ("py", "tls_truncated", 9446, sargs),
@@ -1726,6 +1759,7 @@ def new_scenarios() -> list[Sc]:
                 opts=["--idle", "0.3", *opts, *cafile],
                 tls=True,
                 idle_timeout=0.35,
+                extra_note=OPENSSL_EOF_NOTE,
             )
         )
     S += [
@@ -1924,6 +1958,24 @@ def new_scenarios() -> list[Sc]:
             opts=cafile,
         ),
         px(
+            "tls_handshake_aborted-requests-proxy_cut",
+            "requests",
+            "cut_handshake",
+            "Python CONNECT proxy establishes the tunnel to a Python ssl origin (TLS 1.3, "
+            "cert trusted via cafile), relays the ClientHello and only the ServerHello record, "
+            "then closes the tunnel (FIN) mid-handshake",
+            opts=cafile,
+            extra_note=OPENSSL_EOF_NOTE.replace("server's kernel", "proxy's kernel"),
+        ),
+        px(
+            "tls_handshake_aborted-aiohttp-proxy_tunnel",
+            "aiohttp",
+            "tunnel",
+            "Python CONNECT proxy tunnels to a Python ssl origin (TLS 1.3) with a self-signed "
+            "certificate; aiohttp (asyncio ssl) verifies it against its default CA store and "
+            "rejects it inside the tunnel",
+        ),
+        px(
             "tls_alert-requests-proxy_tunnel",
             "requests",
             "tunnel",
@@ -2045,6 +2097,46 @@ def new_scenarios() -> list[Sc]:
                 fw_rule(
                     NS_R,
                     4,
+                    [
+                        "-A",
+                        "FORWARD",
+                        "-p",
+                        "tcp",
+                        "-m",
+                        "conntrack",
+                        "--ctstate",
+                        "INVALID",
+                        "-j",
+                        "REJECT",
+                        "--reject-with",
+                        "tcp-reset",
+                    ],
+                )
+            ],  # fmt: skip
+            router_sysctl={
+                "net.netfilter.nf_conntrack_tcp_timeout_established": "3",
+                "net.netfilter.nf_conntrack_tcp_loose": "0",
+            },
+            conns=stale_conntrack_conns,
+            client_timeout=30,
+        ),
+        Sc(
+            "network_reset-httpx-v6-stale_conntrack",
+            "IPv6 variant: pd-router tracks connections with a 3 s established timeout "
+            "(nf_conntrack_tcp_loose=0) and ip6tables REJECTs --reject-with tcp-reset what "
+            "conntrack calls INVALID; Python keep-alive server (idle close after 8 s); httpx "
+            "Client GET /, idle 4.2 s (below httpcore's 5 s keepalive_expiry, so the pooled "
+            "connection is reused), GET /again on the same connection -> the router forges "
+            "an RST",
+            "httpx",
+            ("py", "keepalive_idle", 9008, ["--idle", "8"]),
+            ipv=6,
+            action="keepalive_race",
+            opts=["--idle", "4.2"],
+            fw=[
+                fw_rule(
+                    NS_R,
+                    6,
                     [
                         "-A",
                         "FORWARD",
@@ -2602,7 +2694,7 @@ class Recorder:
         time.sleep(0.2)
         lines = f.read_text().splitlines() if f.exists() else []
         f.write_text("")  # next scenario starts from an empty log
-        keep = ("GOAWAY", "RST_STREAM", "close http connection", "http2 send HEADERS")
+        keep = ("GOAWAY", "RST_STREAM", "close http connection", "create HEADERS frame")
         return [ln for ln in lines if any(k in ln for k in keep)][:60]
 
     @staticmethod

@@ -69,7 +69,7 @@ def handle(sock: socket.socket, peer: str, n: int) -> None:
         ctx.set_alpn_protocols(["h2"])
         if ARGS.tls_max == "1.2":
             ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        sock = ctx.wrap_socket(sock, server_side=True)
+        sock = ctx.wrap_socket(sock, server_side=True, suppress_ragged_eofs=False)
         version = f"{sock.version()} ALPN {sock.selected_alpn_protocol()}"
     sock.settimeout(10)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
@@ -88,6 +88,9 @@ def handle(sock: socket.socket, peer: str, n: int) -> None:
     while end is None:
         try:
             data = sock.recv(65536)
+        except ssl.SSLEOFError:
+            end = "client FIN without close_notify"
+            break
         except (OSError, ssl.SSLError) as e:
             end = f"recv error {e!r}"
             break
@@ -187,11 +190,18 @@ def handle(sock: socket.socket, peer: str, n: int) -> None:
         )
     else:
         outcome, closer = (
-            ("client_close", "client") if end == "client EOF" else ("unknown", "unknown")
+            ("client_close", "client")
+            if end in ("client EOF", "client FIN without close_notify")
+            else ("unknown", "unknown")
         )
         note = (
             f"server reset every stream ({', '.join(r['error'] for r in sent['rst_streams'])}) "
             f"without answering; the connection stayed open until the client closed it ({end})"
+        ) + (
+            "; the server's OpenSSL answered the missing close_notify with a fatal "
+            "decode_error alert after the client's FIN"
+            if end == "client FIN without close_notify"
+            else ""
         )
     log(
         {
