@@ -544,8 +544,18 @@ class Connection:
             side = Side.CLIENT if fc else Side.SERVER
             for level, desc in item.alerts:
                 name = _tls.ALERT_NAMES.get(desc, f"alert {desc}")
-                if self.tls is not None and len(self.tls.alerts) < _tls.MAX_ALERTS:
-                    self.tls.alerts.append(_tls.TlsAlert(f, ts, fc, level, desc, name, False))
+                if self.tls is not None:
+                    known = _tls.TlsAlert(f, ts, fc, level, desc, name, False)
+                    alerts = self.tls.alerts
+                    same = next(
+                        (i for i, a in enumerate(alerts)
+                         if a.encrypted and a.frame == f and a.from_client == fc),
+                        None,
+                    )  # fmt: skip
+                    if same is not None:
+                        alerts[same] = known  # the record the keyless pass could not read
+                    elif len(alerts) < _tls.MAX_ALERTS:
+                        alerts.append(known)
                 self.tiny_tls = None
                 if level == 2 or desc != 0:
                     self.emit(side, Ev.ALERT, ts, f, name)

@@ -115,7 +115,8 @@ class KeyLog:
         except OSError as exc:
             raise UsageError(f"{path}: cannot read the key log: {exc.strerror or exc}") from exc
         n = self.add_text(text, str(path))
-        if n == 0:
+        junk = any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
+        if n == 0 and junk:  # a header-only log is fine: a failed TLS 1.2 handshake logs nothing
             raise UsageError(
                 f"{path}: no NSS key log lines (CLIENT_RANDOM / *_TRAFFIC_SECRET_0 ...) found"
             )
@@ -424,7 +425,8 @@ class _TsharkRun:
             finally:
                 if cap is not None:
                     self._close(cap, loop)
-                put(_DONE)
+                with contextlib.suppress(queue.Full):  # the consumer may have left
+                    q.put(_DONE, timeout=5)
 
         self.thread = threading.Thread(target=work, name="pcapdiag-tshark", daemon=True)
         self.thread.start()
@@ -438,6 +440,8 @@ class _TsharkRun:
                 try:
                     item = q.get(timeout=min(left, 0.5))
                 except queue.Empty:
+                    if not self.thread.is_alive() and q.empty():
+                        break
                     continue
                 if item is _DONE:
                     break
