@@ -2299,6 +2299,7 @@ def verify(sc: Sc, path: Path, conns: list[dict], keys: Path | None = None) -> l
                 "goaway": [],
                 "rst_stream": [],
                 "status": [],
+                "last_payload": None,
             }
             order.append(key)
         f = flows[key]
@@ -2321,6 +2322,8 @@ def verify(sc: Sc, path: Path, conns: list[dict], keys: Path | None = None) -> l
         if p["tls.alert_message.desc"]:
             # (sender, alert code, sent before anybody's first FIN/RST?)
             f["alerts"].append((side, p["tls.alert_message.desc"], f["first_close"] is None))
+        if f["first_close"] is None and p["tcp.len"] not in ("", "0"):
+            f["last_payload"] = side
         if f["first_close"] is None and (
             "1" in (p["tcp.flags.fin"], p["tcp.flags.reset"])
             or "True" in (p["tcp.flags.fin"], p["tcp.flags.reset"])
@@ -2398,6 +2401,17 @@ def verify(sc: Sc, path: Path, conns: list[dict], keys: Path | None = None) -> l
         if o == "tls_handshake_aborted" and any(before for _, _, before in f["alerts"]):
             errs.append(f"conn {i}: handshake_aborted but alerts {f['alerts']}")
         h2 = c.get("h2") or {}
+        # a request outstanding when the connection was closed / reset (the new, request_line
+        # scenarios; in the older keep-alive races the FIN came before the late request): the
+        # client's data is the last payload on the wire before the first FIN/RST
+        if (
+            (o == "server_close_after_request" and c.get("request_line") and not h2)
+            or o == "network_reset"
+            or c.get("stale")
+        ) and f["last_payload"] != "client":
+            errs.append(
+                f"conn {i}: {o} but the last payload before the close is {f['last_payload']}"
+            )
         if h2.get("goaway"):
             want = (H2_ERRORS[h2["goaway"]["error"]], h2["goaway"]["last_stream_id"])
             if want not in f["goaway"]:
