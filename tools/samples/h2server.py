@@ -13,12 +13,12 @@ ground-truth ``outcome``/``closed_by``/``note`` of the TCP connection.
 
 Modes:
   goaway_after_one  answer the first request (200), then GOAWAY(NO_ERROR,
-                    last_stream_id=<that stream>), FIN right behind it (shutdown), read until
-                    the client closes
+                    last_stream_id=<that stream>), FIN in the same segment (TCP_CORK +
+                    shutdown), then read until the client closes
   rst_stream        answer every request with RST_STREAM(--error, default REFUSED_STREAM);
                     keep the connection until the client closes it
   goaway_error      on the first request, send GOAWAY(--error, default ENHANCE_YOUR_CALM,
-                    last_stream_id=0, debug data) without answering, FIN right behind it
+                    last_stream_id=0, debug data) without answering, FIN in the same segment
 """
 
 from __future__ import annotations
@@ -119,6 +119,8 @@ def handle(sock: socket.socket, peer: str, n: int) -> None:
                     )
                     sent["goaway"] = {"last_stream_id": sid, "error": "NO_ERROR"}
                     frame("GOAWAY sent", last_stream_id=sid, error="NO_ERROR")
+                    # GOAWAY and FIN in one segment (the FIN is queued before the uncork)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
                     sock.sendall(conn.data_to_send())
                     end = "server closed after GOAWAY"
                     closed_after_goaway = True
@@ -139,6 +141,8 @@ def handle(sock: socket.socket, peer: str, n: int) -> None:
                         "debug_data": DEBUG_DATA.decode(),
                     }
                     frame("GOAWAY sent", last_stream_id=0, error=err.name)
+                    # GOAWAY and FIN in one segment (the FIN is queued before the uncork)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
                     sock.sendall(conn.data_to_send())
                     end = "server closed after GOAWAY"
                     closed_after_goaway = True
@@ -160,9 +164,10 @@ def handle(sock: socket.socket, peer: str, n: int) -> None:
             with contextlib.suppress(OSError):
                 sock.sendall(out)
     if closed_after_goaway:
-        # like nginx: FIN right behind the GOAWAY, then read (and discard) whatever the
+        # FIN right behind the GOAWAY (corked: same segment), then read (and discard) whatever the
         # client still sends until its own FIN, so that the final close() is not an RST
         sock.shutdown(socket.SHUT_WR)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
         frame("FIN sent (shutdown SHUT_WR)")
         drained = 0
         with contextlib.suppress(OSError, ssl.SSLError):
@@ -176,8 +181,8 @@ def handle(sock: socket.socket, peer: str, n: int) -> None:
         outcome, closer = "server_close", "server"
         note = (
             f"server answered {requests[0]!r} on stream {sent['goaway']['last_stream_id']}, sent "
-            "GOAWAY(NO_ERROR) naming it as the last stream and closed the connection (FIN) "
-            "right behind it, then read until the client's FIN"
+            "GOAWAY(NO_ERROR) naming it as the last stream and closed the connection: FIN in "
+            "the same segment as the GOAWAY, then it read until the client's FIN"
             if sent["goaway"]
             else f"no request; {end}"
         )
@@ -185,8 +190,8 @@ def handle(sock: socket.socket, peer: str, n: int) -> None:
         outcome, closer = "server_close_after_request", "server"
         note = (
             f"server received {requests[0]!r} on stream 1 and, without answering it, sent "
-            f"GOAWAY({sent['goaway']['error']}, last_stream_id=0, debug data) and closed (FIN) "
-            "right behind it, then read until the client's FIN"
+            f"GOAWAY({sent['goaway']['error']}, last_stream_id=0, debug data) and closed: FIN "
+            "in the same segment as the GOAWAY, then it read until the client's FIN"
         )
     else:
         outcome, closer = (
