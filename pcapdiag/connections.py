@@ -234,6 +234,7 @@ class Connection:
         "h2_goaway",
         "h2_resets",
         "h2_open",
+        "h2_after_goaway",
         "tunnel",
     )
 
@@ -285,6 +286,7 @@ class Connection:
         self.h2_goaway: list[_h2.H2Event] = []
         self.h2_resets: list[_h2.H2Event] = []
         self.h2_open = 0  # HTTP/2 streams with a request and no end (nor reset) yet
+        self.h2_after_goaway: str | None = None  # first server frame kind after its GOAWAY
         self.tunnel: str | None = None  # the CONNECT request line once a proxy tunnel is up
 
     # ------------------------------------------------------------------------------------
@@ -590,6 +592,12 @@ class Connection:
             return
         for e in evs:
             k = e.kind
+            if (
+                k in ("response", "response_end")
+                and self.h2_after_goaway is None
+                and any(not g.from_client for g in self.h2_goaway)
+            ):
+                self.h2_after_goaway = "RECV_HEADERS" if k == "response" else "RECV_DATA"
             if k == "request":
                 self.h2_open += 1
                 if self.h2_open == 1:

@@ -197,7 +197,9 @@ class ConnectionRecord:
 
     @property
     def is_problem(self) -> bool:
-        return self.outcome in PROBLEMS
+        """A failed connection, or one whose HTTP/2 stream or connection the server
+        ended with an error the client raises (the TCP close itself may be clean)."""
+        return self.outcome in PROBLEMS or bool(self.h2 and self.h2.get("httpx"))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -311,6 +313,7 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
         keepalive_race=race,
         last_request=last_req,
         orientation=conn.orientation,
+        proxy=proxy,
         anomalies=list(conn.anomalies) + list(m.anomalies or ()),
         events=[(e.ts_ns, e.frame, str(e.side), str(e.kind), e.detail) for e in conn.events],
     )
@@ -323,7 +326,6 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
             + f" (no SYN seen: the server was chosen by port {conn.s_port})."
         )
     rec.server_ttl, rec.reset_ttl = conn.s.ttl, conn.s.rst_ttl
-    rec.proxy = proxy
     rec.h2 = _h2_info(conn)
     _stale(conn, rec)
     if proxy is not None and proxy["tunnel"] and outcome != "proxy_refused":
@@ -421,27 +423,37 @@ def _h2_info(conn: Connection) -> dict[str, Any] | None:
             + (f"; debug '{g['debug']}'" if g["debug"] else "")
             + ")."
         )
-    server_resets = [r for r in resets if r["from"] == "server"]
     for r in resets[:5]:
         parts.append(
             f"HTTP/2 RST_STREAM from the {r['from']} on stream {r['stream_id']} at frame "
             f"{r['frame']} ({r['error']})."
         )
+    # httpx (through httpcore and the h2 library) words these with h2's event reprs.
     httpx = None
-    bad_goaway = next(
-        (g for g in goaways if g["from"] == "server" and g["error"] != "NO_ERROR"), None
-    )
-    if server_resets:
-        r = server_resets[0]
+    bad_goaway = next((g for g in conn.h2_goaway if not g.from_client and g.error_code), None)
+    server_reset = next((r for r in conn.h2_resets if not r.from_client), None)
+    if server_reset is not None:
         httpx = (
-            f"httpx.RemoteProtocolError: <StreamReset stream_id:{r['stream_id']}, "
-            f"error_code:ErrorCodes.{r['error']}, remote_reset:True>"
+            f"httpx.RemoteProtocolError: <StreamReset stream_id:{server_reset.stream_id}, "
+            f"error_code:{server_reset.error_code}, remote_reset:True> "
+            f"({server_reset.error_name})"
         )
     elif bad_goaway is not None:
-        g = bad_goaway
+        debug = (bad_goaway.debug or "").encode("utf-8", "replace").hex()
         httpx = (
-            f"httpx.RemoteProtocolError: <ConnectionTerminated error_code:{g['error']}, "
-            f"last_stream_id:{g['last_stream_id']}, additional_data:…>"
+            f"httpx.RemoteProtocolError: <ConnectionTerminated error_code:"
+            f"{bad_goaway.error_code}, last_stream_id:{bad_goaway.last_stream_id}, "
+            f"additional_data:{debug or None}> ({bad_goaway.error_name})"
+        )
+    elif conn.h2_after_goaway is not None:
+        # h2 closes its state machine on GOAWAY; frames the server still sends for a
+        # stream it promised to finish are then refused by the client's own h2
+        httpx = (
+            f"httpx.LocalProtocolError: Invalid input ConnectionInputs.{conn.h2_after_goaway} "
+            "in state ConnectionState.CLOSED"
+        )
+        parts.append(
+            "The server kept sending on a stream after its GOAWAY, which httpx's h2 refuses."
         )
     return {
         "goaway": goaways,

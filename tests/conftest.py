@@ -28,3 +28,16 @@ def zeek_dir() -> Path:
 @pytest.fixture(scope="session")
 def wireshark_dir() -> Path:
     return _need(WIRESHARK)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_tshark_survives_the_suite():
+    """Decryption runs tshark in many tests (any pcapng with secrets, any --keylog): not
+    one process may outlive the suite."""
+    yield
+    import psutil
+
+    left = [p for p in psutil.Process().children(recursive=True) if "tshark" in (p.name() or "")]
+    for p in left:
+        p.kill()
+    assert not left, f"tshark processes survived the suite: {[p.pid for p in left]}"

@@ -15,6 +15,7 @@ import pytest
 from conftest import SAMPLES
 from hypothesis import given
 from hypothesis import strategies as st
+from test_samples import check_client_errors, check_outcomes
 
 import pcapdiag
 from pcapdiag import decrypt
@@ -111,6 +112,8 @@ def test_samples_with_keys_give_the_real_outcome(entry: dict) -> None:
     facts only the plaintext shows (the alert name, the request line) are there."""
     cap = SAMPLES / entry["file"]
     keys = SAMPLES / (Path(entry["file"]).stem + ".keys")
+    check_outcomes(SAMPLES, entry, keylog=keys)
+    check_client_errors(SAMPLES, entry, keylog=keys)
     result = pcapdiag.analyze(cap, keylog=keys)
     got = [r for r in result.records]
     want = entry["connections"]
@@ -141,9 +144,7 @@ def test_missing_tshark_is_named_and_keyless_verdicts_stay(monkeypatch) -> None:
     cap = SAMPLES / "client_close-requests-v6-tls12.pcap"
     keys = SAMPLES / "client_close-requests-v6-tls12.keys"
     real_which = shutil.which
-    monkeypatch.setattr(
-        decrypt.shutil, "which", lambda n: None if n == "tshark" else real_which(n)
-    )
+    monkeypatch.setattr(decrypt.shutil, "which", lambda n: None if n == "tshark" else real_which(n))
     result = pcapdiag.analyze(cap, keylog=keys)
     (rec,) = result.records
     assert rec.outcome == "client_close" and not rec.decrypted
