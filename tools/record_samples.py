@@ -886,7 +886,10 @@ SSL_ALERT = {
 def proxy_conns(ctx) -> list[dict]:
     out = []
     for e in ctx["server_log"]:
-        facts = {"proxy": {"status": e["status"], "origin": e["origin"]}}
+        facts = {
+            "request_line": e["request_line"],  # the CONNECT, as the proxy read it
+            "proxy": {"status": e["status"], "origin": e["origin"]},
+        }
         if e["outcome"] == "tunnel" and not SSL_ALERT.get(ctx["origin_log"][0].get("reason")):
             (o,) = ctx["origin_log"]
             assert o["closed_by"] == "client", o
