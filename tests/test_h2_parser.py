@@ -1140,11 +1140,11 @@ TSHARK_SAMPLES = {
             ("goaway", 11, 0, "NO_ERROR"),
         ],
         [
-            ("request", 20, 1, None),
-            ("request_end", 20, 1, None),
-            ("response", 25, 1, 200),
-            ("response_end", 25, 1, 200),
-            ("goaway", 25, 0, "NO_ERROR"),
+            ("request", 22, 1, None),
+            ("request_end", 22, 1, None),
+            ("response", 24, 1, 200),
+            ("response_end", 24, 1, 200),
+            ("goaway", 24, 0, "NO_ERROR"),
         ],
     ],
     "h2_rst_stream-httpx-h2c.pcap": [
@@ -1156,9 +1156,9 @@ TSHARK_SAMPLES = {
     ],
     "h2_goaway_error-httpx-h2c-protocol_error.pcap": [
         [
-            ("request", 8, 1, None),
-            ("request_end", 8, 1, None),
-            ("goaway", 11, 0, "PROTOCOL_ERROR"),
+            ("request", 10, 1, None),
+            ("request_end", 10, 1, None),
+            ("goaway", 13, 0, "PROTOCOL_ERROR"),
         ]
     ],
 }

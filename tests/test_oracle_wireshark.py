@@ -11,8 +11,6 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
-
 import pcapdiag
 
 FIN_DECIDED = {
