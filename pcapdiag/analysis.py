@@ -95,7 +95,7 @@ class Analysis:
 
     @property
     def problems(self) -> list[ConnectionRecord]:
-        return [r for r in self.records if r.is_problem]
+        return [r for r in self.records if r.outcome in PROBLEMS]
 
     @property
     def idle_timeout_s(self) -> float | None:
@@ -143,7 +143,7 @@ class Analysis:
         """A view keeping only some connections (the summary is recomputed for them)."""
         recs = self.records
         if problems:
-            recs = [r for r in recs if r.is_problem]
+            recs = [r for r in recs if r.outcome in PROBLEMS]
         if host:
             recs = [r for r in recs if host in (r.client_ip, r.server_ip)]
         if port is not None:

@@ -197,9 +197,7 @@ class ConnectionRecord:
 
     @property
     def is_problem(self) -> bool:
-        """A failed connection, or one whose HTTP/2 stream or connection the server
-        ended with an error the client raises (the TCP close itself may be clean)."""
-        return self.outcome in PROBLEMS or bool(self.h2 and self.h2.get("httpx"))
+        return self.outcome in PROBLEMS
 
     def to_json(self) -> dict[str, Any]:
         return {

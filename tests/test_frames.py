@@ -31,6 +31,7 @@ from pcapdiag import frames
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_pcaps"
 MANIFEST = json.loads((SAMPLES / "manifest.json").read_text())
+KEYLOGS = sorted(SAMPLES.glob("*.keys"))  # every key log the recorded clients wrote
 BY_FILE = {e["file"]: e for e in MANIFEST}
 ETHERNET = [e["file"] for e in MANIFEST if e["link_type"].startswith("EN10MB")]
 RACE = "server_close_after_request-stdlib-keepalive_race.pcap"
@@ -315,11 +316,13 @@ def test_any_subset_of_captures_concatenates(names: list[str]) -> None:
 
 
 def test_problems_df_is_the_problem_rows() -> None:
-    a = pcapdiag.analyze(SAMPLES)
+    a = pcapdiag.analyze(SAMPLES, keylog=KEYLOGS)
     pdf = a.problems_df
     assert list(pdf.index) == [r.id for r in a.problems]
     assert set(pdf["outcome"]) <= pcapdiag.PROBLEMS
-    want = sum(1 for e in MANIFEST for c in e["connections"] if c["outcome"] in pcapdiag.PROBLEMS)
+    want = sum(
+        1 for e in MANIFEST for o, _ in expected(SAMPLES, e, keyed=True) if o in pcapdiag.PROBLEMS
+    )
     assert len(pdf) == want
 
 
@@ -346,13 +349,19 @@ def test_html_is_escaped_and_problems_come_first(tmp_path: Path) -> None:
     assert "<script>" not in view._repr_html_()
     assert "&lt;script&gt;" in view._repr_html_()
 
-    big = pcapdiag.analyze(SAMPLES)
+    big = pcapdiag.analyze(SAMPLES, keylog=KEYLOGS)
     page = big._repr_html_()
     assert page.count("<tr>") == 1 + 20  # header + at most 20 rows
     assert f"… and {len(big.records) - 20} more" in page
     first_rows = page.split("<tbody>")[1].split("</tr>")[:20]
     assert all("pcapdiag-problem" in row for row in first_rows)
-    assert "12 server_close_after_request" in page
+    races = sum(
+        1
+        for e in MANIFEST
+        for o, _ in expected(SAMPLES, e, keyed=True)
+        if o == "server_close_after_request"
+    )
+    assert f"{races} server_close_after_request" in page
     text = repr(big)
     assert text.startswith("<pcapdiag.Analysis>")
     assert "Idle timeout:" in text
