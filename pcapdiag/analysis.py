@@ -80,6 +80,7 @@ class CaptureSummary:
             "last_time": None if self.last_ns is None else self.last_ns / NS,
             "warnings": self.warnings,
             "error": self.error,
+            "decrypted": self.decrypted,
         }
 
 

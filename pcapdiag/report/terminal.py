@@ -55,6 +55,7 @@ def render(analysis: Analysis, out: IO[str] | None = None, *, width: int | None 
         console = Console(file=out, width=10_000, highlight=False, no_color=True, soft_wrap=True)
     _summary(console, analysis)
     _problems(console, analysis)
+    _h2_errors(console, analysis)
     _table(console, analysis)
     for cap in analysis.captures:
         for w in cap.warnings[:10]:
@@ -71,6 +72,13 @@ def _summary(console: Console, a: Analysis) -> None:
             style="bold",
         )
     )
+    decrypted = sum(c.decrypted for c in a.captures)
+    if decrypted:
+        console.print(
+            Text(
+                f"  TLS: {decrypted} connection{'' if decrypted == 1 else 's'} decrypted with tshark"
+            )
+        )
     line = Text("  ")
     for outcome, count in a.by_outcome.items():
         line.append(f"{outcome} ", style=_COLOURS[outcome])
@@ -111,6 +119,25 @@ def _problems(console: Console, a: Analysis) -> None:
             console.print(Text("    cause   ", style="dim").append(clean(r0.cause)))
         if r0.fix:
             console.print(Text("    fix     ", style="dim").append(clean(r0.fix), style="green"))
+
+
+def _h2_errors(console: Console, a: Analysis) -> None:
+    """HTTP/2 streams or connections the server ended with an error, on connections whose
+    TCP close was otherwise fine (those already shown as problems are not repeated)."""
+    recs = [r for r in a.records if r.h2 and r.h2.get("httpx") and not r.is_problem]
+    if not recs:
+        return
+    console.print()
+    console.print(Text(f"HTTP/2 errors  {len(recs)} connection(s)", style="bold red"))
+    for r in recs[:MAX_EXAMPLES]:
+        console.print(
+            Text(f"  #{r.id} {clean(r.client)} → {clean(r.server)}: ", style="bold").append(
+                clean(r.h2["summary"] if r.h2 else "")
+            )
+        )
+        console.print(
+            Text("    httpx    ", style="dim").append(clean(r.h2["httpx"] if r.h2 else ""))
+        )
 
 
 def _table(console: Console, a: Analysis) -> None:
