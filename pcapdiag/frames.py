@@ -96,6 +96,10 @@ CONNECTION_SCHEMA: dict[str, str] = {
     "first_frame": "Int64",
     "last_frame": "Int64",
     "keepalive_race": "boolean",
+    "decrypted": "boolean",
+    "stale": "boolean",
+    "proxy_status": "Int64",
+    "h2_error": _STR,
     "retry_of": "Int64",
     "idle_before_close_s": "float64",
     "syn_count": "Int64",
@@ -203,6 +207,18 @@ def _tls_alert(r: ConnectionRecord) -> str | None:
     return str(chosen["description"])
 
 
+def _h2_error(r: ConnectionRecord) -> str | None:
+    """The first HTTP/2 error the server sent: 'RST_STREAM REFUSED_STREAM (stream 1)'."""
+    h2 = r.h2 or {}
+    for reset in h2.get("resets", ()):
+        if reset["from"] == "server":
+            return f"RST_STREAM {reset['error']} (stream {reset['stream_id']})"
+    for g in h2.get("goaway", ()):
+        if g["from"] == "server" and g["error"] != "NO_ERROR":
+            return f"GOAWAY {g['error']} (last stream {g['last_stream_id']})"
+    return None
+
+
 def connections_frame(records: Sequence[ConnectionRecord]) -> pd.DataFrame:
     """One row per connection (index ``id``), with the dtypes of ``CONNECTION_SCHEMA``."""
     import pandas as pd
@@ -225,6 +241,10 @@ def connections_frame(records: Sequence[ConnectionRecord]) -> pd.DataFrame:
     cols["close_time"] = [r.close_ns for r in recs]
     cols["duration_s"] = [(r.end_ns - r.start_ns) / NS for r in recs]
     cols["keepalive_race"] = [bool(r.keepalive_race) for r in recs]
+    cols["decrypted"] = [bool(r.decrypted) for r in recs]
+    cols["stale"] = [bool(r.stale) for r in recs]
+    cols["proxy_status"] = [(r.proxy or {}).get("status") for r in recs]
+    cols["h2_error"] = [_h2_error(r) for r in recs]
     cols["tls_version"] = [t.get("version") for t in tls]
     cols["tls_sni"] = [t.get("sni") for t in tls]
     cols["tls_alert"] = [_tls_alert(r) if r.tls else None for r in recs]
