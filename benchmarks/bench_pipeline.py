@@ -6,6 +6,12 @@ traffic mix is real while the size is chosen. Run by hand, not in the test suite
 
     python benchmarks/bench_pipeline.py --source sample_pcaps/keepalive-idle-requests.pcap --copies 20000
     python benchmarks/bench_pipeline.py --source ../shared/oracle/zeek/traces/ssh.pcap --copies 300
+    python benchmarks/bench_pipeline.py --source sample_pcaps/server_close-requests-tls13.pcap \
+        --copies 500 --keylog sample_pcaps/server_close-requests-tls13.keys
+
+With ``--keylog`` (every copy reuses the recorded handshake, so every connection has its
+secrets) it also times the analysis with TLS decryption, in wall time since tshark runs
+as a child process, and tshark's peak RSS.
 
 Prints packets/s for: reading only, reading + decoding, the full analysis; and peak RSS.
 """
@@ -68,12 +74,15 @@ def main() -> None:
     ap.add_argument("--source", type=Path, required=True)
     ap.add_argument("--copies", type=int, default=1000)
     ap.add_argument("--keep", type=Path, help="write the capture here and keep it")
+    ap.add_argument("--keylog", type=Path, help="also time the analysis with TLS decryption")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "bench.pcap"
         n = replicate(args.source, path, args.copies)
         size = path.stat().st_size
-        print(f"capture: {n:,} packets, {size / 1e6:.0f} MB ({args.copies} copies of {args.source.name})")
+        print(
+            f"capture: {n:,} packets, {size / 1e6:.0f} MB ({args.copies} copies of {args.source.name})"
+        )
 
         t = time.process_time()
         with reader.open_capture(str(path)) as cap:
@@ -93,8 +102,26 @@ def main() -> None:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"read            {n / t_read:>12,.0f} packets/s")
         print(f"read + decode   {n / t_decode:>12,.0f} packets/s")
-        print(f"full analysis   {n / t_all:>12,.0f} packets/s  ({len(result.records):,} connections)")
+        print(
+            f"full analysis   {n / t_all:>12,.0f} packets/s  ({len(result.records):,} connections)"
+        )
         print(f"peak RSS        {rss:>12,.0f} MB")
+        if args.keylog:
+            t = time.perf_counter()
+            plain = analyze(str(path))
+            t_keyless = time.perf_counter() - t
+            t = time.perf_counter()
+            keyed = analyze(str(path), keylog=args.keylog)
+            t_keyed = time.perf_counter() - t
+            done = sum(c.decrypted for c in keyed.captures)
+            child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            print(
+                f"keyless (wall)  {t_keyless:>12.2f} s   ({len(plain.records):,} connections)\n"
+                f"with keys       {t_keyed:>12.2f} s   ({done:,} decrypted, "
+                f"{done / max(t_keyed - t_keyless, 1e-9):,.0f} decrypted connections/s, "
+                f"{n / t_keyed:,.0f} packets/s overall)\n"
+                f"tshark peak RSS {child:>12,.0f} MB"
+            )
 
 
 if __name__ == "__main__":
