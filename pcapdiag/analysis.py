@@ -445,13 +445,20 @@ def _decrypt_file(
     except (DecryptError, CaptureError) as exc:
         summary.warnings.append(f"{path}: {exc}")
         return
-    by_first = {r.first_frame: r for r in new}
+    # A connection tshark could not decrypt (secrets that do not fit) keeps its keyless
+    # record: the replay without plaintext knows less than the turns of the first pass.
+    by_first = {r.first_frame: r for r in new if r.decrypted}
     for i, rec in enumerate(mine):
         repl = by_first.get(rec.first_frame)
         if repl is not None:
-            repl.decrypted = True
+            repl.id = rec.id
             mine[i] = repl
     summary.decrypted = len(by_first)
+    if len(by_first) < len(targets):
+        summary.warnings.append(
+            f"{path}: {len(targets) - len(by_first)} TLS connection(s) with secrets in the key "
+            "log could not be decrypted by tshark; their keyless verdicts stay"
+        )
 
 
 def _selected(path: str, lookup: dict[tuple, list[tuple[int, int, int, bool]]]) -> Iterable:

@@ -230,6 +230,7 @@ class Connection:
         "plain",
         "plain_target",
         "plain_bytes",
+        "plain_seen",
         "h2",
         "h2_goaway",
         "h2_resets",
@@ -282,6 +283,7 @@ class Connection:
         self.plain: PlainFeed | None = None
         self.plain_target = -1
         self.plain_bytes = [0, 0]  # decrypted application bytes (client, server)
+        self.plain_seen = False  # tshark decrypted something of this connection
         self.h2: _h2.H2Observer | None = None
         self.h2_goaway: list[_h2.H2Event] = []
         self.h2_resets: list[_h2.H2Event] = []
@@ -542,6 +544,7 @@ class Connection:
         assert feed is not None
         items = feed.drain(self.plain_target) if final else feed.take(self.plain_target, frame)
         for item in items:
+            self.plain_seen = True
             fc, f, ts = item.from_client, item.frame, item.ts_ns
             side = Side.CLIENT if fc else Side.SERVER
             for level, desc in item.alerts:

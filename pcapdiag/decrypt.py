@@ -283,6 +283,7 @@ class _TsharkRun:
         self.timeout_s = timeout_s
         self.procs: list[Any] = []  # asyncio Process objects of the tshark runs
         self.expired = False
+        self.abandoned = False  # stopped from outside (timeout, consumer gone): not an error
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -307,6 +308,18 @@ class _TsharkRun:
             return proc
 
         cap._get_tshark_process = tracked  # type: ignore[method-assign]
+        cleanup = cap._cleanup_subprocess
+
+        async def patient_cleanup(process: Any) -> Any:
+            # pyshark kills tshark even when it has just exited at the end of its output;
+            # the kill's pid check then reaps it before asyncio learns its exit status, and
+            # a clean run reads as a crash (code 255). Let the status arrive first.
+            if process.returncode is None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(process.wait(), 2)
+            return await cleanup(process)
+
+        cap._cleanup_subprocess = patient_cleanup  # type: ignore[method-assign]
         return cap
 
     def _plaintexts(self, cap: Any) -> Iterator[Plaintext]:
@@ -341,7 +354,7 @@ class _TsharkRun:
         return err
 
     def _expire(self) -> None:
-        self.expired = True
+        self.expired = self.abandoned = True
         self.kill_process()
 
     def kill_process(self) -> None:
@@ -391,7 +404,7 @@ class _TsharkRun:
         if self.expired:
             raise self._timeout_error()
         err = err or close_err
-        if err is not None and not self.stop.is_set():
+        if err is not None and not self.abandoned:
             raise DecryptError(_tshark_message(err)) from None
 
     def _threaded(self) -> Iterator[Plaintext]:
@@ -418,7 +431,7 @@ class _TsharkRun:
                             break
                     err = self._close(cap, loop)
                     cap = None
-                    if err is not None and not self.stop.is_set():
+                    if err is not None and not self.abandoned:
                         box.append(err)
             except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
                 box.append(exc)
@@ -435,7 +448,7 @@ class _TsharkRun:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    self.expired = True
+                    self.expired = self.abandoned = True
                     raise self._timeout_error()
                 try:
                     item = q.get(timeout=min(left, 0.5))
@@ -447,6 +460,8 @@ class _TsharkRun:
                     break
                 yield item
         finally:
+            if self.thread.is_alive():
+                self.abandoned = True
             self.kill_process()
             self.thread.join(timeout=10)
         if box and not self.expired:
@@ -454,6 +469,7 @@ class _TsharkRun:
 
     def kill(self) -> None:
         """Stop tshark now; it is reaped by its event loop. Safe to call more than once."""
+        self.abandoned = True
         self.kill_process()
         if self.thread is not None:
             self.thread.join(timeout=10)

@@ -312,6 +312,7 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
         last_request=last_req,
         orientation=conn.orientation,
         proxy=proxy,
+        decrypted=conn.plain_seen,
         anomalies=list(conn.anomalies) + list(m.anomalies or ()),
         events=[(e.ts_ns, e.frame, str(e.side), str(e.kind), e.detail) for e in conn.events],
     )

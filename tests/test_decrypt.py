@@ -223,3 +223,25 @@ def test_keylog_never_raises_on_any_text(text: str) -> None:
     log = KeyLog()
     n = log.add_text(text)
     assert 0 <= n <= text.count("\n") + 1
+
+
+def test_tshark_error_is_one_warning_with_its_message(monkeypatch) -> None:
+    """tshark refusing its input: its stderr becomes the warning, keyless verdicts stay,
+    and the process is reaped (the autouse fixture)."""
+    from pcapdiag import analysis
+
+    class Garbage(decrypt.PcapngWriter):
+        def __init__(self, fh, keylog_lines):
+            super().__init__(fh, keylog_lines)
+            fh.seek(0)
+            fh.write(b"this is not a capture file at all")
+
+    monkeypatch.setattr(analysis, "PcapngWriter", Garbage)
+    cap = SAMPLES / "client_close-requests-v6-tls12.pcap"
+    keys = SAMPLES / "client_close-requests-v6-tls12.keys"
+    result = pcapdiag.analyze(cap, keylog=keys)
+    (rec,) = result.records
+    assert rec.outcome == "client_close" and not rec.decrypted
+    (warning,) = result.captures[0].warnings
+    assert "tshark failed while decrypting" in warning
+    assert "\n" not in warning
