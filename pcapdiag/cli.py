@@ -83,6 +83,9 @@ def _run(captures: tuple[str, ...], *, progress: bool = False, **filters: Any) -
     """
     from pcapdiag.analysis import analyze as run
 
+    if "keylog" in filters:
+        filters["keylog"] = list(filters["keylog"])
+
     bar: Any = contextlib.nullcontext()
     if progress and sys.stderr.isatty():
         from pcapdiag.report.terminal import ReadProgress
@@ -138,27 +141,15 @@ def _figure_output(path: str) -> str:
 )
 def analyze(
     captures: tuple[str, ...],
-    problems: bool,
-    host: str | None,
-    port: int | None,
-    at: str | None,
-    window: float,
-    keylog: tuple[str, ...],
-    decrypt_timeout: float,
     fmt: str,
     html_path: str | None,
+    **filters: Any,
 ) -> None:
     """Analyse CAPTURES (pcap, pcapng, gzip'd; a directory means every capture in it)."""
     result = _run(
         captures,
         progress=fmt == "table",
-        problems=problems,
-        host=host,
-        port=port,
-        at=at,
-        window=window,
-        keylog=list(keylog),
-        decrypt_timeout=decrypt_timeout,
+        **filters,
     )
     html_error = _write_html(result, html_path) if html_path else None  # before stdout: a
     out = sys.stdout  # closed pipe (| head) must not lose the report
@@ -204,27 +195,15 @@ def _write_html(result: Analysis, path: str) -> str | None:
 )
 def report(
     captures: tuple[str, ...],
-    problems: bool,
-    host: str | None,
-    port: int | None,
-    at: str | None,
-    window: float,
-    keylog: tuple[str, ...],
-    decrypt_timeout: float,
     output: str,
+    **filters: Any,
 ) -> None:
     """Write one self-contained HTML report of CAPTURES: verdict, findings, timeline,
     ladder diagrams, the connection table and the capture facts."""
     result = _run(
         captures,
         progress=True,
-        problems=problems,
-        host=host,
-        port=port,
-        at=at,
-        window=window,
-        keylog=list(keylog),
-        decrypt_timeout=decrypt_timeout,
+        **filters,
     )
     error = _write_html(result, output)
     if error:
@@ -254,28 +233,16 @@ def report(
 )
 def timeline(
     captures: tuple[str, ...],
-    problems: bool,
-    host: str | None,
-    port: int | None,
-    at: str | None,
-    window: float,
-    keylog: tuple[str, ...],
-    decrypt_timeout: float,
     output: str,
     max_lanes: int,
+    **filters: Any,
 ) -> None:
     """Draw every connection of CAPTURES on one time axis."""
     _figure_output(output)
     result = _run(
         captures,
         progress=True,
-        problems=problems,
-        host=host,
-        port=port,
-        at=at,
-        window=window,
-        keylog=list(keylog),
-        decrypt_timeout=decrypt_timeout,
+        **filters,
     )
     from pcapdiag.report import figures
 

@@ -1004,6 +1004,23 @@ def stale_server_conns(ctx) -> list[dict]:
     ]
 
 
+# A router that forgets idle connections after 3 s (conntrack) and answers what it no longer
+# knows with a forged RST, like a NAT gateway or load balancer past its idle timeout.
+STALE_CONNTRACK_SYSCTL = {
+    "net.netfilter.nf_conntrack_tcp_timeout_established": "3",
+    "net.netfilter.nf_conntrack_tcp_loose": "0",
+}
+
+
+def stale_conntrack_rule(ipv: int) -> tuple:
+    reject = ["-j", "REJECT", "--reject-with", "tcp-reset"]
+    return fw_rule(
+        NS_R,
+        ipv,
+        ["-A", "FORWARD", "-p", "tcp", "-m", "conntrack", "--ctstate", "INVALID", *reject],
+    )
+
+
 def scenarios() -> list[Sc]:
     S: list[Sc] = []
     ka75, ka0, idle = (hostport(4, NGINX_PORTS[k]) for k in ("ka75", "ka0", "idle1s"))
@@ -2096,30 +2113,8 @@ def new_scenarios() -> list[Sc]:
             ("py", "keepalive_idle", 9008, ["--idle", "8"]),
             action="keepalive_race",
             opts=["--idle", "6"],
-            fw=[
-                fw_rule(
-                    NS_R,
-                    4,
-                    [
-                        "-A",
-                        "FORWARD",
-                        "-p",
-                        "tcp",
-                        "-m",
-                        "conntrack",
-                        "--ctstate",
-                        "INVALID",
-                        "-j",
-                        "REJECT",
-                        "--reject-with",
-                        "tcp-reset",
-                    ],
-                )
-            ],  # fmt: skip
-            router_sysctl={
-                "net.netfilter.nf_conntrack_tcp_timeout_established": "3",
-                "net.netfilter.nf_conntrack_tcp_loose": "0",
-            },
+            fw=[stale_conntrack_rule(4)],
+            router_sysctl=STALE_CONNTRACK_SYSCTL,
             conns=stale_conntrack_conns,
             client_timeout=30,
         ),
@@ -2136,30 +2131,8 @@ def new_scenarios() -> list[Sc]:
             ipv=6,
             action="keepalive_race",
             opts=["--idle", "4.2"],
-            fw=[
-                fw_rule(
-                    NS_R,
-                    6,
-                    [
-                        "-A",
-                        "FORWARD",
-                        "-p",
-                        "tcp",
-                        "-m",
-                        "conntrack",
-                        "--ctstate",
-                        "INVALID",
-                        "-j",
-                        "REJECT",
-                        "--reject-with",
-                        "tcp-reset",
-                    ],
-                )
-            ],  # fmt: skip
-            router_sysctl={
-                "net.netfilter.nf_conntrack_tcp_timeout_established": "3",
-                "net.netfilter.nf_conntrack_tcp_loose": "0",
-            },
+            fw=[stale_conntrack_rule(6)],
+            router_sysctl=STALE_CONNTRACK_SYSCTL,
             conns=stale_conntrack_conns,
             client_timeout=30,
         ),
