@@ -858,6 +858,13 @@ def _capture_facts(w, ctx: _Context) -> None:  # noqa: ANN001
     w("</tbody></table>\n")
     if len(a.captures) > 500:
         w(f'<p class="cut">{len(a.captures) - 500:,} more capture files not listed.</p>\n')
+    decrypted = sum(c.decrypted for c in a.captures)
+    if decrypted:
+        w(
+            f"<p>TLS: {decrypted:,} connection{'' if decrypted == 1 else 's'} decrypted with "
+            "tshark from the key log or the capture's embedded secrets; their verdicts come "
+            "from the plaintext.</p>\n"
+        )
     warnings = [(c.path, x) for c in a.captures for x in c.warnings]
     errors = [(c.path, c.error) for c in a.captures if c.error]
     errors += [("", str(x)) for x in a.errors if str(x) not in {m for _, m in errors}]
