@@ -35,6 +35,7 @@ from pcapdiag.errors import CaptureError, UsageError
 from pcapdiag.explain import (
     ConnectionRecord,
     IdleTimeout,
+    annotate_forged_refusals,
     annotate_retries,
     explain,
     infer_idle_timeouts,
@@ -312,6 +313,7 @@ def analyze(
             summary.error = str(exc)
             errors.append(exc)
     annotate_retries(records)
+    annotate_forged_refusals(records)
     result = Analysis(records, captures, infer_idle_timeouts(records), errors)
     if problems or host or port is not None or at is not None:
         result = result.filter(

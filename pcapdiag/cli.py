@@ -52,6 +52,15 @@ def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
             metavar="SECONDS",
             help="Half-width of the --at window.",
         ),
+    ]
+    for opt in reversed(options):
+        fn = opt(fn)
+    return _decryption(fn)
+
+
+def _decryption(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """TLS decryption options (every command that analyses captures has them)."""
+    options = [
         click.option(
             "--keylog",
             "keylog",
@@ -252,6 +261,7 @@ def timeline(
 
 @main.command(short_help="Draw one connection's ladder (sequence) diagram.")
 @click.argument("captures", nargs=-1, required=True, type=click.Path())
+@_decryption
 @click.option(
     "--conn",
     "conn_id",
@@ -268,10 +278,10 @@ def timeline(
     metavar="FILE",
     help="Image to write: .svg, .png or .pdf (the format comes from the extension).",
 )
-def ladder(captures: tuple[str, ...], conn_id: int, output: str) -> None:
+def ladder(captures: tuple[str, ...], conn_id: int, output: str, **decryption: Any) -> None:
     """Draw the ladder (sequence) diagram of one connection of CAPTURES."""
     _figure_output(output)
-    result = _run(captures, progress=True)
+    result = _run(captures, progress=True, **decryption)
     rec = next((r for r in result.records if r.id == conn_id), None)
     if rec is None:
         ids = [r.id for r in result.records]

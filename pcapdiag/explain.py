@@ -912,6 +912,28 @@ def annotate_retries(records: list[ConnectionRecord]) -> None:
         last[key] = r
 
 
+def annotate_forged_refusals(records: list[ConnectionRecord]) -> None:
+    """A SYN answered by RST has no earlier server packet to compare the RST's TTL with;
+    other connections to the same server address (in the same analysis) give one. When
+    their SYN-ACKs all arrive with one TTL and the RST with another, a middlebox forged it."""
+    baseline: dict[str, set[int]] = {}
+    for r in records:
+        if r.handshake == "full" and r.server_ttl is not None:
+            baseline.setdefault(r.server_ip, set()).add(r.server_ttl)
+    for r in records:
+        if r.outcome != "refused" or r.closed_by != "server" or r.reset_ttl is None:
+            continue
+        seen = baseline.get(r.server_ip)
+        if seen is None or len(seen) != 1 or r.reset_ttl in seen:
+            continue
+        (ttl,) = seen
+        r.closed_by = "network"
+        r.evidence = r.evidence.rstrip(".") + (
+            f"; its TTL {r.reset_ttl} is not the {ttl} this server's SYN-ACKs arrive with on "
+            "other connections here: a firewall or load balancer on the path forged it."
+        )
+
+
 @dataclass(slots=True)
 class IdleTimeout:
     """The server idle timeout inferred from idle closes, per server endpoint."""

@@ -141,3 +141,18 @@ def test_manifest_covers_every_outcome() -> None:
     assert set(pcapdiag.OUTCOMES) <= seen, set(pcapdiag.OUTCOMES) - seen
     assert {e["ip_version"] for e in MANIFEST} == {4, 6}
     assert len({_lib(e["client"]) for e in MANIFEST}) >= 2
+
+
+def test_forged_refusal_is_told_by_another_connection_to_that_server() -> None:
+    """The router-forged RST to a SYN (manifest: closed_by network) cannot be told alone;
+    next to a capture of a normal exchange with the same server (recorded in the same
+    topology, so the server's SYN-ACK TTL is known) it is attributed to the network."""
+    for forged, normal in (
+        ("refused-requests-router_rst.pcap", "client_close-requests.pcap"),
+        ("refused-httpx-v6-router_rst.pcap", "client_close-httpx-v6.pcap"),
+    ):
+        a = pcapdiag.analyze([SAMPLES / forged, SAMPLES / normal])
+        (rec,) = [r for r in a.records if r.capture.endswith(forged)]
+        entry = next(e for e in MANIFEST if e["file"] == forged)
+        assert (rec.outcome, rec.closed_by) == truth(entry["connections"][0]), rec.evidence
+        assert "forged" in rec.evidence
