@@ -178,6 +178,7 @@ class ConnectionRecord:
     decrypted: bool = False  # classified from the TLS plaintext (key log or DSB)
     stale: bool = False  # reset in answer to the first data after a long idle
     server_ttl: int | None = None  # IP TTL / hop limit of the server's first packet
+    client_ttl: int | None = None  # ... and of the client's (its SYN)
     reset_ttl: int | None = None  # ... and of the RST in the server's name, if any
     h2: dict[str, Any] | None = None  # HTTP/2: GOAWAYs and reset streams
     proxy: dict[str, Any] | None = None  # a CONNECT to an HTTP proxy: request, status, tunnel
@@ -324,7 +325,7 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
             rec.evidence.rstrip(".")
             + f" (no SYN seen: the server was chosen by port {conn.s_port})."
         )
-    rec.server_ttl, rec.reset_ttl = conn.s.ttl, conn.s.rst_ttl
+    rec.server_ttl, rec.reset_ttl, rec.client_ttl = conn.s.ttl, conn.s.rst_ttl, conn.c.ttl
     rec.h2 = _h2_info(conn)
     _stale(conn, rec)
     if proxy is not None and proxy["tunnel"] and outcome != "proxy_refused":
@@ -916,14 +917,17 @@ def annotate_forged_refusals(records: list[ConnectionRecord]) -> None:
     """A SYN answered by RST has no earlier server packet to compare the RST's TTL with;
     other connections to the same server address (in the same analysis) give one. When
     their SYN-ACKs all arrive with one TTL and the RST with another, a middlebox forged it."""
-    baseline: dict[str, set[int]] = {}
+    # Keyed by the client's own SYN TTL too: it tells the vantage point (a capture on the
+    # client sees its SYNs with their initial TTL, one on the server sees them decremented),
+    # and the server's TTL is only comparable from the same point.
+    baseline: dict[tuple[str, int | None], set[int]] = {}
     for r in records:
         if r.handshake == "full" and r.server_ttl is not None:
-            baseline.setdefault(r.server_ip, set()).add(r.server_ttl)
+            baseline.setdefault((r.server_ip, r.client_ttl), set()).add(r.server_ttl)
     for r in records:
         if r.outcome != "refused" or r.closed_by != "server" or r.reset_ttl is None:
             continue
-        seen = baseline.get(r.server_ip)
+        seen = baseline.get((r.server_ip, r.client_ttl))
         if seen is None or len(seen) != 1 or r.reset_ttl in seen:
             continue
         (ttl,) = seen
