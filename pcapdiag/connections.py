@@ -343,6 +343,8 @@ class Connection:
     ) -> None:
         if self.mode == "turns":
             self._turn(from_client, frame, ts)
+            if self.plain is not None:  # framing lost: plaintext is no use, don't hold it
+                self.plain.take(self.plain_target, frame)
             return
         streams = self.streams
         if streams is None:
