@@ -19,6 +19,7 @@ from pcapdiag.classify import OUTCOMES, PROBLEMS
 from pcapdiag.errors import (
     CaptureError,
     CorruptCaptureError,
+    DecryptError,
     NotACaptureError,
     PcapdiagError,
     UsageError,
@@ -49,6 +50,7 @@ __all__ = [
     "ConnectionRecord",
     "ConnectionView",
     "CorruptCaptureError",
+    "DecryptError",
     "IdleTimeout",
     "NotACaptureError",
     "PcapdiagError",

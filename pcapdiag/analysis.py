@@ -24,14 +24,13 @@ from pcapdiag.classify import OUTCOMES, PROBLEMS
 from pcapdiag.connections import NS, Connection, Tracker
 from pcapdiag.decrypt import (
     DEFAULT_TIMEOUT_S,
-    DecryptError,
     KeyLog,
     PcapngWriter,
     temp_dir,
     tshark_available,
     tshark_session,
 )
-from pcapdiag.errors import CaptureError, UsageError
+from pcapdiag.errors import CaptureError, DecryptError, UsageError
 from pcapdiag.explain import (
     ConnectionRecord,
     IdleTimeout,

@@ -37,10 +37,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pcapdiag.errors import PcapdiagError, UsageError
+from pcapdiag.errors import DecryptError, UsageError
 
 __all__ = [
-    "DecryptError",
     "KeyLog",
     "Plaintext",
     "PlainFeed",
@@ -61,10 +60,6 @@ _LABELS = (
     "EARLY_EXPORTER_SECRET",
     "EXPORTER_SECRET",
 )
-
-
-class DecryptError(PcapdiagError):
-    """Decryption could not run (tshark missing, failed or too slow); keyless results stand."""
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,7 +6,10 @@ Hierarchy::
     ├── CaptureError              a capture file cannot be read (from here on)
     │   ├── NotACaptureError      the bytes are not pcap, pcapng or gzip of either
     │   └── CorruptCaptureError   the file starts well but is damaged at ``offset``
-    └── UsageError                the caller asked for something impossible (bad filter, ...)
+    ├── UsageError                the caller asked for something impossible (bad filter, ...)
+    └── DecryptError              TLS decryption could not run (tshark missing, failing or too
+                                  slow): never raised to the caller, it becomes a warning and
+                                  the keyless verdicts stand
 
 A ``CaptureError`` raised while reading means that everything before ``offset`` /
 ``frame`` was delivered: results up to the damage stay valid and are reported.
@@ -62,3 +65,7 @@ class CorruptCaptureError(CaptureError):
 
 class UsageError(PcapdiagError):
     """Invalid arguments from the caller (CLI flags or API parameters)."""
+
+
+class DecryptError(PcapdiagError):
+    """Decryption could not run (tshark missing, failed or too slow); keyless results stand."""
