@@ -12,6 +12,7 @@ The exception texts are the ones the libraries really print (recorded on loopbac
 from __future__ import annotations
 
 import statistics
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -302,7 +303,7 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
         last_frame=conn.last_frame,
         zeek_conn_state=conn.zeek.first.conn_state(),
         zeek_history=conn.zeek.first.history_str(),
-        zeek_rows=[(ts, z.conn_state(), z.history_str()) for ts, z in conn.zeek.rows],
+        zeek_rows=[(ts, z.conn_state(), sys.intern(z.history_str())) for ts, z in conn.zeek.rows],
         client_errors={},
         tls=tls,
         icmp=icmp,
@@ -315,7 +316,7 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
         proxy=proxy,
         decrypted=conn.plain_seen,
         anomalies=list(conn.anomalies) + list(m.anomalies or ()),
-        events=[(e.ts_ns, e.frame, str(e.side), str(e.kind), e.detail) for e in conn.events],
+        events=[(e.ts_ns, e.frame, e.side.value, e.kind.value, e.detail) for e in conn.events],
     )
     if conn.requests and conn.requests[-1].idle_before_ns is not None and len(conn.requests) > 1:
         rec.reused_after_idle_s = conn.requests[-1].idle_before_ns / NS
@@ -332,7 +333,7 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
         rec.evidence += f" Inside an HTTP proxy tunnel ({proxy['request']})."
     if rec.h2 is not None:
         rec.evidence += " " + rec.h2["summary"]
-    rec.client_errors = client_errors(conn, rec)
+    rec.client_errors = _shared(client_errors(conn, rec))
     if outcome in CAUSES:
         rec.cause, rec.fix = CAUSES[outcome]
         if race:
@@ -346,6 +347,27 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
                 "and retry idempotent requests once on a new connection."
             )
     return rec
+
+
+_SHARED: dict[tuple, dict[str, Any]] = {}
+_SHARED_MAX = 4096
+
+
+def _shared(errors: dict[str, Any]) -> dict[str, Any]:
+    """One dict for identical predictions: connections to one server that failed alike (a
+    SYN flood, a dead backend) share it instead of holding ~1 KB of text each. Bounded;
+    read-only by convention, as every record field is."""
+    key = tuple(errors.items())
+    try:
+        hit = _SHARED.get(key)
+    except TypeError:  # an unhashable value: keep it as it is
+        return errors
+    if hit is not None:
+        return hit
+    if len(_SHARED) >= _SHARED_MAX:
+        _SHARED.clear()
+    _SHARED[key] = errors
+    return errors
 
 
 def _proxy_info(conn: Connection) -> dict[str, Any] | None:
