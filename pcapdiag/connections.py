@@ -229,7 +229,6 @@ class Connection:
         "server_isn",
         "plain",
         "plain_target",
-        "plain_bytes",
         "plain_seen",
         "h2",
         "h2_goaway",
@@ -282,11 +281,12 @@ class Connection:
         # TLS plaintext from tshark (decrypt.PlainFeed) and this connection's index in it
         self.plain: PlainFeed | None = None
         self.plain_target = -1
-        self.plain_bytes = [0, 0]  # decrypted application bytes (client, server)
         self.plain_seen = False  # tshark decrypted something of this connection
         self.h2: _h2.H2Observer | None = None
-        self.h2_goaway: list[_h2.H2Event] = []
-        self.h2_resets: list[_h2.H2Event] = []
+        # HTTP/2 GOAWAYs and stream resets; a list only once there is one (millions of
+        # connections never have any)
+        self.h2_goaway: list[_h2.H2Event] | tuple[()] = ()
+        self.h2_resets: list[_h2.H2Event] | tuple[()] = ()
         self.h2_open = 0  # HTTP/2 streams with a request and no end (nor reset) yet
         self.h2_after_goaway: str | None = None  # first server frame kind after its GOAWAY
         self.tunnel: str | None = None  # the CONNECT request line once a proxy tunnel is up
@@ -570,7 +570,6 @@ class Connection:
                     self._note(f"close_notify from the {side.value} at frame {f} (decrypted)")
             if not item.data:
                 continue
-            self.plain_bytes[0 if fc else 1] += len(item.data)
             self.tiny_tls = None
             if self.http is None and self.h2 is None:
                 alpn = self.tls.alpn_selected if self.tls is not None else None
@@ -618,7 +617,7 @@ class Connection:
                 self.last_activity_ts = e.ts_ns
             elif k in ("response_end", "rst_stream"):
                 if k == "rst_stream" and len(self.h2_resets) < 64:
-                    self.h2_resets.append(e)
+                    self.h2_resets = [*self.h2_resets, e]
                 if self.h2_open > 0:
                     self.h2_open -= 1
                     if self.h2_open == 0:
@@ -628,7 +627,7 @@ class Connection:
                 self.last_activity_ts = e.ts_ns
             elif k == "goaway":
                 if len(self.h2_goaway) < 8:
-                    self.h2_goaway.append(e)
+                    self.h2_goaway = [*self.h2_goaway, e]
                 self._note(
                     f"HTTP/2 GOAWAY from the {'client' if e.from_client else 'server'} at "
                     f"frame {e.frame}: {e.error_name}, last stream {e.last_stream_id}"
