@@ -330,7 +330,11 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
     rec.h2 = _h2_info(conn)
     _stale(conn, rec)
     if proxy is not None and proxy["tunnel"] and outcome != "proxy_refused":
-        rec.evidence += f" Inside an HTTP proxy tunnel ({proxy['request']})."
+        rec.evidence += (
+            f" This is an HTTP proxy tunnel ({proxy['request']}, answered at frame "
+            f"{proxy['frame']}): the server side here is the proxy relaying the origin, so a "
+            "close from it is the proxy's or the origin's."
+        )
     if rec.h2 is not None:
         rec.evidence += " " + rec.h2["summary"]
     rec.client_errors = _shared(client_errors(conn, rec))
@@ -481,6 +485,7 @@ def _h2_info(conn: Connection) -> dict[str, Any] | None:
         "goaway": goaways,
         "resets": resets,
         "httpx": httpx,
+        "aiohttp": "none: aiohttp's client speaks HTTP/1.1 only, it would not have used HTTP/2",
         "summary": " ".join(parts),
     }
 
