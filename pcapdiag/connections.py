@@ -415,12 +415,12 @@ class Connection:
         if _looks_like_tls(head):
             self.mode = "tls"
             self.tls = _tls.TlsObserver()
-        elif head.startswith(b"PRI * HTTP/2") or _h2.looks_like_h2(head):
-            self.mode = "h2"  # cleartext HTTP/2 with prior knowledge (h2c)
-            self.h2 = _h2.H2Observer()
         elif _looks_like_http(head):
             self.mode = "http"
             self.http = _http.HttpObserver()
+        elif head.startswith(b"PRI * HTTP/2") or _h2.looks_like_h2(head):
+            self.mode = "h2"  # cleartext HTTP/2 with prior knowledge (h2c)
+            self.h2 = _h2.H2Observer()
         else:
             self.mode = "turns"
 
