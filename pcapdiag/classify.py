@@ -64,6 +64,8 @@ class Ev(StrEnum):
     PROXY_REFUSED = "proxy_refused"  # an HTTP proxy answered CONNECT with a non-2xx status
     ICMP = "icmp"  # ICMP destination unreachable quoting this connection
     IDLE_GAP = "idle_gap"
+    GOAWAY = "goaway"  # HTTP/2 GOAWAY (recorded; the TCP close decides the outcome)
+    RST_STREAM = "rst_stream"  # HTTP/2 stream reset (recorded, as GOAWAY)
     EOC = "eoc"  # end of capture
 
 
@@ -192,6 +194,10 @@ TRANSITIONS[(St.SERVER_IDLE_CLOSED, C, Ev.ALERT)] = Outcome("server_idle_close")
 _CLOSING_STATES = frozenset({St.SERVER_CLOSED, St.SERVER_IDLE_CLOSED, St.CLIENT_CLOSED})
 
 
+# Events that never move the machine: kept in the connection's event list for people.
+_RECORDED_ONLY = frozenset({Ev.IDLE_GAP, Ev.SYN, Ev.TLS_HELLO, Ev.GOAWAY, Ev.RST_STREAM})
+
+
 @dataclass(slots=True)
 class Event:
     """A significant event: the machine's input and a row of ``Analysis.events``."""
@@ -225,7 +231,7 @@ class Machine:
             return
         target = TRANSITIONS.get((self.state, ev.side, ev.kind))
         if target is None:
-            if ev.kind not in (Ev.IDLE_GAP, Ev.SYN, Ev.TLS_HELLO):
+            if ev.kind not in _RECORDED_ONLY:
                 if self.anomalies is None:
                     self.anomalies = []
                 if len(self.anomalies) < 8:

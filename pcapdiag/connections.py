@@ -618,6 +618,13 @@ class Connection:
             elif k in ("response_end", "rst_stream"):
                 if k == "rst_stream" and len(self.h2_resets) < 64:
                     self.h2_resets = [*self.h2_resets, e]
+                    self.emit(
+                        Side.CLIENT if e.from_client else Side.SERVER,
+                        Ev.RST_STREAM,
+                        e.ts_ns,
+                        e.frame,
+                        f"stream {e.stream_id} {e.error_name}",
+                    )
                 if self.h2_open > 0:
                     self.h2_open -= 1
                     if self.h2_open == 0:
@@ -628,6 +635,13 @@ class Connection:
             elif k == "goaway":
                 if len(self.h2_goaway) < 8:
                     self.h2_goaway = [*self.h2_goaway, e]
+                    self.emit(
+                        Side.CLIENT if e.from_client else Side.SERVER,
+                        Ev.GOAWAY,
+                        e.ts_ns,
+                        e.frame,
+                        f"{e.error_name}, last stream {e.last_stream_id}",
+                    )
                 self._note(
                     f"HTTP/2 GOAWAY from the {'client' if e.from_client else 'server'} at "
                     f"frame {e.frame}: {e.error_name}, last stream {e.last_stream_id}"

@@ -524,7 +524,10 @@ def _aggregate_timeline(
 
 
 # -- ladder ----------------------------------------------------------------------------------
-_ARROW_KINDS = ("syn", "synack", "request", "response", "tls_hello", "fin", "rst", "alert", "icmp")
+_ARROW_KINDS = (
+    "syn", "synack", "request", "response", "tls_hello", "fin", "rst", "alert", "icmp",
+    "goaway", "rst_stream",
+)  # fmt: skip
 _NOTE_KINDS = ("idle_gap", "tls_done", "response_end_close", "eoc")
 _KIND_NAMES = {
     "syn": "SYN",
@@ -572,6 +575,10 @@ def _event_text(e: tuple[int, int | None, str, str, str], record: ConnectionReco
         return f"ClientHello (SNI {label(detail, 48)})" if detail else "ClientHello"
     if kind == "alert":
         return f"TLS alert {label(detail, 40)}" if detail else "TLS alert"
+    if kind == "goaway":
+        return f"HTTP/2 GOAWAY {label(detail, 40)}"
+    if kind == "rst_stream":
+        return f"HTTP/2 RST_STREAM {label(detail, 40)}"
     if kind == "icmp":
         icmp = record.icmp or {}
         name = icmp.get("name") or label(detail, 40)
