@@ -374,10 +374,7 @@ class Connection:
             self._decide_mode(payload)  # type: ignore[arg-type]
         if self.mode == "http":
             obs = self.http
-            if kind == "data":
-                obs.feed(from_client, payload, ts, frame)  # type: ignore[union-attr]
-            else:
-                obs.gap(from_client, payload, ts, frame)  # type: ignore[union-attr]
+            _give(obs, from_client, kind, payload, ts, frame)
             self._drain_http()
             if obs.opaque_reason == "connect":  # type: ignore[union-attr]
                 # A proxy tunnel is up: what follows (usually TLS) gets its own observer.
@@ -402,11 +399,12 @@ class Connection:
                 self._turn(from_client, frame, ts)
         elif self.mode == "h2":
             obs2 = self.h2
-            if kind == "data":
-                obs2.feed(from_client, payload, ts, frame)  # type: ignore[union-attr]
-            else:
-                obs2.gap(from_client, payload, ts, frame)  # type: ignore[union-attr]
+            _give(obs2, from_client, kind, payload, ts, frame)
             self._drain_h2()
+            if obs2.is_h2 is False or not obs2.synced:  # type: ignore[union-attr]
+                self._note("HTTP/2 framing lost; following payload turns")
+                self.mode = "turns"
+                self._turn(from_client, frame, ts)
         else:
             self._turn(from_client, frame, ts)
 
@@ -704,6 +702,14 @@ _HTTP_METHODS = (
     b"TRACE ", b"PROPFIND ", b"PROPPATCH ", b"MKCOL ", b"COPY ", b"MOVE ", b"LOCK ",
     b"UNLOCK ", b"REPORT ", b"SEARCH ", b"PURGE ", b"HTTP/1.",
 )  # fmt: skip
+
+
+def _give(obs: object, from_client: bool, kind: str, payload: object, ts: int, frame: int) -> None:
+    """Hand a stream's in-order chunk (``data``) or a hole (``gap``, its size) to an observer."""
+    if kind == "data":
+        obs.feed(from_client, payload, ts, frame)  # type: ignore[attr-defined]
+    else:
+        obs.gap(from_client, payload, ts, frame)  # type: ignore[attr-defined]
 
 
 def _looks_like_http(head: bytes) -> bool:
