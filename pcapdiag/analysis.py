@@ -104,13 +104,16 @@ class Analysis:
 
     @property
     def by_outcome(self) -> dict[str, int]:
-        counts = Counter(r.outcome for r in self.records)
+        counts: Counter[str] = Counter()
+        for r in self.records:
+            counts[r.outcome] += r.count
         return {o: counts[o] for o in OUTCOMES if counts[o]}
 
     @property
     def summary(self) -> dict[str, Any]:
         return {
-            "connections": len(self.records),
+            "connections": sum(r.count for r in self.records),
+            "rows": len(self.records),
             "problems": len(self.problems),
             "by_outcome": self.by_outcome,
             "idle_timeout_s": self.idle_timeout_s,
@@ -359,12 +362,16 @@ def _read_file(
     t0: list[int] = []
     pending: list[Connection] = []
 
+    folds = Folds()
+
     def finished(conn: Connection) -> None:
         tls = conn.tls
         if tls is not None and tls.client_hello is not None and tls.client_hello.random:
             tls_seen.append(
                 _TlsSeen(conn.keys[0], conn.first_frame, conn.last_frame, tls.client_hello.random)
             )
+        if folds.take(conn):
+            return
         if t0:
             records.append(explain(conn, path, t0[0]))
         else:
@@ -398,11 +405,95 @@ def _read_file(
             base = t0[0] if t0 else 0
             for conn in pending:
                 records.append(explain(conn, path, base))
+            records.extend(folds.records(path, base))
             _fill_summary(summary, info, unknown, malformed_total, malformed_first)
             secrets.extend(info.secrets)
             summary.t0_ns = t0[0] if t0 else 0
     finally:
         cap.close()
+
+
+FOLD_KEEP = 20  # flood-like connections per (server, outcome) reported one by one
+FOLD_GROUPS = 1_000  # beyond this many servers, new ones share one group per outcome
+FOLD_CLIENTS = 10_000  # distinct client addresses counted exactly, per group
+
+
+class _Fold:
+    """Connections folded into one row: what they have in common and how many."""
+
+    __slots__ = ("sample", "count", "syns", "first_ts", "last_ts", "first_frame", "last_frame",
+                 "clients", "packets")  # fmt: skip
+
+    def __init__(self, conn: Connection) -> None:
+        self.sample = conn
+        self.count = self.syns = self.packets = 0
+        self.first_ts, self.last_ts = conn.start_ts, conn.end_ts
+        self.first_frame, self.last_frame = conn.first_frame, conn.last_frame
+        self.clients: set[str] = set()
+
+    def add(self, conn: Connection) -> None:
+        self.count += 1
+        self.syns += len(conn.syn_ts)
+        self.packets += conn.c.packets + conn.s.packets
+        self.first_ts = min(self.first_ts, conn.start_ts)
+        self.last_ts = max(self.last_ts, conn.end_ts)
+        self.first_frame = min(self.first_frame, conn.first_frame)
+        self.last_frame = max(self.last_frame, conn.last_frame)
+        if len(self.clients) < FOLD_CLIENTS:
+            self.clients.add(conn.c_addr)
+
+
+class Folds:
+    """Floods and scans: beyond ``FOLD_KEEP`` unanswered (or refused) SYN-only connections
+    to one server, the rest become one row that says how many, from how many clients, and
+    when. That keeps memory and reports flat under a million SYNs; every connection is
+    still counted (``ConnectionRecord.count``)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], int] = {}
+        self.groups: dict[tuple[str, str], _Fold] = {}
+
+    def take(self, conn: Connection) -> bool:
+        outcome = conn.machine.outcome
+        if (
+            outcome not in ("syn_timeout", "refused")
+            or conn.orientation != "syn"
+            or conn.synack_ts is not None
+            or conn.c.bytes
+            or conn.s.bytes
+        ):
+            return False
+        key = (conn.s_addr, outcome)
+        if key not in self.seen and len(self.seen) >= FOLD_GROUPS:
+            key = ("*", outcome)
+        n = self.seen[key] = self.seen.get(key, 0) + 1
+        if n <= FOLD_KEEP:
+            return False
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = _Fold(conn)
+        group.add(conn)
+        return True
+
+    def records(self, path: str, t0: int) -> list[ConnectionRecord]:
+        out = []
+        for (server, _), g in self.groups.items():
+            rec = explain(g.sample, path, t0)
+            rec.count = g.count
+            rec.start_ns, rec.end_ns = g.first_ts, g.last_ts
+            rec.first_frame, rec.last_frame = g.first_frame, g.last_frame
+            rec.syn_count = g.syns
+            clients = f"{len(g.clients):,}{'+' if len(g.clients) >= FOLD_CLIENTS else ''}"
+            where = "many servers" if server == "*" else f"server {g.sample.s_addr}"
+            rec.evidence = (
+                f"{g.count:,} more connections like the first {FOLD_KEEP} to {where} "
+                f"({rec.outcome}), folded into this row: {g.syns:,} SYNs from {clients} client "
+                f"addresses, frames {g.first_frame}–{g.last_frame}, over "
+                f"{(g.last_ts - g.first_ts) / NS:.1f} s — a SYN flood or scan pattern. "
+                f"Like them: {rec.evidence}"
+            )
+            out.append(rec)
+        return out
 
 
 @dataclass(slots=True)

@@ -40,6 +40,11 @@ IDLE_MIN_NS = 200_000_000  # an idle gap is at least 0.2 s ...
 IDLE_RTT_FACTOR = 4  # ... and at least 4 handshake round trips
 QUIET_AFTER_CLOSE_NS = 120 * NS  # closed and silent this long: finished
 QUIET_SYN_ONLY_NS = 240 * NS  # unanswered SYNs: kernels give up after ~131 s
+# Memory pressure (a SYN flood, a port scan): beyond this many live connections, half-open
+# ones quiet for QUIET_SYN_PRESSURE_NS are finished at once. A later retransmission of
+# such a SYN then starts a new connection; the evidence of a flood does not suffer.
+LIVE_PRESSURE = 50_000
+QUIET_SYN_PRESSURE_NS = 3 * NS
 MAX_EVENTS = 200  # significant events kept per connection (closing ones always kept)
 _MAX_PENDING = 64  # out-of-order segments held per direction
 _TINY_TLS_RECORD = 24  # a lone TLS record this small before a close is an alert, not data
@@ -853,7 +858,9 @@ class Tracker:
             self._icmp(icmp[icmp_i])
             icmp_i += 1
         self._since_sweep += n
-        if self._since_sweep >= 200_000:
+        if self._since_sweep >= 200_000 or (
+            self._since_sweep >= 10_000 and len(self.table) > 2 * LIVE_PRESSURE
+        ):
             self._since_sweep = 0
             self.sweep()
 
@@ -960,6 +967,9 @@ class Tracker:
     def sweep(self) -> None:
         """Finish connections that closed (or never answered) and went quiet."""
         now = self.now
+        syn_quiet = (
+            QUIET_SYN_PRESSURE_NS if len(self.table) > 2 * LIVE_PRESSURE else QUIET_SYN_ONLY_NS
+        )
         done = []
         seen = set()
         for conn, _ in self.table.values():
@@ -968,7 +978,7 @@ class Tracker:
             seen.add(conn.id)
             quiet = now - conn.end_ts
             if (conn.closed and quiet > QUIET_AFTER_CLOSE_NS) or (
-                conn.synack_ts is None and not conn.c.bytes and quiet > QUIET_SYN_ONLY_NS
+                conn.synack_ts is None and not conn.c.bytes and quiet > syn_quiet
             ):
                 done.append(conn)
         for conn in done:

@@ -176,6 +176,7 @@ class ConnectionRecord:
     reused_after_idle_s: float | None = None  # idle time before the last request
     last_request: str | None = None
     orientation: str = "syn"
+    count: int = 1  # connections this row stands for (> 1: a folded flood, see analysis)
     decrypted: bool = False  # classified from the TLS plaintext (key log or DSB)
     stale: bool = False  # reset in answer to the first data after a long idle
     server_ttl: int | None = None  # IP TTL / hop limit of the server's first packet
@@ -240,6 +241,7 @@ class ConnectionRecord:
             "syn_count": self.syn_count,
             "rtt_ms": self.rtt_ms,
             "last_request": self.last_request,
+            "count": self.count,
             "decrypted": self.decrypted,
             "stale": self.stale,
             "h2": self.h2,

@@ -96,6 +96,7 @@ CONNECTION_SCHEMA: dict[str, str] = {
     "first_frame": "Int64",
     "last_frame": "Int64",
     "keepalive_race": "boolean",
+    "count": "Int64",
     "decrypted": "boolean",
     "stale": "boolean",
     "proxy_status": "Int64",
@@ -241,6 +242,7 @@ def connections_frame(records: Sequence[ConnectionRecord]) -> pd.DataFrame:
     cols["close_time"] = [r.close_ns for r in recs]
     cols["duration_s"] = [(r.end_ns - r.start_ns) / NS for r in recs]
     cols["keepalive_race"] = [bool(r.keepalive_race) for r in recs]
+    cols["count"] = [r.count for r in recs]
     cols["decrypted"] = [bool(r.decrypted) for r in recs]
     cols["stale"] = [bool(r.stale) for r in recs]
     cols["proxy_status"] = [(r.proxy or {}).get("status") for r in recs]

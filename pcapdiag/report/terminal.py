@@ -63,12 +63,12 @@ def render(analysis: Analysis, out: IO[str] | None = None, *, width: int | None 
 
 
 def _summary(console: Console, a: Analysis) -> None:
-    n = len(a.records)
+    n = sum(r.count for r in a.records)
     pk = sum(c.packets for c in a.captures)
     files = ", ".join(clean(c.path) for c in a.captures[:3]) + (" …" if len(a.captures) > 3 else "")
     console.print(
         Text(
-            f"{files}: {pk} packets, {n} TCP connection{'' if n == 1 else 's'}, {len(a.problems)} with problems",
+            f"{files}: {pk} packets, {n} TCP connection{'' if n == 1 else 's'}, {sum(r.count for r in a.problems)} with problems",
             style="bold",
         )
     )
@@ -99,8 +99,10 @@ def _problems(console: Console, a: Analysis) -> None:
             continue
         console.print()
         head = Text(f"{outcome}", style=f"bold {_COLOURS[outcome]}")
+        recs.sort(key=lambda r: r.count == 1)  # a folded flood first: it says how many
+        total = sum(r.count for r in recs)
         frames = ", ".join(str(r.close_frame) for r in recs[:8] if r.close_frame is not None)
-        head.append(f"  {len(recs)} connection{'s' if len(recs) != 1 else ''}")
+        head.append(f"  {total:,} connection{'s' if total != 1 else ''}")
         if frames:
             head.append(f" (closing frames {frames}{', …' if len(recs) > 8 else ''})")
         console.print(head)
