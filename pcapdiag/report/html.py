@@ -266,24 +266,31 @@ def verdict_groups(analysis: Analysis) -> list[Group]:
     for r in analysis.records:
         if r.outcome in PROBLEMS:
             by_outcome[r.outcome].setdefault(r.server, []).append(r)
-    per_server = Counter(r.server for r in analysis.records)
+    per_server: Counter[str] = Counter()
+    for r in analysis.records:
+        per_server[r.server] += r.count
     out = []
     for o, servers in by_outcome.items():
-        ranked = sorted(servers.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        ranked = sorted(servers.items(), key=lambda kv: (-_n(kv[1]), kv[0]))
         if len(ranked) <= MAX_SERVERS_APART:
             for s, recs in ranked:
-                out.append(Group(o, [(s, len(recs), per_server[s])], recs, per_server[s]))
+                out.append(Group(o, [(s, _n(recs), per_server[s])], recs, per_server[s]))
         else:
             recs = sorted((r for _, rs in ranked for r in rs), key=lambda r: (r.start_ns, r.id))
-            info = [(s, len(rs), per_server[s]) for s, rs in ranked]
+            info = [(s, _n(rs), per_server[s]) for s, rs in ranked]
             out.append(Group(o, info, recs, sum(per_server[s] for s, _ in ranked)))
-    out.sort(key=lambda g: (-len(g.records), OUTCOMES.index(g.outcome), g.servers[0][0]))
+    out.sort(key=lambda g: (-_n(g.records), OUTCOMES.index(g.outcome), g.servers[0][0]))
     return out
+
+
+def _n(recs: list[ConnectionRecord]) -> int:
+    """Connections, not rows: a folded flood row stands for ``count`` connections."""
+    return sum(r.count for r in recs)
 
 
 def _phrase(g: Group) -> str:
     """What happened to the group's connections, as the end of '4 of 17 connections to X …'."""
-    n = len(g.records)
+    n = _n(g.records)
     were = "was" if n == 1 else "were"
     their = "its" if n == 1 else "their"
     r0 = g.records[0]
@@ -300,7 +307,7 @@ def _phrase(g: Group) -> str:
         )
         what = " / ".join(e(x) for x, _ in names.most_common(3))
         parts = []
-        for (sender, router), _n in senders.most_common(2):
+        for (sender, router), _count in senders.most_common(2):
             who = "a router" if router else "the server host"
             parts.append(who + (f" <code>{e(sender)}</code>" if sender else ""))
         return f"{were} rejected with ICMP {what} from " + " and ".join(parts)
@@ -479,8 +486,8 @@ def _fixes(ctx: _Context, groups: list[Group]) -> list[tuple[str, list[Group]]]:
 
 
 def _verdict(w, ctx: _Context) -> None:  # noqa: ANN001
-    n = len(ctx.records)
-    p = len(ctx.problems)
+    n = _n(ctx.records)
+    p = _n(ctx.problems)
     cls = "bad" if p else "good"
     w(f'<section id="verdict" class="verdict {cls}">\n<h2>1. Verdict</h2>\n')
     if not n:
@@ -489,7 +496,7 @@ def _verdict(w, ctx: _Context) -> None:  # noqa: ANN001
         w("</section>\n")
         return
     if not p:
-        counts = ", ".join(f"{e(o)} {len(rs):,}" for o, rs in _present(ctx))
+        counts = ", ".join(f"{e(o)} {_n(rs):,}" for o, rs in _present(ctx))
         w(
             f'<p class="headline">No connection failed: all {_plural(n, "connection")} ended'
             f" normally ({counts}).</p>\n"
@@ -500,7 +507,9 @@ def _verdict(w, ctx: _Context) -> None:  # noqa: ANN001
         w("</section>\n")
         return
     groups = verdict_groups(ctx.a)
-    outcomes = Counter(r.outcome for r in ctx.problems)
+    outcomes: Counter[str] = Counter()
+    for r in ctx.problems:
+        outcomes[r.outcome] += r.count
     kinds = ", ".join(f"{e(o)} {c:,}" for o, c in sorted(outcomes.items(), key=lambda x: -x[1]))
     if n == 1:
         head = "The only connection failed"
@@ -514,7 +523,7 @@ def _verdict(w, ctx: _Context) -> None:  # noqa: ANN001
     )
     for g in groups[:MAX_VERDICT_GROUPS]:
         w('<li class="group">')
-        n = len(g.records)
+        n = _n(g.records)
         if g.total == 1:
             who = "The connection"
         elif n == g.total:
@@ -546,7 +555,7 @@ def _verdict(w, ctx: _Context) -> None:  # noqa: ANN001
         rest = groups[MAX_VERDICT_GROUPS:]
         w(
             f'<p class="more">…and {_plural(len(rest), "more group")} of problems '
-            f"({sum(len(g.records) for g in rest):,} connections): see the findings below.</p>\n"
+            f"({sum(_n(g.records) for g in rest):,} connections): see the findings below.</p>\n"
         )
     fixes = _fixes(ctx, groups)
     if fixes:
@@ -604,14 +613,14 @@ def _findings(w, ctx: _Context) -> None:  # noqa: ANN001
         return
     w('<p class="chips">')
     for o, recs in present:
-        w(f'<a class="chiplink" href="#outcome-{e(o)}">{_chip(o)} {len(recs):,}</a> ')
+        w(f'<a class="chiplink" href="#outcome-{e(o)}">{_chip(o)} {_n(recs):,}</a> ')
     w("</p>\n")
     for o, recs in present:
         problem = o in PROBLEMS
         closers = Counter(r.closed_by for r in recs)
         closed = ", ".join(f"{e(k)} {v:,}" for k, v in closers.most_common())
         head = (
-            f"{_chip(o)} {_plural(len(recs), 'connection')}"
+            f"{_chip(o)} {_plural(_n(recs), 'connection')}"
             f' <span class="closed">closed by: {closed}</span>'
         )
         if problem:
