@@ -382,6 +382,8 @@ def _read_file(
     unknown: Counter[int] = Counter()
     malformed_total = 0
     malformed_first: tuple[int, str] | None = None
+    dup_count = 0
+    dup_first: list[int] = []
     cap = reader.open_capture(path)
     size = os.path.getsize(path) if os.path.isfile(path) else 0
     try:
@@ -397,7 +399,15 @@ def _read_file(
                 malformed_total += count
                 if dec.malformed and malformed_first is None:
                     malformed_first = dec.malformed[0]
-                tracker.feed(dec.tcp, dec.icmp)
+                tcp = dec.tcp
+                iface = batch.interface[np.searchsorted(batch.frame, tcp.frame)]
+                dup = decode.duplicates(tcp, iface)
+                if dup.any():
+                    if not dup_count:
+                        dup_first.append(int(tcp.frame[np.argmax(dup)]))
+                    dup_count += int(dup.sum())
+                    tcp = decode.take(tcp, np.nonzero(~dup)[0])
+                tracker.feed(tcp, dec.icmp)
                 if progress is not None:
                     progress(path, int(batch.frame[-1]) if len(batch) else 0, size)
         finally:
@@ -407,6 +417,11 @@ def _read_file(
                 records.append(explain(conn, path, base))
             records.extend(folds.records(path, base))
             _fill_summary(summary, info, unknown, malformed_total, malformed_first)
+            if dup_count:
+                summary.warnings.append(
+                    f"{path} (frame {dup_first[0]}): {dup_count} duplicate frame(s) skipped "
+                    "(the same packet captured twice, e.g. on two interfaces)"
+                )
             secrets.extend(info.secrets)
             summary.t0_ns = t0[0] if t0 else 0
     finally:

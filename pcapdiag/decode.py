@@ -94,6 +94,29 @@ def take(pk: TcpPackets, rows: np.ndarray) -> TcpPackets:
     )
 
 
+DUPLICATE_WINDOW_NS = 1_000_000  # a copy of the same packet arrives within 1 ms
+
+
+def duplicates(pk: TcpPackets, interface: np.ndarray) -> np.ndarray:
+    """Rows that repeat the row before them: the same packet captured twice, on another
+    interface (two interfaces of one pcapng) or after a hop (``-i any`` on a router sees
+    it arriving and leaving, one TTL lower). Everything else must match, IPv4 ID and TCP
+    window included, within ``DUPLICATE_WINDOW_NS``. A retransmission leaves by the same
+    interface with the same TTL, so it is never taken for a copy."""
+    n = len(pk)
+    if n < 2:
+        return np.zeros(n, dtype=bool)
+    same = np.ones(n - 1, dtype=bool)
+    for col in (pk.src_lo, pk.dst_lo, pk.src_hi, pk.dst_hi, pk.sport, pk.dport, pk.seq,
+                pk.ack, pk.flags, pk.payload_len, pk.ip_id, pk.window):  # fmt: skip
+        same &= col[1:] == col[:-1]
+    same &= (pk.ts_ns[1:] - pk.ts_ns[:-1]) <= DUPLICATE_WINDOW_NS
+    same &= (interface[1:] != interface[:-1]) | (pk.ttl[1:] != pk.ttl[:-1])
+    out = np.zeros(n, dtype=bool)
+    out[1:] = same
+    return out
+
+
 @dataclass(slots=True)
 class IcmpError:
     """An ICMP/ICMPv6 destination-unreachable (or other error) that quotes a TCP header."""

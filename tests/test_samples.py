@@ -156,3 +156,38 @@ def test_forged_refusal_is_told_by_another_connection_to_that_server() -> None:
         entry = next(e for e in MANIFEST if e["file"] == forged)
         assert (rec.outcome, rec.closed_by) == truth(entry["connections"][0]), rec.evidence
         assert "forged" in rec.evidence
+
+
+def test_duplicate_frames_from_a_router_capture_are_skipped(tmp_path: Path) -> None:
+    """``tcpdump -i any`` on a router records each forwarded packet twice: arriving, and
+    leaving one TTL lower. Made from a real sample by writing every frame again 20 µs
+    later with the TTL lowered: the verdicts and packet counts are the original's, and a
+    warning says how many copies were skipped. (Frames closer than 20 µs now arrive out of
+    order, as they do on a busy router; that is a warning of its own.)"""
+    import struct
+
+    from pcapdiag import reader
+
+    src = SAMPLES / "server_close-requests.pcap"
+    out = tmp_path / "router-any.pcap"
+    frames = 0
+    with reader.open_capture(str(src)) as cap, open(out, "wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1))  # ns pcap
+        for batch in cap.batches():
+            for i in range(len(batch)):
+                off, n = int(batch.offset[i]), int(batch.caplen[i])
+                pkt = bytes(batch.data[off : off + n])
+                ts = int(batch.ts_ns[i])
+                copy = bytearray(pkt)
+                copy[14 + 8] -= 1  # IPv4 TTL, one hop later
+                for t, p in ((ts, pkt), (ts + 20_000, bytes(copy))):
+                    fh.write(struct.pack("<IIII", t // 10**9, t % 10**9, len(p), len(p)) + p)
+                frames += 1
+    once = pcapdiag.analyze(src)
+    twice = pcapdiag.analyze(out)
+    key = [(r.outcome, r.closed_by, r.client_packets, r.server_packets) for r in once.records]
+    assert [
+        (r.outcome, r.closed_by, r.client_packets, r.server_packets) for r in twice.records
+    ] == key
+    assert any(f"{frames} duplicate frame(s) skipped" in w for w in twice.captures[0].warnings)
+    assert not once.captures[0].warnings
