@@ -191,3 +191,39 @@ def test_duplicate_frames_from_a_router_capture_are_skipped(tmp_path: Path) -> N
     ] == key
     assert any(f"{frames} duplicate frame(s) skipped" in w for w in twice.captures[0].warnings)
     assert not once.captures[0].warnings
+
+
+def test_unknown_link_type_frames_are_skipped_with_a_count(tmp_path: Path) -> None:
+    """A pcapng with a second interface of a link type pcapdiag does not decode (USER0):
+    its frames are skipped, counted in one warning, and the TCP of the real sample on the
+    first interface is analysed as without them."""
+    import struct
+
+    from pcapdiag import reader
+
+    def block(btype: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack("<II", btype, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+    src = SAMPLES / "server_close-requests.pcap"
+    out = tmp_path / "mixed-links.pcapng"
+    with reader.open_capture(str(src)) as cap, open(out, "wb") as fh:
+        fh.write(block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)))
+        fh.write(block(1, struct.pack("<HHI", 1, 0, 0)))  # interface 0: Ethernet
+        fh.write(block(1, struct.pack("<HHI", 147, 0, 0)))  # interface 1: USER0
+        for batch in cap.batches():
+            for i in range(len(batch)):
+                off, n = int(batch.offset[i]), int(batch.caplen[i])
+                pkt, ts = bytes(batch.data[off : off + n]), int(batch.ts_ns[i]) // 1000
+                for iface in (0, 1):
+                    hdr = struct.pack("<IIIII", iface, ts >> 32, ts & 0xFFFFFFFF, n, n)
+                    fh.write(block(6, hdr + pkt))
+    once, mixed = pcapdiag.analyze(src), pcapdiag.analyze(out)
+    assert [(r.outcome, r.closed_by, r.client_packets) for r in mixed.records] == [
+        (r.outcome, r.closed_by, r.client_packets) for r in once.records
+    ]
+    frames = mixed.captures[0].packets // 2
+    assert any(
+        f"{frames} frames of unsupported link type 147 skipped" in w
+        for w in mixed.captures[0].warnings
+    ), mixed.captures[0].warnings
