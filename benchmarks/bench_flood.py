@@ -4,21 +4,18 @@ nothing answers), the adversarial case for per-connection state. Run by hand:
     python benchmarks/bench_flood.py --syns 1000000
 
 Writes the capture to a temporary file (Ethernet/IPv4 pcap, 70 bytes a SYN), then runs
-the CLI in a child process under ``/usr/bin/time -v``-like accounting (resource's
-RUSAGE_CHILDREN) so the figure is the analysis alone.
+the CLI in a child process (``bench_limits.run``) so the figure is the analysis alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-import resource
 import struct
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench_limits import run
 
 
 def write_flood(path: Path, syns: int, servers: int = 1, seed: int = 1) -> None:
@@ -47,15 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "flood.pcap"
         write_flood(path, args.syns, args.servers)
-        t = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, "-m", "pcapdiag.cli", "analyze", str(path), "--format", "json"],
-            capture_output=True,
-        )
-        wall = time.perf_counter() - t
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"{args.syns:,} SYNs to {args.servers} server(s): {wall:.1f} s, peak RSS {rss:,.0f} MB, "
-          f"{len(out.stdout) / 1e3:,.0f} KB of JSON, exit {out.returncode}")  # fmt: skip
+        run(path, args.syns, f"{args.syns:,} SYNs to {args.servers} server(s)")
 
 
 if __name__ == "__main__":

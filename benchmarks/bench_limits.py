@@ -90,7 +90,8 @@ def run(path: Path, packets: int, what: str) -> None:
     wall = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"{what}: {packets:,} packets, {path.stat().st_size / 1e9:.2f} GB, {wall:.1f} s "
-          f"({packets / wall:,.0f} packets/s), peak RSS {rss:,.0f} MB, exit {out.returncode}")  # fmt: skip
+          f"({packets / wall:,.0f} packets/s), peak RSS {rss:,.0f} MB, "
+          f"{len(out.stdout) / 1e3:,.0f} KB of JSON, exit {out.returncode}")  # fmt: skip
 
 
 def main() -> None:
