@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,7 +27,6 @@ from pcapdiag.decrypt import (
     DEFAULT_TIMEOUT_S,
     KeyLog,
     PcapngWriter,
-    temp_dir,
     tshark_available,
     tshark_session,
 )
@@ -615,7 +615,7 @@ def _replay_decrypted(
         lookup.setdefault(c, []).append((tgt.first_frame, tgt.last_frame, t, True))
         lookup.setdefault(s, []).append((tgt.first_frame, tgt.last_frame, t, False))
         lines.extend(keys.lines_for(tgt.client_random))
-    with temp_dir() as tmp:
+    with tempfile.TemporaryDirectory(prefix="pcapdiag-tls-") as tmp:
         fpath = os.path.join(tmp, "tls.pcapng")
         frame_map: dict[int, tuple[int, int, int, bool]] = {}
         with open(fpath, "wb") as fh:

@@ -240,7 +240,7 @@ class Connection:
         "h2_resets",
         "h2_open",
         "h2_after_goaway",
-        "tunnel",
+        "tunnel_up",
     )
 
     def __init__(self, cid: int, capture: int, ipver: int) -> None:
@@ -294,7 +294,7 @@ class Connection:
         self.h2_resets: list[_h2.H2Event] | tuple[()] = ()
         self.h2_open = 0  # HTTP/2 streams with a request and no end (nor reset) yet
         self.h2_after_goaway: str | None = None  # first server frame kind after its GOAWAY
-        self.tunnel: str | None = None  # the CONNECT request line once a proxy tunnel is up
+        self.tunnel_up = False  # a CONNECT was answered 2xx: the bytes after are the tunnel's
 
     # ------------------------------------------------------------------------------------
     @property
@@ -383,7 +383,7 @@ class Connection:
             self._drain_http()
             if obs.opaque_reason == "connect":  # type: ignore[union-attr]
                 # A proxy tunnel is up: what follows (usually TLS) gets its own observer.
-                self.tunnel = self.requests[-1].line if self.requests else "CONNECT"
+                self.tunnel_up = True
                 self.mode, self.http = None, None
             elif obs.opaque_reason is not None:  # type: ignore[union-attr]
                 # protocol upgrade: what follows is not HTTP/1.x

@@ -29,7 +29,6 @@ import queue
 import shutil
 import signal
 import struct
-import tempfile
 import threading
 import time
 from collections import deque
@@ -577,7 +576,3 @@ def tshark_session(
         yield feed
     finally:
         feed.close()
-
-
-def temp_dir() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="pcapdiag-tls-")

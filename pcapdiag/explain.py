@@ -394,7 +394,7 @@ def _proxy_info(conn: Connection) -> dict[str, Any] | None:
         "status": status,
         "reason": reason or None,
         "frame": frame,
-        "tunnel": conn.tunnel is not None,
+        "tunnel": conn.tunnel_up,
     }
 
 

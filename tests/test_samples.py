@@ -158,38 +158,43 @@ def test_forged_refusal_is_told_by_another_connection_to_that_server() -> None:
         assert "forged" in rec.evidence
 
 
+def _frames(path: Path) -> list[tuple[int, bytes]]:
+    """(time in ns, bytes) of every frame of a capture, read by pcapdiag's reader."""
+    from pcapdiag import reader
+
+    out = []
+    with reader.open_capture(str(path)) as cap:
+        for batch in cap.batches():
+            for i in range(len(batch)):
+                off, n = int(batch.offset[i]), int(batch.caplen[i])
+                out.append((int(batch.ts_ns[i]), bytes(batch.data[off : off + n])))
+    return out
+
+
 def test_duplicate_frames_from_a_router_capture_are_skipped(tmp_path: Path) -> None:
     """``tcpdump -i any`` on a router records each forwarded packet twice: arriving, and
     leaving one TTL lower. Made from a real sample by writing every frame again 20 µs
     later with the TTL lowered: the verdicts and packet counts are the original's, and a
     warning says how many copies were skipped. (Frames closer than 20 µs now arrive out of
     order, as they do on a busy router; that is a warning of its own.)"""
-    import struct
-
-    from pcapdiag import reader
+    from pcapbuild import write_pcap
 
     src = SAMPLES / "server_close-requests.pcap"
-    out = tmp_path / "router-any.pcap"
-    frames = 0
-    with reader.open_capture(str(src)) as cap, open(out, "wb") as fh:
-        fh.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1))  # ns pcap
-        for batch in cap.batches():
-            for i in range(len(batch)):
-                off, n = int(batch.offset[i]), int(batch.caplen[i])
-                pkt = bytes(batch.data[off : off + n])
-                ts = int(batch.ts_ns[i])
-                copy = bytearray(pkt)
-                copy[14 + 8] -= 1  # IPv4 TTL, one hop later
-                for t, p in ((ts, pkt), (ts + 20_000, bytes(copy))):
-                    fh.write(struct.pack("<IIII", t // 10**9, t % 10**9, len(p), len(p)) + p)
-                frames += 1
+    frames = _frames(src)
+    packets = []
+    for ts, pkt in frames:
+        copy = bytearray(pkt)
+        copy[14 + 8] -= 1  # IPv4 TTL, one hop later
+        packets += [(ts / 1e9, pkt), ((ts + 20_000) / 1e9, bytes(copy))]
+    out = write_pcap(tmp_path / "router-any.pcap", packets)
     once = pcapdiag.analyze(src)
     twice = pcapdiag.analyze(out)
     key = [(r.outcome, r.closed_by, r.client_packets, r.server_packets) for r in once.records]
     assert [
         (r.outcome, r.closed_by, r.client_packets, r.server_packets) for r in twice.records
     ] == key
-    assert any(f"{frames} duplicate frame(s) skipped" in w for w in twice.captures[0].warnings)
+    warnings = twice.captures[0].warnings
+    assert any(f"{len(frames)} duplicate frame(s) skipped" in w for w in warnings)
     assert not once.captures[0].warnings
 
 
@@ -197,27 +202,14 @@ def test_unknown_link_type_frames_are_skipped_with_a_count(tmp_path: Path) -> No
     """A pcapng with a second interface of a link type pcapdiag does not decode (USER0):
     its frames are skipped, counted in one warning, and the TCP of the real sample on the
     first interface is analysed as without them."""
-    import struct
-
-    from pcapdiag import reader
-
-    def block(btype: int, body: bytes) -> bytes:
-        body += b"\0" * (-len(body) % 4)
-        return struct.pack("<II", btype, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+    from test_reader import epb, idb, shb
 
     src = SAMPLES / "server_close-requests.pcap"
     out = tmp_path / "mixed-links.pcapng"
-    with reader.open_capture(str(src)) as cap, open(out, "wb") as fh:
-        fh.write(block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)))
-        fh.write(block(1, struct.pack("<HHI", 1, 0, 0)))  # interface 0: Ethernet
-        fh.write(block(1, struct.pack("<HHI", 147, 0, 0)))  # interface 1: USER0
-        for batch in cap.batches():
-            for i in range(len(batch)):
-                off, n = int(batch.offset[i]), int(batch.caplen[i])
-                pkt, ts = bytes(batch.data[off : off + n]), int(batch.ts_ns[i]) // 1000
-                for iface in (0, 1):
-                    hdr = struct.pack("<IIIII", iface, ts >> 32, ts & 0xFFFFFFFF, n, n)
-                    fh.write(block(6, hdr + pkt))
+    body = [shb(), idb(1), idb(147)]  # interface 0: Ethernet, interface 1: USER0
+    for ts, pkt in _frames(src):
+        body += [epb(pkt, iface, units=ts // 1000) for iface in (0, 1)]
+    out.write_bytes(b"".join(body))
     once, mixed = pcapdiag.analyze(src), pcapdiag.analyze(out)
     assert [(r.outcome, r.closed_by, r.client_packets) for r in mixed.records] == [
         (r.outcome, r.closed_by, r.client_packets) for r in once.records
