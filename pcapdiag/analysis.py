@@ -8,8 +8,10 @@ error is kept in ``Analysis.errors`` (the CLI then exits 1 after printing the re
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -23,6 +25,7 @@ import numpy as np
 from pcapdiag import decode, reader
 from pcapdiag.classify import OUTCOMES, PROBLEMS
 from pcapdiag.connections import NS, Connection, Tracker
+from pcapdiag.decode import ACK, SYN
 from pcapdiag.decrypt import (
     DEFAULT_TIMEOUT_S,
     KeyLog,
@@ -67,6 +70,10 @@ class CaptureSummary:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     decrypted: int = 0  # TLS connections classified from their plaintext
+    # A rotated file stitched after another: the set's first file (the records' capture),
+    # and how many frames come before this file's in the set's numbering
+    stitched_to: str | None = None
+    frame_offset: int = 0
     t0_ns: int = 0  # time of the first record: "t=" in evidence counts from it
 
     def to_json(self) -> dict[str, Any]:
@@ -291,6 +298,9 @@ def analyze(
     progress: Callable[[str, int, int], None] | None = None,
     keylog: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
     decrypt_timeout: float = DEFAULT_TIMEOUT_S,
+    jobs: int = 1,
+    client: Any = None,
+    stitch: bool = True,
 ) -> Analysis:
     """Analyse one or more captures (a directory means every capture in it).
 
@@ -298,22 +308,29 @@ def analyze(
     are there, or embedded in a pcapng, are decrypted with tshark and classified from
     their plaintext. ``progress(path, packets_read, file_size)`` is called after each
     batch, for a caller that wants to show progress; it must not raise.
+
+    ``jobs``: processes to use (0: one per core). ``client``: a ``dask.distributed``
+    client to run on instead (every worker must see the capture paths). Both split the
+    work by file and, within a file, by connection, and give the same result as one
+    process. ``stitch``: rotated files (``tcpdump -C``/``-G``: names that differ only in
+    digits, each starting where the previous one ended) are analysed as one capture, so
+    a connection spanning two files stays one connection; frames are then numbered
+    across the files, as ``mergecap -a`` numbers them.
     """
     files = expand_paths(paths)
     if isinstance(keylog, (str, os.PathLike)):
         keylog = [keylog]
     keys = KeyLog.from_files(keylog or ())
-    records: list[ConnectionRecord] = []
-    captures: list[CaptureSummary] = []
-    errors: list[CaptureError] = []
-    for idx, path in enumerate(files):
-        summary = CaptureSummary(path=path)
-        captures.append(summary)
-        try:
-            _analyze_file(path, idx, summary, records, progress, keys, decrypt_timeout)
-        except CaptureError as exc:
-            summary.error = str(exc)
-            errors.append(exc)
+    if jobs < 0:
+        raise UsageError(f"jobs must be >= 0, not {jobs}")
+    workers = (os.cpu_count() or 1) if jobs == 0 else jobs
+    if client is not None:
+        workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
+    chains = rotation_chains(files) if stitch else [[i] for i in range(len(files))]
+    parts = plan(files, chains, workers)
+    fragments = _execute(parts, workers, client, progress)
+    records, captures, errors = merge(fragments, len(files))
+    _decrypt_sets(fragments, records, captures, keys, decrypt_timeout)
     annotate_retries(records)
     annotate_forged_refusals(records)
     result = Analysis(records, captures, infer_idle_timeouts(records), errors)
@@ -324,74 +341,226 @@ def analyze(
     return result
 
 
-def _analyze_file(
-    path: str,
-    idx: int,
-    summary: CaptureSummary,
-    records: list[ConnectionRecord],
-    progress: Callable[[str, int, int], None] | None = None,
-    keys: KeyLog | None = None,
-    decrypt_timeout: float = DEFAULT_TIMEOUT_S,
-) -> None:
-    """Append the file's connections to ``records`` in order of their first frame; ids
-    continue from the connections of earlier files, so they are unique per analysis.
-    On damage, the connections read before it are appended before the error propagates."""
-    mine: list[ConnectionRecord] = []
-    tls_seen: list[_TlsSeen] = []
-    secrets: list[tuple[int, bytes]] = []
+# -- units of work: rotated sets, shards, fragments and their merge ------------------------
+#
+# A *part* is one chain of files (usually one file) and one shard of its connections: the
+# packets whose 4-tuple hashes to the shard. Every shard reads and decodes the whole chain
+# (decoding is ~30x faster than tracking) and tracks only its own connections, so no
+# connection is ever cut at a seam. Each part returns a *fragment*; ``merge`` puts the
+# fragments of one chain back in frame order, so any split gives the one-process result.
+
+ROTATION_GAP_NS = 120 * NS  # a rotated file starts at most this long after the previous
+_DIGITS = re.compile(r"\d+")
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One unit of work: a chain of files (indexes, in time order) and a shard of it."""
+
+    files: tuple[int, ...]
+    paths: tuple[str, ...]
+    shard: int = 0
+    shards: int = 1
+
+
+@dataclass(slots=True)
+class SetResult:
+    """The connections of one capture set (a file, or rotated files stitched together)."""
+
+    files: list[int]  # indexes of its files
+    records: list[ConnectionRecord]
+    folds: Folds
+    tls_seen: list[_TlsSeen]
+    secrets: list[tuple[int, bytes]]
+    t0: int = 0
+    offsets: list[int] = field(default_factory=list)  # frame offset of each file
+
+
+@dataclass(slots=True)
+class Fragment:
+    """What one part found: its shard's connections per set, and what was read."""
+
+    part: Part
+    sets: list[SetResult]
+    summaries: dict[int, CaptureSummary]
+    errors: list[CaptureError]
+
+
+def rotation_chains(files: list[str]) -> list[list[int]]:
+    """Group files that look like one rotated capture: same directory, names equal once
+    digits are removed, ordered by their first packet. Whether each really continues the
+    previous one (no overlap, a short gap) is checked while reading (``_Chain``)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, f in enumerate(files):
+        head, name = os.path.split(os.path.abspath(f))
+        groups.setdefault((head, _DIGITS.sub("", name)), []).append(i)
+    chains: list[list[int]] = []
+    for members in groups.values():
+        if len(members) == 1:
+            chains.append(members)
+            continue
+        firsts = {i: _first_ts(files[i]) for i in members}
+        ordered = sorted(members, key=lambda i: (firsts[i] is None, firsts[i] or 0, i))
+        chains.append(ordered)
+    chains.sort(key=lambda c: min(c))
+    return chains
+
+
+def _first_ts(path: str) -> int | None:
+    """The first record's time, or None when the file cannot be read (its error comes later)."""
     try:
-        _read_file(path, idx, summary, mine, progress, tls_seen, secrets)
-    finally:
-        if tls_seen:
-            _decrypt_file(path, idx, summary, mine, tls_seen, secrets, keys, decrypt_timeout)
-        mine.sort(key=lambda r: r.first_frame)
-        for i, rec in enumerate(mine, start=len(records)):
-            rec.id = i
-        records.extend(mine)
+        with reader.open_capture(path) as cap:
+            for batch in cap.batches(max_records=1):
+                return int(batch.ts_ns[0]) if len(batch) else None
+    except CaptureError:
+        return None
+    return None
 
 
-def _read_file(
-    path: str,
-    idx: int,
-    summary: CaptureSummary,
-    records: list[ConnectionRecord],
+def plan(files: list[str], chains: list[list[int]], workers: int) -> list[Part]:
+    """Parts for ``workers`` processes: whole chains when there are enough of them, else
+    each chain split into shards by connection."""
+    shards = 1 if len(chains) >= workers else -(-workers // len(chains))
+    return [
+        Part(tuple(c), tuple(files[i] for i in c), s, shards) for c in chains for s in range(shards)
+    ]
+
+
+def _execute(
+    parts: list[Part],
+    workers: int,
+    client: Any,
     progress: Callable[[str, int, int], None] | None,
-    tls_seen: list[_TlsSeen],
-    secrets: list[tuple[int, bytes]],
-) -> None:
-    t0: list[int] = []
-    pending: list[Connection] = []
+) -> list[Fragment]:
+    if client is not None:
+        return list(client.gather(client.map(run_part, parts, pure=False)))
+    if workers <= 1 or len(parts) <= 1:
+        return [run_part(p, progress) for p in parts]
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
 
-    folds = Folds()
+    # fork is quickest and needs no importable __main__; with other threads running
+    # (Jupyter, decryption) a forked child could inherit a held lock, so fork a clean server
+    method = "fork" if threading.active_count() == 1 else "forkserver"
+    ctx = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(max_workers=min(workers, len(parts)), mp_context=ctx) as pool:
+        return list(pool.map(run_part, parts))
 
-    def finished(conn: Connection) -> None:
-        tls = conn.tls
-        if tls is not None and tls.client_hello is not None and tls.client_hello.random:
-            tls_seen.append(
-                _TlsSeen(conn.keys[0], conn.first_frame, conn.last_frame, tls.client_hello.random)
-            )
-        if folds.take(conn):
-            return
-        if t0:
-            records.append(explain(conn, path, t0[0]))
-        else:
-            pending.append(conn)
 
-    tracker = Tracker(finished)
-    tracker.capture = idx
-    unknown: Counter[int] = Counter()
-    malformed_total = 0
-    malformed_first: tuple[int, str] | None = None
-    dup_count = 0
-    dup_first: list[int] = []
-    cap = reader.open_capture(path)
-    size = os.path.getsize(path) if os.path.isfile(path) else 0
+def run_part(part: Part, progress: Callable[[str, int, int], None] | None = None) -> Fragment:
+    """Analyse one part (runs in a worker process, or on a Dask worker)."""
+    frag = Fragment(part, [], {}, [])
+    chain = _Chain(part, frag, progress)
     try:
+        for fi, path in zip(part.files, part.paths, strict=True):
+            summary = frag.summaries[fi] = CaptureSummary(path=path)
+            try:
+                chain.read(fi, path, summary)
+            except CaptureError as exc:
+                summary.error = str(exc)
+                frag.errors.append(exc)
+    finally:
+        chain.end()
+    return frag
+
+
+def _conn_hash(pk: decode.TcpPackets) -> np.ndarray:
+    """A hash of each packet's 4-tuple, the same in both directions."""
+    h = pk.src_hi ^ pk.dst_hi ^ pk.src_lo ^ pk.dst_lo
+    h ^= pk.sport.astype(np.uint64) ^ pk.dport.astype(np.uint64)
+    return h * np.uint64(_MIX)
+
+
+def _shard_of(pk: decode.TcpPackets, shards: int) -> np.ndarray:
+    return (_conn_hash(pk) >> np.uint64(40)) % np.uint64(shards)
+
+
+_MIX = 0x9E3779B97F4A7C15
+_M64 = (1 << 64) - 1
+
+
+def _icmp_shard(err: decode.IcmpError, shards: int) -> int:
+    try:
+        shi, slo = decode.addr_halves(err.src)
+        dhi, dlo = decode.addr_halves(err.dst)
+    except ValueError:
+        return 0
+    h = (shi ^ dhi ^ slo ^ dlo ^ err.sport ^ err.dport) * _MIX & _M64
+    return (h >> 40) % shards
+
+
+class _Chain:
+    """Reads the files of a part into one tracker, starting a new set where a file does
+    not continue the previous one."""
+
+    def __init__(
+        self, part: Part, frag: Fragment, progress: Callable[[str, int, int], None] | None
+    ) -> None:
+        self.part, self.frag, self.progress = part, frag, progress
+        self.set: SetResult | None = None
+        self.tracker: Tracker | None = None
+        self.offset = 0  # frames of the set's earlier files
+        self.last_ts: int | None = None  # of the set's last record
+        self.last_tcp_ts: int | None = None
+        self.tail = np.zeros(0, np.uint64)  # 4-tuple hashes of the last batch's TCP packets
+
+    def _start(self, fi: int, t0: int) -> None:
+        self.end()
+        path = self.part.paths[self.part.files.index(fi)]
+        s = self.set = SetResult([], [], Folds(), [], [], t0)
+        self.frag.sets.append(s)
+        self.offset = 0
+
+        def finished(conn: Connection) -> None:
+            tls = conn.tls
+            if tls is not None and tls.client_hello is not None and tls.client_hello.random:
+                s.tls_seen.append(
+                    _TlsSeen(
+                        conn.keys[0], conn.first_frame, conn.last_frame, tls.client_hello.random
+                    )
+                )
+            if not s.folds.take(conn, path, t0):
+                s.records.append(explain(conn, path, t0))
+
+        self.tracker = Tracker(finished)
+        self.tracker.capture = fi
+        if self.part.shards > 1:
+            self.tracker.live_pressure = max(1, self.tracker.live_pressure // self.part.shards)
+
+    def end(self) -> None:
+        """Finish the current set: every connection still open is finished."""
+        tracker, self.tracker = self.tracker, None
+        if tracker is not None:
+            if self.part.shards > 1 and self.last_tcp_ts is not None:
+                tracker.now = max(tracker.now, self.last_tcp_ts)
+            tracker.close()
+        self.last_tcp_ts = None
+
+    def read(self, fi: int, path: str, summary: CaptureSummary) -> None:
+        part = self.part
+        unknown: Counter[int] = Counter()
+        malformed_total = 0
+        malformed_first: tuple[int, str] | None = None
+        dup_count = 0
+        dup_first: list[int] = []
+        cap = reader.open_capture(path)
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
         info = cap.info
+        first = True
         try:
             for batch in cap.batches():
-                if not t0 and len(batch):
-                    t0.append(int(batch.ts_ns[0]))
+                if first and len(batch):
+                    first = False
+                    ts0 = int(batch.ts_ns[0])
+                    if not self._continues(ts0, batch):
+                        self._start(fi, ts0)
+                    assert self.set is not None
+                    self.set.files.append(fi)
+                    self.set.offsets.append(self.offset)
+                    summary.t0_ns = self.set.t0
+                if self.offset:
+                    batch.frame = batch.frame + self.offset
                 dec = decode.decode_batch(batch)
                 summary.tcp_packets += len(dec.tcp)
                 unknown.update(dec.unknown_link)
@@ -400,6 +569,7 @@ def _read_file(
                 if dec.malformed and malformed_first is None:
                     malformed_first = dec.malformed[0]
                 tcp = dec.tcp
+                icmp = dec.icmp
                 iface = batch.interface[np.searchsorted(batch.frame, tcp.frame)]
                 dup = decode.duplicates(tcp, iface)
                 if dup.any():
@@ -407,108 +577,247 @@ def _read_file(
                         dup_first.append(int(tcp.frame[np.argmax(dup)]))
                     dup_count += int(dup.sum())
                     tcp = decode.take(tcp, np.nonzero(~dup)[0])
-                tracker.feed(tcp, dec.icmp)
-                if progress is not None:
-                    progress(path, int(batch.frame[-1]) if len(batch) else 0, size)
+                if len(tcp):
+                    self.last_tcp_ts = max(self.last_tcp_ts or 0, int(tcp.ts_ns.max()))
+                    self.tail = _conn_hash(tcp)
+                tracker = self.tracker
+                if tracker is None:  # no record yet (cannot happen with packets)
+                    continue
+                if part.shards > 1:
+                    n_all = len(tcp)
+                    mine = _shard_of(tcp, part.shards) == part.shard
+                    tcp = decode.take(tcp, np.nonzero(mine)[0])
+                    icmp = [e for e in icmp if _icmp_shard(e, part.shards) == part.shard]
+                    # sweeps follow the packets of the whole capture, as in one process
+                    tracker._since_sweep += n_all - len(tcp)
+                    if len(batch):
+                        tracker.now = max(tracker.now, int(batch.ts_ns[-1]))
+                tracker.feed(tcp, icmp)
+                if self.progress is not None and part.shard == 0:
+                    self.progress(
+                        path, int(batch.frame[-1]) - self.offset if len(batch) else 0, size
+                    )
         finally:
-            tracker.close()
-            base = t0[0] if t0 else 0
-            for conn in pending:
-                records.append(explain(conn, path, base))
-            records.extend(folds.records(path, base))
             _fill_summary(summary, info, unknown, malformed_total, malformed_first)
             if dup_count:
                 summary.warnings.append(
                     f"{path} (frame {dup_first[0]}): {dup_count} duplicate frame(s) skipped "
                     "(the same packet captured twice, e.g. on two interfaces)"
                 )
-            secrets.extend(info.secrets)
-            summary.t0_ns = t0[0] if t0 else 0
-    finally:
-        cap.close()
+            if self.set is not None and fi in self.set.files:
+                self.set.secrets.extend(info.secrets)
+                self.offset += info.packets
+                if info.last_ts_ns is not None:
+                    self.last_ts = info.last_ts_ns
+            cap.close()
+
+    def _continues(self, first_ts: int, batch: reader.RecordBatch) -> bool:
+        """Does a file continue the current set, as a rotated file continues the one
+        before? It starts where that one ended (no overlap, a short gap), and one of its
+        first packets belongs to a connection seen at that one's end. Files that no
+        connection spans keep their own frame numbers: stitching them would change nothing
+        else (and two captures recorded one after the other are not one capture)."""
+        last = self.last_ts
+        if (
+            self.set is None
+            or self.tracker is None
+            or last is None
+            or not 0 <= first_ts - last <= ROTATION_GAP_NS
+            or not len(self.tail)
+        ):
+            return False
+        pk = decode.decode_batch(batch).tcp
+        mid = (pk.flags & (SYN | ACK)) != SYN  # not the first SYN of a new connection
+        return bool(np.isin(_conn_hash(pk)[mid], self.tail).any())
+
+
+def merge(
+    fragments: list[Fragment], n_files: int
+) -> tuple[list[ConnectionRecord], list[CaptureSummary], list[CaptureError]]:
+    """One analysis from the parts' fragments: the sets' records in order of their first
+    frame (ids count on from earlier sets), one summary per file, each error once."""
+    summaries: dict[int, CaptureSummary] = {}
+    errors: list[CaptureError] = []
+    by_set: dict[int, list[SetResult]] = {}
+    for frag in fragments:
+        for fi, summary in frag.summaries.items():
+            summaries.setdefault(fi, summary)
+        if frag.part.shard == 0:
+            errors.extend(frag.errors)
+        for s in frag.sets:
+            by_set.setdefault(s.files[0] if s.files else -1, []).append(s)
+    records: list[ConnectionRecord] = []
+    for key in sorted(by_set):
+        shards = by_set[key]
+        first = shards[0]
+        path = summaries[key].path if key in summaries else ""
+        mine = [r for s in shards for r in s.records]
+        folds = Folds.merged([s.folds for s in shards], mine)
+        mine.extend(folds.records())
+        mine.sort(key=lambda r: r.first_frame)
+        for i, rec in enumerate(mine, start=len(records)):
+            rec.id = i
+        records.extend(mine)
+        for fi, off in zip(first.files[1:], first.offsets[1:], strict=True):
+            summaries[fi].stitched_to = path
+            summaries[fi].frame_offset = off
+    captures = [summaries[i] for i in range(n_files) if i in summaries]
+    return records, captures, errors
 
 
 FOLD_KEEP = 20  # flood-like connections per (server, outcome) reported one by one
 FOLD_GROUPS = 1_000  # beyond this many servers, new ones share one group per outcome
 FOLD_CLIENTS = 10_000  # distinct client addresses counted exactly, per group
+_FOLDABLE = ("syn_timeout", "refused")
 
 
 class _Fold:
-    """Connections folded into one row: what they have in common and how many."""
+    """Connections folded into one row: what they have in common and how many. The
+    sample (the one whose evidence the row quotes) is the earliest folded connection."""
 
     __slots__ = ("sample", "count", "syns", "first_ts", "last_ts", "first_frame", "last_frame",
                  "clients", "packets")  # fmt: skip
 
-    def __init__(self, conn: Connection) -> None:
-        self.sample = conn
+    def __init__(self, sample: ConnectionRecord) -> None:
+        self.sample = sample
         self.count = self.syns = self.packets = 0
-        self.first_ts, self.last_ts = conn.start_ts, conn.end_ts
-        self.first_frame, self.last_frame = conn.first_frame, conn.last_frame
+        self.first_ts, self.last_ts = sample.start_ns, sample.end_ns
+        self.first_frame, self.last_frame = sample.first_frame, sample.last_frame
         self.clients: set[str] = set()
 
-    def add(self, conn: Connection) -> None:
+    def add(
+        self, start: int, end: int, first: int, last: int, syns: int, packets: int, client: str
+    ) -> None:
         self.count += 1
-        self.syns += len(conn.syn_ts)
-        self.packets += conn.c.packets + conn.s.packets
-        self.first_ts = min(self.first_ts, conn.start_ts)
-        self.last_ts = max(self.last_ts, conn.end_ts)
-        self.first_frame = min(self.first_frame, conn.first_frame)
-        self.last_frame = max(self.last_frame, conn.last_frame)
+        self.syns += syns
+        self.packets += packets
+        self.first_ts = min(self.first_ts, start)
+        self.last_ts = max(self.last_ts, end)
+        self.first_frame = min(self.first_frame, first)
+        self.last_frame = max(self.last_frame, last)
         if len(self.clients) < FOLD_CLIENTS:
-            self.clients.add(conn.c_addr)
+            self.clients.add(client)
+
+    def add_record(self, r: ConnectionRecord) -> None:
+        self.add(r.start_ns, r.end_ns, r.first_frame, r.last_frame, r.syn_count,
+                 r.client_packets + r.server_packets, r.client_ip)  # fmt: skip
+        if r.first_frame < self.sample.first_frame:
+            self.sample = r
+
+    def absorb(self, other: _Fold) -> None:
+        self.count += other.count
+        self.syns += other.syns
+        self.packets += other.packets
+        self.first_ts = min(self.first_ts, other.first_ts)
+        self.last_ts = max(self.last_ts, other.last_ts)
+        self.first_frame = min(self.first_frame, other.first_frame)
+        self.last_frame = max(self.last_frame, other.last_frame)
+        room = FOLD_CLIENTS - len(self.clients)
+        if room > 0:
+            self.clients.update(list(other.clients)[:room])
+        if other.sample.first_frame < self.sample.first_frame:
+            self.sample = other.sample
 
 
 class Folds:
     """Floods and scans: beyond ``FOLD_KEEP`` unanswered (or refused) SYN-only connections
     to one server, the rest become one row that says how many, from how many clients, and
     when. That keeps memory and reports flat under a million SYNs; every connection is
-    still counted (``ConnectionRecord.count``)."""
+    still counted (``ConnectionRecord.count``).
+
+    The ones kept are the ``FOLD_KEEP`` earliest by first frame, whatever order they were
+    finished in, so that shards of a capture fold exactly as one process does: each shard
+    keeps its own earliest, and ``merged`` keeps the earliest of those."""
 
     def __init__(self) -> None:
-        self.seen: dict[tuple[str, str], int] = {}
+        self.kept: dict[tuple[str, str], list[ConnectionRecord]] = {}
         self.groups: dict[tuple[str, str], _Fold] = {}
 
-    def take(self, conn: Connection) -> bool:
+    def _key(self, server: str, outcome: str) -> tuple[str, str]:
+        key = (server, outcome)
+        if key not in self.kept and len(self.kept) >= FOLD_GROUPS:
+            key = ("*", outcome)
+        return key
+
+    def take(self, conn: Connection, path: str, t0: int) -> bool:
+        """Keep ``conn`` aside (True) when it is flood-like; a kept connection it displaces
+        from the earliest ``FOLD_KEEP`` is folded instead."""
         outcome = conn.machine.outcome
         if (
-            outcome not in ("syn_timeout", "refused")
+            outcome not in _FOLDABLE
             or conn.orientation != "syn"
             or conn.synack_ts is not None
             or conn.c.bytes
             or conn.s.bytes
         ):
             return False
-        key = (conn.s_addr, outcome)
-        if key not in self.seen and len(self.seen) >= FOLD_GROUPS:
-            key = ("*", outcome)
-        n = self.seen[key] = self.seen.get(key, 0) + 1
-        if n <= FOLD_KEEP:
-            return False
+        key = self._key(conn.s_addr, outcome)
+        kept = self.kept.setdefault(key, [])
+        if len(kept) < FOLD_KEEP or conn.first_frame < kept[-1].first_frame:
+            rec = explain(conn, path, t0)
+            bisect.insort(kept, rec, key=_first_frame)
+            if len(kept) > FOLD_KEEP:
+                self._fold(key, kept.pop())
+            return True
         group = self.groups.get(key)
-        if group is None:
-            group = self.groups[key] = _Fold(conn)
-        group.add(conn)
+        if group is None or conn.first_frame < group.sample.first_frame:
+            self._fold(key, explain(conn, path, t0))
+        else:
+            group.add(conn.start_ts, conn.end_ts, conn.first_frame, conn.last_frame,
+                      len(conn.syn_ts), conn.c.packets + conn.s.packets, conn.c_addr)  # fmt: skip
         return True
 
-    def records(self, path: str, t0: int) -> list[ConnectionRecord]:
+    def _fold(self, key: tuple[str, str], rec: ConnectionRecord) -> None:
+        group = self.groups.get(key)
+        if group is None:
+            self.groups[key] = group = _Fold(rec)
+        group.add_record(rec)
+
+    @classmethod
+    def merged(cls, parts: list[Folds], records: list[ConnectionRecord]) -> Folds:
+        """The folds of a whole capture from its shards'; the connections kept apart are
+        appended to ``records``."""
+        out = cls()
+        for f in parts:
+            for key, group in f.groups.items():
+                mine = out.groups.get(key)
+                if mine is None:
+                    out.groups[key] = group
+                else:
+                    mine.absorb(group)
+            for key, kept in f.kept.items():
+                out.kept.setdefault(key, []).extend(kept)
+        for key, kept in out.kept.items():
+            kept.sort(key=_first_frame)
+            records.extend(kept[:FOLD_KEEP])
+            for rec in kept[FOLD_KEEP:]:
+                out._fold(key, rec)
+            del kept[FOLD_KEEP:]
+        return out
+
+    def records(self) -> list[ConnectionRecord]:
         out = []
         for (server, _), g in self.groups.items():
-            rec = explain(g.sample, path, t0)
+            rec = dataclasses.replace(g.sample)
             rec.count = g.count
             rec.start_ns, rec.end_ns = g.first_ts, g.last_ts
             rec.first_frame, rec.last_frame = g.first_frame, g.last_frame
             rec.syn_count = g.syns
             clients = f"{len(g.clients):,}{'+' if len(g.clients) >= FOLD_CLIENTS else ''}"
-            where = "many servers" if server == "*" else f"server {g.sample.s_addr}"
+            where = "many servers" if server == "*" else f"server {g.sample.server_ip}"
             rec.evidence = (
                 f"{g.count:,} more connections like the first {FOLD_KEEP} to {where} "
                 f"({rec.outcome}), folded into this row: {g.syns:,} SYNs from {clients} client "
                 f"addresses, frames {g.first_frame}–{g.last_frame}, over "
                 f"{(g.last_ts - g.first_ts) / NS:.1f} s — a SYN flood or scan pattern. "
-                f"Like them: {rec.evidence}"
+                f"Like them: {g.sample.evidence}"
             )
             out.append(rec)
         return out
+
+
+def _first_frame(r: ConnectionRecord) -> int:
+    return r.first_frame
 
 
 @dataclass(slots=True)
@@ -521,23 +830,44 @@ class _TlsSeen:
     client_random: bytes
 
 
-def _decrypt_file(
-    path: str,
-    idx: int,
+def _decrypt_sets(
+    fragments: list[Fragment],
+    records: list[ConnectionRecord],
+    captures: list[CaptureSummary],
+    keys: KeyLog | None,
+    timeout_s: float,
+) -> None:
+    """Decrypt, set by set, the TLS connections every shard saw (one tshark run per set)."""
+    by_set: dict[int, list[SetResult]] = {}
+    for frag in fragments:
+        for s in frag.sets:
+            by_set.setdefault(s.files[0], []).append(s)
+    for key in sorted(by_set):
+        shards = by_set[key]
+        seen = sorted((t for s in shards for t in s.tls_seen), key=lambda t: t.first_frame)
+        if seen:
+            first = shards[0]
+            files = [captures[i].path for i in first.files]
+            _decrypt_set(files, first, captures[key], records, seen, keys, timeout_s)
+
+
+def _decrypt_set(
+    files: list[str],
+    rset: SetResult,
     summary: CaptureSummary,
-    mine: list[ConnectionRecord],
+    records: list[ConnectionRecord],
     tls_seen: list[_TlsSeen],
-    secrets: list[tuple[int, bytes]],
     keys: KeyLog | None,
     timeout_s: float,
 ) -> None:
     """Replace the keyless records of the TLS connections we hold secrets for with
     records made from their plaintext. Any failure leaves the keyless records and adds a
     warning: decryption can only add to an analysis, never lose it."""
+    path = files[0]
     known = KeyLog()
     if keys is not None:
         known.update(keys)
-    known.add_dsb(secrets, path)
+    known.add_dsb(rset.secrets, path)
     targets = [t for t in tls_seen if t.client_random in known]
     if not targets:
         return
@@ -548,18 +878,18 @@ def _decrypt_file(
         )
         return
     try:
-        new = _replay_decrypted(path, idx, summary.t0_ns, targets, known, timeout_s)
+        new = _replay_decrypted(files, rset, targets, known, timeout_s)
     except (DecryptError, CaptureError) as exc:
         summary.warnings.append(f"{path}: {exc}")
         return
     # A connection tshark could not decrypt (secrets that do not fit) keeps its keyless
     # record: the replay without plaintext knows less than the turns of the first pass.
     by_first = {r.first_frame: r for r in new if r.decrypted}
-    for i, rec in enumerate(mine):
-        repl = by_first.get(rec.first_frame)
+    for i, rec in enumerate(records):
+        repl = by_first.get(rec.first_frame) if rec.capture == path else None
         if repl is not None:
             repl.id = rec.id
-            mine[i] = repl
+            records[i] = repl
     summary.decrypted = len(by_first)
     if len(by_first) < len(targets):
         summary.warnings.append(
@@ -568,45 +898,61 @@ def _decrypt_file(
         )
 
 
-def _selected(path: str, lookup: dict[tuple, list[tuple[int, int, int, bool]]]) -> Iterable:
+def _set_batches(files: list[str], offsets: list[int]) -> Iterable[reader.RecordBatch]:
+    """The records of a set's files, numbered across them as the first pass numbered them."""
+    for path, offset in zip(files, offsets, strict=True):
+        cap = reader.open_capture(path)
+        try:
+            for batch in cap.batches():
+                if offset:
+                    batch.frame = batch.frame + offset
+                yield batch
+        finally:
+            cap.close()
+
+
+def _selected(
+    files: list[str], offsets: list[int], lookup: dict[tuple, list[tuple[int, int, int, bool]]]
+) -> Iterable:
     """The target connections' packets, batch by batch: (batch, tcp, rows, tags)."""
     codes = np.array(sorted({(k[2] << 16) | k[5] for k in lookup}), dtype=np.uint32)
-    cap = reader.open_capture(path)
-    try:
-        for batch in cap.batches():
-            pk = decode.decode_batch(batch).tcp
-            if not len(pk):
-                continue
-            code = (pk.sport.astype(np.uint32) << 16) | pk.dport.astype(np.uint32)
-            cand = np.nonzero(np.isin(code, codes))[0]
-            if not len(cand):
-                continue
-            rows, tags = [], []
-            sh, sl, dh, dl = pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo
-            for i in cand.tolist():
-                key = (
-                    int(sh[i]),
-                    int(sl[i]),
-                    int(pk.sport[i]),
-                    int(dh[i]),
-                    int(dl[i]),
-                    int(pk.dport[i]),
-                )
-                frame = int(pk.frame[i])
-                for first, last, t, from_client in lookup.get(key, ()):
-                    if first <= frame <= last:
-                        rows.append(i)
-                        tags.append((t, from_client))
-                        break
-            if rows:
-                yield batch, pk, np.array(rows, dtype=np.int64), tags
-    finally:
-        cap.close()
+    for batch in _set_batches(files, offsets):
+        pk = decode.decode_batch(batch).tcp
+        if not len(pk):
+            continue
+        code = (pk.sport.astype(np.uint32) << 16) | pk.dport.astype(np.uint32)
+        cand = np.nonzero(np.isin(code, codes))[0]
+        if not len(cand):
+            continue
+        rows, tags = [], []
+        sh, sl, dh, dl = pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo
+        for i in cand.tolist():
+            key = (
+                int(sh[i]),
+                int(sl[i]),
+                int(pk.sport[i]),
+                int(dh[i]),
+                int(dl[i]),
+                int(pk.dport[i]),
+            )
+            frame = int(pk.frame[i])
+            for first, last, t, from_client in lookup.get(key, ()):
+                if first <= frame <= last:
+                    rows.append(i)
+                    tags.append((t, from_client))
+                    break
+        if rows:
+            yield batch, pk, np.array(rows, dtype=np.int64), tags
 
 
 def _replay_decrypted(
-    path: str, idx: int, t0: int, targets: list[_TlsSeen], keys: KeyLog, timeout_s: float
+    files: list[str],
+    rset: SetResult,
+    targets: list[_TlsSeen],
+    keys: KeyLog,
+    timeout_s: float,
 ) -> list[ConnectionRecord]:
+    path, t0 = files[0], rset.t0
     lookup: dict[tuple, list[tuple[int, int, int, bool]]] = {}
     lines: list[str] = []
     for t, tgt in enumerate(targets):
@@ -620,7 +966,7 @@ def _replay_decrypted(
         frame_map: dict[int, tuple[int, int, int, bool]] = {}
         with open(fpath, "wb") as fh:
             w = PcapngWriter(fh, lines)
-            for batch, pk, rows, tags in _selected(path, lookup):
+            for batch, pk, rows, tags in _selected(files, rset.offsets, lookup):
                 pos = np.searchsorted(batch.frame, pk.frame[rows])
                 for r, p, (t, fc) in zip(rows.tolist(), pos.tolist(), tags, strict=True):
                     off, cl = int(batch.offset[p]), int(batch.caplen[p])
@@ -633,11 +979,11 @@ def _replay_decrypted(
                     frame_map[w.count] = (int(pk.frame[r]), int(pk.ts_ns[r]), t, fc)
         out: list[ConnectionRecord] = []
         tracker = Tracker(lambda conn: out.append(explain(conn, path, t0)))
-        tracker.capture = idx
+        tracker.capture = rset.files[0]
         with tshark_session(fpath, frame_map, timeout_s) as feed:
             tracker.plain = feed
             tracker.plain_targets = {(t.ckey, t.first_frame): i for i, t in enumerate(targets)}
-            for _batch, pk, rows, _tags in _selected(path, lookup):
+            for _batch, pk, rows, _tags in _selected(files, rset.offsets, lookup):
                 tracker.feed(decode.take(pk, rows), [])
             tracker.close()
     return out

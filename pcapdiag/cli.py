@@ -55,7 +55,39 @@ def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for opt in reversed(options):
         fn = opt(fn)
-    return _decryption(fn)
+    return _scale(_decryption(fn))
+
+
+def _scale(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Parallel work and rotated files (every command that analyses captures has them)."""
+    options = [
+        click.option(
+            "-j",
+            "--jobs",
+            type=click.IntRange(min=0),
+            default=1,
+            show_default=True,
+            metavar="N",
+            help="Processes to analyse with (0: one per core); results are the same.",
+        ),
+        click.option(
+            "--dask",
+            "dask",
+            metavar="ADDRESS",
+            help="Run on a Dask cluster (tcp://scheduler:8786); workers must see the "
+            "capture paths. Needs pip install 'pcapdiag[dask]'.",
+        ),
+        click.option(
+            "--no-stitch",
+            "stitch",
+            flag_value=False,
+            default=True,
+            help="Analyse rotated files (tcpdump -C/-G) apart instead of as one capture.",
+        ),
+    ]
+    for opt in reversed(options):
+        fn = opt(fn)
+    return fn
 
 
 def _decryption(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -94,6 +126,10 @@ def _run(captures: tuple[str, ...], *, progress: bool = False, **filters: Any) -
 
     if "keylog" in filters:
         filters["keylog"] = list(filters["keylog"])
+    address = filters.pop("dask", None)
+    cluster: Any = contextlib.nullcontext()
+    if address:
+        cluster = _dask_client(address)
 
     bar: Any = contextlib.nullcontext()
     if progress and sys.stderr.isatty():
@@ -101,7 +137,9 @@ def _run(captures: tuple[str, ...], *, progress: bool = False, **filters: Any) -
 
         bar = ReadProgress.for_paths(list(captures))
     try:
-        with bar as callback:
+        with cluster as client, bar as callback:
+            if client is not None:
+                filters["client"] = client
             result = run(list(captures), progress=callback, **filters)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
@@ -111,6 +149,21 @@ def _run(captures: tuple[str, ...], *, progress: bool = False, **filters: Any) -
     if all(c.error and not c.packets for c in result.captures):
         _exit_for_errors(result)  # nothing was read: only the errors to say
     return result
+
+
+def _dask_client(address: str) -> Any:
+    """A client of the Dask scheduler at ``address``, or a usage error saying what is missing."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise click.UsageError(
+            "--dask needs Dask distributed: pip install 'pcapdiag[dask]'"
+        ) from None
+    try:
+        return Client(address, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        click.echo(f"pcapdiag: --dask {address}: cannot reach the scheduler ({exc})", err=True)
+        sys.exit(1)
 
 
 def _exit_for_errors(result: Analysis) -> None:

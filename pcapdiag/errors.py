@@ -18,6 +18,8 @@ Anything else that escapes is a bug.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def located(path: str, message: str, *, frame: int | None, offset: int | None) -> str:
     """``path (frame F, byte offset O): message`` — how every error and warning is worded."""
@@ -53,6 +55,14 @@ class CaptureError(PcapdiagError):
 
     def __str__(self) -> str:
         return located(self.path, self.message, frame=self.frame, offset=self.offset)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # errors cross process boundaries (analyze(jobs=N), Dask): keep every field
+        return (type(self), (self.path, self.message), self.__dict__.copy())
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.args = (str(self),)
 
 
 class NotACaptureError(CaptureError):

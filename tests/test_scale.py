@@ -1,0 +1,248 @@
+"""Scale-out gives the one-process answer: ``jobs=N`` (processes, by file and by
+connection shard), a Dask cluster, and rotated files stitched into one capture.
+
+The ground truth is always the same analysis of the same real capture in one piece, in
+one process: splitting the work or the file must change nothing but frame offsets.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pcapdiag
+from pcapdiag import reader
+from pcapdiag.analysis import FOLD_KEEP
+from pcapdiag.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_pcaps"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_flood import write_flood  # noqa: E402
+from bench_pipeline import replicate  # noqa: E402
+
+# real recordings whose connections last long enough to be cut by a rotation
+LONG = [
+    "keepalive-idle-requests.pcap",
+    "server_idle_close-aiohttp.pcap",
+    "server_close-requests-tls13.pcap",
+    "h2_goaway-httpx-h2c.pcap",
+]
+
+
+def _conns(a: pcapdiag.Analysis) -> list[dict[str, Any]]:
+    """The connections as JSON, without the capture path (a set is named by its first file)."""
+    out = []
+    for c in a.to_json()["connections"]:
+        c = dict(c)
+        c.pop("capture")
+        out.append(c)
+    return out
+
+
+def _sorted_replica(source: Path, dest: Path, copies: int) -> None:
+    """A large capture of a real recording replayed ``copies`` times (every copy its own
+    connections), rewritten in time order as tcpdump would have written it."""
+    mixed = dest.with_suffix(".mixed.pcap")
+    replicate(source, mixed, copies)
+    recs: list[tuple[int, int, bytes]] = []
+    with reader.open_capture(str(mixed)) as cap:
+        for batch in cap.batches():
+            for i in range(len(batch)):
+                off, n = int(batch.offset[i]), int(batch.caplen[i])
+                recs.append((int(batch.ts_ns[i]), i, bytes(batch.data[off : off + n])))
+    recs.sort(key=lambda r: r[0])
+    with open(dest, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        for ts, _, buf in recs:
+            out.write(struct.pack("<IIII", ts // 10**9, ts % 10**9 // 1000, len(buf), len(buf)))
+            out.write(buf)
+    mixed.unlink()
+
+
+def _split(source: Path, folder: Path, cuts: list[int]) -> list[Path]:
+    """Cut a pcap at record indexes ``cuts`` into files named as ``tcpdump -C`` names them
+    (cap.pcap, cap.pcap1, …)."""
+    raw = source.read_bytes()
+    header, pos, starts = raw[:24], 24, []
+    little = raw[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")
+    while pos + 16 <= len(raw):
+        starts.append(pos)
+        caplen = struct.unpack_from("<I" if little else ">I", raw, pos + 8)[0]
+        pos += 16 + caplen
+    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(starts))), len(starts)]
+    files = []
+    for k in range(len(bounds) - 1):
+        a, b = bounds[k], bounds[k + 1]
+        end = starts[b] if b < len(starts) else len(raw)
+        path = folder / ("cap.pcap" + (str(k) if k else ""))
+        path.write_bytes(header + raw[starts[a] : end])
+        files.append(path)
+    return files
+
+
+# -- jobs ---------------------------------------------------------------------------------
+def test_jobs_over_every_sample_give_the_one_process_answer() -> None:
+    """116 real captures: parts by file across two processes."""
+    one = pcapdiag.analyze(SAMPLES)
+    two = pcapdiag.analyze(SAMPLES, jobs=2)
+    assert two.to_json() == one.to_json()
+    assert one.summary["connections"] > 100
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_one_file_split_by_connection_gives_the_one_process_answer(
+    tmp_path: Path, jobs: int
+) -> None:
+    """One capture, its connections shared among shards by 4-tuple."""
+    big = tmp_path / "big.pcap"
+    replicate(SAMPLES / "keepalive-idle-requests.pcap", big, 150)
+    one = pcapdiag.analyze(big)
+    many = pcapdiag.analyze(big, jobs=jobs)
+    assert many.to_json() == one.to_json()
+    assert one.summary["connections"] == 450
+
+
+def test_shards_fold_a_flood_as_one_process_does(tmp_path: Path) -> None:
+    """Each shard keeps its earliest SYN-only connections; the merge keeps the earliest of
+    those and folds the rest: rows, counts and the quoted sample are the same."""
+    path = tmp_path / "flood.pcap"
+    write_flood(path, 2_000, servers=2)
+    one = pcapdiag.analyze(path)
+    three = pcapdiag.analyze(path, jobs=3)
+    assert three.to_json() == one.to_json()
+    assert len(one.records) == 2 * (FOLD_KEEP + 1)
+    kept = [r for r in one.records if r.count == 1]
+    folded = [r for r in one.records if r.count > 1]
+    assert max(r.first_frame for r in kept) < min(r.first_frame for r in folded)
+
+
+def test_tls_decryption_with_jobs(tmp_path: Path) -> None:
+    """Decryption runs once per capture on what every shard saw."""
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark is not installed")
+    src = SAMPLES / "server_close-requests-tls13.pcap"
+    keys = SAMPLES / "server_close-requests-tls13.keys"
+    one = pcapdiag.analyze(src, keylog=keys)
+    two = pcapdiag.analyze(src, keylog=keys, jobs=2)
+    assert two.to_json() == one.to_json()
+    assert two.captures[0].decrypted >= 1
+
+
+def test_damage_is_reported_once_and_what_came_before_kept(tmp_path: Path) -> None:
+    raw = bytearray((SAMPLES / "keepalive-idle-requests.pcap").read_bytes())
+    pos = 24
+    for _ in range(20):  # the 21st record claims 4 GB
+        pos += 16 + struct.unpack_from("<I", raw, pos + 8)[0]
+    struct.pack_into("<I", raw, pos + 8, 0xFFFFFFF0)
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(bytes(raw))
+    one = pcapdiag.analyze(cut)
+    two = pcapdiag.analyze(cut, jobs=2)
+    assert two.to_json() == one.to_json()
+    assert len(two.errors) == 1 and str(two.errors[0]) == str(one.errors[0])
+    assert one.records
+
+
+def test_cli_jobs(tmp_path: Path) -> None:
+    path = SAMPLES / "keepalive-idle-requests.pcap"
+    one = CliRunner().invoke(main, ["analyze", str(path), "--format", "json"])
+    two = CliRunner().invoke(main, ["analyze", str(path), "--format", "json", "-j", "2"])
+    assert one.exit_code == two.exit_code == 0
+    assert json.loads(two.output) == json.loads(one.output)
+    bad = CliRunner().invoke(main, ["analyze", str(path), "--jobs", "-1"])
+    assert bad.exit_code == 2
+
+
+# -- rotated files ------------------------------------------------------------------------
+def test_tcpdump_rotation_is_one_capture(tmp_path: Path) -> None:
+    """tcpdump -C cuts a real recording (replayed into 4 MB) into 1 MB files: analysed
+    together they give the connections of the whole file, frame numbers included."""
+    if shutil.which("tcpdump") is None:
+        pytest.skip("tcpdump is not installed")
+    whole = tmp_path / "whole.pcap"
+    _sorted_replica(SAMPLES / "keepalive-idle-requests.pcap", whole, 800)
+    ring = tmp_path / "ring"
+    ring.mkdir()
+    subprocess.run(
+        ["tcpdump", "-r", str(whole), "-w", str(ring / "ring.pcap"), "-C", "1", "-Z", "root"],
+        check=True,
+        capture_output=True,
+    )
+    files = sorted(glob.glob(str(ring / "ring.pcap*")))  # as a shell orders ring.pcap*
+    assert len(files) >= 4
+    one = pcapdiag.analyze(whole)
+    rot = pcapdiag.analyze(files)
+    assert _conns(rot) == _conns(one)
+    assert rot.summary == one.summary
+    later = [c for c in rot.captures if c.stitched_to]
+    assert len(later) == len(files) - 1
+    assert all(c.stitched_to == str(ring / "ring.pcap") and c.frame_offset > 0 for c in later)
+    assert _conns(pcapdiag.analyze(files, jobs=2)) == _conns(one)
+    # analysed apart, connections that span a seam break in two halves
+    apart = pcapdiag.analyze(files, stitch=False)
+    assert apart.summary["connections"] > one.summary["connections"]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=st.sampled_from(LONG),
+    cuts=st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=4),
+)
+def test_any_cut_of_a_recording_is_stitched_back(
+    tmp_path_factory: pytest.TempPathFactory, name: str, cuts: list[int]
+) -> None:
+    folder = tmp_path_factory.mktemp("cut")
+    src = SAMPLES / name
+    files = _split(src, folder, cuts)
+    keys = src.with_suffix(".keys")
+    keylog = keys if keys.exists() else None
+    assert _conns(pcapdiag.analyze(files, keylog=keylog)) == _conns(
+        pcapdiag.analyze(src, keylog=keylog)
+    )
+
+
+def test_captures_recorded_one_after_the_other_are_not_stitched() -> None:
+    """Names that differ only in digits, recorded a few seconds apart: no connection spans
+    them, so each keeps its own frame numbers."""
+    pairs = [
+        ("tls_alert-requests-tls12.pcap", "tls_alert-requests-tls13.pcap"),
+        ("server_close-requests-proxy407.pcap", "server_close-requests-proxy502.pcap"),
+    ]
+    for a, b in pairs:
+        both = pcapdiag.analyze([SAMPLES / a, SAMPLES / b])
+        assert not any(c.stitched_to for c in both.captures)
+        alone = pcapdiag.analyze(SAMPLES / a).to_json()["connections"]
+        assert both.to_json()["connections"][: len(alone)] == alone
+
+
+# -- Dask ---------------------------------------------------------------------------------
+def test_dask_cluster_gives_the_local_answer(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    big = tmp_path / "big.pcap"
+    replicate(SAMPLES / "keepalive-idle-requests.pcap", big, 100)
+    files = [big, *sorted(SAMPLES.glob("*.pcap"))[:20]]
+    local = pcapdiag.analyze(files)
+    single = pcapdiag.analyze(big)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        assert pcapdiag.analyze(files, client=client).to_json() == local.to_json()
+        # one file on two workers: split by connection
+        assert pcapdiag.analyze(big, client=client).to_json() == single.to_json()
