@@ -135,12 +135,14 @@ class Analysis:
             ],
         }
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def to_json(self, connections: bool = True) -> dict[str, Any]:
+        doc: dict[str, Any] = {
             "captures": [c.to_json() for c in self.captures],
             "summary": self.summary,
-            "connections": [r.to_json() for r in self.records],
         }
+        if connections:
+            doc["connections"] = [r.to_json() for r in self.records]
+        return doc
 
     def filter(
         self,
