@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import heapq
 import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from pcapdiag import decode, reader
+from pcapdiag._store import Records, RecordStore
 from pcapdiag.classify import OUTCOMES, PROBLEMS
 from pcapdiag.connections import NS, Connection, Tracker
 from pcapdiag.decode import ACK, SYN
@@ -36,9 +38,8 @@ from pcapdiag.decrypt import (
 from pcapdiag.errors import CaptureError, DecryptError, UsageError
 from pcapdiag.explain import (
     ConnectionRecord,
+    CrossFacts,
     IdleTimeout,
-    annotate_forged_refusals,
-    annotate_retries,
     explain,
     infer_idle_timeouts,
 )
@@ -95,15 +96,25 @@ class CaptureSummary:
 class Analysis:
     """The result of ``pcapdiag.analyze``: one record per TCP connection, and capture facts."""
 
-    records: list[ConnectionRecord]
+    records: Sequence[ConnectionRecord]  # a list, or a ``Records`` store for big captures
     captures: list[CaptureSummary]
     idle_timeouts: list[IdleTimeout]
     errors: list[CaptureError] = field(default_factory=list)
     cwd: str = field(default_factory=os.getcwd)  # relative capture paths are relative to it
 
+    def _outcomes(self) -> Iterable[tuple[str, int]]:
+        """(outcome, count) per record, without decoding a compressed store."""
+        recs = self.records
+        if isinstance(recs, Records):
+            return zip(recs.column("outcome"), recs.column("count"), strict=True)
+        return ((r.outcome, r.count) for r in recs)
+
     @property
     def problems(self) -> list[ConnectionRecord]:
-        return [r for r in self.records if r.outcome in PROBLEMS]
+        recs = self.records
+        if isinstance(recs, Records):
+            return [recs[i] for i, o in enumerate(recs.column("outcome")) if o in PROBLEMS]
+        return [r for r in recs if r.outcome in PROBLEMS]
 
     @property
     def idle_timeout_s(self) -> float | None:
@@ -112,16 +123,16 @@ class Analysis:
     @property
     def by_outcome(self) -> dict[str, int]:
         counts: Counter[str] = Counter()
-        for r in self.records:
-            counts[r.outcome] += r.count
+        for outcome, count in self._outcomes():
+            counts[outcome] += count
         return {o: counts[o] for o in OUTCOMES if counts[o]}
 
     @property
     def summary(self) -> dict[str, Any]:
         return {
-            "connections": sum(r.count for r in self.records),
+            "connections": sum(c for _, c in self._outcomes()),
             "rows": len(self.records),
-            "problems": len(self.problems),
+            "problems": sum(1 for o, _ in self._outcomes() if o in PROBLEMS),
             "by_outcome": self.by_outcome,
             "idle_timeout_s": self.idle_timeout_s,
             "idle_timeouts": [
@@ -331,11 +342,8 @@ def analyze(
     chains = rotation_chains(files) if stitch else [[i] for i in range(len(files))]
     parts = plan(files, chains, workers)
     fragments = _execute(parts, workers, client, progress)
-    records, captures, errors = merge(fragments, len(files))
-    _decrypt_sets(fragments, records, captures, keys, decrypt_timeout)
-    annotate_retries(records)
-    annotate_forged_refusals(records)
-    result = Analysis(records, captures, infer_idle_timeouts(records), errors)
+    records, captures, errors, idle = merge(fragments, len(files), keys, decrypt_timeout)
+    result = Analysis(records, captures, idle, errors)
     if problems or host or port is not None or at is not None:
         result = result.filter(
             problems=problems, host=host, port=port, at=parse_time(at), window=window
@@ -370,7 +378,7 @@ class SetResult:
     """The connections of one capture set (a file, or rotated files stitched together)."""
 
     files: list[int]  # indexes of its files
-    records: list[ConnectionRecord]
+    records: RecordStore
     folds: Folds
     tls_seen: list[_TlsSeen]
     secrets: list[tuple[int, bytes]]
@@ -510,7 +518,7 @@ class _Chain:
     def _start(self, fi: int, t0: int) -> None:
         self.end()
         path = self.part.paths[self.part.files.index(fi)]
-        s = self.set = SetResult([], [], Folds(), [], [], t0)
+        s = self.set = SetResult([], RecordStore(), Folds(), [], [], t0)
         self.frag.sets.append(s)
         self.offset = 0
 
@@ -634,10 +642,14 @@ class _Chain:
 
 
 def merge(
-    fragments: list[Fragment], n_files: int
-) -> tuple[list[ConnectionRecord], list[CaptureSummary], list[CaptureError]]:
-    """One analysis from the parts' fragments: the sets' records in order of their first
-    frame (ids count on from earlier sets), one summary per file, each error once."""
+    fragments: list[Fragment],
+    n_files: int,
+    keys: KeyLog | None = None,
+    decrypt_timeout: float = DEFAULT_TIMEOUT_S,
+) -> tuple[Records, list[CaptureSummary], list[CaptureError], list[IdleTimeout]]:
+    """One analysis from the parts' fragments: each set's records streamed in order of
+    their first frame (ids count on from earlier sets; decrypted records replace keyless
+    ones), one summary per file, each error once, and the cross-connection facts."""
     summaries: dict[int, CaptureSummary] = {}
     errors: list[CaptureError] = []
     by_set: dict[int, list[SetResult]] = {}
@@ -647,24 +659,29 @@ def merge(
         if frag.part.shard == 0:
             errors.extend(frag.errors)
         for s in frag.sets:
-            by_set.setdefault(s.files[0] if s.files else -1, []).append(s)
-    records: list[ConnectionRecord] = []
+            by_set.setdefault(s.files[0], []).append(s)
+    records = Records()
+    facts = CrossFacts()
     for key in sorted(by_set):
         shards = by_set[key]
         first = shards[0]
-        path = summaries[key].path if key in summaries else ""
-        mine = [r for s in shards for r in s.records]
-        folds = Folds.merged([s.folds for s in shards], mine)
-        mine.extend(folds.records())
-        mine.sort(key=lambda r: r.first_frame)
-        for i, rec in enumerate(mine, start=len(records)):
-            rec.id = i
-        records.extend(mine)
+        files = [summaries[i].path for i in first.files]
+        seen = sorted((t for s in shards for t in s.tls_seen), key=lambda t: t.first_frame)
+        plain = _decrypt_set(files, first, summaries[key], seen, keys, decrypt_timeout)
+        folds, kept = Folds.merged([s.folds for s in shards])
+        extra = sorted(kept + folds.records(), key=_first_frame)
+        streams = [s.records.ordered() for s in shards]
+        for rec in heapq.merge(*streams, extra, key=_first_frame):
+            rec = plain.get(rec.first_frame, rec)
+            rec.id = len(records)
+            facts.add(rec)
+            records.append(rec)
         for fi, off in zip(first.files[1:], first.offsets[1:], strict=True):
-            summaries[fi].stitched_to = path
+            summaries[fi].stitched_to = files[0]
             summaries[fi].frame_offset = off
+    facts.apply(records)
     captures = [summaries[i] for i in range(n_files) if i in summaries]
-    return records, captures, errors
+    return records, captures, errors, facts.idle_timeouts()
 
 
 FOLD_KEEP = 20  # flood-like connections per (server, outcome) reported one by one
@@ -776,9 +793,8 @@ class Folds:
         group.add_record(rec)
 
     @classmethod
-    def merged(cls, parts: list[Folds], records: list[ConnectionRecord]) -> Folds:
-        """The folds of a whole capture from its shards'; the connections kept apart are
-        appended to ``records``."""
+    def merged(cls, parts: list[Folds]) -> tuple[Folds, list[ConnectionRecord]]:
+        """The folds of a whole capture from its shards', and the connections kept apart."""
         out = cls()
         for f in parts:
             for key, group in f.groups.items():
@@ -789,13 +805,14 @@ class Folds:
                     mine.absorb(group)
             for key, kept in f.kept.items():
                 out.kept.setdefault(key, []).extend(kept)
+        records: list[ConnectionRecord] = []
         for key, kept in out.kept.items():
             kept.sort(key=_first_frame)
             records.extend(kept[:FOLD_KEEP])
             for rec in kept[FOLD_KEEP:]:
                 out._fold(key, rec)
             del kept[FOLD_KEEP:]
-        return out
+        return out, records
 
     def records(self) -> list[ConnectionRecord]:
         out = []
@@ -832,39 +849,19 @@ class _TlsSeen:
     client_random: bytes
 
 
-def _decrypt_sets(
-    fragments: list[Fragment],
-    records: list[ConnectionRecord],
-    captures: list[CaptureSummary],
-    keys: KeyLog | None,
-    timeout_s: float,
-) -> None:
-    """Decrypt, set by set, the TLS connections every shard saw (one tshark run per set)."""
-    by_set: dict[int, list[SetResult]] = {}
-    for frag in fragments:
-        for s in frag.sets:
-            by_set.setdefault(s.files[0], []).append(s)
-    for key in sorted(by_set):
-        shards = by_set[key]
-        seen = sorted((t for s in shards for t in s.tls_seen), key=lambda t: t.first_frame)
-        if seen:
-            first = shards[0]
-            files = [captures[i].path for i in first.files]
-            _decrypt_set(files, first, captures[key], records, seen, keys, timeout_s)
-
-
 def _decrypt_set(
     files: list[str],
     rset: SetResult,
     summary: CaptureSummary,
-    records: list[ConnectionRecord],
     tls_seen: list[_TlsSeen],
     keys: KeyLog | None,
     timeout_s: float,
-) -> None:
-    """Replace the keyless records of the TLS connections we hold secrets for with
-    records made from their plaintext. Any failure leaves the keyless records and adds a
-    warning: decryption can only add to an analysis, never lose it."""
+) -> dict[int, ConnectionRecord]:
+    """Records made from the plaintext of the TLS connections we hold secrets for, by
+    first frame: they replace the keyless ones. Any failure leaves the keyless records
+    and adds a warning: decryption can only add to an analysis, never lose it."""
+    if not tls_seen:
+        return {}
     path = files[0]
     known = KeyLog()
     if keys is not None:
@@ -872,32 +869,28 @@ def _decrypt_set(
     known.add_dsb(rset.secrets, path)
     targets = [t for t in tls_seen if t.client_random in known]
     if not targets:
-        return
+        return {}
     why = tshark_available()
     if why is not None:
         summary.warnings.append(
             f"{path}: {why}; {len(targets)} TLS connection(s) keep their keyless verdict"
         )
-        return
+        return {}
     try:
         new = _replay_decrypted(files, rset, targets, known, timeout_s)
     except (DecryptError, CaptureError) as exc:
         summary.warnings.append(f"{path}: {exc}")
-        return
+        return {}
     # A connection tshark could not decrypt (secrets that do not fit) keeps its keyless
     # record: the replay without plaintext knows less than the turns of the first pass.
     by_first = {r.first_frame: r for r in new if r.decrypted}
-    for i, rec in enumerate(records):
-        repl = by_first.get(rec.first_frame) if rec.capture == path else None
-        if repl is not None:
-            repl.id = rec.id
-            records[i] = repl
     summary.decrypted = len(by_first)
     if len(by_first) < len(targets):
         summary.warnings.append(
             f"{path}: {len(targets) - len(by_first)} TLS connection(s) with secrets in the key "
             "log could not be decrypted by tshark; their keyless verdicts stay"
         )
+    return by_first
 
 
 def _set_batches(files: list[str], offsets: list[int]) -> Iterable[reader.RecordBatch]:

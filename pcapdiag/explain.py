@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import statistics
 import sys
+from array import array
+from collections.abc import Iterable, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -921,52 +923,6 @@ _RETRIED = frozenset({"server_close_after_request", "server_reset"})
 RETRY_WINDOW_NS = 1_000_000_000
 
 
-def annotate_retries(records: list[ConnectionRecord]) -> None:
-    """Mark a failed request repeated at once on a new connection (aiohttp ≥ 3.10 retries
-    idempotent requests once after ServerDisconnectedError / ClientOSError)."""
-    last: dict[tuple[str, str], ConnectionRecord] = {}
-    for r in sorted(records, key=lambda r: r.start_ns):
-        key = (r.client_ip, r.server)
-        prev = last.get(key)
-        if (
-            prev is not None
-            and prev.outcome in _RETRIED
-            and prev.close_ns is not None
-            and 0 <= r.start_ns - prev.close_ns <= RETRY_WINDOW_NS
-            and r.last_request is not None
-            and r.last_request == prev.last_request
-        ):
-            r.retry_of = prev.id
-            note = f"; it repeats the request of connection #{prev.id} {_s(r.start_ns - prev.close_ns)} after that one failed — the pattern of aiohttp's automatic retry of idempotent requests"
-            r.evidence = r.evidence.rstrip(".") + note + "."
-        last[key] = r
-
-
-def annotate_forged_refusals(records: list[ConnectionRecord]) -> None:
-    """A SYN answered by RST has no earlier server packet to compare the RST's TTL with;
-    other connections to the same server address (in the same analysis) give one. When
-    their SYN-ACKs all arrive with one TTL and the RST with another, a middlebox forged it."""
-    # Keyed by the client's own SYN TTL too: it tells the vantage point (a capture on the
-    # client sees its SYNs with their initial TTL, one on the server sees them decremented),
-    # and the server's TTL is only comparable from the same point.
-    baseline: dict[tuple[str, int | None], set[int]] = {}
-    for r in records:
-        if r.handshake == "full" and r.server_ttl is not None:
-            baseline.setdefault((r.server_ip, r.client_ttl), set()).add(r.server_ttl)
-    for r in records:
-        if r.outcome != "refused" or r.closed_by != "server" or r.reset_ttl is None:
-            continue
-        seen = baseline.get((r.server_ip, r.client_ttl))
-        if seen is None or len(seen) != 1 or r.reset_ttl in seen:
-            continue
-        (ttl,) = seen
-        r.closed_by = "network"
-        r.evidence = r.evidence.rstrip(".") + (
-            f"; its TTL {r.reset_ttl} is not the {ttl} this server's SYN-ACKs arrive with on "
-            "other connections here: a firewall or load balancer on the path forged it."
-        )
-
-
 @dataclass(slots=True)
 class IdleTimeout:
     """The server idle timeout inferred from idle closes, per server endpoint."""
@@ -989,24 +945,123 @@ class IdleTimeout:
         return txt
 
 
-def infer_idle_timeouts(records: list[ConnectionRecord]) -> list[IdleTimeout]:
-    """Median idle gap before a server's idle close, per server, most samples first."""
-    gaps: dict[str, list[float]] = {}
-    for r in records:
+class CrossFacts:
+    """What a connection's record owes to the others in the analysis, gathered in one
+    streaming pass so that a capture with millions of connections needs a few integers
+    per connection, not its records: ``add`` every record once (in id order), then
+    ``apply`` patches the few records it changes, and ``idle_timeouts`` summarises.
+
+    - A failed request repeated at once on a new connection is marked a retry (aiohttp
+      ≥ 3.10 retries idempotent requests once after ServerDisconnectedError /
+      ClientOSError).
+    - A SYN answered by RST has no earlier server packet to compare the RST's TTL with;
+      other connections to the same server address give one. When their SYN-ACKs all
+      arrive with one TTL and the RST with another, a middlebox forged it. Keyed by the
+      client's own SYN TTL too: it tells the vantage point (a capture on the client sees
+      its SYNs with their initial TTL, one on the server sees them decremented), and the
+      server's TTL is only comparable from the same point.
+    - The server idle timeout is the median idle gap before a server's idle closes.
+    """
+
+    def __init__(self) -> None:
+        self._start = array("q")
+        self._close = array("q")  # _NONE when not closed
+        self._pair = array("q")  # hash of (client address, server endpoint)
+        self._request = array("q")  # hash of the last request line, 0 when none
+        self._id = array("q")
+        self._failed = bytearray()
+        self._ttls: dict[tuple[str, int | None], set[int]] = {}
+        self._refused: list[int] = []
+        self._gaps: dict[str, list[float]] = {}
+        self._reuse: dict[str, float] = {}
+
+    def add(self, r: ConnectionRecord) -> None:
+        i = len(self._start)
+        self._start.append(r.start_ns)
+        self._close.append(_NONE if r.close_ns is None else r.close_ns)
+        self._pair.append(hash((r.client_ip, r.server)))
+        self._request.append(0 if r.last_request is None else hash(r.last_request) or 1)
+        self._id.append(r.id)
+        self._failed.append(r.outcome in _RETRIED)
+        if r.handshake == "full" and r.server_ttl is not None:
+            self._ttls.setdefault((r.server_ip, r.client_ttl), set()).add(r.server_ttl)
+        if r.outcome == "refused" and r.closed_by == "server" and r.reset_ttl is not None:
+            self._refused.append(i)
         if r.idle_before_close_s is not None and (
             r.outcome == "server_idle_close" or r.keepalive_race
         ):
-            gaps.setdefault(r.server, []).append(r.idle_before_close_s)
-    reuse: dict[str, float] = {}
-    for r in records:
+            self._gaps.setdefault(r.server, []).append(r.idle_before_close_s)
         if r.keepalive_race and r.reused_after_idle_s is not None:
-            reuse[r.server] = max(reuse.get(r.server, 0.0), r.reused_after_idle_s)
-    out = []
-    for server, vals in gaps.items():
-        sec = statistics.median(vals)
-        out.append(IdleTimeout(server, sec, len(vals), match_default(sec), reuse.get(server)))
-    out.sort(key=lambda t: -t.samples)
-    return out
+            self._reuse[r.server] = max(self._reuse.get(r.server, 0.0), r.reused_after_idle_s)
+
+    def apply(self, records: MutableSequence[ConnectionRecord]) -> None:
+        """Patch ``records`` (the ones added, at the same indexes): each changed record is
+        assigned back, so a store that hands out copies keeps the change."""
+        start, close, pair, req, failed = (
+            self._start, self._close, self._pair, self._request, self._failed
+        )  # fmt: skip
+        last: dict[int, int] = {}
+        for i in sorted(range(len(start)), key=start.__getitem__):
+            p = last.get(pair[i])
+            if (
+                p is not None
+                and failed[p]
+                and close[p] != _NONE
+                and 0 <= start[i] - close[p] <= RETRY_WINDOW_NS
+                and req[i]
+                and req[i] == req[p]
+            ):
+                r = records[i]
+                if r.last_request == records[p].last_request:  # not a hash collision
+                    prev_id = self._id[p]
+                    r.retry_of = prev_id
+                    note = f"; it repeats the request of connection #{prev_id} {_s(start[i] - close[p])} after that one failed — the pattern of aiohttp's automatic retry of idempotent requests"
+                    r.evidence = r.evidence.rstrip(".") + note + "."
+                    records[i] = r
+            last[pair[i]] = i
+        for i in self._refused:
+            r = records[i]
+            seen = self._ttls.get((r.server_ip, r.client_ttl))
+            if seen is None or len(seen) != 1 or r.reset_ttl in seen:
+                continue
+            (ttl,) = seen
+            r.closed_by = "network"
+            r.evidence = r.evidence.rstrip(".") + (
+                f"; its TTL {r.reset_ttl} is not the {ttl} this server's SYN-ACKs arrive with on "
+                "other connections here: a firewall or load balancer on the path forged it."
+            )
+            records[i] = r
+
+    def idle_timeouts(self) -> list[IdleTimeout]:
+        """Median idle gap before a server's idle close, per server, most samples first."""
+        out = []
+        for server, vals in self._gaps.items():
+            sec = statistics.median(vals)
+            out.append(
+                IdleTimeout(server, sec, len(vals), match_default(sec), self._reuse.get(server))
+            )
+        out.sort(key=lambda t: -t.samples)
+        return out
+
+
+_NONE = -(1 << 63)
+
+
+def _facts(records: Iterable[ConnectionRecord]) -> CrossFacts:
+    facts = CrossFacts()
+    for r in records:
+        facts.add(r)
+    return facts
+
+
+def annotate(records: MutableSequence[ConnectionRecord]) -> None:
+    """Retries and forged refusals (see ``CrossFacts``), for a list of records."""
+    _facts(records).apply(records)
+
+
+def infer_idle_timeouts(records: Iterable[ConnectionRecord]) -> list[IdleTimeout]:
+    """Median idle gap before a server's idle close, per server, most samples first."""
+    return _facts(records).idle_timeouts()
 
 
 def match_default(seconds: float) -> str | None:

@@ -1,0 +1,249 @@
+"""Connection records in bounded memory, for captures with millions of connections.
+
+A record is ~5 KB as Python objects and ~150 bytes as a zlib-compressed pickle in a
+chunk of its neighbours (they share most strings: outcome, cause, fix, client errors).
+Both containers here keep the first ``LIVE`` records as objects, so a usual analysis pays
+nothing, and compress the rest by chunks of ``CHUNK``.
+
+``RecordStore`` collects a worker's records in the order the tracker finishes them, which
+is nearly the order of their first frame: each record joins the first *run* whose last
+first frame is lower (patience sorting), so a few runs hold everything and their k-way
+merge (``ordered``) streams the records sorted, one chunk per run in memory.
+
+``Records`` is the final, sorted sequence an ``Analysis`` holds: indexable and iterable
+like a list, with small per-record columns (outcome, count, times) for summaries that
+must not decode every chunk. Records read from it are copies: to change one, assign it
+back (``records[i] = rec``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import pickle
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, overload
+
+from pcapdiag.explain import ConnectionRecord
+
+CHUNK = 512  # records per compressed chunk
+LIVE = 20_000  # records kept as objects before compressing begins
+MAX_RUNS = 16  # more runs than this (input far from sorted): merge them into one
+_CACHE = 4  # decoded chunks kept for random access
+
+
+def _pack(records: list[ConnectionRecord]) -> bytes:
+    return zlib.compress(pickle.dumps(records, protocol=5), 1)
+
+
+def _unpack(blob: bytes) -> list[ConnectionRecord]:
+    return pickle.loads(zlib.decompress(blob))
+
+
+def _first_frame(r: ConnectionRecord) -> int:
+    return r.first_frame
+
+
+class _Run:
+    """Records with increasing first frames: compressed chunks, then an open tail."""
+
+    __slots__ = ("chunks", "tail", "last", "count")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.tail: list[ConnectionRecord] = []
+        self.last = -1
+        self.count = 0
+
+    def add(self, rec: ConnectionRecord, chunk: int) -> None:
+        """``chunk``: compress the tail once it holds this many (0: keep objects)."""
+        self.tail.append(rec)
+        self.last = rec.first_frame
+        self.count += 1
+        if chunk and len(self.tail) >= chunk:
+            self.chunks.append(_pack(self.tail))
+            self.tail = []
+
+    def __iter__(self) -> Iterator[ConnectionRecord]:
+        for blob in self.chunks:
+            yield from _unpack(blob)
+        yield from self.tail
+
+
+class RecordStore:
+    """A worker's records, compressed beyond ``LIVE``, streamed back sorted by first frame."""
+
+    def __init__(self) -> None:
+        self._runs: list[_Run] = []
+        self._lasts: list[int] = []  # -last first frame of each run: increasing
+        self._n = 0
+        self._cap, self._size = LIVE, CHUNK
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, rec: ConnectionRecord) -> None:
+        key = -rec.first_frame
+        # leftmost run whose last first frame is lower: runs' lasts decrease left to right
+        i = bisect.bisect_right(self._lasts, key)
+        if i == len(self._runs) and i >= MAX_RUNS:
+            self._compact()
+            i = bisect.bisect_right(self._lasts, key)
+        if i == len(self._runs):
+            self._runs.append(_Run())
+            self._lasts.append(key)
+        self._n += 1
+        self._runs[i].add(rec, self._size if self._n > self._cap else 0)
+        self._lasts[i] = key
+
+    def extend(self, records: Iterable[ConnectionRecord]) -> None:
+        for r in records:
+            self.append(r)
+
+    def _compact(self) -> None:
+        """Merge every run into one (input far from sorted order)."""
+        merged = _Run()
+        compress = self._size if self._n > self._cap else 0
+        for rec in heapq.merge(*self._runs, key=_first_frame):
+            merged.add(rec, compress)
+        self._runs = [merged]
+        self._lasts = [-merged.last]
+
+    def ordered(self) -> Iterator[ConnectionRecord]:
+        """The records sorted by first frame (ties in the order they were added)."""
+        if len(self._runs) == 1:
+            return iter(self._runs[0])
+        return heapq.merge(*self._runs, key=_first_frame)
+
+
+class Records(Sequence[ConnectionRecord]):
+    """The analysis's records in id order; see the module docstring."""
+
+    def __init__(self, records: Iterable[ConnectionRecord] = ()) -> None:
+        self._live: list[ConnectionRecord] = []
+        self._chunks: list[bytes] = []
+        self._tail: list[ConnectionRecord] = []
+        self._n = 0
+        self._over: dict[int, ConnectionRecord] = {}
+        self._cap, self._size = LIVE, CHUNK  # fixed for this store's lifetime
+        self._cache: OrderedDict[int, list[ConnectionRecord]] = OrderedDict()
+        self._cols: dict[str, list[Any]] = {"outcome": [], "count": [], "start_ns": []}
+        for r in records:
+            self.append(r)
+
+    def append(self, rec: ConnectionRecord) -> None:
+        cols = self._cols
+        cols["outcome"].append(rec.outcome)
+        cols["count"].append(rec.count)
+        cols["start_ns"].append(rec.start_ns)
+        self._n += 1
+        if self._n <= self._cap:
+            self._live.append(rec)
+            return
+        self._tail.append(rec)
+        if len(self._tail) >= self._size:
+            self._chunks.append(_pack(self._tail))
+            self._tail = []
+
+    @property
+    def compressed(self) -> bool:
+        return self._n > self._cap
+
+    def column(self, name: str) -> list[Any]:
+        """``outcome``, ``count`` or ``start_ns`` of every record, without decoding any."""
+        return self._cols[name]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _chunk(self, c: int) -> list[ConnectionRecord]:
+        hit = self._cache.get(c)
+        if hit is None:
+            hit = _unpack(self._chunks[c])
+            self._cache[c] = hit
+            if len(self._cache) > _CACHE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(c)
+        return hit
+
+    def _get(self, i: int) -> ConnectionRecord:
+        over = self._over.get(i)
+        if over is not None:
+            return over
+        if i < self._cap:
+            return self._live[i]
+        c, k = divmod(i - self._cap, self._size)
+        if c < len(self._chunks):
+            return self._chunk(c)[k]
+        return self._tail[k]
+
+    @overload
+    def __getitem__(self, i: int) -> ConnectionRecord: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[ConnectionRecord]: ...
+    def __getitem__(self, i: int | slice) -> ConnectionRecord | list[ConnectionRecord]:
+        if isinstance(i, slice):
+            return [self._get(k) for k in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("record index out of range")
+        return self._get(i)
+
+    def __setitem__(self, i: int, rec: ConnectionRecord) -> None:
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("record index out of range")
+        if i < self._cap:
+            self._live[i] = rec
+        else:
+            self._over[i] = rec
+        self._cols["outcome"][i] = rec.outcome
+        self._cols["count"][i] = rec.count
+        self._cols["start_ns"][i] = rec.start_ns
+
+    def __iter__(self) -> Iterator[ConnectionRecord]:
+        yield from self._live
+        over = self._over
+        i = len(self._live)
+        for blob in self._chunks:
+            for rec in _unpack(blob):
+                yield over.get(i, rec)
+                i += 1
+        for rec in self._tail:
+            yield over.get(i, rec)
+            i += 1
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (list(self),)) if not self.compressed else (
+            _restore,
+            (self._live, self._chunks, self._tail, self._n, self._over, self._cols, self._cap,
+             self._size),
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"<Records: {self._n} connection records>"
+
+
+def _rebuild(records: list[ConnectionRecord]) -> Records:
+    return Records(records)
+
+
+def _restore(
+    live: list[ConnectionRecord],
+    chunks: list[bytes],
+    tail: list[ConnectionRecord],
+    n: int,
+    over: dict[int, ConnectionRecord],
+    cols: dict[str, list[Any]],
+    cap: int,
+    size: int,
+) -> Records:
+    r = Records()
+    r._live, r._chunks, r._tail, r._n, r._over, r._cols = live, chunks, tail, n, over, cols
+    r._cap, r._size = cap, size
+    return r
