@@ -236,9 +236,16 @@ class Analysis:
 
         rec = self._record(conn_id)
         start = frames.capture_starts(self.captures).get(rec.capture)
-        if not os.path.isabs(rec.capture):  # the working directory may have changed since
-            rec = dataclasses.replace(rec, capture=os.path.join(self.cwd, rec.capture))
-        return frames.packets_frame(rec, start)
+        # a rotated set: the files stitched after the record's capture, in frame order
+        later = sorted(
+            (c for c in self.captures if c.stitched_to == rec.capture and c.path != rec.capture),
+            key=lambda c: c.frame_offset,
+        )
+        paths = [rec.capture] + [c.path for c in later]
+        # the working directory may have changed since
+        paths = [p if os.path.isabs(p) else os.path.join(self.cwd, p) for p in paths]
+        rec = dataclasses.replace(rec, capture=paths[0])
+        return frames.packets_frame(rec, start, (paths, [0] + [c.frame_offset for c in later]))
 
     def timeline(self, **kw: Any) -> Figure:
         """Every connection on a time axis, coloured by outcome: a matplotlib Figure, never
@@ -893,25 +900,12 @@ def _decrypt_set(
     return by_first
 
 
-def _set_batches(files: list[str], offsets: list[int]) -> Iterable[reader.RecordBatch]:
-    """The records of a set's files, numbered across them as the first pass numbered them."""
-    for path, offset in zip(files, offsets, strict=True):
-        cap = reader.open_capture(path)
-        try:
-            for batch in cap.batches():
-                if offset:
-                    batch.frame = batch.frame + offset
-                yield batch
-        finally:
-            cap.close()
-
-
 def _selected(
     files: list[str], offsets: list[int], lookup: dict[tuple, list[tuple[int, int, int, bool]]]
 ) -> Iterable:
     """The target connections' packets, batch by batch: (batch, tcp, rows, tags)."""
     codes = np.array(sorted({(k[2] << 16) | k[5] for k in lookup}), dtype=np.uint32)
-    for batch in _set_batches(files, offsets):
+    for batch in reader.chain_batches(files, offsets):
         pk = decode.decode_batch(batch).tcp
         if not len(pk):
             continue

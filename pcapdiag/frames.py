@@ -293,7 +293,11 @@ def flags_text(flags: int) -> str:
     return "".join(letter for bit, letter in _FLAG_LETTERS if flags & bit)
 
 
-def packets_frame(record: ConnectionRecord, t0_ns: int | None = None) -> pd.DataFrame:
+def packets_frame(
+    record: ConnectionRecord,
+    t0_ns: int | None = None,
+    chain: tuple[list[str], list[int]] | None = None,
+) -> pd.DataFrame:
     """The TCP segments of ``record``, read again from its capture (streamed, batch by batch):
     those of its 4-tuple between its first and last frame, with Wireshark's relative
     sequence numbers (the ISN of a side whose SYN was not captured is taken as its first
@@ -308,8 +312,11 @@ def packets_frame(record: ConnectionRecord, t0_ns: int | None = None) -> pd.Data
     c_port, s_port = record.client_port, record.server_port
     lo_frame, hi_frame = record.first_frame, record.last_frame
     rows: list[tuple[int, int, bool, int, int, int, int, int, int]] = []
-    with reader.open_capture(record.capture) as cap:
-        for batch in cap.batches():
+    # ``chain``: the files (and frame offsets) of a rotated set the record spans
+    files, offsets = chain or ([record.capture], [0])
+    batches = reader.chain_batches(files, offsets)
+    try:
+        for batch in batches:
             if not len(batch) or int(batch.frame[-1]) < lo_frame:
                 continue
             if int(batch.frame[0]) > hi_frame:
@@ -336,6 +343,8 @@ def packets_frame(record: ConnectionRecord, t0_ns: int | None = None) -> pd.Data
                         int(t.window[k]), int(t.ttl[k]),
                     )
                 )  # fmt: skip
+    finally:
+        batches.close()
     base: dict[bool, int] = {}  # side (True = client) -> ISN
     cols: dict[str, list[Any]] = {name: [] for name in PACKET_SCHEMA}
     start = record.start_ns if t0_ns is None else t0_ns

@@ -1396,3 +1396,17 @@ def open_capture(path: str | os.PathLike[str]) -> Capture:
         cap.close()
         raise
     return cap
+
+
+def chain_batches(
+    paths: list[str], offsets: list[int], max_records: int = 65536
+) -> Iterator[RecordBatch]:
+    """The batches of several files read as one capture (rotated files stitched by the
+    analysis): each file's frames numbered on from ``offsets[i]``, as ``mergecap -a``
+    numbers them."""
+    for path, offset in zip(paths, offsets, strict=True):
+        with open_capture(path) as cap:
+            for batch in cap.batches(max_records):
+                if offset:
+                    batch.frame = batch.frame + offset
+                yield batch

@@ -212,6 +212,10 @@ def test_tcpdump_rotation_is_one_capture(tmp_path: Path) -> None:
     assert len(later) == len(files) - 1
     assert all(c.stitched_to == str(ring / "ring.pcap") and c.frame_offset > 0 for c in later)
     assert _conns(pcapdiag.analyze(files, jobs=2)) == _conns(one)
+    # a connection across a seam: its packets are read back from both files
+    seams = [c.frame_offset for c in later]
+    across = next(r for r in rot.records if any(r.first_frame <= o < r.last_frame for o in seams))
+    assert rot.packets(across.id).equals(one.packets(across.id))
     # analysed apart, connections that span a seam break in two halves
     apart = pcapdiag.analyze(files, stitch=False)
     assert apart.summary["connections"] > one.summary["connections"]
