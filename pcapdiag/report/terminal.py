@@ -63,7 +63,7 @@ def render(analysis: Analysis, out: IO[str] | None = None, *, width: int | None 
 
 
 def _summary(console: Console, a: Analysis) -> None:
-    n = sum(r.count for r in a.records)
+    n = a.summary["connections"]
     pk = sum(c.packets for c in a.captures)
     files = ", ".join(clean(c.path) for c in a.captures[:3]) + (" …" if len(a.captures) > 3 else "")
     console.print(
@@ -72,6 +72,17 @@ def _summary(console: Console, a: Analysis) -> None:
             style="bold",
         )
     )
+    stitched: dict[str, list[str]] = defaultdict(list)
+    for c in a.captures:
+        if c.stitched_to:
+            stitched[c.stitched_to].append(c.path)
+    for first, later in stitched.items():
+        console.print(
+            Text(
+                f"  rotated files: {', '.join(clean(p) for p in later)} continue {clean(first)}; "
+                "read as one capture, frames numbered across them (as mergecap -a numbers them)"
+            )
+        )
     decrypted = sum(c.decrypted for c in a.captures)
     if decrypted:
         console.print(
