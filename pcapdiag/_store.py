@@ -29,7 +29,7 @@ from typing import Any, overload
 from pcapdiag.explain import ConnectionRecord
 
 CHUNK = 512  # records per compressed chunk
-LIVE = 20_000  # records kept as objects before compressing begins
+LIVE = 5_000  # records kept as objects (~5 KB each) before compressing begins
 MAX_RUNS = 16  # more runs than this (input far from sorted): merge them into one
 _CACHE = 4  # decoded chunks kept for random access
 
