@@ -549,7 +549,7 @@ class _Chain:
         """Finish the current set: every connection still open is finished."""
         tracker, self.tracker = self.tracker, None
         if tracker is not None:
-            if self.part.shards > 1 and self.last_tcp_ts is not None:
+            if self.last_tcp_ts is not None:  # the capture's end, whatever the shard saw
                 tracker.now = max(tracker.now, self.last_tcp_ts)
             tracker.close()
         self.last_tcp_ts = None
@@ -607,8 +607,8 @@ class _Chain:
                     icmp = [e for e in icmp if _icmp_shard(e, part.shards) == part.shard]
                     # sweeps follow the packets of the whole capture, as in one process
                     tracker._since_sweep += n_all - len(tcp)
-                    if len(batch):
-                        tracker.now = max(tracker.now, int(batch.ts_ns[-1]))
+                if self.last_tcp_ts is not None:  # sweeps see the time of the whole batch
+                    tracker.clock = self.last_tcp_ts
                 tracker.feed(tcp, icmp)
                 if self.progress is not None and part.shard == 0:
                     self.progress(
