@@ -89,6 +89,8 @@ class CaptureSummary:
             "warnings": self.warnings,
             "error": self.error,
             "decrypted": self.decrypted,
+            "stitched_to": self.stitched_to,
+            "frame_offset": self.frame_offset,
         }
 
 

@@ -211,6 +211,8 @@ def test_tcpdump_rotation_is_one_capture(tmp_path: Path) -> None:
     assert rot.summary == one.summary
     later = [c for c in rot.captures if c.stitched_to]
     assert len(later) == len(files) - 1
+    caps = rot.to_json()["captures"]
+    assert [c["frame_offset"] > 0 for c in caps] == [c["stitched_to"] is not None for c in caps]
     assert all(c.stitched_to == str(ring / "ring.pcap") and c.frame_offset > 0 for c in later)
     assert _conns(pcapdiag.analyze(files, jobs=2)) == _conns(one)
     # a connection across a seam: its packets are read back from both files
