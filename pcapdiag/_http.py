@@ -632,6 +632,13 @@ class HttpObserver:
                 pos = end + 4
                 if pos == n:
                     return
+                if side.state == _BODY and n - pos <= side.remaining:
+                    # Its Content-Length body (or the start of it) and nothing after:
+                    # exactly the one step ``_run`` would take.
+                    side.remaining -= n - pos
+                    if not side.remaining:
+                        self._message_end(side, ts_ns, frame)
+                    return
         self._run(side, data, ts_ns, frame, pos)  # the rest, or all of it the strict way
 
     def gap(self, from_client: bool, nbytes: int, ts_ns: int, frame: int) -> None:
@@ -1061,7 +1068,7 @@ class HttpObserver:
             req = self._oldest(pop=False)
             self.interim_responses += 1
         else:
-            req = self._oldest(pop=True)
+            req = self._pending.popleft() if self._pending else self._oldest(pop=True)
             self.responses += 1
         clen = f.length
         ev = _event(
@@ -1125,7 +1132,9 @@ class HttpObserver:
             side.remaining = side.planned = side.expected = clen
         else:
             self._message_end(side, ts, frame)
-        self._maybe_unpause(req, ts, frame)
+        cli = self._server if self.roles_flipped else self._client  # self._side(True)
+        if cli is not None and cli.state == _PAUSED:  # else _maybe_unpause does nothing
+            self._maybe_unpause(req, ts, frame)
 
     def _message_end(self, side: _Side, ts: int, frame: int, close_delimited: bool = False) -> None:
         head = side.event

@@ -20,7 +20,9 @@ protocols are followed as payload *turns* (bursts by direction).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,14 +33,49 @@ from pcapdiag.decode import ACK, FIN, RST, SYN, IcmpError, TcpPackets, addr_halv
 from pcapdiag.decrypt import PlainFeed
 from pcapdiag.zeek import ESTABLISHED, INACTIVITY_NS, ZeekConn, is_server_port
 
+# Enum members bound once: ``Ev.FIN`` is an attribute lookup through EnumType that costs
+# about 0.5 µs, and these are used for nearly every packet.
+_SIDE_CLIENT = Side.CLIENT
+_SIDE_NETWORK = Side.NETWORK
+_SIDE_NONE = Side.NONE
+_SIDE_SERVER = Side.SERVER
+_EV_ALERT = Ev.ALERT
+_EV_EOC = Ev.EOC
+_EV_FIN = Ev.FIN
+_EV_GOAWAY = Ev.GOAWAY
+_EV_ICMP = Ev.ICMP
+_EV_IDLE_GAP = Ev.IDLE_GAP
+_EV_PROXY_REFUSED = Ev.PROXY_REFUSED
+_EV_REQUEST = Ev.REQUEST
+_EV_RESPONSE = Ev.RESPONSE
+_EV_RESPONSE_END = Ev.RESPONSE_END
+_EV_RESPONSE_END_CLOSE = Ev.RESPONSE_END_CLOSE
+_EV_RST = Ev.RST
+_EV_RST_STREAM = Ev.RST_STREAM
+_EV_SYN = Ev.SYN
+_EV_SYNACK = Ev.SYNACK
+_EV_TLS_DONE = Ev.TLS_DONE
+_EV_TLS_HELLO = Ev.TLS_HELLO
+_ST_AWAITING = State.AWAITING
+_ST_CLOSE_ANNOUNCED = State.CLOSE_ANNOUNCED
+_ST_IDLE = State.IDLE
+_ST_TLS_HANDSHAKE = State.TLS_HANDSHAKE
+_ALWAYS_KEPT = frozenset({_EV_FIN, _EV_RST, _EV_ALERT, _EV_ICMP, _EV_EOC})  # past MAX_EVENTS
+
 _MASK32 = 0xFFFFFFFF
 ACK_ONLY = ACK
+_SYN_FIN_RST = SYN | FIN | RST
 _HALF32 = 0x80000000
 NS = 1_000_000_000
 
 IDLE_MIN_NS = 200_000_000  # an idle gap is at least 0.2 s ...
 IDLE_RTT_FACTOR = 4  # ... and at least 4 handshake round trips
 QUIET_AFTER_CLOSE_NS = 120 * NS  # closed and silent this long: finished
+# Both sides closed (or one reset) and silent this long: finished, as Zeek's
+# tcp_close_delay does. Memory then follows the connections of the last seconds, not of
+# the last two minutes (a busy server closes thousands a second).
+QUIET_AFTER_END_NS = 5 * NS
+SWEEP_EVERY = 65_536  # packets between sweeps (whole capture, whatever the shard)
 QUIET_SYN_ONLY_NS = 240 * NS  # unanswered SYNs: kernels give up after ~131 s
 # Memory pressure (a SYN flood, a port scan): beyond this many live connections, half-open
 # ones quiet for QUIET_SYN_PRESSURE_NS are finished at once. A later retransmission of
@@ -305,10 +342,14 @@ class Connection:
         """Would a pure ACK from this side change anything but counters? Not once both
         sides are established in Zeek's terms, this side's pure-ACK letter is recorded,
         the handshake round trip is known, and nobody has closed."""
-        if self.closed or (self.synack_ts is not None and self.ack_ts is None):
+        c, s = self.c, self.s
+        if c.fin_frame or s.fin_frame or c.rst_frame or s.rst_frame:  # self.closed, inline
+            return False
+        if self.synack_ts is not None and self.ack_ts is None:
             return False
         zc = self.zeek
-        z = zc.rows[-1][1]
+        z = zc._cur  # rows[-1][1]
+        assert z is not None
         letter = "A" if from_client == zc.orig_is_client else "a"
         return z.orig == ESTABLISHED and z.resp == ESTABLISHED and letter in z._once
 
@@ -328,18 +369,28 @@ class Connection:
         last = self.last_activity_ts
         if (
             last is not None
-            and kind is not Ev.IDLE_GAP
+            and kind is not _EV_IDLE_GAP
             and m.outcome is None
-            and (m.state is State.IDLE or m.state is State.CLOSE_ANNOUNCED)
+            and (m.state is _ST_IDLE or m.state is _ST_CLOSE_ANNOUNCED)
         ):
-            threshold = self.idle_threshold_ns()
+            # idle_threshold_ns(), inline: this runs for most events
+            syn_ts, ack_ts = self.syn_ts, self.ack_ts
+            if syn_ts and ack_ts is not None:
+                threshold = max(IDLE_MIN_NS, IDLE_RTT_FACTOR * max(0, ack_ts - syn_ts[0]))
+            else:
+                threshold = IDLE_MIN_NS
             if ts - last >= threshold:
                 self.emit(
-                    Side.NONE, Ev.IDLE_GAP, last + threshold, None, f"idle {(ts - last) / NS:.3f} s"
+                    _SIDE_NONE,
+                    _EV_IDLE_GAP,
+                    last + threshold,
+                    None,
+                    f"idle {(ts - last) / NS:.3f} s",
                 )
         ev = Event(side, kind, ts, frame, detail)
-        if len(self.events) < MAX_EVENTS or kind in (Ev.FIN, Ev.RST, Ev.ALERT, Ev.ICMP, Ev.EOC):
-            self.events.append(ev)
+        events = self.events
+        if len(events) < MAX_EVENTS or kind in _ALWAYS_KEPT:
+            events.append(ev)
         m.feed(ev)
 
     # -- payload --------------------------------------------------------------------------
@@ -358,7 +409,14 @@ class Connection:
                 streams[0].next_seq = (self.isn + 1) & _MASK32
             if self.server_isn is not None:
                 streams[1].next_seq = (self.server_isn + 1) & _MASK32
-        stream = streams[0 if from_client else 1]
+        stream = streams[0] if from_client else streams[1]
+        if seq == stream.next_seq and not stream.pending and len(data) == wire_len:
+            # The usual segment: in order, nothing held back, captured whole. ``push``
+            # would deliver it as one 'data' chunk, then advance next_seq (its drain
+            # finds nothing pending); done here without the general bookkeeping.
+            self._sink(from_client, "data", data, ts, frame)
+            stream.next_seq = (seq + wire_len) & _MASK32
+            return
         if from_client:
             stream.push(seq, data, wire_len, frame, ts, self._sink_c)
         else:
@@ -377,10 +435,15 @@ class Connection:
                 self._turn(from_client, frame, ts)
                 return
             self._decide_mode(payload)  # type: ignore[arg-type]
-        if self.mode == "http":
+        mode = self.mode
+        if mode == "http":
             obs = self.http
-            _give(obs, from_client, kind, payload, ts, frame)
-            self._drain_http()
+            if kind == "data":
+                obs.feed(from_client, payload, ts, frame)  # type: ignore[union-attr, arg-type]
+            else:
+                obs.gap(from_client, payload, ts, frame)  # type: ignore[union-attr, arg-type]
+            if obs.events:  # type: ignore[union-attr]
+                self._drain_http()
             if obs.opaque_reason == "connect":  # type: ignore[union-attr]
                 # A proxy tunnel is up: what follows (usually TLS) gets its own observer.
                 self.tunnel_up = True
@@ -393,7 +456,7 @@ class Connection:
                 self._note("HTTP framing lost; following payload turns")
                 self.mode = "turns"
                 self._turn(from_client, frame, ts)
-        elif self.mode == "tls":
+        elif mode == "tls":
             self._feed_tls(from_client, kind, payload, ts, frame)
             if self.plain is not None:
                 self._feed_plain(frame)
@@ -402,7 +465,7 @@ class Connection:
                 self._note("TLS record framing lost; following payload turns")
                 self.mode = "turns"
                 self._turn(from_client, frame, ts)
-        elif self.mode == "h2":
+        elif mode == "h2":
             obs2 = self.h2
             _give(obs2, from_client, kind, payload, ts, frame)
             self._drain_h2()
@@ -433,7 +496,7 @@ class Connection:
 
     def _turn(self, from_client: bool, frame: int, ts: int) -> None:
         """Opaque payload: a change of direction starts a request or response turn."""
-        side = Side.CLIENT if from_client else Side.SERVER
+        side = _SIDE_CLIENT if from_client else _SIDE_SERVER
         if self.turn is side:
             self.last_activity_ts = ts
             return
@@ -442,8 +505,8 @@ class Connection:
             self._request(frame, ts, "")
         else:
             self.responses += 1
-            self.emit(Side.SERVER, Ev.RESPONSE, ts, frame)
-            self.emit(Side.SERVER, Ev.RESPONSE_END, ts, frame)
+            self.emit(_SIDE_SERVER, _EV_RESPONSE, ts, frame)
+            self.emit(_SIDE_SERVER, _EV_RESPONSE_END, ts, frame)
             self.last_activity_ts = ts
 
     def _request(self, frame: int, ts: int, line: str) -> None:
@@ -451,8 +514,8 @@ class Connection:
         idle = None if last is None else ts - last
         after_fin = self.s.fin_ts is not None and self.s.fin_ts <= ts
         self.requests.append(RequestInfo(frame, ts, line, idle, after_fin))
-        self.turn = Side.CLIENT
-        self.emit(Side.CLIENT, Ev.REQUEST, ts, frame, line)  # sees the idle gap before it
+        self.turn = _SIDE_CLIENT
+        self.emit(_SIDE_CLIENT, _EV_REQUEST, ts, frame, line)  # sees the idle gap before it
         self.last_activity_ts = ts
 
     def _drain_http(self) -> None:
@@ -470,25 +533,25 @@ class Connection:
                 if e.status is not None and e.status < 200:
                     self.last_activity_ts = e.ts_ns
                     continue  # interim (100 Continue): the request is still outstanding
-                self.turn = Side.SERVER
+                self.turn = _SIDE_SERVER
                 self.responses += 1
                 if e.method == "CONNECT" and e.status is not None and not 200 <= e.status < 300:
                     detail = f"{e.status} {e.reason or ''}".strip()
-                    self.emit(Side.SERVER, Ev.PROXY_REFUSED, e.ts_ns, e.frame, detail)
+                    self.emit(_SIDE_SERVER, _EV_PROXY_REFUSED, e.ts_ns, e.frame, detail)
                 if e.keep_alive_timeout_s is not None:
                     self.keep_alive_timeout_s = e.keep_alive_timeout_s
                 self.response_close = bool(e.close)
                 self.emit(
-                    Side.SERVER,
-                    Ev.RESPONSE,
+                    _SIDE_SERVER,
+                    _EV_RESPONSE,
                     e.ts_ns,
                     e.frame,
                     f"{e.status} {e.reason or ''}".strip(),
                 )
                 self.last_activity_ts = e.ts_ns
             elif k == "response_end":
-                kind = Ev.RESPONSE_END_CLOSE if self.response_close else Ev.RESPONSE_END
-                self.emit(Side.SERVER, kind, e.ts_ns, e.frame)
+                kind = _EV_RESPONSE_END_CLOSE if self.response_close else _EV_RESPONSE_END
+                self.emit(_SIDE_SERVER, kind, e.ts_ns, e.frame)
                 self.last_activity_ts = e.ts_ns
             elif k == "request_end":
                 self.last_activity_ts = e.ts_ns
@@ -506,22 +569,22 @@ class Connection:
         else:
             obs.gap(from_client, payload, ts, frame)
         if before_stage in ("none",) and obs.stage != "none" and obs.stage is not None:
-            self.emit(Side.CLIENT, Ev.TLS_HELLO, ts, frame, obs.sni or "")
-        for alert in obs.alerts[n_alerts:]:
-            side = Side.CLIENT if alert.from_client else Side.SERVER
+            self.emit(_SIDE_CLIENT, _EV_TLS_HELLO, ts, frame, obs.sni or "")
+        for alert in obs.alerts[n_alerts:] if len(obs.alerts) > n_alerts else ():
+            side = _SIDE_CLIENT if alert.from_client else _SIDE_SERVER
             if alert.level == 2 or (alert.description not in (None, 0) and alert.level is not None):
                 self.emit(
-                    side, Ev.ALERT, alert.ts_ns, alert.frame, alert.name or str(alert.description)
+                    side, _EV_ALERT, alert.ts_ns, alert.frame, alert.name or str(alert.description)
                 )
             elif alert.encrypted:
                 self._note(f"encrypted TLS alert from the {side.value} at frame {alert.frame}")
-        if obs.handshake_complete and self.machine.state is State.TLS_HANDSHAKE:
-            self.emit(Side.NONE, Ev.TLS_DONE, ts, frame, obs.version or "")
+        if obs.handshake_complete and self.machine.state is _ST_TLS_HANDSHAKE:
+            self.emit(_SIDE_NONE, _EV_TLS_DONE, ts, frame, obs.version or "")
             self.last_activity_ts = ts
             if self.plain is not None:
                 return  # requests and responses come from the plaintext
             if from_client:  # the record that completed it was the first request
-                self.turn = Side.CLIENT
+                self.turn = _SIDE_CLIENT
                 self._request(frame, ts, "")
             return
         if not obs.handshake_complete or self.plain is not None:
@@ -551,7 +614,7 @@ class Connection:
         for item in items:
             self.plain_seen = True
             fc, f, ts = item.from_client, item.frame, item.ts_ns
-            side = Side.CLIENT if fc else Side.SERVER
+            side = _SIDE_CLIENT if fc else _SIDE_SERVER
             for level, desc in item.alerts:
                 name = _tls.ALERT_NAMES.get(desc, f"alert {desc}")
                 if self.tls is not None:
@@ -568,7 +631,7 @@ class Connection:
                         alerts.append(known)
                 self.tiny_tls = None
                 if level == 2 or desc != 0:
-                    self.emit(side, Ev.ALERT, ts, f, name)
+                    self.emit(side, _EV_ALERT, ts, f, name)
                 else:
                     self._note(f"close_notify from the {side.value} at frame {f} (decrypted)")
             if not item.data:
@@ -613,17 +676,17 @@ class Connection:
             elif k == "response":
                 if e.status is not None and e.status < 200:
                     continue
-                if self.machine.state is State.AWAITING:
-                    self.turn = Side.SERVER
+                if self.machine.state is _ST_AWAITING:
+                    self.turn = _SIDE_SERVER
                     self.responses += 1
-                    self.emit(Side.SERVER, Ev.RESPONSE, e.ts_ns, e.frame, f"{e.status}")
+                    self.emit(_SIDE_SERVER, _EV_RESPONSE, e.ts_ns, e.frame, f"{e.status}")
                 self.last_activity_ts = e.ts_ns
             elif k in ("response_end", "rst_stream"):
                 if k == "rst_stream" and len(self.h2_resets) < 64:
                     self.h2_resets = [*self.h2_resets, e]
                     self.emit(
-                        Side.CLIENT if e.from_client else Side.SERVER,
-                        Ev.RST_STREAM,
+                        _SIDE_CLIENT if e.from_client else _SIDE_SERVER,
+                        _EV_RST_STREAM,
                         e.ts_ns,
                         e.frame,
                         f"stream {e.stream_id} {e.error_name}",
@@ -631,16 +694,16 @@ class Connection:
                 if self.h2_open > 0:
                     self.h2_open -= 1
                     if self.h2_open == 0:
-                        if self.machine.state is State.AWAITING:
-                            self.emit(Side.SERVER, Ev.RESPONSE, e.ts_ns, e.frame, k)
-                        self.emit(Side.SERVER, Ev.RESPONSE_END, e.ts_ns, e.frame)
+                        if self.machine.state is _ST_AWAITING:
+                            self.emit(_SIDE_SERVER, _EV_RESPONSE, e.ts_ns, e.frame, k)
+                        self.emit(_SIDE_SERVER, _EV_RESPONSE_END, e.ts_ns, e.frame)
                 self.last_activity_ts = e.ts_ns
             elif k == "goaway":
                 if len(self.h2_goaway) < 8:
                     self.h2_goaway = [*self.h2_goaway, e]
                     self.emit(
-                        Side.CLIENT if e.from_client else Side.SERVER,
-                        Ev.GOAWAY,
+                        _SIDE_CLIENT if e.from_client else _SIDE_SERVER,
+                        _EV_GOAWAY,
                         e.ts_ns,
                         e.frame,
                         f"{e.error_name}, last stream {e.last_stream_id}",
@@ -674,7 +737,7 @@ class Connection:
             self.h2.eof(from_client, ts, frame)
             self._drain_h2()
         self._close_gap(ts)
-        self.emit(Side.CLIENT if from_client else Side.SERVER, Ev.FIN, ts, frame)
+        self.emit(_SIDE_CLIENT if from_client else _SIDE_SERVER, _EV_FIN, ts, frame)
 
     def rst(self, from_client: bool, frame: int, ts: int, ttl: int) -> None:
         side = self.c if from_client else self.s
@@ -685,14 +748,14 @@ class Connection:
         if self.plain is not None:
             self._feed_plain(frame)
         self._close_gap(ts)
-        who = Side.CLIENT if from_client else Side.SERVER
+        who = _SIDE_CLIENT if from_client else _SIDE_SERVER
         if not from_client and side.ttl is not None and ttl != side.ttl:
             # One host on one path sends every packet with the same initial TTL and hop
             # count: an RST "from the server" arriving with another TTL was forged on the
             # way (firewall REJECT, NAT or load-balancer idle timeout, IPS).
-            who = Side.NETWORK
+            who = _SIDE_NETWORK
         self.emit(
-            who, Ev.RST, ts, frame, f"ttl {ttl}" + ("" if side.ttl is None else f" vs {side.ttl}")
+            who, _EV_RST, ts, frame, f"ttl {ttl}" + ("" if side.ttl is None else f" vs {side.ttl}")
         )
 
     def _close_gap(self, ts: int) -> None:
@@ -733,6 +796,45 @@ def _clip(text: str, n: int = 200) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+_ADDRS: dict[tuple[int, int, int], str] = {}  # (ipver, hi, lo) -> addr_str(...)
+_ADDRS_MAX = 1 << 16
+
+
+def _addr(ipver: int, hi: int, lo: int) -> str:
+    """``addr_str``, remembered: a capture's addresses are few next to its connections
+    (the same client and server addresses come back on every connection). Bounded: a
+    full cache is emptied and refills."""
+    key = (ipver, hi, lo)
+    text = _ADDRS.get(key)
+    if text is None:
+        if len(_ADDRS) >= _ADDRS_MAX:
+            _ADDRS.clear()
+        text = _ADDRS[key] = addr_str(ipver, hi, lo)
+    return text
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a batch is tracked (and its finished
+    connections explained), back on after, if it was on.
+
+    Why: tracking allocates millions of small objects that live as long as their
+    connection, so the collector's scans of them took a third of the analysis time,
+    and they find nothing: connections, observers, events and records hold no
+    reference cycles (measured: no unreachable object on sample and synthetic
+    captures), so reference counting frees everything as before. Outputs cannot
+    change; memory does not grow. If it was off already (a caller paused it, or the
+    application runs without it), it is left as it is."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 class Tracker:
     """Streams decoded batches into connections; calls ``on_finished(conn)`` per connection."""
 
@@ -744,25 +846,26 @@ class Tracker:
         self.now = 0
         self.unmatched_icmp = 0
         self._since_sweep = 0
+        # A tracker that sees one shard of a capture (analysis --jobs) scales this down
+        self.live_pressure = LIVE_PRESSURE
+        self.clock = 0  # latest packet time of the capture, shards included
         # Replaying decrypted connections: (client key, first frame) -> index in ``plain``
         self.plain: PlainFeed | None = None
         self.plain_targets: dict[tuple[tuple, int], int] | None = None
 
     # -----------------------------------------------------------------------------------
     def feed(self, pk: TcpPackets, icmp: list[IcmpError]) -> None:
-        n = len(pk)
-        if n == 0 and not icmp:
+        """Track one batch (in capture order, after the batches before it)."""
+        if len(pk) == 0 and not icmp:
             return
+        with _gc_paused():
+            self._feed(pk, icmp)
+
+    def _feed(self, pk: TcpPackets, icmp: list[IcmpError]) -> None:
+        n = len(pk)
         frames = pk.frame.tolist()
         tss = pk.ts_ns.tolist()
         ipv = pk.ipver.tolist()
-        sh, sl, dh, dl = (
-            pk.src_hi.tolist(),
-            pk.src_lo.tolist(),
-            pk.dst_hi.tolist(),
-            pk.dst_lo.tolist(),
-        )
-        sp, dp = pk.sport.tolist(), pk.dport.tolist()
         seqs, flags_l, wins = pk.seq.tolist(), pk.flags.tolist(), pk.window.tolist()
         plen, poff, pcap, ttls = (
             pk.payload_len.tolist(),
@@ -771,56 +874,58 @@ class Tracker:
             pk.ttl.tolist(),
         )
         data: np.ndarray = pk.data
+        raw: memoryview | None = None  # a view of ``data``, made for the first payload
         icmp_i = 0
         n_icmp = len(icmp)
-        table = self.table
-        keys = list(zip(sh, sl, sp, dh, dl, dp, strict=True))
+        table_get = self.table.get
+        keys = list(
+            zip(
+                pk.src_hi.tolist(),
+                pk.src_lo.tolist(),
+                pk.sport.tolist(),
+                pk.dst_hi.tolist(),
+                pk.dst_lo.tolist(),
+                pk.dport.tolist(),
+                strict=True,
+            )
+        )
         next_icmp = icmp[0].frame if n_icmp else None
-        for i in range(n):
-            frame = frames[i]
+        for i, frame, ts, key, flags, pl, win in zip(
+            range(n), frames, tss, keys, flags_l, plen, wins, strict=True
+        ):
             if next_icmp is not None and next_icmp < frame:
                 while icmp_i < n_icmp and icmp[icmp_i].frame < frame:
                     self._icmp(icmp[icmp_i])
                     icmp_i += 1
                 next_icmp = icmp[icmp_i].frame if icmp_i < n_icmp else None
-            ts = tss[i]
-            key = keys[i]
-            flags = flags_l[i]
-            hit = table.get(key)
-            if hit is not None and flags == ACK_ONLY and not plen[i]:
-                conn, from_client = hit
-                zk = conn.zeek
-                if (
-                    conn.steady[0 if from_client else 1]
-                    and wins[i]
-                    and ts - zk._last <= INACTIVITY_NS
-                ):
-                    # A steady-state pure ACK: counts and times only.
-                    (conn.c if from_client else conn.s).packets += 1
-                    conn.last_frame = frame
-                    if ts > conn.end_ts:
-                        conn.end_ts = ts
-                    zk._last = ts
-                    continue
-            if hit is None or (flags & SYN and not flags & ACK and self._is_new_syn(hit, seqs[i])):
-                if hit is not None:
-                    self._finish(hit[0])
+            hit = table_get(key)
+            if hit is None:
                 conn, from_client = self._new(key, ipv[i], flags, frame, ts)
             else:
                 conn, from_client = hit
+                if flags == ACK_ONLY:
+                    if not pl and win and conn.steady[0 if from_client else 1]:
+                        zk = conn.zeek
+                        if ts - zk._last <= INACTIVITY_NS:
+                            # A steady-state pure ACK: counts and times only.
+                            (conn.c if from_client else conn.s).packets += 1
+                            conn.last_frame = frame
+                            if ts > conn.end_ts:
+                                conn.end_ts = ts
+                            zk._last = ts
+                            continue
+                elif flags & SYN and not flags & ACK and self._is_new_syn(hit, seqs[i]):
+                    self._finish(conn)
+                    conn, from_client = self._new(key, ipv[i], flags, frame, ts)
             self.now = ts
             side = conn.c if from_client else conn.s
             side.packets += 1
             conn.last_frame = frame
             if ts > conn.end_ts:
                 conn.end_ts = ts
-            pl = plen[i]
-            zrows = conn.zeek.rows
-            n_rows = len(zrows)
-            conn.zeek.update(from_client, flags, seqs[i], pl, wins[i], ts)
-            if len(zrows) != n_rows:
-                conn.steady = [False, False]  # Zeek would start a new row here
-            if flags & (SYN | FIN | RST) == 0 and pl == 0:
+            if conn.zeek.update(from_client, flags, seqs[i], pl, win, ts):
+                conn.steady = [False, False]  # Zeek started a new row here
+            if not flags & _SYN_FIN_RST and not pl:
                 if from_client and conn.ack_ts is None and conn.synack_ts is not None:
                     conn.ack_ts = ts
                 if not conn.steady[0 if from_client else 1]:
@@ -837,11 +942,19 @@ class Tracker:
                 side.last_data_ts = ts
                 side.last_data_frame = frame
                 if conn.mode == "turns":
-                    conn._turn(from_client, frame, ts)
+                    if conn.turn is (_SIDE_CLIENT if from_client else _SIDE_SERVER):
+                        conn.last_activity_ts = ts  # more of the same turn: _turn's first case
+                    else:
+                        conn._turn(from_client, frame, ts)
                 elif not flags & RST:
                     cap = pcap[i]
-                    off = poff[i]
-                    payload = data[off : off + cap].tobytes() if cap > 0 else b""
+                    if cap > 0:
+                        if raw is None:
+                            raw = memoryview(data)  # its slices cost half a numpy slice's
+                        off = poff[i]
+                        payload = raw[off : off + cap].tobytes()
+                    else:
+                        payload = b""
                     conn.on_payload(
                         from_client,
                         payload,
@@ -858,8 +971,8 @@ class Tracker:
             self._icmp(icmp[icmp_i])
             icmp_i += 1
         self._since_sweep += n
-        if self._since_sweep >= 200_000 or (
-            self._since_sweep >= 10_000 and len(self.table) > 2 * LIVE_PRESSURE
+        if self._since_sweep >= SWEEP_EVERY or (
+            self._since_sweep >= 10_000 and len(self.table) > 2 * self.live_pressure
         ):
             self._since_sweep = 0
             self.sweep()
@@ -884,7 +997,7 @@ class Tracker:
             sender_is_client, orient = not is_server_port(sport, dport), "port"
         conn = Connection(self.next_id, self.capture, ipver)
         self.next_id += 1
-        src, dst = addr_str(ipver, shi, slo), addr_str(ipver, dhi, dlo)
+        src, dst = _addr(ipver, shi, slo), _addr(ipver, dhi, dlo)
         if sender_is_client:
             conn.c_addr, conn.c_port, conn.s_addr, conn.s_port = src, sport, dst, dport
             ckey, skey = key, (dhi, dlo, dport, shi, slo, sport)
@@ -896,7 +1009,7 @@ class Tracker:
         conn.start_ts = conn.end_ts = ts
         conn.first_frame = conn.last_frame = frame
         if orient != "syn":
-            conn.machine.state = State.IDLE
+            conn.machine.state = _ST_IDLE
         conn.keys = (ckey, skey)
         if self.plain_targets is not None:
             target = self.plain_targets.get((ckey, frame))
@@ -914,7 +1027,7 @@ class Tracker:
                 conn.synack_ts, conn.synack_frame = ts, frame
                 conn.server_isn = seq
                 conn.last_activity_ts = None
-                conn.emit(Side.SERVER, Ev.SYNACK, ts, frame)
+                conn.emit(_SIDE_SERVER, _EV_SYNACK, ts, frame)
             return
         if not from_client:
             return
@@ -924,7 +1037,7 @@ class Tracker:
             conn.syn_ts.append(ts)
             conn.syn_frames.append(frame)
         if len(conn.syn_ts) == 1:
-            conn.emit(Side.CLIENT, Ev.SYN, ts, frame)
+            conn.emit(_SIDE_CLIENT, _EV_SYN, ts, frame)
 
     def _icmp(self, err: IcmpError) -> None:
         try:
@@ -943,8 +1056,8 @@ class Tracker:
             return
         sender_is_server = err.sender == conn.s_addr
         conn.emit(
-            Side.SERVER if sender_is_server else Side.NETWORK,
-            Ev.ICMP,
+            _SIDE_SERVER if sender_is_server else _SIDE_NETWORK,
+            _EV_ICMP,
             err.ts_ns,
             err.frame,
             f"type {err.type} code {err.code} from {err.sender}",
@@ -961,14 +1074,16 @@ class Tracker:
                     stream.flush(conn._sink_c if idx == 0 else conn._sink_s)
             if conn.plain is not None:
                 conn._feed_plain(conn.last_frame, final=True)
-            conn.emit(Side.NONE, Ev.EOC, max(self.now, conn.end_ts), None)
+            conn.emit(_SIDE_NONE, _EV_EOC, max(self.now, conn.end_ts), None)
         self.on_finished(conn)
 
     def sweep(self) -> None:
         """Finish connections that closed (or never answered) and went quiet."""
-        now = self.now
+        # the time of the whole batch (``clock``, set by the analysis), not of the last
+        # packet this tracker saw: one shard of a capture then sweeps as the whole does
+        now = self.now = max(self.now, self.clock)
         syn_quiet = (
-            QUIET_SYN_PRESSURE_NS if len(self.table) > 2 * LIVE_PRESSURE else QUIET_SYN_ONLY_NS
+            QUIET_SYN_PRESSURE_NS if len(self.table) > 2 * self.live_pressure else QUIET_SYN_ONLY_NS
         )
         done = []
         seen = set()
@@ -977,15 +1092,24 @@ class Tracker:
                 continue
             seen.add(conn.id)
             quiet = now - conn.end_ts
-            if (conn.closed and quiet > QUIET_AFTER_CLOSE_NS) or (
-                conn.synack_ts is None and not conn.c.bytes and quiet > syn_quiet
-            ):
+            c, sv = conn.c, conn.s
+            ended = (c.fin_frame is not None and sv.fin_frame is not None) or (
+                c.rst_frame is not None or sv.rst_frame is not None
+            )
+            if (
+                (ended and quiet > QUIET_AFTER_END_NS)
+                or (conn.closed and quiet > QUIET_AFTER_CLOSE_NS)
+            ) or (conn.synack_ts is None and not conn.c.bytes and quiet > syn_quiet):
                 done.append(conn)
         for conn in done:
             self._finish(conn)
 
     def close(self) -> None:
         """End of capture: every connection still tracked is finished."""
+        with _gc_paused():
+            self._close()
+
+    def _close(self) -> None:
         conns = {c.id: c for c, _ in self.table.values()}
         for conn in sorted(conns.values(), key=lambda c: c.first_frame):
             self._finish(conn)

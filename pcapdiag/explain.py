@@ -268,6 +268,13 @@ def _s(ns: int | None) -> str:
     return f"{s * 1e6:.0f} µs"
 
 
+# ``member.value`` runs Python code (enum's property) and is read twice per event here;
+# a dict gives the same strings for a hash lookup.
+_SIDE_VALUE: dict[Side, str] = {s: s.value for s in Side}
+_EV_VALUE: dict[Ev, str] = {e: e.value for e in Ev}
+_CLOSERS = frozenset({Side.CLIENT, Side.SERVER, Side.NETWORK})
+
+
 # -- main entry ------------------------------------------------------------------------------
 def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
     """Build the record of a finished connection. ``t0_ns``: capture start, for relative times."""
@@ -279,8 +286,17 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
     tls = _tls_info(conn)
     icmp = _icmp_info(conn)
     race = _race(conn, outcome)
-    last_req = next((r.line for r in reversed(conn.requests) if r.line), None)
+    last_req = None
+    for r in reversed(conn.requests):  # the last request with a line
+        if r.line:
+            last_req = r.line
+            break
     rtt = conn.rtt_ns
+    zeek_rows = [(ts, z.conn_state(), sys.intern(z.history_str())) for ts, z in conn.zeek.rows]
+    if zeek_rows:  # the first row's state and history, computed once
+        _, zeek_state, zeek_history = zeek_rows[0]
+    else:
+        zeek_state, zeek_history = conn.zeek.first.conn_state(), conn.zeek.first.history_str()
     rec = ConnectionRecord(
         id=conn.id,
         capture=capture,
@@ -305,9 +321,9 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
         handshake=_handshake(conn),
         first_frame=conn.first_frame,
         last_frame=conn.last_frame,
-        zeek_conn_state=conn.zeek.first.conn_state(),
-        zeek_history=conn.zeek.first.history_str(),
-        zeek_rows=[(ts, z.conn_state(), sys.intern(z.history_str())) for ts, z in conn.zeek.rows],
+        zeek_conn_state=zeek_state,
+        zeek_history=zeek_history,
+        zeek_rows=zeek_rows,
         client_errors={},
         tls=tls,
         icmp=icmp,
@@ -320,7 +336,10 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
         proxy=proxy,
         decrypted=conn.plain_seen,
         anomalies=list(conn.anomalies) + list(m.anomalies or ()),
-        events=[(e.ts_ns, e.frame, e.side.value, e.kind.value, e.detail) for e in conn.events],
+        events=[
+            (e.ts_ns, e.frame, _SIDE_VALUE[e.side], _EV_VALUE[e.kind], e.detail)
+            for e in conn.events
+        ],
     )
     if conn.requests and conn.requests[-1].idle_before_ns is not None and len(conn.requests) > 1:
         rec.reused_after_idle_s = conn.requests[-1].idle_before_ns / NS
@@ -500,8 +519,8 @@ def _closed_by(conn: Connection, outcome: str) -> str:
         return "client" if (outcome == "syn_timeout" and conn.c.rst_frame) else "none"
     if outcome == "icmp_unreachable":
         return "network" if dec is not None and dec.side is Side.NETWORK else "server"
-    if dec is not None and dec.side in (Side.CLIENT, Side.SERVER, Side.NETWORK):
-        return dec.side.value
+    if dec is not None and dec.side in _CLOSERS:
+        return _SIDE_VALUE[dec.side]
     if outcome.startswith("client"):
         return "client"
     return "server"

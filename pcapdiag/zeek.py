@@ -32,7 +32,15 @@ class ZeekConn:
     it to Zeek's originator/responder of the current row.
     """
 
-    __slots__ = ("rows", "orig_is_client", "_start", "_last", "_client_port", "_server_port")
+    __slots__ = (
+        "rows",
+        "orig_is_client",
+        "_start",
+        "_last",
+        "_client_port",
+        "_server_port",
+        "_cur",
+    )
 
     def __init__(self, client_port: int, server_port: int) -> None:
         self.rows: list[tuple[int, ZeekState]] = []
@@ -41,25 +49,59 @@ class ZeekConn:
         self._last = 0
         self._client_port = client_port
         self._server_port = server_port
+        self._cur: ZeekState | None = None  # rows[-1][1]
 
     def update(
         self, from_client: bool, flags: int, seq: int, payload_len: int, window: int, ts: int
-    ) -> None:
-        rows = self.rows
-        if not rows or self._split(ts):
+    ) -> bool:
+        """Feed one packet; True when it started a new row.
+
+        Runs for nearly every packet, so ``_split`` is inlined for the common case: every
+        split rule but the unanswered attempt needs a silence longer than
+        ``CLOSE_DELAY_NS`` (the shortest of the delays), so a packet arriving sooner never
+        splits and the full rules run only after such a silence. On an established row,
+        a repeated pure ACK (no change at all) and more data (bytes and the retransmission
+        check only) are handled here, under the same conditions as the pure-ACK rule
+        this method always had and ``ZeekState.update``'s data shortcut; everything
+        else goes to ``ZeekState.update``."""
+        z = self._cur
+        new = False
+        if z is None:
+            new = True
+        else:
+            if z.resp == INACTIVE and (z.orig == SYN_SENT or z.orig == SYN_ACK_SENT):
+                new = ts - self._start > ATTEMPT_DELAY_NS
+            elif ts - self._last > CLOSE_DELAY_NS:
+                new = self._split(ts)
+        if new:
             self._new_row(from_client, flags, ts)
+            z = self._cur
         self._last = ts
-        state = rows[-1][1]
+        is_orig = from_client == self.orig_is_client
         if (
-            flags == _ACK
-            and not payload_len
-            and window
-            and state.orig == ESTABLISHED
-            and state.resp == ESTABLISHED
-            and ("A" if from_client == self.orig_is_client else "a") in state._once
+            window
+            and not flags & 0x07
+            and z.orig == ESTABLISHED  # type: ignore[union-attr]
+            and z.resp == ESTABLISHED  # type: ignore[union-attr]
         ):
-            return  # a steady-state pure ACK changes nothing
-        state.update(from_client == self.orig_is_client, flags, seq, payload_len, window)
+            if not payload_len:
+                if flags == _ACK and ("A" if is_orig else "a") in z._once:  # type: ignore[union-attr]
+                    return new  # a steady-state pure ACK changes nothing
+            elif ("D" if is_orig else "d") in z._once:  # type: ignore[union-attr]
+                # Data on an established connection: ZeekState.update's first branch,
+                # with _track_end's usual case (the segment ends past the highest end
+                # seen: no retransmission) inline.
+                z.bytes[0 if is_orig else 1] += payload_len  # type: ignore[union-attr]
+                ends = z._max_end  # type: ignore[union-attr]
+                top = ends[0 if is_orig else 1]
+                end = (seq + payload_len) & 0xFFFFFFFF
+                if top is not None and end != top and ((end - top) & 0xFFFFFFFF) < 0x80000000:
+                    ends[0 if is_orig else 1] = end
+                else:
+                    z._track_end(is_orig, seq, payload_len)  # type: ignore[union-attr]
+                return new
+        z.update(is_orig, flags, seq, payload_len, window)  # type: ignore[union-attr]
+        return new
 
     def _split(self, ts: int) -> bool:
         z = self.rows[-1][1]
@@ -85,7 +127,8 @@ class ZeekConn:
             orig_is_sender, flipped = not from_server_port, from_server_port
         self.orig_is_client = from_client if orig_is_sender else not from_client
         self._start = ts
-        self.rows.append((ts, ZeekState(flipped=flipped)))
+        self._cur = ZeekState(flipped=flipped)
+        self.rows.append((ts, self._cur))
 
     @property
     def first(self) -> ZeekState:
@@ -198,20 +241,32 @@ class ZeekState:
         syn, fin, rst, ack = flags & _SYN, flags & _FIN, flags & _RST, flags & _ACK
         if payload_len:
             self.bytes[0 if is_orig else 1] += payload_len
-        # History letters: one classification per packet.
-        n = (1 if syn else 0) + (1 if fin else 0) + (1 if rst else 0)
-        if n > 1:
+        # History letters: one classification per packet. The common letters are
+        # _once_letter / _seq_letter inlined (same keys, same checks).
+        if not flags & 0x07:
+            if payload_len or ack:
+                key = ("D" if is_orig else "d") if payload_len else ("A" if is_orig else "a")
+                if key not in self._once:
+                    self._once += key
+                    self.history.append(key)
+        elif (1 if syn else 0) + (1 if fin else 0) + (1 if rst else 0) > 1:
             self._once_letter("I" if (fin and rst) else "Q", is_orig)
-        elif syn:
-            self._seq_letter("H" if ack else "S", is_orig, seq)
-        elif fin:
-            self._seq_letter("F", is_orig, (seq + payload_len) & 0xFFFFFFFF)
-        elif rst:
-            self._seq_letter("R", is_orig, seq)
-        elif payload_len:
-            self._once_letter("D", is_orig)
-        elif ack:
-            self._once_letter("A", is_orig)
+        else:
+            if syn:
+                key = ("H" if is_orig else "h") if ack else ("S" if is_orig else "s")
+                at = seq
+            elif fin:
+                key = "F" if is_orig else "f"
+                at = (seq + payload_len) & 0xFFFFFFFF
+            else:
+                key = "R" if is_orig else "r"
+                at = seq
+            last = self._last_seq
+            if last is None:
+                last = self._last_seq = {}
+            if last.get(key) != at:
+                last[key] = at
+                self.history.append(key)
         if payload_len and not syn:
             self._track_end(is_orig, seq, payload_len)
         if window == 0 and not rst and not syn:
@@ -265,6 +320,8 @@ class ZeekState:
                 new_me = SYN_SENT
         elif me == CLOSED and rst and peer != CLOSED:
             new_me = RESET
+        if new_me == me and new_peer == peer:
+            return  # the writes below would change nothing
         if is_orig:
             if new_me != self.orig:
                 self._prev_peer[0] = self.orig
