@@ -26,7 +26,7 @@ import numpy as np
 from pcapdiag import decode, reader
 from pcapdiag._store import Records, RecordStore
 from pcapdiag.classify import OUTCOMES, PROBLEMS
-from pcapdiag.connections import NS, Connection, Tracker
+from pcapdiag.connections import NS, Connection, Tracker, _gc_paused
 from pcapdiag.decode import ACK, SYN
 from pcapdiag.decrypt import (
     DEFAULT_TIMEOUT_S,
@@ -351,7 +351,8 @@ def analyze(
     chains = rotation_chains(files) if stitch else [[i] for i in range(len(files))]
     parts = plan(files, chains, workers)
     fragments = _execute(parts, workers, client, progress)
-    records, captures, errors, idle = merge(fragments, len(files), keys, decrypt_timeout)
+    with _gc_paused():  # millions of small acyclic objects: see connections._gc_paused
+        records, captures, errors, idle = merge(fragments, len(files), keys, decrypt_timeout)
     result = Analysis(records, captures, idle, errors)
     if problems or host or port is not None or at is not None:
         result = result.filter(
@@ -471,6 +472,12 @@ def run_part(part: Part, progress: Callable[[str, int, int], None] | None = None
     """Analyse one part (runs in a worker process, or on a Dask worker)."""
     frag = Fragment(part, [], {}, [])
     chain = _Chain(part, frag, progress)
+    with _gc_paused():
+        _run_chain(part, frag, chain)
+    return frag
+
+
+def _run_chain(part: Part, frag: Fragment, chain: _Chain) -> None:
     try:
         for fi, path in zip(part.files, part.paths, strict=True):
             summary = frag.summaries[fi] = CaptureSummary(path=path)
@@ -481,7 +488,6 @@ def run_part(part: Part, progress: Callable[[str, int, int], None] | None = None
                 frag.errors.append(exc)
     finally:
         chain.end()
-    return frag
 
 
 def _conn_hash(pk: decode.TcpPackets) -> np.ndarray:
