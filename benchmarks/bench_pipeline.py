@@ -55,18 +55,28 @@ def replicate(source: Path, dest: Path, copies: int) -> int:
         out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
         for c in range(copies):
             base = 1_700_000_000 * 10**9 + c * span // 50
-            delta = (c * 7) % 60000
             for rel, buf, toff, from_client in tcp:
-                b = bytearray(buf)
-                po = toff if from_client else toff + 2
-                port = struct.unpack_from("!H", b, po)[0]
-                struct.pack_into("!H", b, po, 1024 + (port - 1024 + delta) % 64000)
-                b[14 + (12 if from_client else 16) + 2] = (c // 60000) % 250
+                b = new_client(buf, toff, from_client, c)
                 ts = base + rel
                 out.write(struct.pack("<IIII", ts // 10**9, ts % 10**9 // 1000, len(b), len(b)))
                 out.write(b)
                 written += 1
     return written
+
+
+def new_client(buf: bytes, toff: int, from_client: bool, copy: int, source: int = 0) -> bytes:
+    """An Ethernet/IPv4 frame of copy ``copy`` (of source ``source``, when several are
+    mixed): the client port shifted and the client address's 2nd (source) and 3rd octets
+    rewritten, so copies never share a 4-tuple."""
+    b = bytearray(buf)
+    po = toff if from_client else toff + 2
+    port = struct.unpack_from("!H", b, po)[0]
+    struct.pack_into("!H", b, po, 1024 + (port - 1024 + (copy * 7) % 60000) % 64000)
+    ip = 14 + (12 if from_client else 16)
+    if source:
+        b[ip + 1] = source
+    b[ip + 2] = (copy // 60000) % 250
+    return bytes(b)
 
 
 def main() -> None:

@@ -40,6 +40,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_pipeline import new_client  # noqa: E402
 
 from pcapdiag import analyze, decode, reader  # noqa: E402
 from pcapdiag.analysis import Analysis  # noqa: E402
@@ -108,16 +111,8 @@ def make_mix(dest: Path, copies: int, sources: list[Path]) -> int:
         step = 20_000_000 * copies // n_copies  # all sources span the same time
         for c in range(n_copies):
             base = base0 + c * step + si * 1_000
-            delta = (c * 7) % 60000
             for rel, buf, toff, from_client in recs:
-                b = bytearray(buf)
-                po = toff if from_client else toff + 2
-                port = struct.unpack_from("!H", b, po)[0]
-                struct.pack_into("!H", b, po, 1024 + (port - 1024 + delta) % 64000)
-                ip = 14 + (12 if from_client else 16)
-                b[ip + 1] = si + 1
-                b[ip + 2] = (c // 60000) % 250
-                out.append((base + rel, bytes(b)))
+                out.append((base + rel, new_client(buf, toff, from_client, c, si + 1)))
     out.sort(key=lambda r: r[0])
     with open(dest, "wb") as fh:
         fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))

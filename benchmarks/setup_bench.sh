@@ -26,21 +26,5 @@ have iptables || need+=(iptables)
 have ethtool || need+=(ethtool)
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then need+=(python3-venv); fi
 
-if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing system packages: ${need[*]}" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        # tshark asks whether non-root users may capture; answer no instead of prompting.
-        echo "wireshark-common wireshark-common/install-setuid boolean false" |
-            debconf-set-selections
-        apt-get update -qq >/dev/null
-        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    else
-        echo "missing system packages (install them as root): ${need[*]}" >&2
-    fi
-fi
-
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[bench]'
+bash tools/install.sh bench ${need[@]+"${need[@]}"}
 echo "benchmark dependencies installed" >&2

@@ -20,18 +20,24 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import os
 import pickle
+import tempfile
 import zlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, overload
+from typing import IO, Any, overload
 
+from pcapdiag.classify import OUTCOMES
 from pcapdiag.explain import ConnectionRecord
 
 CHUNK = 512  # records per compressed chunk
+SPILL = 32 * 1024 * 1024  # compressed bytes kept in memory; the rest go to a temporary file
 LIVE = 5_000  # records kept as objects (~5 KB each) before compressing begins
 MAX_RUNS = 16  # more runs than this (input far from sorted): merge them into one
 _CACHE = 4  # decoded chunks kept for random access
+_CODE = {o: i for i, o in enumerate(OUTCOMES)}
 
 
 def _pack(records: list[ConnectionRecord]) -> bytes:
@@ -67,9 +73,14 @@ class _Run:
             self.tail = []
 
     def __iter__(self) -> Iterator[ConnectionRecord]:
-        for blob in self.chunks:
+        """Consumes the run: each chunk is let go once decoded (the merge into the
+        analysis's ``Records`` then never holds both copies)."""
+        chunks, self.chunks = self.chunks, []
+        for k in range(len(chunks)):
+            blob, chunks[k] = chunks[k], b""
             yield from _unpack(blob)
-        yield from self.tail
+        tail, self.tail = self.tail, []
+        yield from tail
 
 
 class RecordStore:
@@ -112,7 +123,8 @@ class RecordStore:
         self._lasts = [-merged.last]
 
     def ordered(self) -> Iterator[ConnectionRecord]:
-        """The records sorted by first frame (ties in the order they were added)."""
+        """The records sorted by first frame (ties in the order they were added); this
+        empties the store."""
         if len(self._runs) == 1:
             return iter(self._runs[0])
         return heapq.merge(*self._runs, key=_first_frame)
@@ -129,23 +141,41 @@ class Records(Sequence[ConnectionRecord]):
         self._over: dict[int, ConnectionRecord] = {}
         self._cap, self._size = LIVE, CHUNK  # fixed for this store's lifetime
         self._cache: OrderedDict[int, list[ConnectionRecord]] = OrderedDict()
-        self._cols: dict[str, list[Any]] = {"outcome": [], "count": [], "start_ns": []}
+        self._outcome = array("B")  # index in OUTCOMES
+        self._count = array("q")
+        self._start = array("q")
+        self._mem = 0  # bytes of chunks held in memory
+        self._file: IO[bytes] | None = None  # chunks beyond SPILL: (offset, length) in it
+        self._spilled: list[tuple[int, int]] = []
         for r in records:
             self.append(r)
 
     def append(self, rec: ConnectionRecord) -> None:
-        cols = self._cols
-        cols["outcome"].append(rec.outcome)
-        cols["count"].append(rec.count)
-        cols["start_ns"].append(rec.start_ns)
+        self._outcome.append(_CODE[rec.outcome])
+        self._count.append(rec.count)
+        self._start.append(rec.start_ns)
         self._n += 1
         if self._n <= self._cap:
             self._live.append(rec)
             return
         self._tail.append(rec)
         if len(self._tail) >= self._size:
-            self._chunks.append(_pack(self._tail))
+            self._seal(_pack(self._tail))
             self._tail = []
+
+    def _seal(self, blob: bytes) -> None:
+        """Keep a chunk in memory, or beyond ``SPILL`` bytes in a temporary file (removed
+        when the store is): memory then stays flat however many connections there are."""
+        if self._mem + len(blob) <= SPILL and not self._spilled:
+            self._chunks.append(blob)
+            self._mem += len(blob)
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="pcapdiag-records-")  # noqa: SIM115 - the store owns it
+        f = self._file
+        f.seek(0, os.SEEK_END)
+        self._spilled.append((f.tell(), len(blob)))
+        f.write(blob)
 
     @property
     def compressed(self) -> bool:
@@ -153,7 +183,21 @@ class Records(Sequence[ConnectionRecord]):
 
     def column(self, name: str) -> list[Any]:
         """``outcome``, ``count`` or ``start_ns`` of every record, without decoding any."""
-        return self._cols[name]
+        if name == "outcome":
+            return [OUTCOMES[c] for c in self._outcome]
+        return list(self._count if name == "count" else self._start)
+
+    def _blob(self, c: int) -> bytes:
+        if c < len(self._chunks):
+            return self._chunks[c]
+        off, length = self._spilled[c - len(self._chunks)]
+        assert self._file is not None
+        self._file.seek(off)
+        return self._file.read(length)
+
+    @property
+    def _n_chunks(self) -> int:
+        return len(self._chunks) + len(self._spilled)
 
     def __len__(self) -> int:
         return self._n
@@ -161,7 +205,7 @@ class Records(Sequence[ConnectionRecord]):
     def _chunk(self, c: int) -> list[ConnectionRecord]:
         hit = self._cache.get(c)
         if hit is None:
-            hit = _unpack(self._chunks[c])
+            hit = _unpack(self._blob(c))
             self._cache[c] = hit
             if len(self._cache) > _CACHE:
                 self._cache.popitem(last=False)
@@ -176,7 +220,7 @@ class Records(Sequence[ConnectionRecord]):
         if i < self._cap:
             return self._live[i]
         c, k = divmod(i - self._cap, self._size)
-        if c < len(self._chunks):
+        if c < self._n_chunks:
             return self._chunk(c)[k]
         return self._tail[k]
 
@@ -202,16 +246,16 @@ class Records(Sequence[ConnectionRecord]):
             self._live[i] = rec
         else:
             self._over[i] = rec
-        self._cols["outcome"][i] = rec.outcome
-        self._cols["count"][i] = rec.count
-        self._cols["start_ns"][i] = rec.start_ns
+        self._outcome[i] = _CODE[rec.outcome]
+        self._count[i] = rec.count
+        self._start[i] = rec.start_ns
 
     def __iter__(self) -> Iterator[ConnectionRecord]:
         yield from self._live
         over = self._over
         i = len(self._live)
-        for blob in self._chunks:
-            for rec in _unpack(blob):
+        for c in range(self._n_chunks):
+            for rec in _unpack(self._blob(c)):
                 yield over.get(i, rec)
                 i += 1
         for rec in self._tail:
@@ -219,11 +263,7 @@ class Records(Sequence[ConnectionRecord]):
             i += 1
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (list(self),)) if not self.compressed else (
-            _restore,
-            (self._live, self._chunks, self._tail, self._n, self._over, self._cols, self._cap,
-             self._size),
-        )  # fmt: skip
+        return (_rebuild, (list(self),))
 
     def __repr__(self) -> str:
         return f"<Records: {self._n} connection records>"
@@ -231,19 +271,3 @@ class Records(Sequence[ConnectionRecord]):
 
 def _rebuild(records: list[ConnectionRecord]) -> Records:
     return Records(records)
-
-
-def _restore(
-    live: list[ConnectionRecord],
-    chunks: list[bytes],
-    tail: list[ConnectionRecord],
-    n: int,
-    over: dict[int, ConnectionRecord],
-    cols: dict[str, list[Any]],
-    cap: int,
-    size: int,
-) -> Records:
-    r = Records()
-    r._live, r._chunks, r._tail, r._n, r._over, r._cols = live, chunks, tail, n, over, cols
-    r._cap, r._size = cap, size
-    return r

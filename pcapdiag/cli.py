@@ -28,6 +28,13 @@ def main() -> None:
     Python client (http.client, requests, aiohttp, httpx) raised."""
 
 
+def _apply(options: list[Callable[..., Any]], fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate ``fn`` with click options, listed in the order --help shows them."""
+    for opt in reversed(options):
+        fn = opt(fn)
+    return fn
+
+
 def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The connection filters every command shares."""
     options = [
@@ -53,9 +60,7 @@ def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Half-width of the --at window.",
         ),
     ]
-    for opt in reversed(options):
-        fn = opt(fn)
-    return _scale(_decryption(fn))
+    return _scale(_decryption(_apply(options, fn)))
 
 
 def _scale(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -85,9 +90,7 @@ def _scale(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Analyse rotated files (tcpdump -C/-G) apart instead of as one capture.",
         ),
     ]
-    for opt in reversed(options):
-        fn = opt(fn)
-    return fn
+    return _apply(options, fn)
 
 
 def _decryption(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -111,9 +114,7 @@ def _decryption(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Give up decrypting (keeping keyless verdicts) after this long.",
         ),
     ]
-    for opt in reversed(options):
-        fn = opt(fn)
-    return fn
+    return _apply(options, fn)
 
 
 def _run(captures: tuple[str, ...], *, progress: bool = False, **filters: Any) -> Analysis:

@@ -168,8 +168,8 @@ def test_cli_jobs(tmp_path: Path) -> None:
 
 
 def test_compressed_records_give_the_same_analysis(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Beyond ``LIVE`` records the store compresses chunks and merges runs; forced to do
-    so after 3 records, every sample (several captures at once, retries and forged
+    """Beyond ``LIVE`` records the store compresses chunks, merges runs and spills to a
+    file; forced to do so after 3 records, every sample (several captures at once, retries and forged
     refusals among them) gives the same JSON, summary and idle timeouts."""
     from pcapdiag import _store
 
@@ -177,6 +177,7 @@ def test_compressed_records_give_the_same_analysis(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(_store, "LIVE", 3)
     monkeypatch.setattr(_store, "CHUNK", 4)
     monkeypatch.setattr(_store, "MAX_RUNS", 2)
+    monkeypatch.setattr(_store, "SPILL", 2_000)  # most chunks go to the temporary file
     got = pcapdiag.analyze(SAMPLES)
     assert isinstance(got.records, _store.Records) and got.records.compressed
     assert got.to_json() == want.to_json()
