@@ -55,19 +55,17 @@ def _first_frame(r: ConnectionRecord) -> int:
 class _Run:
     """Records with increasing first frames: compressed chunks, then an open tail."""
 
-    __slots__ = ("chunks", "tail", "last", "count")
+    __slots__ = ("chunks", "tail", "last")
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
         self.tail: list[ConnectionRecord] = []
         self.last = -1
-        self.count = 0
 
     def add(self, rec: ConnectionRecord, chunk: int) -> None:
         """``chunk``: compress the tail once it holds this many (0: keep objects)."""
         self.tail.append(rec)
         self.last = rec.first_frame
-        self.count += 1
         if chunk and len(self.tail) >= chunk:
             self.chunks.append(_pack(self.tail))
             self.tail = []
@@ -108,10 +106,6 @@ class RecordStore:
         self._n += 1
         self._runs[i].add(rec, self._size if self._n > self._cap else 0)
         self._lasts[i] = key
-
-    def extend(self, records: Iterable[ConnectionRecord]) -> None:
-        for r in records:
-            self.append(r)
 
     def _compact(self) -> None:
         """Merge every run into one (input far from sorted order)."""

@@ -116,7 +116,7 @@ class Analysis:
         recs = self.records
         if isinstance(recs, Records):
             return [recs[i] for i, o in enumerate(recs.column("outcome")) if o in PROBLEMS]
-        return [r for r in recs if r.outcome in PROBLEMS]
+        return [r for r in recs if r.is_problem]
 
     @property
     def idle_timeout_s(self) -> float | None:
@@ -131,11 +131,12 @@ class Analysis:
 
     @property
     def summary(self) -> dict[str, Any]:
+        by_outcome = self.by_outcome  # every outcome is one of OUTCOMES: it sums them all
         return {
-            "connections": sum(c for _, c in self._outcomes()),
+            "connections": sum(by_outcome.values()),
             "rows": len(self.records),
             "problems": sum(1 for o, _ in self._outcomes() if o in PROBLEMS),
-            "by_outcome": self.by_outcome,
+            "by_outcome": by_outcome,
             "idle_timeout_s": self.idle_timeout_s,
             "idle_timeouts": [
                 {
@@ -169,7 +170,7 @@ class Analysis:
         """A view keeping only some connections (the summary is recomputed for them)."""
         recs = self.records
         if problems:
-            recs = [r for r in recs if r.outcome in PROBLEMS]
+            recs = [r for r in recs if r.is_problem]
         if host:
             recs = [r for r in recs if host in (r.client_ip, r.server_ip)]
         if port is not None:
@@ -528,7 +529,7 @@ class _Chain:
         self.offset = 0  # frames of the set's earlier files
         self.last_ts: int | None = None  # of the set's last record
         self.last_tcp_ts: int | None = None
-        self.tail = np.zeros(0, np.uint64)  # 4-tuple hashes of the last batch's TCP packets
+        self.tail: decode.TcpPackets | None = None  # the last batch's TCP packets
 
     def _start(self, fi: int, t0: int) -> None:
         self.end()
@@ -557,8 +558,6 @@ class _Chain:
         """Finish the current set: every connection still open is finished."""
         tracker, self.tracker = self.tracker, None
         if tracker is not None:
-            if self.last_tcp_ts is not None:  # the capture's end, whatever the shard saw
-                tracker.now = max(tracker.now, self.last_tcp_ts)
             tracker.close()
         self.last_tcp_ts = None
 
@@ -604,20 +603,18 @@ class _Chain:
                     tcp = decode.take(tcp, np.nonzero(~dup)[0])
                 if len(tcp):
                     self.last_tcp_ts = max(self.last_tcp_ts or 0, int(tcp.ts_ns.max()))
-                    self.tail = _conn_hash(tcp)
+                    self.tail = tcp
                 tracker = self.tracker
                 if tracker is None:  # no record yet (cannot happen with packets)
                     continue
+                seen = len(tcp)  # sweeps follow the packets of the whole capture
                 if part.shards > 1:
-                    n_all = len(tcp)
                     mine = _shard_of(tcp, part.shards) == part.shard
                     tcp = decode.take(tcp, np.nonzero(mine)[0])
                     icmp = [e for e in icmp if _icmp_shard(e, part.shards) == part.shard]
-                    # sweeps follow the packets of the whole capture, as in one process
-                    tracker._since_sweep += n_all - len(tcp)
                 if self.last_tcp_ts is not None:  # sweeps see the time of the whole batch
                     tracker.clock = self.last_tcp_ts
-                tracker.feed(tcp, icmp)
+                tracker.feed(tcp, icmp, seen)
                 if self.progress is not None and part.shard == 0:
                     self.progress(
                         path, int(batch.frame[-1]) - self.offset if len(batch) else 0, size
@@ -648,12 +645,12 @@ class _Chain:
             or self.tracker is None
             or last is None
             or not 0 <= first_ts - last <= ROTATION_GAP_NS
-            or not len(self.tail)
+            or self.tail is None
         ):
             return False
         pk = decode.decode_batch(batch).tcp
         mid = (pk.flags & (SYN | ACK)) != SYN  # not the first SYN of a new connection
-        return bool(np.isin(_conn_hash(pk)[mid], self.tail).any())
+        return bool(np.isin(_conn_hash(pk)[mid], _conn_hash(self.tail)).any())
 
 
 def merge(

@@ -854,12 +854,19 @@ class Tracker:
         self.plain_targets: dict[tuple[tuple, int], int] | None = None
 
     # -----------------------------------------------------------------------------------
-    def feed(self, pk: TcpPackets, icmp: list[IcmpError]) -> None:
-        """Track one batch (in capture order, after the batches before it)."""
-        if len(pk) == 0 and not icmp:
-            return
+    def feed(self, pk: TcpPackets, icmp: list[IcmpError], seen: int | None = None) -> None:
+        """Track one batch (in capture order, after the batches before it). ``seen``: the
+        capture's packets this batch stands for, when this tracker sees one shard of them
+        (analysis ``jobs``): sweeps then come where they come in one process."""
         with _gc_paused():
-            self._feed(pk, icmp)
+            if len(pk) or icmp:
+                self._feed(pk, icmp)
+            self._since_sweep += len(pk) if seen is None else seen
+            if self._since_sweep >= SWEEP_EVERY or (
+                self._since_sweep >= 10_000 and len(self.table) > 2 * self.live_pressure
+            ):
+                self._since_sweep = 0
+                self.sweep()
 
     def _feed(self, pk: TcpPackets, icmp: list[IcmpError]) -> None:
         n = len(pk)
@@ -970,12 +977,6 @@ class Tracker:
         while icmp_i < n_icmp:
             self._icmp(icmp[icmp_i])
             icmp_i += 1
-        self._since_sweep += n
-        if self._since_sweep >= SWEEP_EVERY or (
-            self._since_sweep >= 10_000 and len(self.table) > 2 * self.live_pressure
-        ):
-            self._since_sweep = 0
-            self.sweep()
 
     # -----------------------------------------------------------------------------------
     def _is_new_syn(self, hit: tuple[Connection, bool], seq: int) -> bool:
@@ -1110,6 +1111,7 @@ class Tracker:
             self._close()
 
     def _close(self) -> None:
+        self.now = max(self.now, self.clock)  # the capture's end, whatever this shard saw
         conns = {c.id: c for c, _ in self.table.values()}
         for conn in sorted(conns.values(), key=lambda c: c.first_frame):
             self._finish(conn)

@@ -462,9 +462,7 @@ _RANK = {o: i for i, o in enumerate(OUTCOMES)}
 
 def _ordered(records: Sequence[ConnectionRecord]) -> list[ConnectionRecord]:
     """Problems first, by outcome in the order of ``OUTCOMES``, then by id."""
-    return sorted(
-        records, key=lambda r: (r.outcome not in PROBLEMS, _RANK.get(r.outcome, 99), r.id)
-    )
+    return sorted(records, key=lambda r: (not r.is_problem, _RANK.get(r.outcome, 99), r.id))
 
 
 def _close_text(r: ConnectionRecord, starts: dict[str, int]) -> str:
@@ -495,7 +493,7 @@ def analysis_html(analysis: Analysis, max_rows: int = _TABLE_ROWS) -> str:
         out += [f"<th>{h}</th>" for h in ("id", "outcome", "closed by", "client", "server", "closed at", "evidence")]  # fmt: skip
         out.append("</tr></thead><tbody>")
         for r in recs[:max_rows]:
-            cls = " class='pcapdiag-problem'" if r.outcome in PROBLEMS else ""
+            cls = " class='pcapdiag-problem'" if r.is_problem else ""
             cells = [
                 f"<td>{r.id}</td>",
                 f"<td{cls}>{e(r.outcome)}</td>",
@@ -520,7 +518,7 @@ def analysis_text(analysis: Analysis, max_rows: int = 10) -> str:
     """Plain text: the verdict, then the first problems (at most ``max_rows``)."""
     starts = capture_starts(analysis.captures)
     lines = ["<pcapdiag.Analysis>", *("  " + line for line in verdict_lines(analysis))]
-    probs = [r for r in _ordered(analysis.records) if r.outcome in PROBLEMS]
+    probs = [r for r in _ordered(analysis.records) if r.is_problem]
     for r in probs[:max_rows]:
         closed = _close_text(r, starts)
         lines.append(
@@ -587,7 +585,7 @@ class ConnectionView:
         e = html.escape
         r = self.record
         starts = capture_starts(self._analysis.captures)
-        cls = " class='pcapdiag-problem'" if r.outcome in PROBLEMS else ""
+        cls = " class='pcapdiag-problem'" if r.is_problem else ""
         out = [_STYLE, "<div class='pcapdiag'>", f"<p><b>Connection #{r.id}</b>: {e(r.client)} → "
                f"{e(r.server)}: <span{cls}>{e(r.outcome)}</span>, closed by {e(r.closed_by)}"]  # fmt: skip
         closed = _close_text(r, starts)

@@ -174,13 +174,13 @@ class _Context:
     def __init__(self, analysis: Analysis, *, max_rows: int, max_ladders: int) -> None:
         self.a = analysis
         self.records = analysis.records
-        self.problems = [r for r in self.records if r.outcome in PROBLEMS]
+        self.problems = analysis.problems
         self.by_outcome: dict[str, list[ConnectionRecord]] = defaultdict(list)
         for r in self.records:
             self.by_outcome[r.outcome].append(r)
         self.t0 = figures._capture_start(analysis) or 0
         self.multi = len({r.capture for r in self.records}) > 1 or len(analysis.captures) > 1
-        ordered = sorted(self.records, key=lambda r: (r.outcome not in PROBLEMS, r.start_ns, r.id))
+        ordered = sorted(self.records, key=lambda r: (not r.is_problem, r.start_ns, r.id))
         self.rows = ordered[:max_rows]
         self.row_ids = {r.id for r in self.rows}
         self.max_rows = max_rows
@@ -264,7 +264,7 @@ def verdict_groups(analysis: Analysis) -> list[Group]:
     """Problems grouped by (outcome, server), the biggest first."""
     by_outcome: dict[str, dict[str, list[ConnectionRecord]]] = defaultdict(dict)
     for r in analysis.records:
-        if r.outcome in PROBLEMS:
+        if r.is_problem:
             by_outcome[r.outcome].setdefault(r.server, []).append(r)
     per_server: Counter[str] = Counter()
     for r in analysis.records:
@@ -802,7 +802,7 @@ def _table(w, ctx: _Context) -> None:  # noqa: ANN001
         w(f'<th scope="col" data-type="{kind or "text"}">{e(name)}</th>')
     w("</tr></thead>\n<tbody>\n")
     for r in ctx.rows:
-        prob = r.outcome in PROBLEMS
+        prob = r.is_problem
         start = (r.start_ns - ctx.t0) / NS
         dur = r.end_ns - r.start_ns
         if ctx.multi:  # frame numbers are per file: name it with the id

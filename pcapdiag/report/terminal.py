@@ -176,7 +176,7 @@ def _table(console: Console, a: Analysis) -> None:
         ("zeek", {}),
     ):
         t.add_column(col, no_wrap=True, **kw)
-    recs = sorted(a.records, key=lambda r: (r.outcome not in PROBLEMS, r.start_ns))
+    recs = sorted(a.records, key=lambda r: (not r.is_problem, r.start_ns))
     for r in recs[:MAX_ROWS]:
         t.add_row(
             str(r.id),
