@@ -167,11 +167,11 @@ def test_interrupt_during_decryption_reaps_tshark(monkeypatch) -> None:
     cap = SAMPLES / "client_close-httpx-tls.pcapng"
     original = Tracker.feed
 
-    def interrupted(self, pk, icmp):
+    def interrupted(self, pk, icmp, *rest):
         if self.plain is not None:
             self.plain.upto(1)  # tshark is running now
             raise KeyboardInterrupt
-        return original(self, pk, icmp)
+        return original(self, pk, icmp, *rest)
 
     monkeypatch.setattr(Tracker, "feed", interrupted)
     with pytest.raises(KeyboardInterrupt):
