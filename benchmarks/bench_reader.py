@@ -1,4 +1,4 @@
-"""Throughput of pcapdiag.reader on large synthetic captures.
+"""Throughput of pcapdiag.reader on large synthetic captures, or on a given capture.
 
 Writes a pcap, a gzip of it, and a pcapng with the same records (sizes uniform in
 60..1500 bytes, payload a repeating pattern) into a temp dir, then times
@@ -6,6 +6,14 @@ Writes a pcap, a gzip of it, and a pcapng with the same records (sizes uniform i
 
     python benchmarks/bench_reader.py                 # 2 M records
     python benchmarks/bench_reader.py --records 500000 --keep /tmp/bench
+
+``--file PATH`` times a real capture instead; ``--decode`` also runs ``decode_batch``
+on every batch (read+decode). ``--compiled both`` runs each file with the pure path
+(``PCAPDIAG_COMPILED=0``) and the numba kernels (``=1``; loaded and, the first time,
+compiled before timing), ``0`` / ``1`` only one of them, ``auto`` (default) leaves the
+choice to the reader:
+
+    python benchmarks/bench_reader.py --file /tmp/bench/large.pcap --decode --compiled both --repeat 3
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pcapdiag.reader import open_capture  # noqa: E402
+from pcapdiag.decode import decode_batch  # noqa: E402
+from pcapdiag.reader import compiled_kernels, open_capture  # noqa: E402
 
 CHUNK = 100_000  # records generated at a time (bounded memory)
 
@@ -95,18 +104,52 @@ def write_gzip(src: Path, dst: Path) -> None:
         fo.write(z.flush())
 
 
-def bench(path: Path, max_records: int) -> tuple[int, float, float, int]:
-    """Records, wall seconds, CPU seconds, minor page faults of one full read."""
+def bench(path: Path, max_records: int, decode: bool = False) -> tuple[int, float, float, int]:
+    """Records, wall seconds, CPU seconds, minor page faults of one full read (and decode)."""
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     n = 0
     with open_capture(str(path)) as cap:
         for batch in cap.batches(max_records):
             n += len(batch)
+            if decode:
+                decode_batch(batch)
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     return n, wall, cpu, r1.ru_minflt - r0.ru_minflt
+
+
+def _modes(choice: str) -> list[str]:
+    modes = {"both": ["0", "1"], "0": ["0"], "1": ["1"], "auto": [""]}[choice]
+    if "1" in modes:
+        os.environ["PCAPDIAG_COMPILED"] = "1"
+        t = time.perf_counter()
+        if compiled_kernels() is None:
+            raise SystemExit("numba kernels unavailable (is numba installed?)")
+        print(f"numba kernels loaded in {time.perf_counter() - t:.2f} s")
+    return modes
+
+
+def report(files: dict[str, Path], args: argparse.Namespace) -> None:
+    what = "read+decode" if args.decode else "read"
+    print(f"({what}; best of --repeat runs; M rec/s by wall clock and by CPU time of this process)")
+    for kind, path in files.items():
+        for mode in _modes(args.compiled):
+            if mode:
+                os.environ["PCAPDIAG_COMPILED"] = mode
+            else:
+                os.environ.pop("PCAPDIAG_COMPILED", None)
+            runs = [bench(path, args.batch, args.decode) for _ in range(args.repeat)]
+            n, wall, _, faults = min(runs, key=lambda r: r[1])
+            cpu = min(r[2] for r in runs)
+            mb = os.path.getsize(path) / 1e6
+            label = {"0": "pure", "1": "compiled", "": "auto"}[mode]
+            print(
+                f"{kind:8s} {label:8s} {n:>10,} records  wall {wall:6.2f} s {n / wall / 1e6:5.2f} M rec/s"
+                f"  cpu {cpu:6.2f} s {n / cpu / 1e6:5.2f} M rec/s  {mb / wall:6.0f} MB/s"
+                f"  ({mb:,.0f} MB file, {faults:,} page faults)"
+            )
 
 
 def main() -> None:
@@ -115,7 +158,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=65536)
     ap.add_argument("--repeat", type=int, default=2, help="best of N runs")
     ap.add_argument("--keep", help="write the files here and keep them")
+    ap.add_argument("--file", action="append", help="time this capture (repeatable)")
+    ap.add_argument("--decode", action="store_true", help="also decode every batch")
+    ap.add_argument("--compiled", choices=["auto", "0", "1", "both"], default="auto")
     args = ap.parse_args()
+    if args.file:
+        report({Path(f).name: Path(f) for f in args.file}, args)
+        return
     tmp = None
     if args.keep:
         out = Path(args.keep)
@@ -134,17 +183,7 @@ def main() -> None:
         if not files["pcapng"].exists():
             write_pcapng(files["pcapng"], args.records)
         print(f"generated {args.records:,} records/file in {time.perf_counter() - t:.1f} s")
-        print("(best of --repeat runs; M rec/s by wall clock and by CPU time of this process)")
-        for kind, path in files.items():
-            runs = [bench(path, args.batch) for _ in range(args.repeat)]
-            n, wall, _, faults = min(runs, key=lambda r: r[1])
-            cpu = min(r[2] for r in runs)
-            mb = os.path.getsize(path) / 1e6
-            print(
-                f"{kind:8s} {n:>10,} records  wall {wall:6.2f} s {n / wall / 1e6:5.2f} M rec/s"
-                f"  cpu {cpu:6.2f} s {n / cpu / 1e6:5.2f} M rec/s  {mb / wall:6.0f} MB/s"
-                f"  ({mb:,.0f} MB file, {faults:,} page faults)"
-            )
+        report(files, args)
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -1,179 +1,425 @@
 """Connection records in bounded memory, for captures with millions of connections.
 
-A record is ~5 KB as Python objects and ~150 bytes as a zlib-compressed pickle in a
-chunk of its neighbours (they share most strings: outcome, cause, fix, client errors).
-Both containers here keep the first ``LIVE`` records as objects, so a usual analysis pays
-nothing, and compress the rest by chunks of ``CHUNK``.
+A record is ~5 KB as Python objects; here the first ``LIVE`` records of the process stay
+objects (a usual analysis pays nothing) and the rest become *rows*: the tuple of every
+field but ``events``, kept by chunks of ``CHUNK`` as two zlib-compressed pickles, rows
+and events apart (~150 bytes a record together). Why this shape, measured per record:
+
+- a pickled dataclass costs ~25 µs to dump and ~35 µs to load; its fields as a tuple
+  (``operator.attrgetter``, one C call) dump in ~4 µs and load in ~7 µs;
+- ``events`` (a list of tuples) are two thirds of that work and no part of the JSON
+  contract: apart, ``--format json`` never decodes them;
+- chunks are compressed once, in the worker, and decompressed once, when written: the
+  merge adopts them as they are (below) instead of decoding and re-encoding every record.
 
 ``RecordStore`` collects a worker's records in the order the tracker finishes them, which
 is nearly the order of their first frame: each record joins the first *run* whose last
-first frame is lower (patience sorting), so a few runs hold everything and their k-way
-merge (``ordered``) streams the records sorted, one chunk per run in memory.
+first frame is lower (patience sorting), so a few runs hold everything, each sorted. Along
+with them it keeps per record, in arrival order, the first frame, the columns ``Records``
+summarises from, and the record's ``CrossFacts`` (the few integers the cross-connection
+pass needs): the merge then never needs the records themselves.
 
-``Records`` is the final, sorted sequence an ``Analysis`` holds: indexable and iterable
-like a list, with small per-record columns (outcome, count, times) for summaries that
-must not decode every chunk. Records read from it are copies: to change one, assign it
-back (``records[i] = rec``).
+``Records`` is the final sequence an ``Analysis`` holds, in id order (by first frame). It
+*adopts* the runs of the stores of a capture set (``adopt``): a stable sort of their first
+frames (numpy, ~0.1 µs a record) gives each id its run and position, and the facts are
+permuted the same way. Walking the ids in order then reads each run front to back, one
+decoded chunk per run in memory (a row's id is its position: the one it was stored with
+is the worker's). Records read from it are copies except those kept as objects: to
+change one, assign it back (``records[i] = rec``), kept as an object beside the runs. The
+retries and forged refusals ``CrossFacts.apply`` finds are spread over every chunk: it
+hands them over as edits (``edit``), made whenever the record is read.
+
+Chunks beyond ``SPILL`` bytes in memory (all stores of the process together) go to a
+temporary file, so memory stays flat however many connections there are.
 """
 
 from __future__ import annotations
 
 import bisect
-import heapq
+import dataclasses
 import os
 import pickle
 import tempfile
 import zlib
 from array import array
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
-from typing import IO, Any, overload
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import attrgetter
+from typing import Any, overload
+
+import numpy as np
 
 from pcapdiag.classify import OUTCOMES
-from pcapdiag.explain import ConnectionRecord
+from pcapdiag.explain import ConnectionRecord, CrossFacts
 
 CHUNK = 512  # records per compressed chunk
 SPILL = 32 * 1024 * 1024  # compressed bytes kept in memory; the rest go to a temporary file
-LIVE = 5_000  # records kept as objects (~5 KB each) before compressing begins
-MAX_RUNS = 16  # more runs than this (input far from sorted): merge them into one
-_CACHE = 4  # decoded chunks kept for random access
+LIVE = 5_000  # records kept as objects (~5 KB each), in all stores of the process together
+MAX_RUNS = 16  # more runs than this (input far from sorted): the shortest are merged
+_BLOCK = 65_536  # ids whose order a walk reads at once
 _CODE = {o: i for i, o in enumerate(OUTCOMES)}
 
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ConnectionRecord))
+_EV = FIELDS.index("events")
+ROW: tuple[str, ...] = FIELDS[:_EV] + FIELDS[_EV + 1 :]  # a row's fields, in this order
+row_of = attrgetter(*ROW)  # a record's row, in one C call
+_SEED = hash("pcapdiag.records")  # str hashes differ between processes not forked from ours
 
-def _pack(records: list[ConnectionRecord]) -> bytes:
-    return zlib.compress(pickle.dumps(records, protocol=5), 1)
+Row = tuple[Any, ...]
 
 
-def _unpack(blob: bytes) -> list[ConnectionRecord]:
-    return pickle.loads(zlib.decompress(blob))
+def _pack(rows: list[Row], events: list[list[Any]]) -> bytes:
+    a = zlib.compress(pickle.dumps(rows, protocol=5), 1)
+    b = zlib.compress(pickle.dumps(events, protocol=5), 1)
+    return len(a).to_bytes(4, "little") + a + b
 
 
-def _first_frame(r: ConnectionRecord) -> int:
-    return r.first_frame
+def _unpack(blob: bytes, events: bool) -> tuple[list[Row], list[list[Any]] | None]:
+    n = int.from_bytes(blob[:4], "little")
+    view = memoryview(blob)
+    rows = pickle.loads(zlib.decompress(view[4 : 4 + n]))
+    return rows, pickle.loads(zlib.decompress(view[4 + n :])) if events else None
+
+
+def _record(row: Row, events: list[Any], rec_id: int | None) -> ConnectionRecord:
+    rec = ConnectionRecord(*row[:_EV], events, *row[_EV:])
+    if rec_id is not None:
+        rec.id = rec_id
+    return rec
+
+
+def _np(a: Any, dtype: type) -> np.ndarray:
+    return np.frombuffer(a, dtype=dtype)
+
+
+class _Spill:
+    """The temporary file chunks spill to: one per process (a file per store would run
+    out of descriptors with thousands of captures), closed and gone once no store holds
+    a chunk in it."""
+
+    current: _Spill | None = None
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile(prefix="pcapdiag-records-")  # noqa: SIM115 - closed by release
+        self.pid = os.getpid()  # a forked worker writes a file of its own
+        self.users = 0
+
+    @classmethod
+    def join(cls) -> _Spill:
+        spill = cls.current
+        if spill is None or spill.pid != os.getpid():
+            spill = cls.current = cls()
+        spill.users += 1
+        return spill
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            self.file.close()
+            if type(self).current is self:
+                type(self).current = None
+
+
+class _Blobs:
+    """A run's compressed chunks: in memory while the process holds fewer than ``SPILL``
+    bytes of them, then in the process's temporary file."""
+
+    held = 0  # bytes in memory, every store of the process together
+
+    __slots__ = ("_mem", "_size", "_spill", "_spilled")
+
+    def __init__(self) -> None:
+        self._mem: list[bytes] = []
+        self._size = 0  # bytes of ``_mem``
+        self._spill: _Spill | None = None
+        self._spilled: list[tuple[int, int]] = []  # (offset, length) in the file
+
+    def __len__(self) -> int:
+        return len(self._mem) + len(self._spilled)
+
+    def add(self, blob: bytes) -> int:
+        k = len(self)
+        if not self._spilled and _Blobs.held + len(blob) <= SPILL:
+            self._mem.append(blob)
+            self._size += len(blob)
+            _Blobs.held += len(blob)
+            return k
+        if self._spill is None:
+            self._spill = _Spill.join()
+        f = self._spill.file
+        f.seek(0, os.SEEK_END)
+        self._spilled.append((f.tell(), len(blob)))
+        f.write(blob)
+        return k
+
+    def get(self, k: int) -> bytes:
+        if k < len(self._mem):
+            return self._mem[k]
+        off, length = self._spilled[k - len(self._mem)]
+        assert self._spill is not None
+        f = self._spill.file
+        f.seek(off)
+        return f.read(length)
+
+    def __getstate__(self) -> list[bytes]:
+        """Every chunk as bytes (a worker's store travels to the parent process)."""
+        return [self.get(k) for k in range(len(self))]
+
+    def __setstate__(self, blobs: list[bytes]) -> None:
+        self.__init__()  # type: ignore[misc]
+        for b in blobs:
+            self.add(b)
+
+    def __del__(self) -> None:
+        type(self).held -= getattr(self, "_size", 0)
+        spill = getattr(self, "_spill", None)
+        if spill is not None:
+            spill.release()
 
 
 class _Run:
-    """Records with increasing first frames: compressed chunks, then an open tail."""
+    """Records in one order: the first as objects, then rows in sealed chunks of ``size``
+    (their ids in ``blobs``), then an open tail of rows and their events."""
 
-    __slots__ = ("chunks", "tail", "last")
+    held = 0  # records kept as objects, every run of the process together
+
+    __slots__ = ("blobs", "size", "objects", "chunks", "rows", "events", "index", "renumber")
 
     def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.tail: list[ConnectionRecord] = []
-        self.last = -1
+        self.blobs = _Blobs()  # its own: a run merged into another lets its chunks go
+        self.size = CHUNK
+        self.objects: list[ConnectionRecord] = []
+        self.chunks: list[int] = []
+        self.rows: list[Row] = []
+        self.events: list[list[Any]] = []
+        self.index = array("I")  # arrival number of each record in its store
+        self.renumber = False  # ids are positions in the ``Records`` that adopted the run
 
-    def add(self, rec: ConnectionRecord, chunk: int) -> None:
-        """``chunk``: compress the tail once it holds this many (0: keep objects)."""
-        self.tail.append(rec)
-        self.last = rec.first_frame
-        if chunk and len(self.tail) >= chunk:
-            self.chunks.append(_pack(self.tail))
-            self.tail = []
+    def __len__(self) -> int:
+        return len(self.objects) + len(self.chunks) * self.size + len(self.rows)
 
-    def __iter__(self) -> Iterator[ConnectionRecord]:
-        """Consumes the run: each chunk is let go once decoded (the merge into the
-        analysis's ``Records`` then never holds both copies)."""
-        chunks, self.chunks = self.chunks, []
-        for k in range(len(chunks)):
-            blob, chunks[k] = chunks[k], b""
-            yield from _unpack(blob)
-        tail, self.tail = self.tail, []
-        yield from tail
+    def add(self, rec: ConnectionRecord) -> None:
+        if _Run.held < LIVE and not self.rows and not self.chunks:
+            self.objects.append(rec)
+            _Run.held += 1
+        else:
+            self.add_row(row_of(rec), rec.events)
+
+    def add_row(self, row: Row, events: list[Any]) -> None:
+        self.rows.append(row)
+        self.events.append(events)
+        if len(self.rows) >= self.size:
+            self.chunks.append(self.blobs.add(_pack(self.rows, self.events)))
+            self.rows, self.events = [], []
+
+    def chunk(self, c: int, events: bool) -> tuple[list[Row], list[list[Any]] | None]:
+        return _unpack(self.blobs.get(self.chunks[c]), events)
+
+    def items(self) -> Iterator[tuple[Row, list[Any]]]:
+        """Every record as (row, events), in order."""
+        for rec in self.objects:
+            yield row_of(rec), rec.events
+        for c in range(len(self.chunks)):
+            rows, events = self.chunk(c, True)
+            assert events is not None
+            yield from zip(rows, events, strict=True)
+        yield from zip(self.rows, self.events, strict=True)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for k, v in zip(self.__slots__, state, strict=True):
+            setattr(self, k, v)
+        _Run.held += len(self.objects)
+
+    def __del__(self) -> None:
+        type(self).held -= len(getattr(self, "objects", ()))
 
 
 class RecordStore:
-    """A worker's records, compressed beyond ``LIVE``, streamed back sorted by first frame."""
+    """A worker's records in runs sorted by first frame, with their facts; see the module
+    docstring."""
 
     def __init__(self) -> None:
-        self._runs: list[_Run] = []
+        self.runs: list[_Run] = []
         self._lasts: list[int] = []  # -last first frame of each run: increasing
-        self._n = 0
-        self._cap, self._size = LIVE, CHUNK
+        # per record, in arrival order
+        self.first = array("q")
+        self.outcome = array("B")
+        self.count = array("I")  # rows folded into one count many, never 2**32
+        self.facts = CrossFacts(ids=False)  # its ``_start`` is the start_ns column
+        self.seed = _SEED  # the facts' hashes are comparable with the merging process's
 
     def __len__(self) -> int:
-        return self._n
+        return len(self.first)
 
     def append(self, rec: ConnectionRecord) -> None:
-        key = -rec.first_frame
+        i = len(self.first)
+        ff = rec.first_frame
+        self.first.append(ff)
+        self.outcome.append(_CODE[rec.outcome])
+        self.count.append(rec.count)
+        self.facts.add(rec)
+        key = -ff
         # leftmost run whose last first frame is lower: runs' lasts decrease left to right
-        i = bisect.bisect_right(self._lasts, key)
-        if i == len(self._runs) and i >= MAX_RUNS:
-            self._compact()
-            i = bisect.bisect_right(self._lasts, key)
-        if i == len(self._runs):
-            self._runs.append(_Run())
-            self._lasts.append(key)
-        self._n += 1
-        self._runs[i].add(rec, self._size if self._n > self._cap else 0)
-        self._lasts[i] = key
+        k = bisect.bisect_right(self._lasts, key)
+        if k == len(self.runs):
+            if k >= MAX_RUNS:
+                self._merge_shortest()
+                k = bisect.bisect_right(self._lasts, key)
+            if k == len(self.runs):
+                self.runs.append(_Run())
+                self._lasts.append(key)
+        run = self.runs[k]
+        run.index.append(i)
+        run.add(rec)
+        self._lasts[k] = key
 
-    def _compact(self) -> None:
-        """Merge every run into one (input far from sorted order)."""
+    def _merge_shortest(self) -> None:
+        """Merge the two shortest runs into one, where the left one was (input far from
+        sorted order makes more than ``MAX_RUNS``): only their records are decoded and
+        sealed again. The left run's last first frame is the larger, so runs' lasts
+        still decrease left to right."""
+        runs = self.runs
+        a, b = sorted(sorted(range(len(runs)), key=lambda k: len(runs[k]))[:2])
+        pair = [runs[a], runs[b]]
+        first = _np(self.first, np.int64)
+        index = np.concatenate([_np(r.index, np.uint32) for r in pair]).astype(np.int64)
+        which = np.repeat(np.arange(2), [len(r) for r in pair])
+        order = np.argsort(first[index], kind="stable")
         merged = _Run()
-        compress = self._size if self._n > self._cap else 0
-        for rec in heapq.merge(*self._runs, key=_first_frame):
-            merged.add(rec, compress)
-        self._runs = [merged]
-        self._lasts = [-merged.last]
-
-    def ordered(self) -> Iterator[ConnectionRecord]:
-        """The records sorted by first frame (ties in the order they were added); this
-        empties the store."""
-        if len(self._runs) == 1:
-            return iter(self._runs[0])
-        return heapq.merge(*self._runs, key=_first_frame)
+        merged.index = array("I", index[order].astype(np.uint32).tobytes())
+        if not any(r.rows or r.chunks for r in pair):  # objects still: they stay objects
+            objects = pair[0].objects + pair[1].objects
+            merged.objects = [objects[k] for k in order.tolist()]
+            _Run.held += len(merged.objects)
+        else:
+            streams = [r.items() for r in pair]
+            for k in which[order].tolist():
+                merged.add_row(*next(streams[k]))
+        runs[a] = merged
+        del runs[b], self._lasts[b]
 
 
 class Records(Sequence[ConnectionRecord]):
     """The analysis's records in id order; see the module docstring."""
 
     def __init__(self, records: Iterable[ConnectionRecord] = ()) -> None:
-        self._live: list[ConnectionRecord] = []
-        self._chunks: list[bytes] = []
-        self._tail: list[ConnectionRecord] = []
-        self._n = 0
-        self._over: dict[int, ConnectionRecord] = {}
-        self._cap, self._size = LIVE, CHUNK  # fixed for this store's lifetime
-        self._cache: OrderedDict[int, list[ConnectionRecord]] = OrderedDict()
+        self._runs: list[_Run] = []
+        self._src = array("I")  # per id: its run
+        self._pos = array("I")  # ... and its position there
+        self._own = -1  # the run ``append`` fills, once it does
+        self._over: dict[int, ConnectionRecord] = {}  # records assigned after the merge
+        self._edits: dict[int, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
+        self._cache: dict[int, tuple[int, list[Row], list[list[Any]] | None]] = {}  # per run
         self._outcome = array("B")  # index in OUTCOMES
         self._count = array("q")
         self._start = array("q")
-        self._mem = 0  # bytes of chunks held in memory
-        self._file: IO[bytes] | None = None  # chunks beyond SPILL: (offset, length) in it
-        self._spilled: list[tuple[int, int]] = []
         for r in records:
             self.append(r)
 
     def append(self, rec: ConnectionRecord) -> None:
+        if self._own < 0:
+            self._own = len(self._runs)
+            self._runs.append(_Run())
+        own = self._runs[self._own]
+        self._src.append(self._own)
+        self._pos.append(len(own))
+        own.add(rec)
         self._outcome.append(_CODE[rec.outcome])
         self._count.append(rec.count)
         self._start.append(rec.start_ns)
-        self._n += 1
-        if self._n <= self._cap:
-            self._live.append(rec)
-            return
-        self._tail.append(rec)
-        if len(self._tail) >= self._size:
-            self._seal(_pack(self._tail))
-            self._tail = []
 
-    def _seal(self, blob: bytes) -> None:
-        """Keep a chunk in memory, or beyond ``SPILL`` bytes in a temporary file (removed
-        when the store is): memory then stays flat however many connections there are."""
-        if self._mem + len(blob) <= SPILL and not self._spilled:
-            self._chunks.append(blob)
-            self._mem += len(blob)
+    def adopt(
+        self,
+        stores: list[RecordStore],
+        facts: CrossFacts,
+        replace: dict[int, ConnectionRecord] | None = None,
+    ) -> None:
+        """Append the records of ``stores`` (one capture set) in order of first frame,
+        ties in the order of ``stores`` and of their runs (as ``heapq.merge`` of them
+        would give); of records with the same first frame only the first is kept (a
+        fast-lane copy of a connection the exact tracker also saw gives way). ``replace``:
+        records that take the place of those with their first frame (decrypted ones).
+        ``facts`` gets the facts of the records kept, in id order.
+
+        The stores are consumed: their runs move here, and their columns and facts are
+        let go as soon as they are used, which keeps the merge's peak memory low."""
+        runs = [r for s in stores for r in s.runs]
+        if not runs:
             return
-        if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="pcapdiag-records-")  # noqa: SIM115 - the store owns it
-        f = self._file
-        f.seek(0, os.SEEK_END)
-        self._spilled.append((f.tell(), len(blob)))
-        f.write(blob)
+        base, k0 = len(self), len(self._runs)
+        sizes = [len(r) for r in runs]
+        # every record of the runs, run after run: its first frame, its arrival
+        offs = np.cumsum([0, *[len(s) for s in stores[:-1]]]).tolist()
+        indexes = [
+            (_np(r.index, np.uint32).astype(np.int64), off, s)
+            for s, off in zip(stores, offs, strict=True)
+            for r in s.runs
+        ]
+        ff = np.concatenate([_np(s.first, np.int64)[idx] for idx, _, s in indexes])
+        arrival = np.concatenate([idx + off for idx, off, _ in indexes])
+        del indexes
+        order = np.argsort(ff, kind="stable")
+        ff = ff[order]
+        keep = np.ones(len(ff), dtype=bool)
+        keep[1:] = ff[1:] != ff[:-1]
+        order, ff = order[keep], ff[keep]
+        n = len(order)
+        starts = np.repeat(np.cumsum([0, *sizes[:-1]]), sizes)
+        self._pos.frombytes((order - starts[order]).astype(np.uint32).tobytes())
+        del starts
+        self._src.frombytes(
+            np.repeat(np.arange(k0, k0 + len(runs), dtype=np.uint32), sizes)[order].tobytes()
+        )
+        take = arrival[order]  # per new id: its arrival over all stores
+        del arrival
+        outcome = np.concatenate([_np(s.outcome, np.uint8) for s in stores])
+        self._outcome.frombytes(outcome[take].tobytes())
+        count = np.concatenate([_np(s.count, np.uint32) for s in stores])
+        self._count.frombytes(count[take].astype(np.int64).tobytes())
+        del outcome, count
+        start = np.concatenate([_np(s.facts._start, np.int64) for s in stores])
+        self._start.frombytes(start[take].tobytes())
+        del start
+        for s in stores:
+            s.first, s.outcome, s.count = array("q"), array("B"), array("I")
+        if any(r.objects for r in runs):  # they take their ids now
+            ids = np.full(sum(sizes), -1, dtype=np.int64)
+            ids[order] = np.arange(base, base + n)
+            c = 0
+            for r, size in zip(runs, sizes, strict=True):
+                for rec, i in zip(r.objects, ids[c : c + len(r.objects)].tolist(), strict=True):
+                    if i >= 0:
+                        rec.id = i
+                c += size
+        for r in runs:
+            r.index, r.renumber = array("I"), True
+        self._runs.extend(runs)
+        for s in stores:
+            s.runs, s._lasts = [], []
+        if replace:
+            firsts = np.fromiter(replace, dtype=np.int64, count=len(replace))
+            at = np.searchsorted(ff, firsts)
+            for f, i in zip(firsts.tolist(), at.tolist(), strict=True):
+                if i < n and ff[i] == f:
+                    rec = replace[f]
+                    rec.id = base + i
+                    self[base + i] = rec
+        parts = [s.facts for s in stores]
+        for s in stores:
+            s.facts = CrossFacts(ids=False)
+        if replace or any(s.seed != _SEED for s in stores):
+            del parts
+            for rec in self._walk(base, base + n, events=False):  # from the records
+                facts.add(rec)
+        else:
+            facts.extend(parts, take)
 
     @property
     def compressed(self) -> bool:
-        return self._n > self._cap
+        """Are some records kept as rows (not objects)?"""
+        return any(r.rows or r.chunks for r in self._runs)
 
     def column(self, name: str) -> list[Any]:
         """``outcome``, ``count`` or ``start_ns`` of every record, without decoding any."""
@@ -181,42 +427,136 @@ class Records(Sequence[ConnectionRecord]):
             return [OUTCOMES[c] for c in self._outcome]
         return list(self._count if name == "count" else self._start)
 
-    def _blob(self, c: int) -> bytes:
-        if c < len(self._chunks):
-            return self._chunks[c]
-        off, length = self._spilled[c - len(self._chunks)]
-        assert self._file is not None
-        self._file.seek(off)
-        return self._file.read(length)
-
-    @property
-    def _n_chunks(self) -> int:
-        return len(self._chunks) + len(self._spilled)
-
     def __len__(self) -> int:
-        return self._n
+        return len(self._src)
 
-    def _chunk(self, c: int) -> list[ConnectionRecord]:
-        hit = self._cache.get(c)
-        if hit is None:
-            hit = _unpack(self._blob(c))
-            self._cache[c] = hit
-            if len(self._cache) > _CACHE:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(c)
-        return hit
+    def _chunk(self, k: int, c: int, events: bool) -> tuple[list[Row], list[list[Any]] | None]:
+        """Chunk ``c`` of run ``k``: each run keeps its last one decoded, which is all a
+        walk in id order needs (it reads every run front to back)."""
+        hit = self._cache.get(k)
+        if hit is None or hit[0] != c or (events and hit[2] is None):
+            rows, evs = self._runs[k].chunk(c, events)
+            hit = self._cache[k] = (c, rows, evs)
+        return hit[1], hit[2]
 
-    def _get(self, i: int) -> ConnectionRecord:
+    def _object(self, i: int) -> ConnectionRecord | None:
+        """Record ``i`` if it is kept as an object."""
         over = self._over.get(i)
         if over is not None:
             return over
-        if i < self._cap:
-            return self._live[i]
-        c, k = divmod(i - self._cap, self._size)
-        if c < self._n_chunks:
-            return self._chunk(c)[k]
-        return self._tail[k]
+        run, p = self._runs[self._src[i]], self._pos[i]
+        return run.objects[p] if p < len(run.objects) else None
+
+    def _get(self, i: int) -> ConnectionRecord:
+        rec = self._object(i)
+        if rec is not None:
+            return rec
+        k, p = self._src[i], self._pos[i]
+        run = self._runs[k]
+        c, j = divmod(p - len(run.objects), run.size)
+        if c < len(run.chunks):
+            rows, events = self._chunk(k, c, True)
+            assert events is not None
+            row, ev = rows[j], events[j]
+        else:
+            row, ev = run.rows[j], run.events[j]
+        return self._edited(i, _record(row, ev, i if run.renumber else None))
+
+    def edit(self, i: int, fn: Callable[..., None], *args: Any) -> None:
+        """Change record ``i`` by ``fn(record, *args)`` whenever it is read. The few
+        records the cross-connection pass changes (``CrossFacts.apply``) are spread over
+        every chunk: changing them now would decode them all once more. One kept as an
+        object is changed at once."""
+        rec = self._object(i)
+        if rec is not None:
+            fn(rec, *args)
+            self._over[i] = rec
+        else:
+            self._edits.setdefault(i, []).append((fn, args))
+
+    def _edited(self, i: int, rec: ConnectionRecord) -> ConnectionRecord:
+        for fn, args in self._edits.get(i, ()):
+            fn(rec, *args)
+        return rec
+
+    def _spans(
+        self, lo: int, hi: int, events: bool
+    ) -> Iterator[tuple[int, list[Any], list[list[Any]] | None, bool]]:
+        """The records of ids ``lo``..``hi`` as spans of consecutive ones: (first id,
+        objects or rows, their events, rows?). Objects come with None events, rows with
+        theirs (None unless ``events``). A record assigned or edited after the merge is a
+        span of its own. Ids are cut by ``_BLOCK``: numpy finds the spans of each."""
+        marked = np.array(sorted({*self._over, *self._edits}), dtype=np.int64)
+        for blo in range(lo, hi, _BLOCK):
+            bhi = min(hi, blo + _BLOCK)
+            src = _np(self._src, np.uint32)[blo:bhi]
+            pos = _np(self._pos, np.uint32)[blo:bhi].astype(np.int64)
+            cut = np.flatnonzero((src[1:] != src[:-1]) | (pos[1:] != pos[:-1] + 1)) + 1
+            mine = marked[np.searchsorted(marked, blo) : np.searchsorted(marked, bhi)] - blo
+            if len(mine):
+                cut = np.union1d(cut, np.concatenate([mine, mine + 1]))
+            bounds = [0, *cut.tolist(), bhi - blo]
+            for a, b in zip(bounds, bounds[1:], strict=False):
+                if a < b:
+                    yield from self._span(blo + a, int(src[a]), int(pos[a]), b - a, events)
+
+    def _span(
+        self, i: int, k: int, p: int, n: int, events: bool
+    ) -> Iterator[tuple[int, list[Any], list[list[Any]] | None, bool]]:
+        """Ids ``i``.. ``i + n``: positions ``p``.. of run ``k`` (see ``_spans``)."""
+        rec = self._over.get(i)
+        if rec is not None:
+            yield i, [rec], None, False
+            return
+        run = self._runs[k]
+        end = p + n
+        nobj = len(run.objects)
+        if p < nobj:
+            q = min(end, nobj)
+            yield i, run.objects[p:q], None, False
+            i, p = i + q - p, q
+        while p < end:
+            c, j = divmod(p - nobj, run.size)
+            if c < len(run.chunks):
+                rows, evs = self._chunk(k, c, events)
+                q = min(end, p + run.size - j)
+            else:  # the open tail (c is the number of chunks)
+                rows, evs = run.rows, run.events
+                q = end
+            m = q - p
+            yield i, rows[j : j + m], None if evs is None else evs[j : j + m], True
+            i, p = i + m, q
+
+    def _walk(self, lo: int, hi: int, events: bool = True) -> Iterator[ConnectionRecord]:
+        """The records of ids ``lo``..``hi``, in order (``events``: else left empty)."""
+        for i, items, evs, rows in self._spans(lo, hi, events):
+            if not rows:
+                yield from items
+                continue
+            n = len(items)
+            ids = range(i, i + n) if self._runs[self._src[i]].renumber else [None] * n
+            evs = evs if events and evs is not None else [[] for _ in range(n)]
+            if n == 1 and i in self._edits:
+                yield self._edited(i, _record(items[0], evs[0], ids[0]))
+            else:
+                yield from map(_record, items, evs, ids)
+
+    def rows(self) -> Iterator[tuple[int, Row]]:
+        """(id, row) of every record in id order, events left undecoded: what the JSON
+        output needs, at the cost of decompressing and unpickling the rows only."""
+        for i, items, _evs, rows in self._spans(0, len(self), False):
+            renumber = rows and self._runs[self._src[i]].renumber
+            if not rows:
+                for rec in items:
+                    yield rec.id, row_of(rec)
+            elif len(items) == 1 and i in self._edits:  # events are no part of the JSON
+                rec = self._edited(i, _record(items[0], [], i if renumber else None))
+                yield rec.id, row_of(rec)
+            elif renumber:
+                yield from zip(range(i, i + len(items)), items, strict=True)
+            else:
+                for row in items:
+                    yield row[0], row
 
     @overload
     def __getitem__(self, i: int) -> ConnectionRecord: ...
@@ -224,43 +564,32 @@ class Records(Sequence[ConnectionRecord]):
     def __getitem__(self, i: slice) -> list[ConnectionRecord]: ...
     def __getitem__(self, i: int | slice) -> ConnectionRecord | list[ConnectionRecord]:
         if isinstance(i, slice):
-            return [self._get(k) for k in range(*i.indices(self._n))]
+            return [self._get(k) for k in range(*i.indices(len(self)))]
         if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
+            i += len(self)
+        if not 0 <= i < len(self):
             raise IndexError("record index out of range")
         return self._get(i)
 
     def __setitem__(self, i: int, rec: ConnectionRecord) -> None:
         if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
+            i += len(self)
+        if not 0 <= i < len(self):
             raise IndexError("record index out of range")
-        if i < self._cap:
-            self._live[i] = rec
-        else:
-            self._over[i] = rec
+        self._over[i] = rec
+        self._edits.pop(i, None)
         self._outcome[i] = _CODE[rec.outcome]
         self._count[i] = rec.count
         self._start[i] = rec.start_ns
 
     def __iter__(self) -> Iterator[ConnectionRecord]:
-        yield from self._live
-        over = self._over
-        i = len(self._live)
-        for c in range(self._n_chunks):
-            for rec in _unpack(self._blob(c)):
-                yield over.get(i, rec)
-                i += 1
-        for rec in self._tail:
-            yield over.get(i, rec)
-            i += 1
+        return self._walk(0, len(self))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (list(self),))
 
     def __repr__(self) -> str:
-        return f"<Records: {self._n} connection records>"
+        return f"<Records: {len(self)} connection records>"
 
 
 def _rebuild(records: list[ConnectionRecord]) -> Records:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import heapq
 import os
 import re
 import tempfile
@@ -23,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from pcapdiag import decode, reader
+from pcapdiag import _fastlane, decode, reader
 from pcapdiag._store import Records, RecordStore
 from pcapdiag.classify import OUTCOMES, PROBLEMS
 from pcapdiag.connections import NS, Connection, Tracker, _gc_paused
@@ -395,6 +394,9 @@ class SetResult:
     secrets: list[tuple[int, bytes]]
     t0: int = 0
     offsets: list[int] = field(default_factory=list)  # frame offset of each file
+    # Connections the fast lane replayed (``_fastlane``); the merge prefers ``records``
+    # for a first frame both hold
+    fast: RecordStore | None = None
 
 
 @dataclass(slots=True)
@@ -516,6 +518,13 @@ def _icmp_shard(err: decode.IcmpError, shards: int) -> int:
     return (h >> 40) % shards
 
 
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 class _Chain:
     """Reads the files of a part into one tracker, starting a new set where a file does
     not continue the previous one."""
@@ -530,6 +539,9 @@ class _Chain:
         self.last_ts: int | None = None  # of the set's last record
         self.last_tcp_ts: int | None = None
         self.tail: decode.TcpPackets | None = None  # the last batch's TCP packets
+        # The fast lane (``_fastlane``) when the part is big enough to pay for it
+        self.use_lane = _fastlane.worth_it(sum(_size(p) for p in part.paths))
+        self.lane: _fastlane.Lane | None = None
 
     def _start(self, fi: int, t0: int) -> None:
         self.end()
@@ -553,13 +565,62 @@ class _Chain:
         self.tracker.capture = fi
         if self.part.shards > 1:
             self.tracker.live_pressure = max(1, self.tracker.live_pressure // self.part.shards)
+        if self.use_lane:
+            fast = s.fast = RecordStore()
+            self.lane = _fastlane.Lane(fast.append, fi, path, t0, _fastlane.ORACLE)
 
     def end(self) -> None:
         """Finish the current set: every connection still open is finished."""
         tracker, self.tracker = self.tracker, None
+        lane, self.lane = self.lane, None
         if tracker is not None:
+            if lane is not None and self.set is not None:
+                self._exact_pass(tracker, self.set, lane.close())
             tracker.close()
         self.last_tcp_ts = None
+
+    def _exact_pass(self, tracker: Tracker, rset: SetResult, flagged: np.ndarray) -> None:
+        """The fast lane's second pass: the set's files again, the exact tracker fed
+        only the 4-tuples the fast lane handed over, with the sweeps and clock of the
+        whole capture."""
+        part = self.part
+        last_tcp_ts: int | None = None
+        for fi, off in zip(rset.files, rset.offsets, strict=True):
+            path = part.paths[part.files.index(fi)]
+            try:
+                cap = reader.open_capture(path)
+            except CaptureError:
+                continue
+            try:
+                for batch in cap.batches():
+                    if off:
+                        batch.frame = batch.frame + off
+                    dec = decode.decode_batch(batch)
+                    tcp, icmp = dec.tcp, dec.icmp
+                    iface = batch.interface[np.searchsorted(batch.frame, tcp.frame)]
+                    dup = decode.duplicates(tcp, iface)
+                    if dup.any():
+                        tcp = decode.take(tcp, np.nonzero(~dup)[0])
+                    if len(tcp):
+                        last_tcp_ts = max(last_tcp_ts or 0, int(tcp.ts_ns.max()))
+                    seen = len(tcp)
+                    if part.shards > 1:
+                        mine = _shard_of(tcp, part.shards) == part.shard
+                        tcp = decode.take(tcp, np.nonzero(mine)[0])
+                        icmp = [e for e in icmp if _icmp_shard(e, part.shards) == part.shard]
+                    if len(tcp):
+                        h = _fastlane.packet_hashes(tcp)
+                        pos = np.searchsorted(flagged, h)
+                        pos[pos == len(flagged)] = 0
+                        wanted = flagged[pos] == h if len(flagged) else np.zeros(len(h), bool)
+                        tcp = decode.take(tcp, np.nonzero(wanted)[0])
+                    if last_tcp_ts is not None:
+                        tracker.clock = last_tcp_ts
+                    tracker.feed(tcp, icmp, seen)
+            except CaptureError:
+                pass  # reported by the first pass, which stopped at the same record
+            finally:
+                cap.close()
 
     def read(self, fi: int, path: str, summary: CaptureSummary) -> None:
         part = self.part
@@ -612,9 +673,15 @@ class _Chain:
                     mine = _shard_of(tcp, part.shards) == part.shard
                     tcp = decode.take(tcp, np.nonzero(mine)[0])
                     icmp = [e for e in icmp if _icmp_shard(e, part.shards) == part.shard]
-                if self.last_tcp_ts is not None:  # sweeps see the time of the whole batch
-                    tracker.clock = self.last_tcp_ts
-                tracker.feed(tcp, icmp, seen)
+                lane = self.lane
+                if lane is not None:  # the second pass feeds the tracker (_exact_pass)
+                    for e in icmp:
+                        lane.flag_icmp(e)
+                    lane.feed(tcp, _fastlane.packet_hashes(tcp), self.last_tcp_ts or 0)
+                else:
+                    if self.last_tcp_ts is not None:  # sweeps see the whole batch's time
+                        tracker.clock = self.last_tcp_ts
+                    tracker.feed(tcp, icmp, seen)
                 if self.progress is not None and part.shard == 0:
                     self.progress(
                         path, int(batch.frame[-1]) - self.offset if len(batch) else 0, size
@@ -659,9 +726,11 @@ def merge(
     keys: KeyLog | None = None,
     decrypt_timeout: float = DEFAULT_TIMEOUT_S,
 ) -> tuple[Records, list[CaptureSummary], list[CaptureError], list[IdleTimeout]]:
-    """One analysis from the parts' fragments: each set's records streamed in order of
-    their first frame (ids count on from earlier sets; decrypted records replace keyless
-    ones), one summary per file, each error once, and the cross-connection facts."""
+    """One analysis from the parts' fragments: each set's records in order of their
+    first frame (ids count on from earlier sets; decrypted records replace keyless ones),
+    one summary per file, each error once, and the cross-connection facts. The records
+    are not decoded here: ``Records.adopt`` takes the workers' compressed runs as they
+    are, and their facts, gathered by the workers, are merged by a permutation."""
     summaries: dict[int, CaptureSummary] = {}
     errors: list[CaptureError] = []
     by_set: dict[int, list[SetResult]] = {}
@@ -681,13 +750,15 @@ def merge(
         seen = sorted((t for s in shards for t in s.tls_seen), key=lambda t: t.first_frame)
         plain = _decrypt_set(files, first, summaries[key], seen, keys, decrypt_timeout)
         folds, kept = Folds.merged([s.folds for s in shards])
-        extra = sorted(kept + folds.records(), key=_first_frame)
-        streams = [s.records.ordered() for s in shards]
-        for rec in heapq.merge(*streams, extra, key=_first_frame):
-            rec = plain.get(rec.first_frame, rec)
-            rec.id = len(records)
-            facts.add(rec)
-            records.append(rec)
+        extra = RecordStore()
+        for rec in sorted(kept + folds.records(), key=_first_frame):
+            extra.append(rec)
+        # The stores' chunks are adopted as they are, ordered by first frame; for a first
+        # frame two stores hold, the exact tracker's record comes first and stays (the
+        # fast lane's replay of a connection it handed over gives way).
+        stores = [s.records for s in shards]
+        stores += [s.fast for s in shards if s.fast is not None]
+        records.adopt([*stores, extra], facts, plain)
         for fi, off in zip(first.files[1:], first.offsets[1:], strict=True):
             summaries[fi].stitched_to = files[0]
             summaries[fi].frame_offset = off

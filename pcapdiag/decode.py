@@ -25,6 +25,16 @@ what the header announces. Rare encapsulations run the same code on small select
 few numpy calls per batch instead of Python per packet, and a single implementation of
 each header. The only per-packet Python builds the ``IcmpError`` objects (rare).
 
+Compiled rows first, when the numba kernels are loaded (``reader.compiled_kernels``: big
+captures, or ``PCAPDIAG_COMPILED=1``): each record with a common, clean layout (Ethernet
+with up to 2 VLAN tags, SLL, SLL2, NULL/LOOP or raw IP; IPv4 first fragment or unfragmented,
+or IPv6 without extension headers; then TCP, or a protocol that makes it non-TCP) is
+decoded by the kernel, usually already by the reader's walk while the bytes were in the
+cache (``RecordBatch._pre``). Every other record (malformed, ICMP, tunnels, extension
+headers, unknown link types) goes through the vectorised code as before, and the TCP rows
+are merged back in capture order, so the result is the same either way, to the byte: the
+kernel only takes the rows whose outcome it reproduces exactly.
+
 Addresses are 128 bits in two uint64 halves (big-endian order); IPv4 is IPv4-mapped
 (::ffff:a.b.c.d), ``ipver`` tells. Address, TTL/hop limit and IP ID come from the innermost
 IP header. ``payload_len`` is that header's total/payload length minus the IP, extension
@@ -51,7 +61,8 @@ from typing import Final
 
 import numpy as np
 
-from pcapdiag.reader import RecordBatch
+from pcapdiag.reader import Predecoded, RecordBatch, _tcp_buffers, compiled_kernels
+from pcapdiag.reader import _readonly as _readonly_view
 
 # TCP flag bits as on the wire (low byte of the flags field).
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
@@ -925,6 +936,10 @@ def decode_batch(batch: RecordBatch) -> DecodedBatch:
     """Decode every record of ``batch``; never raises on packet bytes."""
     data = _as_u8(batch.data)
     n = len(batch)
+    kern = compiled_kernels() if n else None
+    pre = _take_predecoded(batch) if kern is not None else None
+    if pre is not None and pre.st.all():  # the reader's walk decoded every record
+        return _all_predecoded(batch, data, pre)
     dec = _Decoder(n, data)
     size = data.size
     off = np.asarray(batch.offset, np.int64)
@@ -944,8 +959,20 @@ def decode_batch(batch: RecordBatch) -> DecodedBatch:
         keep = None
 
     every = _Rows(np.arange(n), start, cap, wire)
-    for lt, m in _groups(linktype, int(linktype.max()) + 1 if n else 1):
-        if keep is not None:  # leave out the records outside the buffer
+    rest: np.ndarray | None = None  # rows the compiled kernel left to the code below
+    if kern is not None and linktype.dtype == np.uint16 and cap.dtype == wire.dtype == np.int64:
+        if keep is not None:
+            pre = None  # cannot be (the reader's records lie inside its buffer); be safe
+        rest = _decode_compiled(kern, dec, pre, data, start, cap, wire, linktype, keep)
+    groups = (
+        _groups(linktype, int(linktype.max()) + 1 if n else 1)
+        if rest is None
+        else _groups(linktype[rest], int(linktype.max()) + 1)
+    )
+    for lt, m in groups:
+        if rest is not None:
+            m = rest if m is None else rest[m]
+        elif keep is not None:  # leave out the records outside the buffer
             m = np.flatnonzero(keep) if m is None else m[keep[m]]
         rows = every.sub(m)
         if lt not in _LINKTYPES:
@@ -973,6 +1000,103 @@ def decode_batch(batch: RecordBatch) -> DecodedBatch:
         malformed=malformed,
         malformed_count=int(counts[_BAD]),
     )
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A contiguous read-only view (the kernel's signature says read-only)."""
+    return _readonly_view(np.ascontiguousarray(a))
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    """A contiguous writable array (the kernel's signature says so; it does not write)."""
+    a = np.ascontiguousarray(a)
+    return a if a.flags.writeable else a.copy()
+
+
+def _take_predecoded(batch: RecordBatch) -> Predecoded | None:
+    """What the reader's compiled walk decoded of ``batch``, if it is still the batch the
+    walk made (same data and record columns); taken once, as its columns are handed out."""
+    pre = batch._pre
+    if pre is None:
+        return None
+    batch._pre = None
+    key = (batch.data, batch.offset, batch.caplen, batch.wirelen, batch.linktype)
+    if len(pre.st) != len(batch) or not all(a is b for a, b in zip(pre.key, key, strict=True)):
+        return None
+    return pre
+
+
+def _all_predecoded(batch: RecordBatch, data: np.ndarray, pre: Predecoded) -> DecodedBatch:
+    """``decode_batch`` when the walk decoded every record (TCP, non-TCP or non-IP): what
+    the general code would assemble from that, without running it."""
+    n = len(batch)
+    idx, cols = _trimmed(pre.idx, pre.cols, n)
+    counts = np.bincount(pre.st, minlength=4)
+    if idx.size == n:
+        frame = np.array(batch.frame, np.int64)
+        ts = np.array(batch.ts_ns, np.int64)
+    else:
+        frame = np.asarray(batch.frame, np.int64)[idx]
+        ts = np.asarray(batch.ts_ns, np.int64)[idx]
+    return DecodedBatch(
+        tcp=TcpPackets(data, frame, ts, *cols),
+        non_tcp=int(counts[_NON_TCP]),
+        non_ip=int(counts[_NON_IP]),
+    )
+
+
+def _trimmed(
+    idx: np.ndarray, cols: tuple[np.ndarray, ...], n: int
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The kernel's TCP rows; copied when they fill little of their n-row buffers, so a
+    mostly non-TCP batch does not keep the whole buffers alive."""
+    if idx.size < n * 7 // 8:
+        return idx.copy(), tuple(c.copy() for c in cols)
+    return idx, cols
+
+
+def _decode_compiled(
+    kern: object,
+    dec: _Decoder,
+    pre: Predecoded | None,
+    data: np.ndarray,
+    start: np.ndarray,
+    cap: np.ndarray,
+    wire: np.ndarray,
+    linktype: np.ndarray,
+    keep: np.ndarray | None,
+) -> np.ndarray | None:
+    """Take the compiled decoding of the rows with a common, clean layout: their outcome
+    goes into ``dec.st`` and their TCP rows become one chunk of ``dec.tcp``, exactly as
+    the vectorised code would make them. ``pre``: what the reader's walk decoded already;
+    otherwise the kernel runs here. Returns the rows left for the vectorised code
+    (increasing), or None when the kernel could not run (then nothing was changed)."""
+    n = start.size
+    if pre is not None:
+        st, idx, cols = pre.st, pre.idx, pre.cols
+    else:
+        st, idx, cols = _tcp_buffers(n)
+        inside = np.empty(0, np.uint8) if keep is None else keep.view(np.uint8)
+        try:
+            t = kern.decode_common(  # type: ignore[attr-defined]
+                _readonly(data),
+                _writable(start),
+                _writable(cap),
+                _writable(wire),
+                linktype.astype(np.int64),
+                _readonly(inside),
+                st,
+                idx,
+                cols,
+            )
+        except Exception:
+            return None
+        idx, cols = idx[:t], tuple(c[:t] for c in cols)
+    idx, cols = _trimmed(idx, cols, n)
+    np.bitwise_or(dec.st, st, out=dec.st)  # the kernel skipped the rows already marked
+    if idx.size:
+        dec.tcp.append((idx, dict(zip(_TCP_FIELDS, cols, strict=True))))
+    return np.flatnonzero(dec.st == _UNSET)
 
 
 def _assemble_tcp(dec: _Decoder, batch: RecordBatch, data: np.ndarray) -> TcpPackets:

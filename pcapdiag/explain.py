@@ -980,85 +980,191 @@ class CrossFacts:
       its SYNs with their initial TTL, one on the server sees them decremented), and the
       server's TTL is only comparable from the same point.
     - The server idle timeout is the median idle gap before a server's idle closes.
+
+    Kept per record, in columns (~32 bytes a record) and index-tagged lists for the few
+    records that need more, so that the workers gather the facts of their shards as the
+    records come and the merge puts them in id order by a permutation (``extend``),
+    without the records. ``apply`` finds the retries with numpy sorts and reads no
+    record. The hashes (``hash()`` of strings) are only comparable between processes
+    forked from one another; see ``_store.RecordStore.seed``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ids: bool = True) -> None:
+        """``ids``: keep the records' ids (a worker's facts need not: ``extend`` numbers
+        them)."""
         self._start = array("q")
-        self._close = array("q")  # _NONE when not closed
         self._pair = array("q")  # hash of (client address, server endpoint)
         self._request = array("q")  # hash of the last request line, 0 when none
-        self._id = array("q")
-        self._failed = bytearray()
-        self._ttls: dict[tuple[str, int | None], set[int]] = {}
-        self._refused: list[int] = []
-        self._gaps: dict[str, list[float]] = {}
-        self._reuse: dict[str, float] = {}
+        self._id = array("q") if ids else None
+        self._ttl_key = array("i")  # index in _ttl_keys of (server address, client TTL), or -1
+        self._ttl = array("i")  # the server's TTL (when _ttl_key is not -1)
+        self._ttl_keys: dict[tuple[str, int | None], int] = {}
+        # failed (a retry may follow), closed, with a request: (close ns, request line)
+        self._failed: dict[int, tuple[int, str]] = {}
+        # refused with a RST of known TTL: (index, server address, client TTL, RST's TTL)
+        self._refused: list[tuple[int, str, int | None, int]] = []
+        self._gaps: list[tuple[int, str, float]] = []  # (index, server, idle gap)
+        self._reuse: list[tuple[int, str, float]] = []  # (index, server, idle reused)
 
     def add(self, r: ConnectionRecord) -> None:
         i = len(self._start)
         self._start.append(r.start_ns)
-        self._close.append(_NONE if r.close_ns is None else r.close_ns)
-        self._pair.append(hash((r.client_ip, r.server)))
-        self._request.append(0 if r.last_request is None else hash(r.last_request) or 1)
-        self._id.append(r.id)
-        self._failed.append(r.outcome in _RETRIED)
-        if r.handshake == "full" and r.server_ttl is not None:
-            self._ttls.setdefault((r.server_ip, r.client_ttl), set()).add(r.server_ttl)
-        if r.outcome == "refused" and r.closed_by == "server" and r.reset_ttl is not None:
-            self._refused.append(i)
-        if r.idle_before_close_s is not None and (
-            r.outcome == "server_idle_close" or r.keepalive_race
-        ):
-            self._gaps.setdefault(r.server, []).append(r.idle_before_close_s)
-        if r.keepalive_race and r.reused_after_idle_s is not None:
-            self._reuse[r.server] = max(self._reuse.get(r.server, 0.0), r.reused_after_idle_s)
+        # (address, port) stands for the server endpoint: the address tells the IP version
+        self._pair.append(hash((r.client_ip, r.server_ip, r.server_port)))
+        req = r.last_request
+        self._request.append(0 if req is None else hash(req) or 1)
+        if self._id is not None:
+            self._id.append(r.id)
+        outcome = r.outcome
+        if outcome in _RETRIED and r.close_ns is not None and req is not None:
+            self._failed[i] = (r.close_ns, req)
+        ttl = r.server_ttl
+        if ttl is not None and r.handshake == "full":
+            key = (r.server_ip, r.client_ttl)
+            code = self._ttl_keys.get(key)
+            if code is None:
+                code = self._ttl_keys[key] = len(self._ttl_keys)
+            self._ttl_key.append(code)
+            self._ttl.append(ttl)
+        else:
+            self._ttl_key.append(-1)
+            self._ttl.append(0)
+        if outcome == "refused" and r.closed_by == "server" and r.reset_ttl is not None:
+            self._refused.append((i, r.server_ip, r.client_ttl, r.reset_ttl))
+        race = r.keepalive_race
+        idle = r.idle_before_close_s
+        if idle is not None and (race or outcome == "server_idle_close"):
+            self._gaps.append((i, r.server, idle))
+        if race and r.reused_after_idle_s is not None:
+            self._reuse.append((i, r.server, r.reused_after_idle_s))
+
+    def extend(self, parts: list[CrossFacts], take: Any) -> None:
+        """Add the facts of the records of ``parts`` (one after the other) in the order
+        of ``take`` (a numpy array: for each record added, its index over ``parts``;
+        records not in it are left out); their ids are their positions here. The parts
+        are consumed, column after column, so that memory does not hold both."""
+        import numpy as np  # only the merge needs it (explain.py stays light to import)
+
+        assert self._id is not None
+        base, n = len(self._start), len(take)
+        sizes = [len(p._start) for p in parts]
+        for p in parts:  # the parts' TTL keys, renumbered as ours (-1 stays -1)
+            remap = [self._ttl_keys.setdefault(k, len(self._ttl_keys)) for k in p._ttl_keys]
+            own = np.array([*remap, -1], dtype=np.int32)
+            p._ttl_key = array("i", own[np.frombuffer(p._ttl_key, dtype=np.int32)].tobytes())
+        for name, code in (("_start", "q"), ("_pair", "q"), ("_request", "q"),
+                           ("_ttl_key", "i"), ("_ttl", "i")):  # fmt: skip
+            dtype = np.int64 if code == "q" else np.int32
+            col = np.concatenate([np.frombuffer(getattr(p, name), dtype=dtype) for p in parts])
+            for p in parts:
+                setattr(p, name, array(code))
+            getattr(self, name).frombytes(col[take].tobytes())
+        self._id.extend(range(base, base + n))
+        new_id = np.full(sum(sizes), -1, dtype=np.int64)
+        new_id[take] = np.arange(base, base + n)
+
+        def moved(entries: list[Any], off: int) -> list[Any]:
+            """Entries (index, ...) of a part, with their new index; those left out go."""
+            if not entries:
+                return []
+            at = np.fromiter((e[0] for e in entries), dtype=np.int64, count=len(entries))
+            ids = new_id[at + off].tolist()
+            return [(i, *e[1:]) for i, e in zip(ids, entries, strict=True) if i >= 0]
+
+        off = 0
+        for p, size in zip(parts, sizes, strict=True):
+            self._refused += moved(p._refused, off)
+            self._gaps += moved(p._gaps, off)
+            self._reuse += moved(p._reuse, off)
+            self._failed.update((i, v) for i, v in moved(list(p._failed.items()), off))
+            off += size
+        for entries in (self._refused, self._gaps, self._reuse):  # in id order
+            entries.sort(key=lambda e: e[0])
 
     def apply(self, records: MutableSequence[ConnectionRecord]) -> None:
         """Patch ``records`` (the ones added, at the same indexes): each changed record is
-        assigned back, so a store that hands out copies keeps the change."""
-        start, close, pair, req, failed = (
-            self._start, self._close, self._pair, self._request, self._failed
-        )  # fmt: skip
-        last: dict[int, int] = {}
-        for i in sorted(range(len(start)), key=start.__getitem__):
-            p = last.get(pair[i])
-            if (
-                p is not None
-                and failed[p]
-                and close[p] != _NONE
-                and 0 <= start[i] - close[p] <= RETRY_WINDOW_NS
-                and req[i]
-                and req[i] == req[p]
-            ):
-                r = records[i]
-                if r.last_request == records[p].last_request:  # not a hash collision
-                    prev_id = self._id[p]
-                    r.retry_of = prev_id
-                    note = f"; it repeats the request of connection #{prev_id} {_s(start[i] - close[p])} after that one failed — the pattern of aiohttp's automatic retry of idempotent requests"
-                    r.evidence = r.evidence.rstrip(".") + note + "."
-                    records[i] = r
-            last[pair[i]] = i
-        for i in self._refused:
-            r = records[i]
-            seen = self._ttls.get((r.server_ip, r.client_ttl))
-            if seen is None or len(seen) != 1 or r.reset_ttl in seen:
+        assigned back, so a store that hands out copies keeps the change; a store with an
+        ``edit(i, fn, *args)`` method is handed the change instead (``_store.Records``
+        makes it when the record is read: here no record is read at all)."""
+        import numpy as np
+
+        assert self._id is not None
+        start = np.frombuffer(self._start, dtype=np.int64)
+        pair = np.frombuffer(self._pair, dtype=np.int64)
+        req = np.frombuffer(self._request, dtype=np.int64)
+        failed = np.zeros(len(start), dtype=bool)
+        failed[np.fromiter(self._failed, dtype=np.int64, count=len(self._failed))] = True
+        # each record after the previous one (by start) between the same client and server
+        by_start = np.argsort(start, kind="stable")
+        seq = by_start[np.argsort(pair[by_start], kind="stable")]
+        p, i = seq[:-1], seq[1:]
+        hit = (pair[p] == pair[i]) & failed[p] & (req[i] != 0) & (req[i] == req[p])
+        edit = getattr(records, "edit", None)
+        for pi, ii in zip(p[hit].tolist(), i[hit].tolist(), strict=True):
+            close, request = self._failed[pi]
+            gap = self._start[ii] - close
+            if not 0 <= gap <= RETRY_WINDOW_NS:
                 continue
-            (ttl,) = seen
-            r.closed_by = "network"
-            r.evidence = r.evidence.rstrip(".") + (
-                f"; its TTL {r.reset_ttl} is not the {ttl} this server's SYN-ACKs arrive with on "
+            prev_id = self._id[pi]
+            note = f"; it repeats the request of connection #{prev_id} {_s(gap)} after that one failed — the pattern of aiohttp's automatic retry of idempotent requests."
+            self._patch(records, edit, ii, self._retried, (prev_id, request, note))
+        seen: dict[int, set[int]] = {}
+        for ri, server_ip, client_ttl, reset_ttl in self._refused:
+            code = self._ttl_keys.get((server_ip, client_ttl))
+            if code is None:
+                continue
+            if code not in seen:
+                ttl_key = np.frombuffer(self._ttl_key, dtype=np.int32)
+                ttl = np.frombuffer(self._ttl, dtype=np.int32)
+                seen[code] = set(np.unique(ttl[ttl_key == code]).tolist())
+            ttls = seen[code]
+            if len(ttls) != 1 or reset_ttl in ttls:
+                continue
+            (server_ttl,) = ttls
+            note = (
+                f"; its TTL {reset_ttl} is not the {server_ttl} this server's SYN-ACKs arrive with on "
                 "other connections here: a firewall or load balancer on the path forged it."
             )
+            self._patch(records, edit, ri, self._forged, (note,))
+
+    @staticmethod
+    def _patch(
+        records: MutableSequence[ConnectionRecord],
+        edit: Any,
+        i: int,
+        fn: Any,
+        args: tuple[Any, ...],
+    ) -> None:
+        if edit is not None:
+            edit(i, fn, *args)
+        else:
+            r = records[i]
+            fn(r, *args)
             records[i] = r
+
+    @staticmethod
+    def _retried(r: ConnectionRecord, prev_id: int, request: str, note: str) -> None:
+        if r.last_request == request:  # not a hash collision
+            r.retry_of = prev_id
+            r.evidence = r.evidence.rstrip(".") + note
+
+    @staticmethod
+    def _forged(r: ConnectionRecord, note: str) -> None:
+        r.closed_by = "network"
+        r.evidence = r.evidence.rstrip(".") + note
 
     def idle_timeouts(self) -> list[IdleTimeout]:
         """Median idle gap before a server's idle close, per server, most samples first."""
+        gaps: dict[str, list[float]] = {}
+        for _, server, gap in self._gaps:
+            gaps.setdefault(server, []).append(gap)
+        reuse: dict[str, float] = {}
+        for _, server, idle in self._reuse:
+            reuse[server] = max(reuse.get(server, 0.0), idle)
         out = []
-        for server, vals in self._gaps.items():
+        for server, vals in gaps.items():
             sec = statistics.median(vals)
-            out.append(
-                IdleTimeout(server, sec, len(vals), match_default(sec), self._reuse.get(server))
-            )
+            out.append(IdleTimeout(server, sec, len(vals), match_default(sec), reuse.get(server)))
         out.sort(key=lambda t: -t.samples)
         return out
 

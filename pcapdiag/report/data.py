@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-from typing import IO
+from collections.abc import Iterable
+from itertools import islice, starmap
+from json.encoder import encode_basestring
+from typing import IO, Any
 
+from pcapdiag._store import ROW, Records, Row, row_of
 from pcapdiag.analysis import Analysis
+from pcapdiag.connections import NS
 
 CSV_COLUMNS = (
     "id", "capture", "client", "server", "start", "end", "duration_s", "outcome", "closed_by",
@@ -20,19 +25,120 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def write_json(analysis: Analysis, out: IO[str]) -> None:
-    """The JSON contract, streamed: one connection per line, written as it is encoded.
+    """The JSON contract, streamed: one connection per line, written by blocks of lines.
 
-    ``json.dump(indent=…)`` runs the pure-Python encoder (~4x slower than the C one) and
-    would hold the whole document in memory; here only one connection is."""
+    Each line is ``json.dumps(record.to_json(), ensure_ascii=False)``, byte for byte, but
+    made by ``_line`` from the record's row: building the dict and running the C encoder
+    over its 45 keys costs ~3x more than one template, and a compressed store hands out
+    rows without decoding the records' events (``Records.rows``). Only one block of
+    lines is in memory."""
     doc = analysis.to_json(connections=False)
     head = json.dumps(doc, indent=1, ensure_ascii=False)
     out.write(head[: head.rindex("}")].rstrip() + ',\n "connections": [')
+    recs = analysis.records
+    lines: Iterable[str]
+    if not _FAST:  # pragma: no cover
+        lines = (json.dumps(r.to_json(), ensure_ascii=False) for r in recs)
+    else:
+        rows = recs.rows() if isinstance(recs, Records) else ((r.id, row_of(r)) for r in recs)
+        lines = starmap(_line, rows)
     sep = "\n  "
-    for r in analysis.records:
-        out.write(sep)
-        out.write(json.dumps(r.to_json(), ensure_ascii=False))
+    while block := list(islice(lines, 512)):
+        out.write(sep + ",\n  ".join(block))
         sep = ",\n  "
     out.write("\n ]\n}\n")
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False).encode  # what json.dumps(v, ensure_ascii=False) does
+_es = encode_basestring  # a str as JSON (ensure_ascii=False): quoted, escaped
+_ERRORS: dict[tuple[Any, ...], str] = {}  # client_errors as JSON, by its items and their types
+_FIELDS = (
+    "id", "capture", "ip_version", "client_ip", "client_port", "server_ip", "server_port",
+    "start_ns", "end_ns", "outcome", "closed_by", "close_ns", "close_frame", "evidence",
+    "client_packets", "server_packets", "client_bytes", "server_bytes", "requests", "responses",
+    "handshake", "first_frame", "last_frame", "zeek_conn_state", "zeek_history",
+    "client_errors", "tls", "icmp", "cause", "fix", "syn_count", "rtt_ms",
+    "idle_before_close_s", "keepalive_race", "retry_of", "reused_after_idle_s",
+    "last_request", "orientation", "count", "decrypted", "stale", "server_ttl", "client_ttl",
+    "reset_ttl", "h2", "proxy", "anomalies", "zeek_rows",
+)  # fmt: skip
+_FAST = ROW == _FIELDS  # else a field was added: _line needs it (json.dumps meanwhile)
+
+
+def _errors(errs: dict[str, Any]) -> str:
+    """``client_errors`` as JSON: a few distinct dicts (most records have all None), so
+    their text is cached, by items and types (1 == True, but JSON tells them apart)."""
+    try:
+        key = (*errs.items(), *map(type, errs.values()))
+        text = _ERRORS.get(key)
+    except TypeError:  # an unhashable value
+        return _dumps(errs)
+    if text is None:
+        if len(_ERRORS) >= 4096:
+            _ERRORS.clear()
+        text = _ERRORS[key] = _dumps(errs)
+    return text
+
+
+def _float(v: float) -> str:
+    """A number as json.dumps writes it: repr, but NaN and Infinity."""
+    return repr(v) if v - v == 0 else _dumps(v)
+
+
+def _zeek(rows: list[tuple[int, str, str]]) -> str:
+    return "[" + ", ".join([
+        f'{{"ts": {ts / NS!r}, "conn_state": {_es(st)}, "history": {_es(h)}}}'
+        for ts, st, h in rows
+    ]) + "]"  # fmt: skip
+
+
+def _line(rid: int, row: Row) -> str:
+    """``json.dumps(record.to_json(), ensure_ascii=False)`` from ``rid`` and the record's
+    row (``_store.ROW``): keep in step with ``ConnectionRecord.to_json`` (tests compare
+    the two on every sample). Times are ``ns / NS`` as there (``float.__repr__``, never
+    NaN); other numbers and values that may be anything JSON allows go through
+    ``_float``/``_dumps``; bools are written by identity (``1`` stays ``1``)."""
+    (_, capture, ipver, cip, cport, sip, sport, start, end, outcome, closed_by, close,
+     close_frame, evidence, c_pk, s_pk, c_by, s_by, requests, responses, handshake, first,
+     last, z_state, z_history, errors, tls, icmp, cause, fix, syn_count, rtt, idle, race,
+     retry_of, reused, last_request, _, count, decrypted, stale, _, _, _, h2, proxy,
+     anomalies, zeek_rows) = row  # fmt: skip
+    client = f"[{cip}]:{cport}" if ipver == 6 else f"{cip}:{cport}"
+    server = f"[{sip}]:{sport}" if ipver == 6 else f"{sip}:{sport}"
+    if len(zeek_rows) == 1:  # the usual: one Zeek row
+        ((ts, st, h),) = zeek_rows
+        zeek = f'[{{"ts": {ts / NS!r}, "conn_state": {_es(st)}, "history": {_es(h)}}}]'
+    else:
+        zeek = _zeek(zeek_rows)
+    return (
+        f'{{"id": {rid}, "capture": {_es(capture)}, "client": {_es(client)}, '
+        f'"server": {_es(server)}, "start": {start / NS!r}, "end": {end / NS!r}, '
+        f'"duration_s": {(end - start) / NS!r}, "outcome": {_es(outcome)}, '
+        f'"closed_by": {_es(closed_by)}, '
+        f'"close_time": {"null" if close is None else repr(close / NS)}, '
+        f'"close_frame": {"null" if close_frame is None else close_frame}, '
+        f'"evidence": {_es(evidence)}, "client_packets": {c_pk}, "server_packets": {s_pk}, '
+        f'"client_bytes": {c_by}, "server_bytes": {s_by}, "requests": {requests}, '
+        f'"responses": {responses}, "handshake": {_es(handshake)}, '
+        f'"tls": {"null" if tls is None else _dumps(tls)}, '
+        f'"icmp": {"null" if icmp is None else _dumps(icmp)}, '
+        f'"client_errors": {_errors(errors)}, "zeek_conn_state": {_es(z_state)}, '
+        f'"zeek_history": {_es(z_history)}, "zeek_rows": {zeek}, '
+        f'"frames": [{first}, {last}], "cause": {"null" if cause is None else _es(cause)}, '
+        f'"fix": {"null" if fix is None else _es(fix)}, '
+        f'"keepalive_race": {"true" if race is True else "false" if race is False else _dumps(race)}, '
+        f'"retry_of": {"null" if retry_of is None else retry_of}, '
+        f'"reused_after_idle_s": {"null" if reused is None else _float(reused)}, '
+        f'"idle_before_close_s": {"null" if idle is None else _float(idle)}, '
+        f'"syn_count": {syn_count}, "rtt_ms": {"null" if rtt is None else _float(rtt)}, '
+        f'"last_request": {"null" if last_request is None else _es(last_request)}, '
+        f'"count": {count}, '
+        f'"decrypted": {"true" if decrypted is True else "false" if decrypted is False else _dumps(decrypted)}, '
+        f'"stale": {"true" if stale is True else "false" if stale is False else _dumps(stale)}, '
+        f'"h2": {"null" if h2 is None else _dumps(h2)}, '
+        f'"proxy": {"null" if proxy is None else _dumps(proxy)}, '
+        f'"anomalies": {"[]" if anomalies == [] else _dumps(anomalies)}}}'
+    )
 
 
 def _cell(value: object) -> object:

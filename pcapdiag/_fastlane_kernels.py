@@ -1,0 +1,553 @@
+"""Compiled kernels of the fast lane (``pcapdiag._fastlane``): importing this module
+imports numba; the kernels compile on first use and are cached on disk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba as nb
+import numpy as np
+from numba import types
+from numba.typed import Dict
+
+from pcapdiag._fastlane import (
+    C_NDEAD,
+    C_NFREE,
+    C_NHEADS,
+    C_NOUT,
+    C_NOUTT,
+    C_SERIAL,
+    C_STATUS,
+    C_TFREE,
+    C_WHY,
+    CHUNK,
+    GAP_NS,
+    IDLE_MAX_NS,
+    K_ACK_TS,
+    K_CBYTES,
+    K_CFDATA_FRAME,
+    K_CFIN_FRAME,
+    K_CFIN_TS,
+    K_CHI,
+    K_CLDATA_FRAME,
+    K_CLDATA_TS,
+    K_CLO,
+    K_CNEXT,
+    K_CPKTS,
+    K_CPORT,
+    K_CRETX,
+    K_CTTL,
+    K_END_TS,
+    K_HASH,
+    K_HIST,
+    K_IPVER,
+    K_ISN,
+    K_LAST_FRAME,
+    K_LAST_TS,
+    K_NHIST,
+    K_NTURNS,
+    K_PHASE,
+    K_SBYTES,
+    K_SERIAL,
+    K_SFDATA_FRAME,
+    K_SFIN_FRAME,
+    K_SFIN_TS,
+    K_SHI,
+    K_SISN,
+    K_SLDATA_FRAME,
+    K_SLDATA_TS,
+    K_SLO,
+    K_SNEXT,
+    K_SPKTS,
+    K_SPORT,
+    K_SRETX,
+    K_STTL,
+    K_SYN_FRAME,
+    K_SYN_TS,
+    K_SYNACK_FRAME,
+    K_SYNACK_TS,
+    K_TFIRST,
+    K_TLAST,
+    K_TOFF,
+    K_TURN,
+    K_USED,
+    MAX_TURNS,
+    P_DONE,
+    P_EST,
+    P_SYN,
+    ST_DONE,
+    ST_FULL,
+    ST_GROW,
+    T_BYTES,
+    T_DIR,
+    T_FRAME,
+    T_LFRAME,
+    T_LTS,
+    T_NSEG,
+    T_TS,
+    W_DATA_CLOSED,
+    W_DONE_SEG,
+    W_DONE_SYN,
+    W_FIN_TWICE,
+    W_HANDSHAKE,
+    W_ICMP,
+    W_MIDSTREAM,
+    W_OPEN,
+    W_RSTURG,
+    W_SEQ,
+    W_TIME,
+    W_TUPLE,
+    W_TURNS,
+    W_WINDOW,
+)
+
+_FIN, _SYN, _RST, _ACK, _URG = 0x01, 0x02, 0x04, 0x10, 0x20
+_M32 = 0xFFFFFFFF
+# letter codes (index in _fastlane.LETTERS)
+_L_S, _L_h, _L_A, _L_D, _L_a, _L_d, _L_F, _L_f, _L_T, _L_t = range(10)
+_HALF = 0x80000000
+
+
+_G = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _mix(z: np.uint64) -> np.uint64:
+    z = z + _G
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+@nb.njit(cache=True, nogil=True)
+def hashes(shi: np.ndarray, slo: np.ndarray, sport: np.ndarray, dhi: np.ndarray,
+           dlo: np.ndarray, dport: np.ndarray) -> np.ndarray:  # fmt: skip
+    """A 64-bit key per packet, the same in both directions: the XOR of a strong hash
+    of each endpoint (``_fastlane.tuple_hash`` in Python)."""
+    n = len(shi)
+    out = np.empty(n, np.uint64)
+    for i in range(n):
+        a = _mix(np.uint64(shi[i]) ^ _mix(np.uint64(slo[i]) ^ _mix(np.uint64(sport[i]))))
+        b = _mix(np.uint64(dhi[i]) ^ _mix(np.uint64(dlo[i]) ^ _mix(np.uint64(dport[i]))))
+        out[i] = a ^ b
+    return out
+
+
+def new_tables() -> tuple[Any, Any]:
+    """4-tuple hash -> slot, and the set of hashes marked for the exact tracker."""
+    return (
+        Dict.empty(key_type=types.int64, value_type=types.int64),
+        Dict.empty(key_type=types.int64, value_type=types.int64),
+    )
+
+
+def keys(d: Any) -> list[int]:
+    return list(d.keys())
+
+
+@nb.njit(cache=True, nogil=True)
+def flag_hash(key: int, flagged: Any) -> None:
+    flagged[key] = 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _letter(st: np.ndarray, s: int, code: int) -> None:
+    packed = st[s, K_HIST]
+    n = st[s, K_NHIST]
+    if n >= 16:  # no room: the record will not be written (``Lane._build``)
+        st[s, K_NHIST] = 17
+        return
+    for k in range(n):
+        if (packed >> (4 * k)) & 0xF == code:
+            return
+    st[s, K_HIST] = packed | (code << (4 * n))
+    st[s, K_NHIST] = n + 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _free_turns(s: int, st: np.ndarray, tnext: np.ndarray, tfree: np.ndarray,
+                ctl: np.ndarray) -> None:  # fmt: skip
+    c = st[s, K_TFIRST]
+    while c >= 0:
+        nxt = tnext[c]
+        tnext[c] = -1
+        tfree[ctl[C_TFREE]] = c
+        ctl[C_TFREE] += 1
+        c = nxt
+    st[s, K_TFIRST] = -1
+    st[s, K_TLAST] = -1
+
+
+@nb.njit(cache=True, nogil=True)
+def _log_letter(st: np.ndarray, s: int, code: int, count: int) -> bool:
+    """Zeek's logarithmic letters (``T``): recorded at the 1st, 10th, 100th... time.
+    False when the history has no room left (16 letters)."""
+    if count not in (1, 10, 100, 1000, 10000, 100000, 1000000):
+        return True
+    n = st[s, K_NHIST]
+    if n >= 16:
+        return False
+    st[s, K_HIST] = st[s, K_HIST] | (code << (4 * n))
+    st[s, K_NHIST] = n + 1
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _quiet_max(st: np.ndarray, s: int) -> int:
+    """The longest silence the template allows this connection now."""
+    if st[s, K_PHASE] == P_EST and st[s, K_CFIN_FRAME] == 0 and st[s, K_SFIN_FRAME] == 0:
+        return IDLE_MAX_NS
+    return GAP_NS
+
+
+@nb.njit(cache=True, nogil=True)
+def _drop(s: int, table: Any, flagged: Any, st: np.ndarray, free: np.ndarray, ctl: np.ndarray,
+          tnext: np.ndarray, tfree: np.ndarray, dead: np.ndarray, why: int) -> None:  # fmt: skip
+    """Mark slot ``s``'s 4-tuple for the exact tracker and let the slot go; ``why``
+    is counted in ``ctl[C_WHY + why]``."""
+    ctl[C_WHY + why] += 1
+    _free_turns(s, st, tnext, tfree, ctl)
+    key = st[s, K_HASH]
+    flagged[key] = 1
+    if key in table and table[key] == s:
+        table.pop(key)
+    st[s, K_USED] = 0
+    dead[ctl[C_NDEAD]] = st[s, K_SERIAL]
+    ctl[C_NDEAD] += 1
+    free[ctl[C_NFREE]] = s
+    ctl[C_NFREE] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _emit(s: int, st: np.ndarray, tu: np.ndarray, tnext: np.ndarray, tfree: np.ndarray,
+          out: np.ndarray, out_t: np.ndarray, ctl: np.ndarray) -> None:  # fmt: skip
+    """Copy slot ``s`` and its turns to the output and let its turn chunks go."""
+    j = ctl[C_NOUT]
+    out[j, :] = st[s, :]
+    n = st[s, K_NTURNS]
+    o = ctl[C_NOUTT]
+    out[j, K_TOFF] = o
+    c = st[s, K_TFIRST]
+    k = 0
+    while k < n:
+        m = min(CHUNK, n - k)
+        out_t[o + k : o + k + m, :] = tu[c, :m, :]
+        k += m
+        c = tnext[c]
+    ctl[C_NOUTT] = o + n
+    ctl[C_NOUT] = j + 1
+    _free_turns(s, st, tnext, tfree, ctl)
+
+
+@nb.njit(cache=True, nogil=True)
+def _let_go(s: int, table: Any, st: np.ndarray, tu: np.ndarray, tnext: np.ndarray,
+            tfree: np.ndarray, free: np.ndarray, out: np.ndarray, out_t: np.ndarray,
+            ctl: np.ndarray) -> None:  # fmt: skip
+    """A connection done and quiet: to the output, and its slot to the free list."""
+    _emit(s, st, tu, tnext, tfree, out, out_t, ctl)
+    table.pop(st[s, K_HASH])
+    st[s, K_USED] = 0
+    free[ctl[C_NFREE]] = s
+    ctl[C_NFREE] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _room(out: np.ndarray, out_t: np.ndarray, ctl: np.ndarray) -> bool:
+    return ctl[C_NOUT] < len(out) - 1 and ctl[C_NOUTT] + MAX_TURNS <= len(out_t)
+
+
+@nb.njit(cache=True, nogil=True)
+def _start(s: int, key: int, i: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray,
+           shi: np.ndarray, slo: np.ndarray, dhi: np.ndarray, dlo: np.ndarray,
+           sport: np.ndarray, dport: np.ndarray, seq: np.ndarray, ttl: np.ndarray,
+           st: np.ndarray, ctl: np.ndarray) -> None:  # fmt: skip
+    st[s, :] = 0
+    st[s, K_USED] = 1
+    st[s, K_HASH] = key
+    st[s, K_CHI] = shi[i]
+    st[s, K_CLO] = slo[i]
+    st[s, K_SHI] = dhi[i]
+    st[s, K_SLO] = dlo[i]
+    st[s, K_CPORT] = sport[i]
+    st[s, K_SPORT] = dport[i]
+    st[s, K_IPVER] = ipver[i]
+    st[s, K_PHASE] = P_SYN
+    st[s, K_SERIAL] = ctl[C_SERIAL]
+    ctl[C_SERIAL] += 1
+    t = ts[i]
+    st[s, K_SYN_TS] = t
+    st[s, K_SYN_FRAME] = frame[i]
+    st[s, K_ISN] = seq[i]
+    st[s, K_ACK_TS] = -1
+    st[s, K_LAST_FRAME] = frame[i]
+    st[s, K_END_TS] = t
+    st[s, K_LAST_TS] = t
+    st[s, K_CPKTS] = 1
+    st[s, K_CTTL] = ttl[i]
+    st[s, K_HIST] = _L_S
+    st[s, K_NHIST] = 1
+    st[s, K_TFIRST] = -1
+    st[s, K_TLAST] = -1
+
+
+@nb.njit(cache=True, nogil=True)
+def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: np.ndarray,
+         slo: np.ndarray, dhi: np.ndarray, dlo: np.ndarray, sport: np.ndarray,
+         dport: np.ndarray, seq: np.ndarray, ack: np.ndarray, flags: np.ndarray,
+         win: np.ndarray, plen: np.ndarray, pcap: np.ndarray, ttl: np.ndarray,
+         h: np.ndarray, table: Any, flagged: Any, st: np.ndarray, tu: np.ndarray,
+         tnext: np.ndarray, tfree: np.ndarray, free: np.ndarray, ctl: np.ndarray,
+         out: np.ndarray, out_t: np.ndarray, heads: np.ndarray, dead: np.ndarray) -> int:  # fmt: skip
+    """Follow packets ``start:`` of a batch. Returns where to resume, with ``ctl[C_STATUS]``
+    saying why it stopped: done, out of slots (grow), or the output is full (drain)."""
+    n = len(frame)
+    ctl[C_STATUS] = ST_DONE
+    for i in range(start, n):
+        if not _room(out, out_t, ctl):
+            ctl[C_STATUS] = ST_FULL
+            return i
+        key = h[i]
+        fl = flags[i] & 0x37  # FIN SYN RST ACK URG
+        pl = plen[i]
+        t = ts[i]
+        if key in table:
+            s = table[key]
+        else:
+            if key in flagged:
+                continue
+            if fl == _SYN and pl == 0:
+                if ctl[C_NFREE] == 0:
+                    ctl[C_STATUS] = ST_GROW
+                    return i
+                ctl[C_NFREE] -= 1
+                s2 = free[ctl[C_NFREE]]
+                _start(s2, key, i, frame, ts, ipver, shi, slo, dhi, dlo, sport, dport, seq, ttl,
+                       st, ctl)  # fmt: skip
+                table[key] = s2
+            else:
+                flagged[key] = 1
+                ctl[C_WHY + W_MIDSTREAM] += 1
+            continue
+        # the slot's 4-tuple, in one direction or the other (else: a hash collision)
+        if (st[s, K_CHI] == shi[i] and st[s, K_CLO] == slo[i] and st[s, K_SHI] == dhi[i]
+                and st[s, K_SLO] == dlo[i] and st[s, K_CPORT] == sport[i]
+                and st[s, K_SPORT] == dport[i]):  # fmt: skip
+            d = 0
+        elif (st[s, K_SHI] == shi[i] and st[s, K_SLO] == slo[i] and st[s, K_CHI] == dhi[i]
+                and st[s, K_CLO] == dlo[i] and st[s, K_SPORT] == sport[i]
+                and st[s, K_CPORT] == dport[i]):  # fmt: skip
+            d = 1
+        else:
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_TUPLE)
+            continue
+        last = st[s, K_LAST_TS]
+        if t < last or t - last > _quiet_max(st, s):
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_TIME)
+            continue
+        if fl & (_RST | _URG):
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_RSTURG)
+            continue
+        if win[i] == 0 and not fl & _SYN:
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_WINDOW)
+            continue
+        phase = st[s, K_PHASE]
+        if phase == P_DONE:
+            if fl & _SYN:
+                if fl == _SYN and pl == 0:  # the next connection on this 4-tuple
+                    _emit(s, st, tu, tnext, tfree, out, out_t, ctl)
+                    table.pop(key)
+                    _start(s, key, i, frame, ts, ipver, shi, slo, dhi, dlo, sport, dport, seq,
+                           ttl, st, ctl)  # fmt: skip
+                    table[key] = s
+                else:
+                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_DONE_SYN)
+                continue
+            nxt = st[s, K_CNEXT] if d == 0 else st[s, K_SNEXT]
+            if fl != _ACK or pl != 0 or seq[i] != nxt:
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_DONE_SEG)
+                continue
+            if d == 0 and st[s, K_ACK_TS] < 0:
+                st[s, K_ACK_TS] = t
+            _letter(st, s, _L_A if d == 0 else _L_a)
+        elif phase == P_SYN:
+            if d == 1 and fl == (_SYN | _ACK) and pl == 0 and ack[i] == ((st[s, K_ISN] + 1) & _M32):
+                st[s, K_PHASE] = P_EST
+                st[s, K_SYNACK_TS] = t
+                st[s, K_SYNACK_FRAME] = frame[i]
+                st[s, K_SISN] = seq[i]
+                st[s, K_SNEXT] = (seq[i] + 1) & _M32
+                st[s, K_CNEXT] = (st[s, K_ISN] + 1) & _M32
+                st[s, K_STTL] = ttl[i]
+                _letter(st, s, _L_h)
+            else:
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_HANDSHAKE)
+                continue
+        else:
+            nxt = st[s, K_CNEXT] if d == 0 else st[s, K_SNEXT]
+            fin = fl & _FIN
+            if fl & _SYN or not fl & _ACK:
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_SEQ)
+                continue
+            if seq[i] != nxt:
+                # a whole retransmission of data already delivered (before any FIN): the
+                # exact tracker trims it away; only counters and Zeek's T change
+                behind = (nxt - seq[i]) & _M32
+                if (pl == 0 or fin or pcap[i] != pl or behind >= _HALF or behind < pl
+                        or st[s, K_CFIN_FRAME] != 0 or st[s, K_SFIN_FRAME] != 0):  # fmt: skip
+                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_SEQ)
+                    continue
+                col = K_CRETX if d == 0 else K_SRETX
+                st[s, col] += 1
+                if not _log_letter(st, s, _L_T if d == 0 else _L_t, st[s, col]):
+                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_SEQ)
+                    continue
+                if d == 0:
+                    st[s, K_CBYTES] += pl
+                    st[s, K_CLDATA_TS] = t
+                    st[s, K_CLDATA_FRAME] = frame[i]
+                    st[s, K_CPKTS] += 1
+                else:
+                    st[s, K_SBYTES] += pl
+                    st[s, K_SLDATA_TS] = t
+                    st[s, K_SLDATA_FRAME] = frame[i]
+                    st[s, K_SPKTS] += 1
+                st[s, K_LAST_FRAME] = frame[i]
+                if t > st[s, K_END_TS]:
+                    st[s, K_END_TS] = t
+                st[s, K_LAST_TS] = t
+                continue
+            if fin and st[s, K_CFIN_FRAME if d == 0 else K_SFIN_FRAME] != 0:
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_FIN_TWICE)
+                continue
+            if pl:
+                if pcap[i] != pl or st[s, K_CFIN_FRAME] != 0 or st[s, K_SFIN_FRAME] != 0:
+                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_DATA_CLOSED)
+                    continue
+                nt = st[s, K_NTURNS]
+                if st[s, K_TURN] != d + 1:
+                    if (nt == 0 and d == 1) or nt >= MAX_TURNS:
+                        _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_TURNS)
+                        continue
+                    if nt % CHUNK == 0:  # a new chunk of turns
+                        if ctl[C_TFREE] == 0:
+                            ctl[C_STATUS] = ST_GROW
+                            return i
+                        ctl[C_TFREE] -= 1
+                        c = tfree[ctl[C_TFREE]]
+                        tnext[c] = -1
+                        if nt == 0:
+                            st[s, K_TFIRST] = c
+                        else:
+                            tnext[st[s, K_TLAST]] = c
+                        st[s, K_TLAST] = c
+                    c = st[s, K_TLAST]
+                    k = nt % CHUNK
+                    tu[c, k, T_DIR] = d
+                    tu[c, k, T_FRAME] = frame[i]
+                    tu[c, k, T_TS] = t
+                    tu[c, k, T_BYTES] = 0
+                    tu[c, k, T_NSEG] = 0
+                    nt += 1
+                    st[s, K_NTURNS] = nt
+                    st[s, K_TURN] = d + 1
+                    j = ctl[C_NHEADS]
+                    heads[j, 0] = st[s, K_SERIAL]
+                    heads[j, 1] = i
+                    ctl[C_NHEADS] = j + 1
+                c = st[s, K_TLAST]
+                k = (nt - 1) % CHUNK
+                tu[c, k, T_BYTES] += pl
+                tu[c, k, T_LFRAME] = frame[i]
+                tu[c, k, T_LTS] = t
+                tu[c, k, T_NSEG] += 1
+                if d == 0:
+                    st[s, K_CBYTES] += pl
+                    if st[s, K_CFDATA_FRAME] == 0:
+                        st[s, K_CFDATA_FRAME] = frame[i]
+                    st[s, K_CLDATA_TS] = t
+                    st[s, K_CLDATA_FRAME] = frame[i]
+                else:
+                    st[s, K_SBYTES] += pl
+                    if st[s, K_SFDATA_FRAME] == 0:
+                        st[s, K_SFDATA_FRAME] = frame[i]
+                    st[s, K_SLDATA_TS] = t
+                    st[s, K_SLDATA_FRAME] = frame[i]
+                nxt = (nxt + pl) & _M32
+                if not fin:
+                    _letter(st, s, _L_D if d == 0 else _L_d)
+            elif not fin:
+                if d == 0 and st[s, K_ACK_TS] < 0:
+                    st[s, K_ACK_TS] = t
+                _letter(st, s, _L_A if d == 0 else _L_a)
+            if fin:
+                nxt = (nxt + 1) & _M32
+                if d == 0:
+                    st[s, K_CFIN_FRAME] = frame[i]
+                    st[s, K_CFIN_TS] = t
+                    _letter(st, s, _L_F)
+                else:
+                    st[s, K_SFIN_FRAME] = frame[i]
+                    st[s, K_SFIN_TS] = t
+                    _letter(st, s, _L_f)
+                if st[s, K_CFIN_FRAME] != 0 and st[s, K_SFIN_FRAME] != 0:
+                    st[s, K_PHASE] = P_DONE
+            if d == 0:
+                st[s, K_CNEXT] = nxt
+            else:
+                st[s, K_SNEXT] = nxt
+        if d == 0:
+            st[s, K_CPKTS] += 1
+        else:
+            st[s, K_SPKTS] += 1
+        st[s, K_LAST_FRAME] = frame[i]
+        if t > st[s, K_END_TS]:
+            st[s, K_END_TS] = t
+        st[s, K_LAST_TS] = t
+    return n
+
+
+@nb.njit(cache=True, nogil=True)
+def sweep(clock: int, table: Any, flagged: Any, st: np.ndarray, free: np.ndarray,
+          ctl: np.ndarray, out: np.ndarray, out_t: np.ndarray, tu: np.ndarray,
+          tnext: np.ndarray, tfree: np.ndarray, dead: np.ndarray) -> None:  # fmt: skip
+    """Let go of connections quiet for longer than the template allows: replayed when
+    they are done (as long as the output has room; the next sweep takes the rest),
+    else marked for the exact tracker."""
+    for s in range(len(st)):
+        if st[s, K_USED] == 0 or clock - st[s, K_LAST_TS] <= _quiet_max(st, s):
+            continue
+        if st[s, K_PHASE] == P_DONE:
+            if _room(out, out_t, ctl):
+                _let_go(s, table, st, tu, tnext, tfree, free, out, out_t, ctl)
+        else:
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_OPEN)
+
+
+@nb.njit(cache=True, nogil=True)
+def finish(table: Any, flagged: Any, st: np.ndarray, free: np.ndarray, ctl: np.ndarray,
+           out: np.ndarray, out_t: np.ndarray, tu: np.ndarray, tnext: np.ndarray,
+           tfree: np.ndarray, dead: np.ndarray) -> None:  # fmt: skip
+    """End of the capture: every connection still followed is replayed or marked;
+    ``ctl[C_STATUS]`` is ST_FULL when the output could not take them all (call again)."""
+    ctl[C_STATUS] = ST_DONE
+    for s in range(len(st)):
+        if st[s, K_USED] == 0:
+            continue
+        if st[s, K_PHASE] == P_DONE:
+            if not _room(out, out_t, ctl):
+                ctl[C_STATUS] = ST_FULL
+                return
+            _let_go(s, table, st, tu, tnext, tfree, free, out, out_t, ctl)
+        else:
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_OPEN)
+
+
+@nb.njit(cache=True, nogil=True)
+def flag_key(key: int, table: Any, flagged: Any, st: np.ndarray, free: np.ndarray,
+             ctl: np.ndarray, tnext: np.ndarray, tfree: np.ndarray, dead: np.ndarray) -> None:  # fmt: skip
+    if key in table:
+        _drop(table[key], table, flagged, st, free, ctl, tnext, tfree, dead, W_ICMP)
+    else:
+        flagged[key] = 1

@@ -1,0 +1,191 @@
+"""The fast lane (``pcapdiag._fastlane``) gives the exact tracker's answer.
+
+Ground truth is the exact tracker on the same capture (``PCAPDIAG_FASTLANE=0``): with the
+fast lane forced on, every record and the whole JSON must be the same, on every recorded
+sample, the Zeek and Wireshark corpora and a large mix of real recordings. Each run is
+made twice, once with the lane's records written directly and once replayed through
+``Connection`` and ``explain`` (the oracle), so the direct writer is held to the code
+that makes every other record. Packets built in code only reach the hand-over corners:
+a 4-tuple reused after an ordinary connection, late packets, random conversations.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pcapdiag
+from pcapdiag import _fastlane
+
+pytest.importorskip("numba")
+if _fastlane.kernels() is None:
+    pytest.skip("numba cannot compile here", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_pcaps"
+ORACLE = ROOT.parent / "shared" / "oracle"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+from pcapbuild import Conversation, write_pcap  # noqa: E402
+from profile_analysis import MIX_SOURCES, make_mix  # noqa: E402
+
+REPLAYED = [0]
+
+
+@pytest.fixture(autouse=True)
+def _count(monkeypatch: pytest.MonkeyPatch) -> None:
+    close = _fastlane.Lane.close
+
+    def counting(self: _fastlane.Lane) -> Any:
+        out = close(self)
+        REPLAYED[0] += self.replayed
+        return out
+
+    monkeypatch.setattr(_fastlane.Lane, "close", counting)
+
+
+def _run(path: Path, mode: str, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> pcapdiag.Analysis:
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "0" if mode == "exact" else "1")
+    monkeypatch.setattr(_fastlane, "ORACLE", mode == "oracle")
+    return pcapdiag.analyze(str(path), **kw)
+
+
+def _same(path: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> int:
+    """Assert the three ways agree on ``path``; returns connections the lane replayed."""
+    before = REPLAYED[0]
+    exact = _run(path, "exact", monkeypatch)
+    want = list(exact.records)
+    want_json = json.dumps(exact.to_json(), default=str)
+    for mode in ("oracle", "direct"):
+        got = _run(path, mode, monkeypatch, **kw)
+        recs = list(got.records)
+        for a, b in zip(want, recs, strict=True):
+            assert a == b, (path.name, mode, a.first_frame)
+        assert json.dumps(got.to_json(), default=str) == want_json, (path.name, mode)
+    return (REPLAYED[0] - before) // 2
+
+
+def test_every_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    files = sorted(SAMPLES.glob("*.pcap")) + sorted(SAMPLES.glob("*.pcapng"))
+    assert len(files) > 100
+    replayed = sum(_same(f, monkeypatch) for f in files)
+    assert replayed >= 15  # the lane did take the ordinary ones
+
+
+@pytest.mark.skipif(not ORACLE.exists(), reason="../shared/oracle not beside the repository")
+def test_peer_corpora(monkeypatch: pytest.MonkeyPatch) -> None:
+    files = [
+        p
+        for d in (ORACLE / "zeek" / "traces", ORACLE / "wireshark" / "captures")
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+        and p.suffix in (".pcap", ".pcapng", ".cap", ".gz")
+        and p.stat().st_size < 20 << 20
+    ]
+    assert len(files) > 50
+    for f in files:
+        _same(f, monkeypatch)
+
+
+def test_a_large_mix_of_recordings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real recordings replayed side by side: more than one batch (connections cross
+    batch borders, sweeps run), ordinary and unusual connections interleaved; by
+    connection shards too."""
+    sources = [ROOT / s for s in MIX_SOURCES if (ROOT / s).exists()]
+    big = tmp_path / "mix.pcap"
+    n = make_mix(big, 120, sources)
+    assert n > 70_000
+    assert _same(big, monkeypatch) > 500
+    _same(big, monkeypatch, jobs=2)
+
+
+def _http_ok(body: bytes = b"hello") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_a_reused_4_tuple_handed_over_late(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ordinary connection, then on the same 4-tuple one the lane cannot take (a
+    reset): the lane has replayed the first already; the exact tracker's record of it
+    wins, and nothing is counted twice. Then a stray ACK 6 s after both FINs."""
+    a = Conversation().handshake().client_sends(GET).server_sends(_http_ok())
+    a.client_fin().server_fin()
+    a._add(True, 0x10)
+    b = Conversation(t=a.t + 1, cseq=90000, sseq=70000).handshake().client_sends(GET)
+    b.server_rst()
+    c = Conversation(cport=40001, t=b.t + 1).handshake().client_sends(GET)
+    c.server_sends(_http_ok()).client_fin().server_fin()
+    c._add(True, 0x10, dt=6.0)
+    path = write_pcap(tmp_path / "reuse.pcap", a.packets + b.packets + c.packets)
+    _same(path, monkeypatch)
+
+
+ACTIONS = st.lists(
+    st.sampled_from(
+        ["get", "ok", "ok_close", "short", "gap", "long_gap", "cfin", "sfin", "rst", "again"]
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(ACTIONS, min_size=1, max_size=3), st.booleans())
+def test_random_conversations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, convs: list[list[str]], same_port: bool
+) -> None:
+    """Whatever happens on the wire, the lane either replays a connection exactly or
+    hands it over."""
+    packets: list[tuple[float, bytes]] = []
+    t = 1_700_000_000.0
+    for k, actions in enumerate(convs):
+        c = Conversation(cport=40000 if same_port else 40000 + k, t=t, cseq=1000 + 77777 * k)
+        c.handshake()
+        for a in actions:
+            if a == "get":
+                c.client_sends(GET)
+            elif a == "ok":
+                c.server_sends(_http_ok())
+            elif a == "ok_close":
+                c.server_sends(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+            elif a == "short":
+                c.server_sends(_http_ok(b"x" * 50)[:-20])
+            elif a == "gap":
+                c.t += 0.5
+            elif a == "long_gap":
+                c.t += 7.0
+            elif a == "cfin":
+                c.client_fin()
+            elif a == "sfin":
+                c.server_fin()
+            elif a == "rst":
+                c.server_rst()
+            elif a == "again":  # a retransmission of the last packet
+                c.packets.append((c.t + 0.001, c.packets[-1][1]))
+                c.t += 0.001
+        packets += c.packets
+        t = c.t + 0.01
+    packets.sort(key=lambda p: p[0])
+    _same(write_pcap(tmp_path / "conv.pcap", packets), monkeypatch)
+
+
+@given(st.tuples(*[st.integers(0, 2**64 - 1)] * 4, *[st.integers(0, 65535)] * 2))
+def test_the_4_tuple_key_is_one_for_both_directions(v: tuple[int, ...]) -> None:
+    import numpy as np
+
+    shi, slo, dhi, dlo, sport, dport = v
+    k = _fastlane.tuple_hash(shi, slo, sport, dhi, dlo, dport)
+    assert k == _fastlane.tuple_hash(dhi, dlo, dport, shi, slo, sport)
+    u = np.array([shi], np.uint64), np.array([slo], np.uint64), np.array([sport], np.uint16)
+    w = np.array([dhi], np.uint64), np.array([dlo], np.uint64), np.array([dport], np.uint16)
+    got = _fastlane.kernels().hashes(u[0], u[1], u[2], w[0], w[1], w[2])
+    assert int(got[0]) == k
