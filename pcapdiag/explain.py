@@ -1169,9 +1169,6 @@ class CrossFacts:
         return out
 
 
-_NONE = -(1 << 63)
-
-
 def _facts(records: Iterable[ConnectionRecord]) -> CrossFacts:
     facts = CrossFacts()
     for r in records:
