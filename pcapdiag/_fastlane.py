@@ -378,12 +378,7 @@ class Lane:
         st = np.zeros((new, NF), np.int64)
         st[:old] = self.st
         self.st = st
-        nfree = int(self.ctl[C_NFREE])
-        free = np.zeros(new, np.int64)
-        free[:nfree] = self.free[:nfree]
-        free[nfree : nfree + more] = np.arange(new - 1, old - 1, -1)
-        self.free = free
-        self.ctl[C_NFREE] = nfree + more
+        self.free = self._stack(self.free, C_NFREE, old, new)
         self.out = np.zeros((new, NF), np.int64)
         self.out_t = np.zeros((max(4 * new, 2 * MAX_TURNS), NT), np.int64)
 
@@ -395,22 +390,27 @@ class Lane:
         tnext = np.full(new, -1, np.int64)
         tnext[:old] = self.tnext
         self.tu, self.tnext = tu, tnext
-        n = int(self.ctl[C_TFREE])
-        tfree = np.zeros(new, np.int64)
-        tfree[:n] = self.tfree[:n]
-        tfree[n : n + more] = np.arange(new - 1, old - 1, -1)
-        self.tfree = tfree
-        self.ctl[C_TFREE] = n + more
+        self.tfree = self._stack(self.tfree, C_TFREE, old, new)
+
+    def _stack(self, stack: np.ndarray, count: int, old: int, new: int) -> np.ndarray:
+        """A free stack (its depth in ``ctl[count]``) grown by the indexes ``old:new``."""
+        n = int(self.ctl[count])
+        out = np.zeros(new, np.int64)
+        out[:n] = stack[:n]
+        out[n : n + new - old] = np.arange(new - 1, old - 1, -1)
+        self.ctl[count] = n + new - old
+        return out
 
     def feed(self, pk: TcpPackets, h: np.ndarray, clock: int) -> None:
         """One batch of this shard's TCP packets (``h``: their 4-tuple hashes)."""
         n = len(pk)
         heads = np.zeros((max(n, 1), 2), np.int64)
-        dead = np.zeros(max(n, 1) + self.cap, np.int64)
+        dead = np.zeros(0, np.int64)
         i = 0
         hv = h.view(np.int64)
         while True:
-            dead = dead if len(dead) >= n + self.cap else np.zeros(n + self.cap, np.int64)
+            if len(dead) < n + self.cap:  # a slot let go per packet, and a sweep's worth
+                dead = np.zeros(n + self.cap, np.int64)
             i = self.k.walk(
                 i, pk.frame, pk.ts_ns, pk.ipver, pk.src_hi.view(np.int64),
                 pk.src_lo.view(np.int64), pk.dst_hi.view(np.int64), pk.dst_lo.view(np.int64),
