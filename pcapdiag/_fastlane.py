@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from json.encoder import encode_basestring as _es
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,7 @@ from pcapdiag.connections import (
     _looks_like_http,
 )
 from pcapdiag.decode import IcmpError, TcpPackets, addr_halves
-from pcapdiag.explain import CAUSES, ConnectionRecord, _at, _s, _shared, explain
+from pcapdiag.explain import CAUSES, ConnectionRecord, _at, _endpoint, _s, _shared, explain
 
 NS = 1_000_000_000
 MAX_TURNS = 4096  # data turns followed per connection (2,048 request/response exchanges)
@@ -87,6 +88,8 @@ LETTERS = "ShADadFfTt"
 # ctl: free slots, next serial, emitted rows, head rows, dead serials, status, free turn
 # chunks, emitted turns
 C_NFREE, C_SERIAL, C_NOUT, C_NHEADS, C_NDEAD, C_STATUS, C_TFREE, C_NOUTT = range(8)
+# ... and the hash tables' counts (``_fastlane_kernels``): keys held, rows deleted
+C_TABLE, C_TABLE_GONE, C_FLAGGED, C_FLAGGED_GONE = range(8, 12)
 C_WHY = 16  # ctl[C_WHY + W_...]: connections handed to the exact tracker, by reason
 # Why a connection left the fast lane (``Lane.why``)
 WHY = (
@@ -160,13 +163,26 @@ def _warm() -> None:
         window=np.zeros(1, np.uint16), payload_len=np.zeros(1, np.int32), payload_off=z,
         payload_cap=np.zeros(1, np.int32), ttl=np.zeros(1, np.uint8), ip_id=np.zeros(1, np.uint16),
     )  # fmt: skip
-    lane = Lane(lambda rec: None, 0, "", 0)
+    lane = Lane(_Discard(), 0, "", 0)
     lane.feed(pk, packet_hashes(pk), 0)
     lane.flag_icmp(IcmpError(0, 0, 4, "10.0.0.1", 3, 3, "10.0.0.1", "10.0.0.2", 1, 2, 0))
     lane.close()
+    from pcapdiag import _render  # the JSON lines' kernel (``Lines``)
+
+    _render.run(_program()[0], np.zeros((1, 35), np.int64), *_render.table(["x"] * 20), 12)
 
 
 _M64 = (1 << 64) - 1
+
+
+class _Discard:
+    def append(self, rec: ConnectionRecord) -> None:
+        pass
+
+    def append_block(self, block: Block, path: str, t0: int) -> None:
+        pass
+
+
 _NONE_ERRORS = _shared(
     {"stdlib": None, "requests": None, "aiohttp": None, "httpx": None, "errno": None}
 )
@@ -336,12 +352,12 @@ def _history(packed: int, n: int) -> str:
 
 class Lane:
     """Follows one shard of one capture set in the fast lane; ``feed`` batches in order,
-    then ``close``. Connections it completes go to ``on_finished`` as the exact tracker's
-    would; ``flagged`` (after ``close``) is what the exact tracker must see."""
+    then ``close``. Connections it completes go to its sink as ``Block``s; ``flagged``
+    (after ``close``) is what the exact tracker must see."""
 
     def __init__(
         self,
-        on_record: Callable[[ConnectionRecord], None],
+        sink: Any,
         capture: int,
         path: str,
         t0: int,
@@ -350,14 +366,17 @@ class Lane:
         k = kernels()
         assert k is not None
         self.k = k
-        self.on_record = on_record
+        # takes the lane's blocks (``append_block``), or its records (``append``) in
+        # the oracle's way (a ``_store.RecordStore``)
+        self.sink = sink
         self.capture = capture
         self.path = path
         self.t0 = t0
         # Replay through Connection and explain() instead of building the record here:
         # slower, and what the tests compare the direct records with
         self.oracle = oracle
-        self.table, self.flagged = k.new_tables()
+        self.table = k.new_table(1 << 12)
+        self.flagged = k.new_table(1 << 12)
         self.cap = 0
         self.st = np.zeros((0, NF), np.int64)
         self.free = np.zeros(0, np.int64)
@@ -401,6 +420,21 @@ class Lane:
         self.ctl[count] = n + new - old
         return out
 
+    def _reserve(self, more: int) -> None:
+        """Room in both hash tables for ``more`` keys (each call of a kernel adds at most
+        one per packet, and one per slot let go), kept under half full."""
+        ctl = self.ctl
+        for name, used in (("table", C_TABLE), ("flagged", C_FLAGGED)):
+            table = getattr(self, name)
+            need = int(ctl[used] + ctl[used + 1]) + more
+            if 2 * need > len(table):
+                rows = len(table)
+                while 2 * (int(ctl[used]) + more) > rows:
+                    rows *= 2
+                new = self.k.new_table(rows)
+                self.k.rehash(table, new, ctl, used)
+                setattr(self, name, new)
+
     def feed(self, pk: TcpPackets, h: np.ndarray, clock: int) -> None:
         """One batch of this shard's TCP packets (``h``: their 4-tuple hashes)."""
         n = len(pk)
@@ -411,6 +445,7 @@ class Lane:
         while True:
             if len(dead) < n + self.cap:  # a slot let go per packet, and a sweep's worth
                 dead = np.zeros(n + self.cap, np.int64)
+            self._reserve(n - i)
             i = self.k.walk(
                 i, pk.frame, pk.ts_ns, pk.ipver, pk.src_hi.view(np.int64),
                 pk.src_lo.view(np.int64), pk.dst_hi.view(np.int64), pk.dst_lo.view(np.int64),
@@ -429,6 +464,7 @@ class Lane:
             if status == ST_FULL:
                 continue
             break
+        self._reserve(self.cap)
         self.k.sweep(clock, self.table, self.flagged, self.st, self.free, self.ctl,
                      self.out, self.out_t, self.tu, self.tnext, self.tfree, dead)  # fmt: skip
         self._drain(None, heads, dead)
@@ -442,6 +478,7 @@ class Lane:
             return
         h = tuple_hash(shi, slo, err.sport, dhi, dlo, err.dport)
         dead = np.zeros(2, np.int64)
+        self._reserve(1)
         self.k.flag_key(np.int64(np.uint64(h).view(np.int64)), self.table, self.flagged,
                         self.st, self.free, self.ctl, self.tnext, self.tfree, dead)  # fmt: skip
         self._drain(None, np.zeros((1, 2), np.int64), dead)
@@ -451,6 +488,7 @@ class Lane:
         Returns the 4-tuple hashes the exact tracker must see (uint64, sorted)."""
         dead = np.zeros(self.cap + 1, np.int64)
         while True:  # the output may not hold them all at once
+            self._reserve(self.cap)
             self.k.finish(self.table, self.flagged, self.st, self.free, self.ctl, self.out,
                           self.out_t, self.tu, self.tnext, self.tfree, dead)  # fmt: skip
             more = self.ctl[C_STATUS] == ST_FULL
@@ -458,8 +496,7 @@ class Lane:
             if not more:
                 break
         self._drain(None, np.zeros((1, 2), np.int64), dead)
-        keys = np.array(sorted(self.k.keys(self.flagged)), np.int64).view(np.uint64)
-        return np.sort(keys)
+        return np.sort(self.k.keys(self.flagged).view(np.uint64))
 
     @property
     def why(self) -> dict[str, int]:
@@ -498,22 +535,111 @@ class Lane:
             rows = self.out[:no]
             # in order of first frame, as the record store likes them (a sweep lets
             # connections go in slot order)
-            order = np.argsort(rows[:, K_SYN_FRAME], kind="stable")
-            turns = self.out_t[: int(ctl[C_NOUTT])].tolist()
-            for row in rows[order].tolist():
-                rec = self._build(row, turns)
-                if rec is None:
-                    self.k.flag_hash(row[K_HASH], self.flagged)
-                    ctl[C_WHY + W_HTTP] += 1
-                else:
-                    self.replayed += 1
-                    self.on_record(rec)
+            rows = rows[np.argsort(rows[:, K_SYN_FRAME], kind="stable")]
+            turns = self.out_t[: int(ctl[C_NOUTT])]
+            if self.oracle:
+                self._replay_rows(rows, turns.tolist())
+            else:
+                block = self._block(rows, turns)
+                if block is not None:
+                    self.replayed += len(block)
+                    self.sink.append_block(block, self.path, self.t0)
             ctl[C_NOUT] = 0
             ctl[C_NOUTT] = 0
 
+    def _reject(self, h: int) -> None:
+        """A connection whose HTTP does not fit the template after all: exact tracker."""
+        self._reserve(1)
+        self.k.flag_hash(h, self.flagged, self.ctl)
+        self.ctl[C_WHY + W_HTTP] += 1
+
+    def _block(self, rows: np.ndarray, turns: np.ndarray) -> Block | None:
+        """The connections of ``rows`` (finished, in order of first frame) whose heads fit
+        the template, as a ``Block``; the others are handed to the exact tracker. The
+        heads are checked with the HTTP observer's parsers (cached by their bytes); all
+        else is columns."""
+        nturns = rows[:, K_NTURNS]
+        bad = ((nturns % 2) == 1) | (rows[:, K_NHIST] > 16)  # Zeek keeps 16 letters
+        nseg = turns[:, T_NSEG].tolist()
+        tbytes = turns[:, T_BYTES].tolist()
+        pop = self.heads.pop
+        req_cache, resp_cache = _REQ_CACHE, _RESP_CACHE
+        keep: list[int] = []
+        nex: list[int] = []
+        lines: list[str] = []
+        details: list[str] = []
+        close: list[bool] = []
+        for j, (serial, nt, off, b) in enumerate(
+            zip(
+                rows[:, K_SERIAL].tolist(),
+                nturns.tolist(),
+                rows[:, K_TOFF].tolist(),
+                bad.tolist(),
+                strict=True,
+            )
+        ):
+            segs = pop(serial, None)
+            if b or (nt and (segs is None or len(segs) != nt)):
+                self._reject(int(rows[j, K_HASH]))
+                continue
+            if nt:
+                mark = len(lines)
+                for t in range(0, nt, 2):
+                    sq = segs[t]  # type: ignore[index]
+                    req = req_cache.get(sq, False)
+                    if req is False:
+                        req = _request(sq)
+                    if req is None or nseg[off + t] != 1 or tbytes[off + t] != req.size:
+                        break
+                    if t == 0 and not _looks_like_http(sq[:16]):
+                        break
+                    sa = segs[t + 1]  # type: ignore[index]
+                    resp = resp_cache.get((sa, req.method), False)
+                    if resp is False:
+                        resp = _response(sa, req.method)
+                    ab = tbytes[off + t + 1]
+                    if resp is None or ab != resp.size + resp.body or len(sa) > ab:
+                        break
+                    lines.append(req.line)
+                    details.append(resp.detail)
+                    close.append(resp.close)
+                else:
+                    keep.append(j)
+                    nex.append(nt // 2)
+                    continue
+                del lines[mark:], details[mark:], close[mark:]
+                self._reject(int(rows[j, K_HASH]))
+                continue
+            keep.append(j)
+            nex.append(0)
+        if not keep:
+            return None
+        kept = rows[keep]
+        counts = np.array(nex, np.int64)
+        # each exchange: its request turn (the response turn follows it)
+        first = np.repeat(kept[:, K_TOFF], counts)
+        within = np.arange(len(first)) - np.repeat(np.cumsum(counts) - counts, counts)
+        q = turns[first + 2 * within]
+        a = turns[first + 2 * within + 1]
+        ex = np.empty((len(first), NX), np.int64)
+        ex[:, X_QTS], ex[:, X_QFRAME] = q[:, T_TS], q[:, T_FRAME]
+        ex[:, X_ATS], ex[:, X_AFRAME] = a[:, T_TS], a[:, T_FRAME]
+        ex[:, X_LTS], ex[:, X_LFRAME] = a[:, T_LTS], a[:, T_LFRAME]
+        return Block(kept, ex, counts, lines, details, np.array(close, bool))
+
+    def _replay_rows(self, rows: np.ndarray, turns: list[list[int]]) -> None:
+        """The oracle: each connection replayed through ``Connection`` and ``explain``."""
+        for row in rows.tolist():
+            rec = self._build(row, turns)
+            if rec is None:
+                self._reject(row[K_HASH])
+            else:
+                self.replayed += 1
+                self.sink.append(rec)
+
     def _build(self, row: list[int], tu: list[list[int]]) -> ConnectionRecord | None:
         """The record the exact tracker would make of a connection the walk followed to
-        its end; None when its HTTP does not fit the template after all."""
+        its end, replayed; None when its HTTP does not fit the template after all."""
         segs = self.heads.pop(row[K_SERIAL], None)
         nturns = row[K_NTURNS]
         if nturns % 2 or (nturns and (segs is None or len(segs) != nturns)):
@@ -536,123 +662,8 @@ class Lane:
             if len(segs[t + 1]) > a[T_BYTES]:  # type: ignore[index]
                 return None
             exchanges.append((q, req, a, resp))
-        if self.oracle:
-            conn = self._replay(row, exchanges)
-            return None if conn is None else explain(conn, self.path, self.t0)
-        return self._record(row, exchanges)
-
-    def _record(self, row: list[int], exchanges: list) -> ConnectionRecord | None:
-        """``explain(conn)`` for a connection of the template, without the connection:
-        its events and the machine's path through them, written out (the template only
-        ever takes these transitions; ``tests/test_fastlane.py`` holds this equal to
-        replaying it through ``Connection`` and ``explain``)."""
-        syn_ts, ack_ts = row[K_SYN_TS], row[K_ACK_TS]
-        rtt = max(0, ack_ts - syn_ts) if ack_ts >= 0 else None
-        threshold = IDLE_MIN_NS if rtt is None else max(IDLE_MIN_NS, IDLE_RTT_FACTOR * rtt)
-        events: list[tuple[int, int | None, str, str, str]] = [
-            (syn_ts, row[K_SYN_FRAME], "client", "syn", ""),
-            (row[K_SYNACK_TS], row[K_SYNACK_FRAME], "server", "synack", ""),
-        ]
-        add = events.append
-        state = _IDLE
-        last: int | None = None  # last activity
-        close = False
-        idle_before: int | None = None
-        line = None
-        for q, req, a, resp in exchanges:
-            ts = q[T_TS]
-            idle_before = None if last is None else ts - last
-            if last is not None and state is not _KEEPALIVE and ts - last >= threshold:
-                if len(events) < MAX_EVENTS:
-                    add(
-                        (
-                            last + threshold,
-                            None,
-                            "none",
-                            "idle_gap",
-                            f"idle {(ts - last) / NS:.3f} s",
-                        )
-                    )
-                if state is _IDLE:
-                    state = _KEEPALIVE
-            if len(events) < MAX_EVENTS:
-                add((ts, q[T_FRAME], "client", "request", req.line))
-            if len(events) < MAX_EVENTS:
-                add((a[T_TS], a[T_FRAME], "server", "response", resp.detail))
-            close = resp.close
-            if len(events) < MAX_EVENTS:
-                add((a[T_LTS], a[T_LFRAME], "server",
-                     "response_end_close" if close else "response_end", ""))  # fmt: skip
-            state = _CLOSING if close else _IDLE
-            last = a[T_LTS]
-            line = req.line
-        # the FINs, in frame order; the first decides who closed and when
-        cf, sf = row[K_CFIN_FRAME], row[K_SFIN_FRAME]
-        fins = [(cf, row[K_CFIN_TS], "client"), (sf, row[K_SFIN_TS], "server")]
-        if sf < cf:
-            fins.reverse()
-        (f1, t1, who), (f2, t2, other) = fins
-        idle_close = None if last is None else t1 - last
-        if last is not None and state is not _KEEPALIVE and t1 - last >= threshold:
-            if len(events) < MAX_EVENTS:
-                add((last + threshold, None, "none", "idle_gap", f"idle {(t1 - last) / NS:.3f} s"))
-            if state is _IDLE:
-                state = _KEEPALIVE
-        add((t1, f1, who, "fin", ""))
-        add((t2, f2, other, "fin", ""))  # the outcome: no idle gap is looked for
-        if who == "client":
-            outcome = "client_close"
-            evidence = f"The client closed (FIN at frame {f1}, {_at(t1, self.t0)}) with nothing outstanding."
-        elif state is _KEEPALIVE:
-            outcome = "server_idle_close"
-            evidence = f"The server closed the idle connection (FIN at frame {f1}, {_at(t1, self.t0)}) after {_s(idle_close)} without traffic; no request was outstanding."
-        else:
-            outcome = "server_close"
-            evidence = f"The server closed (FIN at frame {f1}, {_at(t1, self.t0)}) after completing {len(exchanges)} response(s)."
-        ipver = row[K_IPVER]
-        history = _history(row[K_HIST], row[K_NHIST])
-        n = len(exchanges)
-        rec = ConnectionRecord(
-            id=0,
-            capture=self.path,
-            ip_version=ipver,
-            client_ip=_addr(ipver, row[K_CHI] & _M64, row[K_CLO] & _M64),
-            client_port=row[K_CPORT],
-            server_ip=_addr(ipver, row[K_SHI] & _M64, row[K_SLO] & _M64),
-            server_port=row[K_SPORT],
-            start_ns=syn_ts,
-            end_ns=row[K_END_TS],
-            outcome=outcome,
-            closed_by=who,
-            close_ns=t1,
-            close_frame=f1,
-            evidence=evidence,
-            client_packets=row[K_CPKTS],
-            server_packets=row[K_SPKTS],
-            client_bytes=row[K_CBYTES],
-            server_bytes=row[K_SBYTES],
-            requests=n,
-            responses=n,
-            handshake="full",
-            first_frame=row[K_SYN_FRAME],
-            last_frame=row[K_LAST_FRAME],
-            zeek_conn_state="SF",
-            zeek_history=history,
-            zeek_rows=[(syn_ts, "SF", history)],
-            client_errors=_NONE_ERRORS,
-            syn_count=1,
-            rtt_ms=None if rtt is None else round(rtt / 1e6, 3),
-            idle_before_close_s=None if idle_close is None else idle_close / NS,
-            last_request=line,
-            anomalies=[],
-            events=events,
-        )
-        if n > 1 and idle_before is not None:
-            rec.reused_after_idle_s = idle_before / NS
-        rec.server_ttl, rec.client_ttl = row[K_STTL], row[K_CTTL]
-        if outcome in CAUSES:
-            rec.cause, rec.fix = CAUSES[outcome]
-        return rec
+        conn = self._replay(row, exchanges)
+        return None if conn is None else explain(conn, self.path, self.t0)
 
     def _replay(self, row: list[int], exchanges: list) -> Connection | None:
         """The connection the exact tracker would finish, from its significant events."""
@@ -727,3 +738,597 @@ class Lane:
         if conn.machine.outcome is None or conn.anomalies or conn.machine.anomalies:
             return None
         return conn
+
+
+# -----------------------------------------------------------------------------------------
+# What the lane writes: blocks of columns, made into records or JSON lines on demand
+
+# Exchange columns: the request's time and frame, the response's first segment's, its last's
+X_QTS, X_QFRAME, X_ATS, X_AFRAME, X_LTS, X_LFRAME = range(6)
+NX = 6
+# How a connection of the template ends (``Block.derived``): who sent the first FIN, and
+# whether the server's came after an idle gap
+O_CLIENT, O_IDLE, O_SERVER = range(3)
+_OUTCOMES = ("client_close", "server_idle_close", "server_close")
+_CLOSED_BY = ("client", "server", "server")
+
+
+# The slot columns a block keeps once sealed (``Block.__getstate__``): what ``record``,
+# ``json_tails`` and ``facts`` read
+_KEPT = [
+    K_HASH, K_CHI, K_CLO, K_SHI, K_SLO, K_CPORT, K_SPORT, K_IPVER, K_SYN_TS, K_SYN_FRAME,
+    K_SYNACK_TS, K_SYNACK_FRAME, K_ACK_TS, K_LAST_FRAME, K_END_TS, K_CPKTS, K_SPKTS,
+    K_CBYTES, K_SBYTES, K_CTTL, K_STTL, K_HIST, K_NHIST, K_CFIN_FRAME, K_CFIN_TS,
+    K_SFIN_FRAME, K_SFIN_TS,
+]  # fmt: skip
+
+
+class Block:
+    """Connections the lane followed to their end, as columns: their slot rows (``K_*``,
+    in order of first frame), their exchanges (``X_*``, connection after connection,
+    ``nex`` each) and what the heads said (request lines, response details, whether the
+    response asked to close). A record (``record``) or a JSON line (``json_tails``) is
+    made from it when asked for: the lane itself makes no Python object per connection
+    beyond its heads' verdicts."""
+
+    __slots__ = ("rows", "ex", "nex", "lines", "details", "close", "_derived")
+
+    def __init__(
+        self,
+        rows: np.ndarray,
+        ex: np.ndarray,
+        nex: np.ndarray,
+        lines: list[str],
+        details: list[str],
+        close: np.ndarray,
+    ) -> None:
+        self.rows, self.ex, self.nex = rows, ex, nex
+        self.lines, self.details, self.close = lines, details, close
+        self._derived: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        # only the columns read after the walk, column-major: a column's values are
+        # alike, which zlib likes
+        return (
+            np.ascontiguousarray(self.rows[:, _KEPT].T),
+            np.ascontiguousarray(self.ex.T),
+            self.nex,
+            self.lines,
+            self.details,
+            self.close,
+        )
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        kept, ex, self.nex, self.lines, self.details, self.close = state
+        self.rows = np.zeros((kept.shape[1], NF), np.int64)
+        self.rows[:, _KEPT] = kept.T
+        self.ex = ex.T
+        self._derived = None
+
+    @property
+    def first(self) -> np.ndarray:
+        return self.rows[:, K_SYN_FRAME]
+
+    def _xstart(self) -> np.ndarray:
+        return np.cumsum(self.nex) - self.nex
+
+    def take(self, lo: int, hi: int) -> Block:
+        """Connections ``lo``..``hi``."""
+        start = self._xstart()
+        a = int(start[lo]) if lo < len(self) else len(self.ex)
+        b = int(start[hi]) if hi < len(self) else len(self.ex)
+        return Block(self.rows[lo:hi], self.ex[a:b], self.nex[lo:hi], self.lines[a:b],
+                     self.details[a:b], self.close[a:b])  # fmt: skip
+
+    def select(self, idx: np.ndarray) -> Block:
+        """Connections ``idx``, in that order."""
+        n = self.nex[idx]
+        xi = np.repeat(self._xstart()[idx], n) + (
+            np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        )
+        at = xi.tolist()
+        return Block(self.rows[idx], self.ex[xi], n, [self.lines[x] for x in at],
+                     [self.details[x] for x in at], self.close[xi])  # fmt: skip
+
+    def copy(self) -> Block:
+        """A block of its own arrays (``take`` gives views of this one's)."""
+        return Block(self.rows.copy(), self.ex.copy(), self.nex.copy(), self.lines,
+                     self.details, self.close.copy())  # fmt: skip
+
+    @classmethod
+    def concat(cls, blocks: list[Block]) -> Block:
+        if len(blocks) == 1:
+            return blocks[0]
+        return cls(
+            np.concatenate([b.rows for b in blocks]),
+            np.concatenate([b.ex for b in blocks]),
+            np.concatenate([b.nex for b in blocks]),
+            [x for b in blocks for x in b.lines],
+            [x for b in blocks for x in b.details],
+            np.concatenate([b.close for b in blocks]),
+        )
+
+    def derived(self) -> dict[str, np.ndarray]:
+        """What the machine decides for each connection, as columns (``_record`` walks
+        the same path one event at a time): the first FIN decides who closed; the server
+        closed an idle connection when its FIN follows the last response (not one that
+        asked to close) by the idle threshold or more."""
+        d = self._derived
+        if d is not None:
+            return d
+        r, ex, n = self.rows, self.ex, self.nex
+        syn, ack = r[:, K_SYN_TS], r[:, K_ACK_TS]
+        has_ack = ack >= 0
+        rtt = np.maximum(0, ack - syn)
+        threshold = np.where(has_ack, np.maximum(IDLE_MIN_NS, IDLE_RTT_FACTOR * rtt), IDLE_MIN_NS)
+        server_first = r[:, K_SFIN_FRAME] < r[:, K_CFIN_FRAME]
+        f1 = np.where(server_first, r[:, K_SFIN_FRAME], r[:, K_CFIN_FRAME])
+        t1 = np.where(server_first, r[:, K_SFIN_TS], r[:, K_CFIN_TS])
+        some = n > 0
+        last = np.maximum(np.cumsum(n) - 1, 0)
+        if len(ex):
+            lts = np.where(some, ex[last, X_LTS], 0)
+            lclose = some & self.close[last]
+            reused = np.where(n > 1, ex[last, X_QTS] - ex[np.maximum(last - 1, 0), X_LTS], 0)
+        else:
+            lts = reused = np.zeros(len(r), np.int64)
+            lclose = np.zeros(len(r), bool)
+        idle = t1 - lts
+        idle_close = server_first & some & ~lclose & (idle >= threshold)
+        outcome = np.where(server_first, np.where(idle_close, O_IDLE, O_SERVER), O_CLIENT)
+        d = self._derived = {
+            "has_ack": has_ack, "rtt": rtt, "f1": f1, "t1": t1, "outcome": outcome,
+            "idle": idle, "reused": reused, "last": last, "threshold": threshold,
+        }  # fmt: skip
+        return d
+
+
+def _evidence(outcome: int, f1: int, t1: int, t0: int, idle: int, n: int) -> str:
+    at = _at(t1, t0)
+    if outcome == O_CLIENT:
+        return f"The client closed (FIN at frame {f1}, {at}) with nothing outstanding."
+    if outcome == O_IDLE:
+        return (
+            f"The server closed the idle connection (FIN at frame {f1}, {at}) after "
+            f"{_s(idle)} without traffic; no request was outstanding."
+        )
+    return f"The server closed (FIN at frame {f1}, {at}) after completing {n} response(s)."
+
+
+def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
+    """``explain(conn)`` for connection ``j`` of ``block``, without the connection: its
+    events and the machine's path through them, written out (the template only ever
+    takes these transitions; ``tests/test_fastlane.py`` holds this equal to replaying it
+    through ``Connection`` and ``explain``)."""
+    row = block.rows[j].tolist()
+    d = block.derived()
+    n = int(block.nex[j])
+    x0 = int(d["last"][j]) - n + 1
+    ex = block.ex[x0 : x0 + n].tolist()
+    syn_ts, ack_ts = row[K_SYN_TS], row[K_ACK_TS]
+    rtt = max(0, ack_ts - syn_ts) if ack_ts >= 0 else None
+    threshold = IDLE_MIN_NS if rtt is None else max(IDLE_MIN_NS, IDLE_RTT_FACTOR * rtt)
+    events: list[tuple[int, int | None, str, str, str]] = [
+        (syn_ts, row[K_SYN_FRAME], "client", "syn", ""),
+        (row[K_SYNACK_TS], row[K_SYNACK_FRAME], "server", "synack", ""),
+    ]
+    add = events.append
+    state = _IDLE
+    last: int | None = None  # last activity
+    idle_before: int | None = None
+    line = None
+    for k, x in enumerate(ex):
+        ts = x[X_QTS]
+        idle_before = None if last is None else ts - last
+        if last is not None and state is not _KEEPALIVE and ts - last >= threshold:
+            if len(events) < MAX_EVENTS:
+                add((last + threshold, None, "none", "idle_gap", f"idle {(ts - last) / NS:.3f} s"))
+            if state is _IDLE:
+                state = _KEEPALIVE
+        line = block.lines[x0 + k]
+        close = bool(block.close[x0 + k])
+        if len(events) < MAX_EVENTS:
+            add((ts, x[X_QFRAME], "client", "request", line))
+        if len(events) < MAX_EVENTS:
+            add((x[X_ATS], x[X_AFRAME], "server", "response", block.details[x0 + k]))
+        if len(events) < MAX_EVENTS:
+            add((x[X_LTS], x[X_LFRAME], "server",
+                 "response_end_close" if close else "response_end", ""))  # fmt: skip
+        state = _CLOSING if close else _IDLE
+        last = x[X_LTS]
+    # the FINs, in frame order; the first decides who closed and when
+    cf, sf = row[K_CFIN_FRAME], row[K_SFIN_FRAME]
+    fins = [(cf, row[K_CFIN_TS], "client"), (sf, row[K_SFIN_TS], "server")]
+    if sf < cf:
+        fins.reverse()
+    (f1, t1, who), (f2, t2, other) = fins
+    idle_close = None if last is None else t1 - last
+    if last is not None and state is not _KEEPALIVE and t1 - last >= threshold:
+        if len(events) < MAX_EVENTS:
+            add((last + threshold, None, "none", "idle_gap", f"idle {(t1 - last) / NS:.3f} s"))
+        if state is _IDLE:
+            state = _KEEPALIVE
+    add((t1, f1, who, "fin", ""))
+    add((t2, f2, other, "fin", ""))  # the outcome: no idle gap is looked for
+    code = O_CLIENT if who == "client" else O_IDLE if state is _KEEPALIVE else O_SERVER
+    outcome = _OUTCOMES[code]
+    ipver = row[K_IPVER]
+    history = _history(row[K_HIST], row[K_NHIST])
+    rec = ConnectionRecord(
+        id=0,
+        capture=path,
+        ip_version=ipver,
+        client_ip=_addr(ipver, row[K_CHI] & _M64, row[K_CLO] & _M64),
+        client_port=row[K_CPORT],
+        server_ip=_addr(ipver, row[K_SHI] & _M64, row[K_SLO] & _M64),
+        server_port=row[K_SPORT],
+        start_ns=syn_ts,
+        end_ns=row[K_END_TS],
+        outcome=outcome,
+        closed_by=who,
+        close_ns=t1,
+        close_frame=f1,
+        evidence=_evidence(code, f1, t1, t0, idle_close or 0, n),
+        client_packets=row[K_CPKTS],
+        server_packets=row[K_SPKTS],
+        client_bytes=row[K_CBYTES],
+        server_bytes=row[K_SBYTES],
+        requests=n,
+        responses=n,
+        handshake="full",
+        first_frame=row[K_SYN_FRAME],
+        last_frame=row[K_LAST_FRAME],
+        zeek_conn_state="SF",
+        zeek_history=history,
+        zeek_rows=[(syn_ts, "SF", history)],
+        client_errors=_NONE_ERRORS,
+        syn_count=1,
+        rtt_ms=None if rtt is None else round(rtt / 1e6, 3),
+        idle_before_close_s=None if idle_close is None else idle_close / NS,
+        last_request=line,
+        anomalies=[],
+        events=events,
+    )
+    if n > 1 and idle_before is not None:
+        rec.reused_after_idle_s = idle_before / NS
+    rec.server_ttl, rec.client_ttl = row[K_STTL], row[K_CTTL]
+    if outcome in CAUSES:
+        rec.cause, rec.fix = CAUSES[outcome]
+    return rec
+
+
+def _distinct(block: Block, hi: int, lo: int) -> tuple[list[str], np.ndarray]:
+    """The distinct addresses of columns ``hi``/``lo`` (a capture's are few next to its
+    connections), and each connection's index among them."""
+    r = block.rows
+    ver, his, los = r[:, K_IPVER], r[:, hi], r[:, lo]
+    if len(r) and (ver == ver[0]).all() and (his == his[0]).all():  # the usual: IPv4
+        uniq, inverse = np.unique(los, return_inverse=True)
+        v, h = int(ver[0]), int(his[0]) & _M64
+        texts = [_addr(v, h, low) for low in uniq.view(np.uint64).tolist()]
+    else:
+        keys = np.stack([ver, his, los], axis=1)
+        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+        u = uniq.view(np.uint64)
+        texts = [
+            _addr(v, h, low)
+            for v, h, low in zip(
+                uniq[:, 0].tolist(), u[:, 1].tolist(), u[:, 2].tolist(), strict=True
+            )
+        ]
+    return texts, inverse.reshape(-1)
+
+
+def _addresses(block: Block, hi: int, lo: int) -> list[str]:
+    """Each connection's address of columns ``hi``/``lo``."""
+    texts, inverse = _distinct(block, hi, lo)
+    return [texts[k] for k in inverse.tolist()]
+
+
+def _endpoints(block: Block) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Each connection's client and server endpoints (``[v6]:port`` as ``_endpoint``
+    writes them), and its client and server addresses."""
+    r = block.rows
+    caddrs = _addresses(block, K_CHI, K_CLO)
+    saddrs = _addresses(block, K_SHI, K_SLO)
+    six = (r[:, K_IPVER] == 6).tolist()
+    clients = [
+        f"[{a}]:{p}" if v6 else f"{a}:{p}"
+        for a, p, v6 in zip(caddrs, r[:, K_CPORT].tolist(), six, strict=True)
+    ]
+    servers = [
+        f"[{a}]:{p}" if v6 else f"{a}:{p}"
+        for a, p, v6 in zip(saddrs, r[:, K_SPORT].tolist(), six, strict=True)
+    ]
+    return clients, servers, caddrs, saddrs
+
+
+def facts(block: Block) -> dict[str, Any]:
+    """What ``CrossFacts.add`` reads of each record, as columns (``CrossFacts.add_block``):
+    the hashes and TTL keys once per distinct (client, server, port), (server, TTL)."""
+    d = block.derived()
+    r = block.rows
+    ctexts, ci = _distinct(block, K_CHI, K_CLO)
+    stexts, si = _distinct(block, K_SHI, K_SLO)
+    sport, cttl = r[:, K_SPORT], r[:, K_CTTL]
+    pairs, pi = np.unique((ci * len(stexts) + si) * 65536 + sport, return_inverse=True)
+    pair_hash = [
+        hash((ctexts[k // 65536 // len(stexts)], stexts[k // 65536 % len(stexts)], k % 65536))
+        for k in pairs.tolist()
+    ]
+    ttls, ti = np.unique(si * 65536 + cttl, return_inverse=True)  # TTLs are 0..255
+    lines = block.lines
+    some = block.nex > 0
+    request = np.zeros(len(r), np.int64)
+    request[some] = [hash(lines[x]) or 1 for x in d["last"][some].tolist()]
+    idle = np.flatnonzero(d["outcome"] == O_IDLE).tolist()
+    six = r[:, K_IPVER] == 6
+    gaps = [
+        (j, _endpoint(stexts[si[j]], int(sport[j]), 6 if six[j] else 4), int(d["idle"][j]) / NS)
+        for j in idle
+    ]
+    return {
+        "start": r[:, K_SYN_TS],
+        "pair": np.array(pair_hash, np.int64)[pi.reshape(-1)],
+        "request": request,
+        "ttl_keys": [(stexts[k // 65536], k % 65536) for k in ttls.tolist()],
+        "ttl_key": ti.reshape(-1),
+        "ttl": r[:, K_STTL],
+        "gaps": gaps,
+    }
+
+
+_CAUSE_JSON = [
+    f'"cause": {_es(CAUSES[o][0])}, "fix": {_es(CAUSES[o][1])}'
+    if o in CAUSES
+    else '"cause": null, "fix": null'
+    for o in _OUTCOMES
+]
+
+
+def json_tails(block: Block, path: str, t0: int) -> list[str]:
+    """Each connection's JSON line (``report.data._line`` of its record) from after its
+    id: ``'{"id": N, ' + tail``. Kept in step with ``record`` by the tests, which compare
+    the JSON output of both lanes on every capture the lane takes."""
+    d = block.derived()
+    r = block.rows
+    clients, servers, _, _ = _endpoints(block)
+    cap = _es(path)
+    lines = block.lines
+    n = block.nex.tolist()
+    reused = [
+        repr(v / NS) if k > 1 else "null" for v, k in zip(d["reused"].tolist(), n, strict=True)
+    ]
+    idle = d["idle"].tolist()
+    idles = [repr(v / NS) if k else "null" for v, k in zip(idle, n, strict=True)]
+    rtt = [
+        repr(round(v / 1e6, 3)) if a else "null"
+        for v, a in zip(d["rtt"].tolist(), d["has_ack"].tolist(), strict=True)
+    ]
+    request = [_es(lines[x]) if k else "null" for x, k in zip(d["last"].tolist(), n, strict=True)]
+    outcome, f1, t1 = d["outcome"].tolist(), d["f1"].tolist(), d["t1"].tolist()
+    evidence = list(map(_evidence, outcome, f1, t1, [t0] * len(n), idle, n))
+    hist = list(map(_history, r[:, K_HIST].tolist(), r[:, K_NHIST].tolist()))
+    syn = r[:, K_SYN_TS].tolist()
+    starts = [repr(t / NS) for t in syn]
+    return [
+        f'"capture": {cap}, "client": "{client}", "server": "{server}", "start": {start}, '
+        f'"end": {end / NS!r}, "duration_s": {(end - syn) / NS!r}, "outcome": "{_OUTCOMES[o]}", '
+        f'"closed_by": "{_CLOSED_BY[o]}", "close_time": {t / NS!r}, "close_frame": {f}, '
+        f'"evidence": "{ev}", "client_packets": {cpk}, "server_packets": {spk}, '
+        f'"client_bytes": {cby}, "server_bytes": {sby}, "requests": {k}, "responses": {k}, '
+        '"handshake": "full", "tls": null, "icmp": null, "client_errors": {"stdlib": null, '
+        '"requests": null, "aiohttp": null, "httpx": null, "errno": null}, '
+        f'"zeek_conn_state": "SF", "zeek_history": "{h}", "zeek_rows": [{{"ts": {start}, '
+        f'"conn_state": "SF", "history": "{h}"}}], "frames": [{first}, {lastf}], '
+        f'{_CAUSE_JSON[o]}, "keepalive_race": false, "retry_of": null, '
+        f'"reused_after_idle_s": {ru}, "idle_before_close_s": {ic}, "syn_count": 1, '
+        f'"rtt_ms": {rt}, "last_request": {rq}, "count": 1, "decrypted": false, '
+        '"stale": false, "h2": null, "proxy": null, "anomalies": []}'
+        for (client, server, syn, start, end, o, t, f, ev, cpk, spk, cby, sby, k, h, first,
+             lastf, ru, ic, rt, rq) in zip(
+            clients, servers, syn, starts, r[:, K_END_TS].tolist(), outcome, t1,
+            f1, evidence, r[:, K_CPKTS].tolist(), r[:, K_SPKTS].tolist(),
+            r[:, K_CBYTES].tolist(), r[:, K_SBYTES].tolist(), n, hist,
+            r[:, K_SYN_FRAME].tolist(), r[:, K_LAST_FRAME].tolist(), reused, idles, rtt,
+            request, strict=True,
+        )
+    ]  # fmt: skip
+
+
+# The lane's JSON lines, compiled (``_render``): the columns each row fills, then the
+# template as ``report.data._line`` writes it for a record of the lane
+(J_ID, J_CAP, J_CADDR, J_CPORT, J_SADDR, J_SPORT, J_START, J_END, J_DUR, J_OUTCOME,
+ J_CLOSE, J_F1, J_EVHEAD, J_AT, J_EVMID, J_EXTRA, J_HASEXTRA, J_N, J_SERVER, J_EVTAIL,
+ J_CPK, J_SPK, J_CBY, J_SBY, J_HIST, J_FIRST, J_LAST, J_CAUSE, J_REUSED, J_MULTI, J_IDLE,
+ J_SOME, J_RTT, J_HASACK, J_REQ) = range(35)  # fmt: skip
+_EV_HEAD = ("The client closed (FIN at frame ", "The server closed the idle connection "
+            "(FIN at frame ", "The server closed (FIN at frame ")  # fmt: skip
+_EV_MID = ("with nothing outstanding.", "after ", "after completing ")
+_EV_TAIL = ("", " without traffic; no request was outstanding.", " response(s).")
+_PROGRAM: Any = None
+
+
+def _program() -> Any:
+    """The template of a lane record's JSON line (``report.data._line``)."""
+    global _PROGRAM
+    if _PROGRAM is None:
+        from pcapdiag import _render as R
+
+        p = R.Program()
+        p.const('{"id": ')
+        p.number(R.INT, J_ID)
+        p.const(', "capture": ')
+        p.string(J_CAP)
+        for name, addr, port in (("client", J_CADDR, J_CPORT), ("server", J_SADDR, J_SPORT)):
+            p.const(f', "{name}": "')
+            p.string(addr)
+            p.const(":")
+            p.number(R.INT, port)
+            p.const('"')
+        for name, col in (("start", J_START), ("end", J_END), ("duration_s", J_DUR)):
+            p.const(f', "{name}": ')
+            p.number(R.SECONDS, col)
+        p.const(", ")
+        p.string(J_OUTCOME)
+        p.const(', "close_time": ')
+        p.number(R.SECONDS, J_CLOSE)
+        p.const(', "close_frame": ')
+        p.number(R.INT, J_F1)
+        p.const(', "evidence": "')
+        p.string(J_EVHEAD)
+        p.number(R.INT, J_F1)
+        p.const(", t=")
+        p.number(R.FIXED3, J_AT)
+        p.const(" s) ")
+        p.string(J_EVMID)
+        p.string(J_EXTRA, J_HASEXTRA, "")
+        p.number(R.INT, J_N, J_SERVER, "")
+        p.string(J_EVTAIL)
+        p.const('"')
+        for name, col in (("client_packets", J_CPK), ("server_packets", J_SPK),
+                          ("client_bytes", J_CBY), ("server_bytes", J_SBY),
+                          ("requests", J_N), ("responses", J_N)):  # fmt: skip
+            p.const(f', "{name}": ')
+            p.number(R.INT, col)
+        p.const(
+            ', "handshake": "full", "tls": null, "icmp": null, "client_errors": {"stdlib": '
+            'null, "requests": null, "aiohttp": null, "httpx": null, "errno": null}, '
+            '"zeek_conn_state": "SF", "zeek_history": "'
+        )
+        p.string(J_HIST)
+        p.const('", "zeek_rows": [{"ts": ')
+        p.number(R.SECONDS, J_START)
+        p.const(', "conn_state": "SF", "history": "')
+        p.string(J_HIST)
+        p.const('"}], "frames": [')
+        p.number(R.INT, J_FIRST)
+        p.const(", ")
+        p.number(R.INT, J_LAST)
+        p.const("], ")
+        p.string(J_CAUSE)
+        p.const(', "keepalive_race": false, "retry_of": null, "reused_after_idle_s": ')
+        p.number(R.SECONDS, J_REUSED, J_MULTI)
+        p.const(', "idle_before_close_s": ')
+        p.number(R.SECONDS, J_IDLE, J_SOME)
+        p.const(', "syn_count": 1, "rtt_ms": ')
+        p.number(R.MILLIS3, J_RTT, J_HASACK)
+        p.const(', "last_request": ')
+        p.string(J_REQ, J_SOME)
+        p.const(
+            ', "count": 1, "decrypted": false, "stale": false, "h2": null, "proxy": null, '
+            '"anomalies": []}'
+        )
+        _PROGRAM = (p.compile(), sum(1 for it in p.items if not isinstance(it, str)
+                                     and it[0] == R.STR))  # fmt: skip
+    return _PROGRAM
+
+
+def _distinct_pairs(a: np.ndarray, b: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """The distinct pairs ``(a[i], b[i])`` and each row's index among them."""
+    order = np.lexsort((b, a))
+    sa, sb = a[order], b[order]
+    new = np.ones(len(order), bool)
+    new[1:] = (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])
+    inverse = np.empty(len(order), np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return list(zip(sa[new].tolist(), sb[new].tolist(), strict=True)), inverse
+
+
+def _unique(values: list[Any]) -> tuple[list[Any], list[int]]:
+    """The distinct values (in first-seen order) and each value's index among them."""
+    index: dict[Any, int] = {}
+    at = [index.setdefault(v, len(index)) for v in values]
+    return list(index), at
+
+
+class Lines:
+    """A block's JSON lines, ready to render (``_render``) for any span of ids: its
+    columns, its string table, and the rows the kernel leaves to Python."""
+
+    __slots__ = ("cols", "strings", "offsets", "python", "path", "t0", "block")
+
+    def __init__(self, block: Block, path: str, t0: int) -> None:
+        from pcapdiag import _render
+
+        d = block.derived()
+        r = block.rows
+        m = len(r)
+        n = block.nex
+        o = d["outcome"]
+        texts: list[str] = [_es(path)]
+        texts += [f'"outcome": "{a}", "closed_by": "{b}"' for a, b in zip(_OUTCOMES, _CLOSED_BY, strict=True)]  # fmt: skip
+        texts += [*_EV_HEAD, *_EV_MID, *_EV_TAIL, *_CAUSE_JSON]
+        cols = np.zeros((m, 35), np.int64)
+        cols[:, J_CAP] = 0
+        cols[:, J_OUTCOME] = 1 + o
+        cols[:, J_EVHEAD] = 4 + o
+        cols[:, J_EVMID] = 7 + o
+        cols[:, J_EVTAIL] = 10 + o
+        cols[:, J_CAUSE] = 13 + o
+        six = r[:, K_IPVER] == 6
+        for col, hi, lo in ((J_CADDR, K_CHI, K_CLO), (J_SADDR, K_SHI, K_SLO)):
+            uniq, at = _distinct(block, hi, lo)
+            # an IPv6 endpoint's address is written in brackets: entries of their own
+            cols[:, col] = len(texts) + at + six * len(uniq)
+            texts += uniq
+            texts += [f"[{a}]" for a in uniq]
+        hist, at = _distinct_pairs(r[:, K_HIST], r[:, K_NHIST])
+        cols[:, J_HIST] = len(texts) + at
+        texts += [_history(a, b) for a, b in hist]
+        some = n > 0
+        lines = block.lines
+        reqs, at = _unique([lines[x] if k else None for x, k in zip(d["last"].tolist(), n.tolist(), strict=True)])  # fmt: skip
+        cols[:, J_REQ] = len(texts) + np.array(at, np.int64)
+        texts += [_es(q) if q is not None else "null" for q in reqs]
+        idle_rows = np.flatnonzero(o == O_IDLE)
+        if len(idle_rows):
+            cols[idle_rows, J_EXTRA] = len(texts) + np.arange(len(idle_rows))
+            cols[idle_rows, J_HASEXTRA] = 1
+            texts += [_s(v) for v in d["idle"][idle_rows].tolist()]
+        syn = r[:, K_SYN_TS]
+        cols[:, J_CPORT], cols[:, J_SPORT] = r[:, K_CPORT], r[:, K_SPORT]
+        cols[:, J_START], cols[:, J_END] = syn, r[:, K_END_TS]
+        cols[:, J_DUR] = r[:, K_END_TS] - syn
+        cols[:, J_CLOSE], cols[:, J_F1] = d["t1"], d["f1"]
+        cols[:, J_AT] = d["t1"] - t0
+        cols[:, J_N] = n
+        cols[:, J_SERVER] = o == O_SERVER
+        cols[:, J_CPK], cols[:, J_SPK] = r[:, K_CPKTS], r[:, K_SPKTS]
+        cols[:, J_CBY], cols[:, J_SBY] = r[:, K_CBYTES], r[:, K_SBYTES]
+        cols[:, J_FIRST], cols[:, J_LAST] = r[:, K_SYN_FRAME], r[:, K_LAST_FRAME]
+        cols[:, J_REUSED], cols[:, J_MULTI] = d["reused"], n > 1
+        cols[:, J_IDLE], cols[:, J_SOME] = d["idle"], some
+        cols[:, J_RTT], cols[:, J_HASACK] = d["rtt"], d["has_ack"]
+        self.cols = cols
+        self.strings, self.offsets = _render.table(texts)
+        self.python: dict[int, str] = {}  # rows the kernel could not write: their tails
+        self.path, self.t0, self.block = path, t0, block
+
+    def render(self, j: int, m: int, first_id: int, sep: str) -> str:
+        """The lines of rows ``j``..``j + m`` with ids from ``first_id``, joined by ``sep``."""
+        from pcapdiag import _render
+
+        cols = self.cols[j : j + m].copy()
+        cols[:, J_ID] = np.arange(first_id, first_id + m)
+        compiled, nstr = _program()
+        text, bad = _render.run(compiled, cols, self.strings, self.offsets, nstr, sep.encode())
+        if not len(bad):
+            return text
+        pieces: list[str] = []
+        at = 0
+        for b in bad.tolist():
+            if b > at:
+                pieces.append(self.render(j + at, b - at, first_id + at, sep))
+            tail = self.python.get(j + b)
+            if tail is None:
+                one = self.block.select(np.array([j + b]))
+                tail = self.python[j + b] = json_tails(one, self.path, self.t0)[0]
+            pieces.append(f'{{"id": {first_id + b}, {tail}')
+            at = b + 1
+        if at < m:
+            pieces.append(self.render(j + at, m - at, first_id + at, sep))
+        return sep.join(pieces)

@@ -3,14 +3,11 @@ imports numba; the kernels compile on first use and are cached on disk."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numba as nb
 import numpy as np
-from numba import types
-from numba.typed import Dict
 
 from pcapdiag._fastlane import (
+    C_FLAGGED,
     C_NDEAD,
     C_NFREE,
     C_NHEADS,
@@ -18,6 +15,7 @@ from pcapdiag._fastlane import (
     C_NOUTT,
     C_SERIAL,
     C_STATUS,
+    C_TABLE,
     C_TFREE,
     C_WHY,
     CHUNK,
@@ -135,21 +133,93 @@ def hashes(shi: np.ndarray, slo: np.ndarray, sport: np.ndarray, dhi: np.ndarray,
     return out
 
 
-def new_tables() -> tuple[Any, Any]:
-    """4-tuple hash -> slot, and the set of hashes marked for the exact tracker."""
-    return (
-        Dict.empty(key_type=types.int64, value_type=types.int64),
-        Dict.empty(key_type=types.int64, value_type=types.int64),
-    )
+# Hash tables (4-tuple hash -> slot; the set of hashes marked for the exact tracker):
+# open addressing over an int64 array of (key, value) rows, a power of two of them,
+# linear probing from the key's low bits (the keys are mixed hashes already). numba's
+# typed dict would do, but creating one compiles its methods anew in every process
+# (~0.7 s and ~45 MB here); these compile once, into numba's cache. Their counts live in
+# ``ctl`` (used, deleted), and ``_fastlane.Lane`` grows them before a call could fill
+# them past half (``rehash``).
+EMPTY, GONE = -1, -2  # values of a free row, and of a deleted one
 
 
-def keys(d: Any) -> list[int]:
-    return list(d.keys())
+def new_table(rows: int) -> np.ndarray:
+    table = np.empty((rows, 2), np.int64)
+    table[:, 1] = EMPTY
+    return table
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _find(table: np.ndarray, key: int) -> int:
+    """The row holding ``key``, or -1."""
+    mask = len(table) - 1
+    i = key & mask
+    while True:
+        v = table[i, 1]
+        if v == EMPTY:
+            return -1
+        if v != GONE and table[i, 0] == key:
+            return i
+        i = (i + 1) & mask
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _get(table: np.ndarray, key: int) -> int:
+    """The value of ``key``, or -1 (values are slots, or 1)."""
+    i = _find(table, key)
+    return -1 if i < 0 else table[i, 1]
 
 
 @nb.njit(cache=True, nogil=True)
-def flag_hash(key: int, flagged: Any) -> None:
-    flagged[key] = 1
+def _put(table: np.ndarray, ctl: np.ndarray, used: int, key: int, value: int) -> None:
+    mask = len(table) - 1
+    i = key & mask
+    gone = -1
+    while True:
+        v = table[i, 1]
+        if v == EMPTY:
+            break
+        if v == GONE:
+            if gone < 0:
+                gone = i
+        elif table[i, 0] == key:
+            table[i, 1] = value
+            return
+        i = (i + 1) & mask
+    if gone >= 0:
+        i = gone
+        ctl[used + 1] -= 1
+    table[i, 0] = key
+    table[i, 1] = value
+    ctl[used] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _pop(table: np.ndarray, ctl: np.ndarray, used: int, key: int) -> None:
+    i = _find(table, key)
+    if i >= 0:
+        table[i, 1] = GONE
+        ctl[used] -= 1
+        ctl[used + 1] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def rehash(old: np.ndarray, new: np.ndarray, ctl: np.ndarray, used: int) -> None:
+    """Every key of ``old`` into ``new`` (empty), deleted rows left behind."""
+    ctl[used] = 0
+    ctl[used + 1] = 0
+    for i in range(len(old)):
+        if old[i, 1] >= 0:
+            _put(new, ctl, used, old[i, 0], old[i, 1])
+
+
+def keys(table: np.ndarray) -> np.ndarray:
+    return table[table[:, 1] >= 0, 0]
+
+
+@nb.njit(cache=True, nogil=True)
+def flag_hash(key: int, flagged: np.ndarray, ctl: np.ndarray) -> None:
+    _put(flagged, ctl, C_FLAGGED, key, 1)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -203,16 +273,16 @@ def _quiet_max(st: np.ndarray, s: int) -> int:
 
 
 @nb.njit(cache=True, nogil=True)
-def _drop(s: int, table: Any, flagged: Any, st: np.ndarray, free: np.ndarray, ctl: np.ndarray,
+def _drop(s: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndarray, ctl: np.ndarray,
           tnext: np.ndarray, tfree: np.ndarray, dead: np.ndarray, why: int) -> None:  # fmt: skip
     """Mark slot ``s``'s 4-tuple for the exact tracker and let the slot go; ``why``
     is counted in ``ctl[C_WHY + why]``."""
     ctl[C_WHY + why] += 1
     _free_turns(s, st, tnext, tfree, ctl)
     key = st[s, K_HASH]
-    flagged[key] = 1
-    if key in table and table[key] == s:
-        table.pop(key)
+    _put(flagged, ctl, C_FLAGGED, key, 1)
+    if _get(table, key) == s:
+        _pop(table, ctl, C_TABLE, key)
     st[s, K_USED] = 0
     dead[ctl[C_NDEAD]] = st[s, K_SERIAL]
     ctl[C_NDEAD] += 1
@@ -242,12 +312,12 @@ def _emit(s: int, st: np.ndarray, tu: np.ndarray, tnext: np.ndarray, tfree: np.n
 
 
 @nb.njit(cache=True, nogil=True)
-def _let_go(s: int, table: Any, st: np.ndarray, tu: np.ndarray, tnext: np.ndarray,
+def _let_go(s: int, table: np.ndarray, st: np.ndarray, tu: np.ndarray, tnext: np.ndarray,
             tfree: np.ndarray, free: np.ndarray, out: np.ndarray, out_t: np.ndarray,
             ctl: np.ndarray) -> None:  # fmt: skip
     """A connection done and quiet: to the output, and its slot to the free list."""
     _emit(s, st, tu, tnext, tfree, out, out_t, ctl)
-    table.pop(st[s, K_HASH])
+    _pop(table, ctl, C_TABLE, st[s, K_HASH])
     st[s, K_USED] = 0
     free[ctl[C_NFREE]] = s
     ctl[C_NFREE] += 1
@@ -297,7 +367,7 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
          slo: np.ndarray, dhi: np.ndarray, dlo: np.ndarray, sport: np.ndarray,
          dport: np.ndarray, seq: np.ndarray, ack: np.ndarray, flags: np.ndarray,
          win: np.ndarray, plen: np.ndarray, pcap: np.ndarray, ttl: np.ndarray,
-         h: np.ndarray, table: Any, flagged: Any, st: np.ndarray, tu: np.ndarray,
+         h: np.ndarray, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, tu: np.ndarray,
          tnext: np.ndarray, tfree: np.ndarray, free: np.ndarray, ctl: np.ndarray,
          out: np.ndarray, out_t: np.ndarray, heads: np.ndarray, dead: np.ndarray) -> int:  # fmt: skip
     """Follow packets ``start:`` of a batch. Returns where to resume, with ``ctl[C_STATUS]``
@@ -312,10 +382,9 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
         fl = flags[i] & 0x37  # FIN SYN RST ACK URG
         pl = plen[i]
         t = ts[i]
-        if key in table:
-            s = table[key]
-        else:
-            if key in flagged:
+        s = _get(table, key)
+        if s < 0:
+            if _find(flagged, key) >= 0:
                 continue
             if fl == _SYN and pl == 0:
                 if ctl[C_NFREE] == 0:
@@ -325,9 +394,9 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 s2 = free[ctl[C_NFREE]]
                 _start(s2, key, i, frame, ts, ipver, shi, slo, dhi, dlo, sport, dport, seq, ttl,
                        st, ctl)  # fmt: skip
-                table[key] = s2
+                _put(table, ctl, C_TABLE, key, s2)
             else:
-                flagged[key] = 1
+                _put(flagged, ctl, C_FLAGGED, key, 1)
                 ctl[C_WHY + W_MIDSTREAM] += 1
             continue
         # the slot's 4-tuple, in one direction or the other (else: a hash collision)
@@ -357,10 +426,10 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
             if fl & _SYN:
                 if fl == _SYN and pl == 0:  # the next connection on this 4-tuple
                     _emit(s, st, tu, tnext, tfree, out, out_t, ctl)
-                    table.pop(key)
+                    _pop(table, ctl, C_TABLE, key)
                     _start(s, key, i, frame, ts, ipver, shi, slo, dhi, dlo, sport, dport, seq,
                            ttl, st, ctl)  # fmt: skip
-                    table[key] = s
+                    _put(table, ctl, C_TABLE, key, s)
                 else:
                     _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_DONE_SYN)
                 continue
@@ -509,7 +578,7 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
 
 
 @nb.njit(cache=True, nogil=True)
-def sweep(clock: int, table: Any, flagged: Any, st: np.ndarray, free: np.ndarray,
+def sweep(clock: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndarray,
           ctl: np.ndarray, out: np.ndarray, out_t: np.ndarray, tu: np.ndarray,
           tnext: np.ndarray, tfree: np.ndarray, dead: np.ndarray) -> None:  # fmt: skip
     """Let go of connections quiet for longer than the template allows: replayed when
@@ -526,7 +595,7 @@ def sweep(clock: int, table: Any, flagged: Any, st: np.ndarray, free: np.ndarray
 
 
 @nb.njit(cache=True, nogil=True)
-def finish(table: Any, flagged: Any, st: np.ndarray, free: np.ndarray, ctl: np.ndarray,
+def finish(table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndarray, ctl: np.ndarray,
            out: np.ndarray, out_t: np.ndarray, tu: np.ndarray, tnext: np.ndarray,
            tfree: np.ndarray, dead: np.ndarray) -> None:  # fmt: skip
     """End of the capture: every connection still followed is replayed or marked;
@@ -545,9 +614,10 @@ def finish(table: Any, flagged: Any, st: np.ndarray, free: np.ndarray, ctl: np.n
 
 
 @nb.njit(cache=True, nogil=True)
-def flag_key(key: int, table: Any, flagged: Any, st: np.ndarray, free: np.ndarray,
+def flag_key(key: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndarray,
              ctl: np.ndarray, tnext: np.ndarray, tfree: np.ndarray, dead: np.ndarray) -> None:  # fmt: skip
-    if key in table:
-        _drop(table[key], table, flagged, st, free, ctl, tnext, tfree, dead, W_ICMP)
+    s = _get(table, key)
+    if s >= 0:
+        _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_ICMP)
     else:
-        flagged[key] = 1
+        _put(flagged, ctl, C_FLAGGED, key, 1)

@@ -48,15 +48,22 @@ from typing import Any, overload
 
 import numpy as np
 
+from pcapdiag._fastlane import _OUTCOMES as _FAST_OUTCOMES
+from pcapdiag._fastlane import Block, Lines, record
+from pcapdiag._fastlane import facts as block_facts
 from pcapdiag.classify import OUTCOMES
 from pcapdiag.explain import ConnectionRecord, CrossFacts
 
 CHUNK = 512  # records per compressed chunk
+FAST_CHUNK = 2048  # ... of the fast lane's (columns: numpy's and numba's calls cost less)
 SPILL = 32 * 1024 * 1024  # compressed bytes kept in memory; the rest go to a temporary file
 LIVE = 5_000  # records kept as objects (~5 KB each), in all stores of the process together
+JSON_SEP = ",\n  "  # between the JSON output's lines (``report.data.write_json``)
+_SEP = JSON_SEP
 MAX_RUNS = 16  # more runs than this (input far from sorted): the shortest are merged
 _BLOCK = 65_536  # ids whose order a walk reads at once
 _CODE = {o: i for i, o in enumerate(OUTCOMES)}
+_FAST_CODES = np.array([_CODE[o] for o in _FAST_OUTCOMES], np.uint8)  # _fastlane.O_* as ours
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ConnectionRecord))
 _EV = FIELDS.index("events")
@@ -236,6 +243,96 @@ class _Run:
         type(self).held -= len(getattr(self, "objects", ()))
 
 
+class _FastRun:
+    """The fast lane's records in one order (``_fastlane.Block``s): as ``_Run``, but a
+    sealed chunk is a block of ``size`` connections as columns, and a record is made from
+    it only when one is read (``chunk``). The JSON output takes its lines from the block
+    instead (``lines``), which is most of the lane's speed."""
+
+    __slots__ = ("blobs", "size", "objects", "chunks", "rows", "events", "index", "renumber",
+                 "path", "t0", "sealed", "short", "_tail", "_ntail", "_last")  # fmt: skip
+
+    def __init__(self, path: str, t0: int) -> None:
+        self.blobs = _Blobs()
+        self.size = FAST_CHUNK
+        self.objects: list[ConnectionRecord] = []  # never any: the ``_Run`` interface
+        self.chunks: list[int] = []
+        self.rows: list[Row] = []  # ... nor an open tail once sealed (``seal``)
+        self.events: list[list[Any]] = []
+        self.index = array("I")
+        self.renumber = False
+        self.path, self.t0 = path, t0
+        self.sealed = 0  # connections in sealed chunks
+        self.short = False  # the last sealed chunk is short (``seal``): no more blocks
+        self._tail: list[Block] = []  # blocks not sealed yet
+        self._ntail = 0
+        self._last: tuple[int, Block, Lines | None] | None = None  # a decoded chunk
+
+    def __len__(self) -> int:
+        return self.sealed + self._ntail
+
+    def add_block(self, block: Block) -> None:
+        """The next connections, in order."""
+        assert not self.short, "a sealed run takes no more"
+        self._tail.append(block.copy())  # not a view keeping a larger block alive
+        self._ntail += len(block)
+        if self._ntail >= self.size:
+            b = Block.concat(self._tail)
+            k = 0
+            while len(b) - k >= self.size:
+                self.chunks.append(self.blobs.add(_pack_block(b.take(k, k + self.size))))
+                k += self.size
+                self.sealed += self.size
+            self._tail = [b.take(k, len(b)).copy()] if k < len(b) else []
+            self._ntail = len(b) - k
+
+    def seal(self) -> None:
+        """The open tail becomes the last chunk (short): a run read by ``Records``."""
+        if self._ntail:
+            self.chunks.append(self.blobs.add(_pack_block(Block.concat(self._tail))))
+            self.sealed += self._ntail
+            self._tail, self._ntail = [], 0
+            self.short = True
+
+    def _block(self, c: int) -> tuple[Block, Lines | None]:
+        last = self._last
+        if last is None or last[0] != c:
+            blob = self.blobs.get(self.chunks[c])
+            last = self._last = (c, pickle.loads(zlib.decompress(blob)), None)
+        return last[1], last[2]
+
+    def blocks(self) -> list[Block]:
+        """Every connection's block, in order (the tail's too)."""
+        return [self._block(c)[0] for c in range(len(self.chunks))] + self._tail
+
+    def chunk(self, c: int, events: bool) -> tuple[list[Row], list[list[Any]] | None]:
+        block = self._block(c)[0]
+        recs = [record(block, j, self.path, self.t0) for j in range(len(block))]
+        return [row_of(r) for r in recs], [r.events for r in recs] if events else None
+
+    def lines(self, c: int, j: int, m: int, first_id: int, sep: str) -> str:
+        """JSON lines of connections ``j``..``j + m`` of chunk ``c``, ids from
+        ``first_id``, joined by ``sep`` (``_fastlane.Lines``)."""
+        block, lines = self._block(c)
+        if lines is None:
+            lines = Lines(block, self.path, self.t0)
+            self._last = (c, block, lines)
+        return lines.render(j, m, first_id, sep)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        self.seal()
+        return tuple(getattr(self, k) for k in self.__slots__[:-3])
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for k, v in zip(self.__slots__[:-3], state, strict=True):
+            setattr(self, k, v)
+        self._tail, self._ntail, self._last = [], 0, None
+
+
+def _pack_block(block: Block) -> bytes:
+    return zlib.compress(pickle.dumps(block, protocol=5), 1)
+
+
 class RecordStore:
     """A worker's records in runs sorted by first frame, with their facts; see the module
     docstring."""
@@ -275,6 +372,35 @@ class RecordStore:
         run.add(rec)
         self._lasts[k] = key
 
+    def append_block(self, block: Block, path: str, t0: int) -> None:
+        """The fast lane's connections (a ``_fastlane.Block``, in order of first frame),
+        placed as ``append`` would place them one by one: a record's run is the leftmost
+        whose last first frame is lower, and in a sorted block those runs only go left,
+        so each run takes one slice of it, found for all at once by ``searchsorted``."""
+        i0, m = len(self.first), len(block)
+        ff = block.first
+        self.first.frombytes(np.ascontiguousarray(ff).tobytes())
+        self.outcome.frombytes(_FAST_CODES[block.derived()["outcome"]].tobytes())
+        self.count.frombytes(np.ones(m, np.uint32).tobytes())
+        self.facts.add_block(block_facts(block))
+        while True:
+            k = np.searchsorted(np.array(self._lasts, np.int64), -ff, side="right")
+            if not (k == len(self.runs)).any() or len(self.runs) < MAX_RUNS:
+                break
+            self._merge_shortest()
+        # k falls along the block: each run's slice
+        cut = np.flatnonzero(k[1:] != k[:-1]) + 1
+        for lo, hi in zip([0, *cut.tolist()], [*cut.tolist(), m], strict=True):
+            r = int(k[lo])
+            if r == len(self.runs):
+                self.runs.append(_FastRun(path, t0))
+                self._lasts.append(0)
+            run = self.runs[r]
+            assert isinstance(run, _FastRun)
+            run.add_block(block.take(lo, hi))
+            run.index.frombytes(np.arange(i0 + lo, i0 + hi, dtype=np.uint32).tobytes())
+            self._lasts[r] = -int(ff[hi - 1])
+
     def _merge_shortest(self) -> None:
         """Merge the two shortest runs into one, where the left one was (input far from
         sorted order makes more than ``MAX_RUNS``): only their records are decoded and
@@ -287,6 +413,13 @@ class RecordStore:
         index = np.concatenate([_np(r.index, np.uint32) for r in pair]).astype(np.int64)
         which = np.repeat(np.arange(2), [len(r) for r in pair])
         order = np.argsort(first[index], kind="stable")
+        if isinstance(pair[0], _FastRun):  # a fast store's runs are all fast
+            fast = _FastRun(pair[0].path, pair[0].t0)
+            fast.add_block(Block.concat([b for r in pair for b in r.blocks()]).select(order))
+            fast.index = array("I", index[order].astype(np.uint32).tobytes())
+            runs[a] = fast
+            del runs[b], self._lasts[b]
+            return
         merged = _Run()
         merged.index = array("I", index[order].astype(np.uint32).tobytes())
         if not any(r.rows or r.chunks for r in pair):  # objects still: they stay objects
@@ -348,6 +481,9 @@ class Records(Sequence[ConnectionRecord]):
         runs = [r for s in stores for r in s.runs]
         if not runs:
             return
+        for r in runs:
+            if isinstance(r, _FastRun):
+                r.seal()
         base, k0 = len(self), len(self._runs)
         sizes = [len(r) for r in runs]
         # every record of the runs, run after run: its first frame, its arrival
@@ -480,8 +616,8 @@ class Records(Sequence[ConnectionRecord]):
         return rec
 
     def _spans(
-        self, lo: int, hi: int, events: bool
-    ) -> Iterator[tuple[int, list[Any], list[list[Any]] | None, bool]]:
+        self, lo: int, hi: int, events: bool, lines: bool = False
+    ) -> Iterator[tuple[int, list[Any], list[list[Any]] | None, bool | None]]:
         """The records of ids ``lo``..``hi`` as spans of consecutive ones: (first id,
         objects or rows, their events, rows?). Objects come with None events, rows with
         theirs (None unless ``events``). A record assigned or edited after the merge is a
@@ -498,11 +634,11 @@ class Records(Sequence[ConnectionRecord]):
             bounds = [0, *cut.tolist(), bhi - blo]
             for a, b in zip(bounds, bounds[1:], strict=False):
                 if a < b:
-                    yield from self._span(blo + a, int(src[a]), int(pos[a]), b - a, events)
+                    yield from self._span(blo + a, int(src[a]), int(pos[a]), b - a, events, lines)
 
     def _span(
-        self, i: int, k: int, p: int, n: int, events: bool
-    ) -> Iterator[tuple[int, list[Any], list[list[Any]] | None, bool]]:
+        self, i: int, k: int, p: int, n: int, events: bool, lines: bool = False
+    ) -> Iterator[tuple[int, list[Any], list[list[Any]] | None, bool | None]]:
         """Ids ``i``.. ``i + n``: positions ``p``.. of run ``k`` (see ``_spans``)."""
         rec = self._over.get(i)
         if rec is not None:
@@ -515,6 +651,13 @@ class Records(Sequence[ConnectionRecord]):
             q = min(end, nobj)
             yield i, run.objects[p:q], None, False
             i, p = i + q - p, q
+        if lines and isinstance(run, _FastRun) and i not in self._edits:
+            while p < end:  # JSON lines, from the blocks (``json_lines``)
+                c, j = divmod(p, run.size)
+                q = min(end, p + run.size - j)
+                yield i, [run.lines(c, j, q - p, i, _SEP)], None, None
+                i, p = i + q - p, q
+            return
         while p < end:
             c, j = divmod(p - nobj, run.size)
             if c < len(run.chunks):
@@ -545,18 +688,33 @@ class Records(Sequence[ConnectionRecord]):
         """(id, row) of every record in id order, events left undecoded: what the JSON
         output needs, at the cost of decompressing and unpickling the rows only."""
         for i, items, _evs, rows in self._spans(0, len(self), False):
-            renumber = rows and self._runs[self._src[i]].renumber
-            if not rows:
-                for rec in items:
-                    yield rec.id, row_of(rec)
-            elif len(items) == 1 and i in self._edits:  # events are no part of the JSON
-                rec = self._edited(i, _record(items[0], [], i if renumber else None))
-                yield rec.id, row_of(rec)
-            elif renumber:
-                yield from zip(range(i, i + len(items)), items, strict=True)
+            yield from self._rows_of(i, items, bool(rows))
+
+    def json_lines(self, line: Callable[[int, Row], str]) -> Iterator[str]:
+        """Every record's JSON line, in id order: ``line(id, row)`` of its row (``rows``),
+        but the fast lane's records take theirs from their blocks (``_FastRun.lines``),
+        several at once: an item may hold several lines, joined by ``JSON_SEP``."""
+        for i, items, _evs, rows in self._spans(0, len(self), False, lines=True):
+            if rows is None:
+                yield from items
             else:
-                for row in items:
-                    yield row[0], row
+                for rid, row in self._rows_of(i, items, rows):
+                    yield line(rid, row)
+
+    def _rows_of(self, i: int, items: list[Any], rows: bool) -> Iterator[tuple[int, Row]]:
+        """(id, row) of a span of ``_spans`` (objects or rows) starting at id ``i``."""
+        renumber = rows and self._runs[self._src[i]].renumber
+        if not rows:
+            for rec in items:
+                yield rec.id, row_of(rec)
+        elif len(items) == 1 and i in self._edits:  # events are no part of the JSON
+            rec = self._edited(i, _record(items[0], [], i if renumber else None))
+            yield rec.id, row_of(rec)
+        elif renumber:
+            yield from zip(range(i, i + len(items)), items, strict=True)
+        else:
+            for row in items:
+                yield row[0], row
 
     @overload
     def __getitem__(self, i: int) -> ConnectionRecord: ...

@@ -1038,6 +1038,20 @@ class CrossFacts:
         if race and r.reused_after_idle_s is not None:
             self._reuse.append((i, r.server, r.reused_after_idle_s))
 
+    def add_block(self, f: dict[str, Any]) -> None:
+        """``add`` for each connection of a fast-lane block, from its columns (numpy, from
+        ``_fastlane.facts``): none of them failed, was refused or raced."""
+        i0 = len(self._start)
+        assert self._id is None  # a worker's facts: the merge numbers them
+        self._start.frombytes(f["start"].astype("<i8").tobytes())
+        self._pair.frombytes(f["pair"].astype("<i8").tobytes())
+        self._request.frombytes(f["request"].astype("<i8").tobytes())
+        codes = self._ttl_keys
+        own = [codes.setdefault(k, len(codes)) for k in f["ttl_keys"]]
+        self._ttl_key.extend([own[k] for k in f["ttl_key"].tolist()])
+        self._ttl.frombytes(f["ttl"].astype("<i4").tobytes())
+        self._gaps.extend([(i0 + j, server, idle) for j, server, idle in f["gaps"]])
+
     def extend(self, parts: list[CrossFacts], take: Any) -> None:
         """Add the facts of the records of ``parts`` (one after the other) in the order
         of ``take`` (a numpy array: for each record added, its index over ``parts``;

@@ -1682,14 +1682,25 @@ def open_capture(path: str | os.PathLike[str]) -> Capture:
 
 
 def chain_batches(
-    paths: list[str], offsets: list[int], max_records: int = 32768
+    paths: list[str], offsets: list[int], max_records: int = 32768, skip_errors: bool = False
 ) -> Iterator[RecordBatch]:
     """The batches of several files read as one capture (rotated files stitched by the
     analysis): each file's frames numbered on from ``offsets[i]``, as ``mergecap -a``
-    numbers them."""
+    numbers them. ``skip_errors``: a file that cannot be opened, or read further, ends
+    there and the next one follows, for a second reading whose first reported the error."""
     for path, offset in zip(paths, offsets, strict=True):
-        with open_capture(path) as cap:
-            for batch in cap.batches(max_records):
-                if offset:
-                    batch.frame = batch.frame + offset
-                yield batch
+        try:
+            cap = open_capture(path)
+        except CaptureError:
+            if skip_errors:
+                continue
+            raise
+        with cap:
+            try:
+                for batch in cap.batches(max_records):
+                    if offset:
+                        batch.frame = batch.frame + offset
+                    yield batch
+            except CaptureError:
+                if not skip_errors:
+                    raise

@@ -11,6 +11,7 @@ a 4-tuple reused after an ordinary connection, late packets, random conversation
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 import pcapdiag
 from pcapdiag import _fastlane
+from pcapdiag.report.data import write_json
 
 pytest.importorskip("numba")
 if _fastlane.kernels() is None:
@@ -56,18 +58,28 @@ def _run(path: Path, mode: str, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> p
     return pcapdiag.analyze(str(path), **kw)
 
 
+def _stream(analysis: pcapdiag.Analysis) -> str:
+    """``--format json``: the fast lane's lines come from its blocks, not its records."""
+    out = io.StringIO()
+    write_json(analysis, out)
+    return out.getvalue()
+
+
 def _same(path: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> int:
-    """Assert the three ways agree on ``path``; returns connections the lane replayed."""
+    """Assert the three ways agree on ``path``, record by record, as one JSON document
+    and as the JSON output; returns connections the lane took."""
     before = REPLAYED[0]
     exact = _run(path, "exact", monkeypatch)
     want = list(exact.records)
     want_json = json.dumps(exact.to_json(), default=str)
+    want_stream = _stream(exact)
     for mode in ("oracle", "direct"):
         got = _run(path, mode, monkeypatch, **kw)
         recs = list(got.records)
         for a, b in zip(want, recs, strict=True):
             assert a == b, (path.name, mode, a.first_frame)
         assert json.dumps(got.to_json(), default=str) == want_json, (path.name, mode)
+        assert _stream(got) == want_stream, (path.name, mode)
     return (REPLAYED[0] - before) // 2
 
 
@@ -189,3 +201,44 @@ def test_the_4_tuple_key_is_one_for_both_directions(v: tuple[int, ...]) -> None:
     w = np.array([dhi], np.uint64), np.array([dlo], np.uint64), np.array([dport], np.uint16)
     got = _fastlane.kernels().hashes(u[0], u[1], u[2], w[0], w[1], w[2])
     assert int(got[0]) == k
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["put", "pop", "flag"]),
+            # few distinct low bits: long probe runs, deleted rows reused
+            st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(0, 40).map(lambda k: k << 12)),
+            st.integers(0, 1000),
+        ),
+        max_size=300,
+    )
+)
+def test_the_hash_tables_hold_what_a_dict_holds(ops: list[tuple[str, int, int]]) -> None:
+    """The lane's open-addressing tables (``_fastlane_kernels``) against a dict, through
+    ``Lane._reserve``'s growth and the kernels that put, pop and flag."""
+    import numpy as np
+
+    k = _fastlane.kernels()
+    lane = _fastlane.Lane(_fastlane._Discard(), 0, "", 0)
+    lane.table = k.new_table(8)
+    lane.flagged = k.new_table(8)
+    want: dict[int, int] = {}
+    flagged: set[int] = set()
+    for op, key, value in ops:
+        lane._reserve(1)
+        if op == "put":
+            k._put(lane.table, lane.ctl, _fastlane.C_TABLE, key, value)
+            want[key] = value
+        elif op == "pop":
+            k._pop(lane.table, lane.ctl, _fastlane.C_TABLE, key)
+            want.pop(key, None)
+        else:
+            k.flag_hash(key, lane.flagged, lane.ctl)
+            flagged.add(key)
+        assert k._get(lane.table, key) == want.get(key, -1)
+    assert lane.ctl[_fastlane.C_TABLE] == len(want)
+    assert {int(x): k._get(lane.table, int(x)) for x in k.keys(lane.table)} == want
+    assert set(k.keys(lane.flagged).tolist()) == flagged
+    assert np.count_nonzero(lane.flagged[:, 1] >= 0) == len(flagged)

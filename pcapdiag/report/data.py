@@ -9,7 +9,7 @@ from itertools import islice, starmap
 from json.encoder import encode_basestring
 from typing import IO, Any
 
-from pcapdiag._store import ROW, Records, Row, row_of
+from pcapdiag._store import JSON_SEP, ROW, Records, Row, row_of
 from pcapdiag.analysis import Analysis
 from pcapdiag.connections import NS
 
@@ -40,12 +40,14 @@ def write_json(analysis: Analysis, out: IO[str]) -> None:
     if not _FAST:  # pragma: no cover
         lines = (json.dumps(r.to_json(), ensure_ascii=False) for r in recs)
     else:
-        rows = recs.rows() if isinstance(recs, Records) else ((r.id, row_of(r)) for r in recs)
-        lines = starmap(_line, rows)
+        if isinstance(recs, Records):
+            lines = recs.json_lines(_line)
+        else:
+            lines = starmap(_line, ((r.id, row_of(r)) for r in recs))
     sep = "\n  "
-    while block := list(islice(lines, 512)):
-        out.write(sep + ",\n  ".join(block))
-        sep = ",\n  "
+    while block := list(islice(lines, 512)):  # an item may be several lines already
+        out.write(sep + JSON_SEP.join(block))
+        sep = JSON_SEP
     out.write("\n ]\n}\n")
 
 

@@ -1,0 +1,134 @@
+"""The compiled line renderer (``pcapdiag._render``) writes numbers as Python does.
+
+Ground truth is Python itself: ``repr(t / 1_000_000_000)``, ``f"{t / NS:.3f}"``,
+``repr(round(t / 1e6, 3))`` and ``str``. Every value the kernels write must be Python's
+text; values they leave to Python (ties, out-of-range) must be marked, never written
+wrong. Random values over every range the JSON output meets (timestamps of 2004-2038,
+durations, microsecond round trips) plus their edges and ties, and hypothesis beyond.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("numba")
+from pcapdiag import _render as R  # noqa: E402
+
+NS = 1_000_000_000
+PYTHON = {
+    R.SECONDS: lambda v: repr(v / NS),
+    R.FIXED3: lambda v: f"{v / NS:.3f}",
+    R.MILLIS3: lambda v: repr(round(v / 1e6, 3)),
+    R.INT: str,
+}
+RANGES = [
+    ((1 << 30) * NS, (1 << 31) * NS),  # timestamps 2004-2038
+    (1_700_000_000 * NS, 1_800_000_000 * NS),
+    (0, 100_000),  # under 1e-4 s: exponent
+    (0, 10**12),  # durations
+    (100_000, (1 << 23) * NS),
+    ((1 << 23) * NS, (1 << 30) * NS),  # beyond the fast paths
+    (0, 2**62),
+]
+
+
+def render(kind: int, values: np.ndarray) -> tuple[list[str], set[int]]:
+    p = R.Program()
+    p.const("<")
+    p.number(kind, 0)
+    p.const(">")
+    text, bad = R.run(p.compile(), values.reshape(-1, 1), *R.table([]), 0)
+    return [line[1:-1] for line in text.split("\n")], set(bad.tolist())
+
+
+def check(kind: int, values: np.ndarray) -> int:
+    """Assert every row the kernel wrote is Python's text; returns the rows it left."""
+    got, bad = render(kind, values)
+    for i, (v, g) in enumerate(zip(values.tolist(), got, strict=True)):
+        if i not in bad:
+            assert g == PYTHON[kind](v), (kind, v)
+    return len(bad)
+
+
+@pytest.mark.parametrize("kind", [R.SECONDS, R.FIXED3, R.MILLIS3, R.INT])
+@pytest.mark.parametrize(("lo", "hi"), RANGES)
+def test_random_values_are_written_as_python_writes_them(kind: int, lo: int, hi: int) -> None:
+    rng = np.random.default_rng(lo ^ kind)
+    values = rng.integers(lo, hi, 200_000)
+    edges = [lo, lo + 1, hi - 1, lo + 500, lo + 500_000, lo + 999_999_999]
+    values = np.concatenate([values, np.array(edges, np.int64)])
+    left = check(kind, values)
+    # what the JSON output meets is written here, bar ties
+    fast = hi <= (1 << 23) * NS or (kind == R.SECONDS and lo >= RANGES[0][0] and hi <= RANGES[0][1])
+    if kind != R.INT and fast:
+        assert left <= len(values) // 500  # the ties (MILLIS3: t % 1000 == 500)
+    if kind == R.INT:
+        assert left == 0
+
+
+def test_ties_and_edges_are_left_to_python() -> None:
+    # exact halves: the double's binary error decides, which the integers do not see
+    assert render(R.FIXED3, np.array([1_500_000, 2_500_000]))[1] == {0, 1}
+    assert render(R.MILLIS3, np.array([1_500, 2_500]))[1] == {0, 1}
+    assert render(R.SECONDS, np.array([-1, 2**62]))[1] == {0, 1}
+    # the smallest and largest values of a range, and zero
+    got, bad = render(R.SECONDS, np.array([0, 1, 99_999, 100_000, (1 << 30) * NS]))
+    assert got[:4] == ["0.0", "1e-09", "9.9999e-05", "0.0001"] and bad == {4}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(0, 2**63 - 1),
+            st.integers((1 << 30) * NS, (1 << 31) * NS),
+            st.integers(0, 10**13),
+            st.integers(-(10**12), 10**6),
+        ),
+        min_size=1,
+        max_size=50,
+    )
+)
+def test_any_values(values: list[int]) -> None:
+    a = np.array(values, np.int64)
+    for kind in PYTHON:
+        if kind != R.INT or a.min() >= 0:
+            check(kind, a)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.text(st.characters(blacklist_characters="\x1e"), max_size=12), min_size=1, max_size=6
+    ),
+    st.lists(
+        st.tuples(st.integers(0, 10**12), st.integers(0, 5), st.booleans()), min_size=1, max_size=30
+    ),
+)
+def test_a_template_of_strings_numbers_and_nulls(
+    strings: list[str], rows: list[tuple[int, int, bool]]
+) -> None:
+    p = R.Program()
+    p.const('{"n": ')
+    p.number(R.INT, 0)
+    p.const(', "s": ')
+    p.string(1)
+    p.const(', "t": ')
+    p.number(R.SECONDS, 0, 2)
+    p.const(', "u": ')
+    p.string(1, 2, "")
+    p.const("}")
+    cols = np.array([(v, k % len(strings), int(b)) for v, k, b in rows], np.int64)
+    text, bad = R.run(p.compile(), cols, *R.table(strings), 2, b"\x1e")
+    want = [
+        f'{{"n": {v}, "s": {strings[k % len(strings)]}, "t": '
+        f'{repr(v / NS) if b else "null"}, "u": {strings[k % len(strings)] if b else ""}}}'
+        for v, k, b in rows
+    ]
+    got = text.split("\x1e")
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        if i not in set(bad.tolist()):
+            assert g == w
