@@ -39,7 +39,6 @@ compilation (``worth_it``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from json.encoder import encode_basestring as _es
 from typing import Any
 
@@ -79,8 +78,9 @@ MIN_BYTES = 64 << 20  # captures smaller than this: the exact tracker alone
 NF = 48
 # Turn columns: direction (0 client, 1 server), first segment's frame and time, bytes,
 # last segment's frame and time, segments.
-T_DIR, T_FRAME, T_TS, T_BYTES, T_LFRAME, T_LTS, T_NSEG = range(7)
-NT = 7
+# and its key (``_fastlane_kernels._head_key``: two hashes) and captured bytes
+T_DIR, T_FRAME, T_TS, T_BYTES, T_LFRAME, T_LTS, T_NSEG, T_H1, T_H2, T_HLEN = range(10)
+NT = 10
 # Phases
 P_SYN, P_EST, P_DONE = 1, 2, 3
 # Zeek history letters, as codes packed 4 bits each into K_HIST in order of appearance
@@ -242,27 +242,11 @@ def _head(data: bytes, requests: bool) -> tuple[Any, Any, int] | None:
     return parsed, fields, end + 4
 
 
-_REQ_CACHE: dict[bytes, _Verdict | None] = {}
-_RESP_CACHE: dict[tuple[bytes, str], _Verdict | None] = {}
-_CACHE_MAX = 4096
-
-
-def _cached(cache: dict, key: Any, make: Callable[[], _Verdict | None]) -> _Verdict | None:
-    v = cache.get(key, False)
-    if v is False:
-        v = make()
-        if len(cache) >= _CACHE_MAX:
-            cache.clear()
-        cache[key] = v
-    return v
-
-
-def _request(data: bytes) -> _Verdict | None:
-    """A request turn's only segment: one whole head, no body (cached by its bytes)."""
-    return _cached(_REQ_CACHE, data, lambda: _parse_request(data))
+_CACHE_MAX = 8192  # head keys per generation (``_Verdicts``)
 
 
 def _parse_request(data: bytes) -> _Verdict | None:
+    """A request turn's only segment: one whole head, no body."""
     got = _head(data, True)
     if got is None:
         return None
@@ -283,15 +267,8 @@ def _parse_request(data: bytes) -> _Verdict | None:
     return v
 
 
-def _response(data: bytes, method: str) -> _Verdict | None:
-    """A response turn's first segment: a whole final head and its body's length (cached
-    by its bytes, when they are few)."""
-    if len(data) > 4096:
-        return _parse_response(data, method)
-    return _cached(_RESP_CACHE, (data, method), lambda: _parse_response(data, method))
-
-
 def _parse_response(data: bytes, method: str) -> _Verdict | None:
+    """A response turn's first segment: a whole final head and its body's length."""
     got = _head(data, False)
     if got is None:
         return None
@@ -350,6 +327,65 @@ def _history(packed: int, n: int) -> str:
     return h
 
 
+class _Verdicts:
+    """What the HTTP observer's fast path makes of each turn's first segment, by the
+    segment's key (``_fastlane_kernels._head_key``): parsed once, when a key is first
+    seen (its bytes are at hand only then), and looked up by key when the connection
+    ends. Two generations of at most ``_CACHE_MAX`` keys each: a key seen again moves to
+    the newer, and a connection whose key has aged out of both is handed to the exact
+    tracker (the answer stays exact; only slower)."""
+
+    def __init__(self) -> None:
+        # requests: h1 -> (h2, verdict, looks like HTTP); responses: h1 -> (h2, verdict
+        # after a GET (any method but HEAD), verdict after a HEAD)
+        self.gens: list[list[dict[int, tuple[Any, ...]]]] = [[{}, {}], [{}, {}]]
+
+    def _get(self, d: int, h1: int) -> tuple[Any, ...] | None:
+        new, old = self.gens[0][d], self.gens[1][d]
+        got = new.get(h1)
+        if got is None:
+            got = old.get(h1)
+            if got is not None:
+                self._put(d, h1, got)
+        return got
+
+    def _put(self, d: int, h1: int, entry: tuple[Any, ...]) -> None:
+        new = self.gens[0][d]
+        if len(new) >= _CACHE_MAX:
+            self.gens[1][d], new = new, {}
+            self.gens[0][d] = new
+        new[h1] = entry
+
+    def learn(self, pk: TcpPackets, heads: np.ndarray) -> None:
+        """Heads of a batch (rows: packet, direction, key): parse those not known yet."""
+        _, first = np.unique(heads[:, 2] * 2 + heads[:, 1], return_index=True)
+        raw = memoryview(pk.data)
+        for i, d, h1, h2 in heads[first].tolist():
+            got = self._get(d, h1)
+            if got is not None and got[0] == h2:
+                continue
+            o = int(pk.payload_off[i])
+            data = raw[o : o + int(pk.payload_cap[i])].tobytes()
+            if d == 0:
+                self._put(0, h1, (h2, _parse_request(data), _looks_like_http(data[:16])))
+            else:
+                entry = (h2, _parse_response(data, "GET"), _parse_response(data, "HEAD"))
+                self._put(1, h1, entry)
+
+    def entry(self, d: int, h1: int) -> tuple[Any, ...] | None:
+        """A key's entry: (second hash, verdict(s)...), or None."""
+        return self._get(d, h1)
+
+    def request(self, h1: int, h2: int) -> tuple[_Verdict | None, bool] | None:
+        """(verdict, looks like HTTP) of a request segment's key; None when unknown."""
+        got = self._get(0, h1)
+        return None if got is None or got[0] != h2 else (got[1], got[2])
+
+    def response(self, h1: int, h2: int, head: bool) -> _Verdict | None:
+        got = self._get(1, h1)
+        return None if got is None or got[0] != h2 else got[2 if head else 1]
+
+
 class Lane:
     """Follows one shard of one capture set in the fast lane; ``feed`` batches in order,
     then ``close``. Connections it completes go to its sink as ``Block``s; ``flagged``
@@ -387,7 +423,7 @@ class Lane:
         self.ctl = np.zeros(C_WHY + 32, np.int64)
         self._grow(4096)
         self._grow_pool(4096)
-        self.heads: dict[int, list[bytes]] = {}
+        self.verdicts = _Verdicts()
         self.next_id = 0
         self.replayed = 0
 
@@ -438,7 +474,7 @@ class Lane:
     def feed(self, pk: TcpPackets, h: np.ndarray, clock: int) -> None:
         """One batch of this shard's TCP packets (``h``: their 4-tuple hashes)."""
         n = len(pk)
-        heads = np.zeros((max(n, 1), 2), np.int64)
+        heads = np.zeros((max(n, 1), 4), np.int64)
         dead = np.zeros(0, np.int64)
         i = 0
         hv = h.view(np.int64)
@@ -450,7 +486,7 @@ class Lane:
                 i, pk.frame, pk.ts_ns, pk.ipver, pk.src_hi.view(np.int64),
                 pk.src_lo.view(np.int64), pk.dst_hi.view(np.int64), pk.dst_lo.view(np.int64),
                 pk.sport, pk.dport, pk.seq, pk.ack, pk.flags, pk.window, pk.payload_len,
-                pk.payload_cap, pk.ttl, hv, self.table, self.flagged, self.st, self.tu,
+                pk.payload_cap, pk.ttl, hv, pk.data, pk.payload_off, self.table, self.flagged, self.st, self.tu,
                 self.tnext, self.tfree, self.free, self.ctl, self.out, self.out_t, heads, dead,
             )  # fmt: skip
             self._drain(pk, heads, dead)
@@ -481,7 +517,7 @@ class Lane:
         self._reserve(1)
         self.k.flag_key(np.int64(np.uint64(h).view(np.int64)), self.table, self.flagged,
                         self.st, self.free, self.ctl, self.tnext, self.tfree, dead)  # fmt: skip
-        self._drain(None, np.zeros((1, 2), np.int64), dead)
+        self._drain(None, np.zeros((1, 4), np.int64), dead)
 
     def close(self) -> np.ndarray:
         """End of the capture set: connections done are replayed, the rest go exact.
@@ -492,10 +528,10 @@ class Lane:
             self.k.finish(self.table, self.flagged, self.st, self.free, self.ctl, self.out,
                           self.out_t, self.tu, self.tnext, self.tfree, dead)  # fmt: skip
             more = self.ctl[C_STATUS] == ST_FULL
-            self._drain(None, np.zeros((1, 2), np.int64), dead)
+            self._drain(None, np.zeros((1, 4), np.int64), dead)
             if not more:
                 break
-        self._drain(None, np.zeros((1, 2), np.int64), dead)
+        self._drain(None, np.zeros((1, 4), np.int64), dead)
         return np.sort(self.k.keys(self.flagged).view(np.uint64))
 
     @property
@@ -507,29 +543,11 @@ class Lane:
     def _drain(self, pk: TcpPackets | None, heads: np.ndarray, dead: np.ndarray) -> None:
         ctl = self.ctl
         nh = int(ctl[C_NHEADS])
-        if nh:
+        if nh:  # heads whose key is new: parsed while their bytes are at hand
             assert pk is not None
-            raw = memoryview(pk.data)
-            rows = heads[:nh, 1]
-            starts = pk.payload_off[rows]
-            book = self.heads
-            for serial, o, e in zip(
-                heads[:nh, 0].tolist(),
-                starts.tolist(),
-                (starts + pk.payload_cap[rows]).tolist(),
-                strict=True,
-            ):
-                got = book.get(serial)
-                if got is None:
-                    book[serial] = [raw[o:e].tobytes()]
-                else:
-                    got.append(raw[o:e].tobytes())
+            self.verdicts.learn(pk, heads[:nh])
             ctl[C_NHEADS] = 0
-        nd = int(ctl[C_NDEAD])
-        if nd:
-            for serial in dead[:nd].tolist():
-                self.heads.pop(serial, None)
-            ctl[C_NDEAD] = 0
+        ctl[C_NDEAD] = 0
         no = int(ctl[C_NOUT])
         if no:
             rows = self.out[:no]
@@ -555,77 +573,61 @@ class Lane:
 
     def _block(self, rows: np.ndarray, turns: np.ndarray) -> Block | None:
         """The connections of ``rows`` (finished, in order of first frame) whose heads fit
-        the template, as a ``Block``; the others are handed to the exact tracker. The
-        heads are checked with the HTTP observer's parsers (cached by their bytes); all
-        else is columns."""
+        the template, as a ``Block``; the others are handed to the exact tracker. Each
+        distinct head's verdict is looked up once (``_Verdicts``); the checks are columns."""
+        m = len(rows)
         nturns = rows[:, K_NTURNS]
         bad = ((nturns % 2) == 1) | (rows[:, K_NHIST] > 16)  # Zeek keeps 16 letters
-        nseg = turns[:, T_NSEG].tolist()
-        tbytes = turns[:, T_BYTES].tolist()
-        pop = self.heads.pop
-        req_cache, resp_cache = _REQ_CACHE, _RESP_CACHE
-        keep: list[int] = []
-        nex: list[int] = []
-        lines: list[str] = []
-        details: list[str] = []
-        close: list[bool] = []
-        for j, (serial, nt, off, b) in enumerate(
-            zip(
-                rows[:, K_SERIAL].tolist(),
-                nturns.tolist(),
-                rows[:, K_TOFF].tolist(),
-                bad.tolist(),
-                strict=True,
-            )
-        ):
-            segs = pop(serial, None)
-            if b or (nt and (segs is None or len(segs) != nt)):
-                self._reject(int(rows[j, K_HASH]))
-                continue
-            if nt:
-                mark = len(lines)
-                for t in range(0, nt, 2):
-                    sq = segs[t]  # type: ignore[index]
-                    req = req_cache.get(sq, False)
-                    if req is False:
-                        req = _request(sq)
-                    if req is None or nseg[off + t] != 1 or tbytes[off + t] != req.size:
-                        break
-                    if t == 0 and not _looks_like_http(sq[:16]):
-                        break
-                    sa = segs[t + 1]  # type: ignore[index]
-                    resp = resp_cache.get((sa, req.method), False)
-                    if resp is False:
-                        resp = _response(sa, req.method)
-                    ab = tbytes[off + t + 1]
-                    if resp is None or ab != resp.size + resp.body or len(sa) > ab:
-                        break
-                    lines.append(req.line)
-                    details.append(resp.detail)
-                    close.append(resp.close)
-                else:
-                    keep.append(j)
-                    nex.append(nt // 2)
-                    continue
-                del lines[mark:], details[mark:], close[mark:]
-                self._reject(int(rows[j, K_HASH]))
-                continue
-            keep.append(j)
-            nex.append(0)
-        if not keep:
+        nex = np.where(bad, 0, nturns // 2)
+        owner = np.repeat(np.arange(m), nex)  # each exchange's connection
+        within = np.arange(len(owner)) - np.repeat(np.cumsum(nex) - nex, nex)
+        qi = rows[owner, K_TOFF] + 2 * within
+        q, a = turns[qi], turns[qi + 1]
+        # requests: each distinct key's entry (its second hash must match too)
+        keys, at = np.unique(q[:, T_H1], return_inverse=True)
+        at = at.reshape(-1)
+        req = [self.verdicts.entry(0, k) for k in keys.tolist()]
+        rv = [None if e is None else e[1] for e in req]
+        eh2 = np.array([0 if e is None else e[0] for e in req], np.int64)
+        size = np.array([-1 if v is None else v.size for v in rv], np.int64)
+        http = np.array([e is not None and e[2] for e in req], bool)
+        is_head = np.array([v is not None and v.method == "HEAD" for v in rv], bool)
+        ok = (size[at] >= 0) & (eh2[at] == q[:, T_H2])
+        ok &= (q[:, T_NSEG] == 1) & (q[:, T_BYTES] == size[at])
+        ok &= (within > 0) | http[at]
+        # responses: each distinct key's verdicts, after a HEAD and after any other method
+        akeys, aat = np.unique(a[:, T_H1], return_inverse=True)
+        aat = aat.reshape(-1)
+        resp = [self.verdicts.entry(1, k) for k in akeys.tolist()]
+        ah2 = np.array([0 if e is None else e[0] for e in resp], np.int64)
+        total = np.array(
+            [[-1 if e is None or e[c] is None else e[c].size + e[c].body for c in (1, 2)]
+             for e in resp],
+            np.int64,
+        ).reshape(-1, 2)  # fmt: skip
+        head = is_head[at]
+        ok &= (ah2[aat] == a[:, T_H2]) & (a[:, T_BYTES] == total[aat, head.astype(np.int64)])
+        ok &= a[:, T_HLEN] <= a[:, T_BYTES]
+        # a connection goes with all its exchanges
+        bad |= np.bincount(owner[~ok], minlength=m) > 0
+        for h in rows[bad, K_HASH].tolist():
+            self._reject(h)
+        keep = np.flatnonzero(~bad)
+        if not len(keep):
             return None
-        kept = rows[keep]
-        counts = np.array(nex, np.int64)
-        # each exchange: its request turn (the response turn follows it)
-        first = np.repeat(kept[:, K_TOFF], counts)
-        within = np.arange(len(first)) - np.repeat(np.cumsum(counts) - counts, counts)
-        q = turns[first + 2 * within]
-        a = turns[first + 2 * within + 1]
-        ex = np.empty((len(first), NX), np.int64)
-        ex[:, X_QTS], ex[:, X_QFRAME] = q[:, T_TS], q[:, T_FRAME]
-        ex[:, X_ATS], ex[:, X_AFRAME] = a[:, T_TS], a[:, T_FRAME]
-        ex[:, X_LTS], ex[:, X_LFRAME] = a[:, T_LTS], a[:, T_LFRAME]
-        return Block(kept, ex, counts, lines, details, np.array(close, bool))
+        kept = ~bad[owner]
+        lines = [rv[k].line for k in at[kept].tolist()]  # type: ignore[union-attr]
+        answers = [
+            resp[k][2 if h else 1]  # type: ignore[index]
+            for k, h in zip(aat[kept].tolist(), head[kept].tolist(), strict=True)
+        ]
+        qx, ax = q[kept], a[kept]
+        ex = np.empty((len(qx), NX), np.int64)
+        ex[:, X_QTS], ex[:, X_QFRAME] = qx[:, T_TS], qx[:, T_FRAME]
+        ex[:, X_ATS], ex[:, X_AFRAME] = ax[:, T_TS], ax[:, T_FRAME]
+        ex[:, X_LTS], ex[:, X_LFRAME] = ax[:, T_LTS], ax[:, T_LFRAME]
+        return Block(rows[keep], ex, nex[keep], lines, [v.detail for v in answers],
+                     np.array([v.close for v in answers], bool))  # fmt: skip
 
     def _replay_rows(self, rows: np.ndarray, turns: list[list[int]]) -> None:
         """The oracle: each connection replayed through ``Connection`` and ``explain``."""
@@ -640,26 +642,26 @@ class Lane:
     def _build(self, row: list[int], tu: list[list[int]]) -> ConnectionRecord | None:
         """The record the exact tracker would make of a connection the walk followed to
         its end, replayed; None when its HTTP does not fit the template after all."""
-        segs = self.heads.pop(row[K_SERIAL], None)
         nturns = row[K_NTURNS]
-        if nturns % 2 or (nturns and (segs is None or len(segs) != nturns)):
-            return None
-        if row[K_NHIST] > 16:  # Zeek's history outgrew its 16 letters
+        if nturns % 2 or row[K_NHIST] > 16:  # Zeek's history outgrew its 16 letters
             return None
         off = row[K_TOFF]
         turns = tu[off : off + nturns]
         exchanges = []
         for t in range(0, nturns, 2):
             q, a = turns[t], turns[t + 1]
-            req = _request(segs[t])  # type: ignore[index]
+            got = self.verdicts.request(q[T_H1], q[T_H2])
+            if got is None:
+                return None
+            req, http = got
             if req is None or q[T_NSEG] != 1 or q[T_BYTES] != req.size:
                 return None
-            if t == 0 and not _looks_like_http(segs[0][:16]):  # type: ignore[index]
+            if t == 0 and not http:
                 return None
-            resp = _response(segs[t + 1], req.method)  # type: ignore[index]
+            resp = self.verdicts.response(a[T_H1], a[T_H2], req.method == "HEAD")
             if resp is None or a[T_BYTES] != resp.size + resp.body:
                 return None
-            if len(segs[t + 1]) > a[T_BYTES]:  # type: ignore[index]
+            if a[T_HLEN] > a[T_BYTES]:
                 return None
             exchanges.append((q, req, a, resp))
         conn = self._replay(row, exchanges)
@@ -763,6 +765,28 @@ _KEPT = [
 ]  # fmt: skip
 
 
+def _narrow(a: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The columns of ``a`` (int64) as (least values, offsets from them, each column in
+    the narrowest unsigned type): ``_widen`` gives ``a`` back."""
+    lo = a.min(axis=0) if len(a) else np.zeros(a.shape[1], np.int64)
+    cols = []
+    for k in range(a.shape[1]):
+        d = (a[:, k] - lo[k]).view(np.uint64)  # a span beyond int64 wraps: uint64 holds it
+        span = int(d.max()) if len(d) else 0
+        kind = np.uint8 if span < 1 << 8 else np.uint16 if span < 1 << 16 else (
+            np.uint32 if span < 1 << 32 else np.uint64)  # fmt: skip
+        cols.append(d.astype(kind))
+    return lo, cols
+
+
+def _widen(state: tuple[np.ndarray, list[np.ndarray]]) -> np.ndarray:
+    lo, cols = state
+    out = np.empty((len(cols[0]) if cols else 0, len(lo)), np.int64)
+    for k, c in enumerate(cols):
+        out[:, k] = c.astype(np.uint64).view(np.int64) + lo[k]
+    return out
+
+
 class Block:
     """Connections the lane followed to their end, as columns: their slot rows (``K_*``,
     in order of first frame), their exchanges (``X_*``, connection after connection,
@@ -790,22 +814,18 @@ class Block:
         return len(self.rows)
 
     def __getstate__(self) -> tuple[Any, ...]:
-        # only the columns read after the walk, column-major: a column's values are
-        # alike, which zlib likes
-        return (
-            np.ascontiguousarray(self.rows[:, _KEPT].T),
-            np.ascontiguousarray(self.ex.T),
-            self.nex,
-            self.lines,
-            self.details,
-            self.close,
-        )
+        # only the columns read after the walk, each as its offset from its least value
+        # in the narrowest type that holds it: zlib's time goes with its input's size
+        # (ports, addresses, TTLs and counts take a byte or two, not eight)
+        return (_narrow(self.rows[:, _KEPT]), _narrow(self.ex), self.nex, self.lines,
+                self.details, self.close)  # fmt: skip
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         kept, ex, self.nex, self.lines, self.details, self.close = state
-        self.rows = np.zeros((kept.shape[1], NF), np.int64)
-        self.rows[:, _KEPT] = kept.T
-        self.ex = ex.T
+        kept = _widen(kept)
+        self.rows = np.zeros((len(kept), NF), np.int64)
+        self.rows[:, _KEPT] = kept
+        self.ex = _widen(ex)
         self._derived = None
 
     @property

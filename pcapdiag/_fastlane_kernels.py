@@ -79,6 +79,9 @@ from pcapdiag._fastlane import (
     T_BYTES,
     T_DIR,
     T_FRAME,
+    T_H1,
+    T_H2,
+    T_HLEN,
     T_LFRAME,
     T_LTS,
     T_NSEG,
@@ -362,12 +365,37 @@ def _start(s: int, key: int, i: int, frame: np.ndarray, ts: np.ndarray, ipver: n
     st[s, K_TLAST] = -1
 
 
+_FNV_BASIS, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
+_K1, _K2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xFF51AFD7ED558CCD)
+
+
+@nb.njit(cache=True, nogil=True)
+def _head_key(data: np.ndarray, off: int, n: int) -> tuple[int, int]:
+    """A turn's first segment's key: two independent 64-bit hashes of its length and of
+    its bytes up to the end of the first ``\\r\\n\\r\\n`` (all of them without one),
+    which is all the HTTP verdict reads (``_fastlane._request``/``_response``). 128 bits:
+    two different heads meet on one key with odds far below any hardware error's."""
+    end = n
+    for k in range(off + 3, off + n):
+        if data[k] == 10 and data[k - 1] == 13 and data[k - 2] == 10 and data[k - 3] == 13:
+            end = k + 1 - off
+            break
+    a = _FNV_BASIS ^ np.uint64(n)
+    b = _K1 * np.uint64(n + 1)
+    for k in range(off, off + end):
+        x = np.uint64(data[k])
+        a = (a ^ x) * _FNV_PRIME
+        b = (b + x + np.uint64(1)) * _K2
+        b ^= b >> np.uint64(29)
+    return np.int64(a), np.int64(b)
+
+
 @nb.njit(cache=True, nogil=True)
 def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: np.ndarray,
          slo: np.ndarray, dhi: np.ndarray, dlo: np.ndarray, sport: np.ndarray,
          dport: np.ndarray, seq: np.ndarray, ack: np.ndarray, flags: np.ndarray,
          win: np.ndarray, plen: np.ndarray, pcap: np.ndarray, ttl: np.ndarray,
-         h: np.ndarray, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, tu: np.ndarray,
+         h: np.ndarray, data: np.ndarray, poff: np.ndarray, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, tu: np.ndarray,
          tnext: np.ndarray, tfree: np.ndarray, free: np.ndarray, ctl: np.ndarray,
          out: np.ndarray, out_t: np.ndarray, heads: np.ndarray, dead: np.ndarray) -> int:  # fmt: skip
     """Follow packets ``start:`` of a batch. Returns where to resume, with ``ctl[C_STATUS]``
@@ -521,9 +549,15 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                     nt += 1
                     st[s, K_NTURNS] = nt
                     st[s, K_TURN] = d + 1
+                    h1, h2 = _head_key(data, poff[i], pcap[i])
+                    tu[c, k, T_H1] = h1
+                    tu[c, k, T_H2] = h2
+                    tu[c, k, T_HLEN] = pcap[i]
                     j = ctl[C_NHEADS]
-                    heads[j, 0] = st[s, K_SERIAL]
-                    heads[j, 1] = i
+                    heads[j, 0] = i
+                    heads[j, 1] = d
+                    heads[j, 2] = h1
+                    heads[j, 3] = h2
                     ctl[C_NHEADS] = j + 1
                 c = st[s, K_TLAST]
                 k = (nt - 1) % CHUNK
