@@ -1269,7 +1269,7 @@ class Lines:
     """A block's JSON lines, ready to render (``_render``) for any span of ids: its
     columns, its string table, and the rows the kernel leaves to Python."""
 
-    __slots__ = ("cols", "strings", "offsets", "python", "path", "t0", "block")
+    __slots__ = ("cols", "strings", "offsets", "longest", "python", "path", "t0", "block")
 
     def __init__(self, block: Block, path: str, t0: int) -> None:
         from pcapdiag import _render
@@ -1325,20 +1325,22 @@ class Lines:
         cols[:, J_RTT], cols[:, J_HASACK] = d["rtt"], d["has_ack"]
         self.cols = cols
         self.strings, self.offsets = _render.table(texts)
+        self.longest = int(np.diff(self.offsets).max())
         self.python: dict[int, str] = {}  # rows the kernel could not write: their tails
         self.path, self.t0, self.block = path, t0, block
 
-    def render(self, j: int, m: int, first_id: int, sep: str) -> str:
-        """The lines of rows ``j``..``j + m`` with ids from ``first_id``, joined by ``sep``."""
+    def render(self, j: int, m: int, first_id: int, sep: bytes) -> bytes:
+        """The lines of rows ``j``..``j + m`` with ids from ``first_id``, joined by ``sep``
+        (UTF-8)."""
         from pcapdiag import _render
 
         cols = self.cols[j : j + m].copy()
         cols[:, J_ID] = np.arange(first_id, first_id + m)
         compiled, nstr = _program()
-        text, bad = _render.run(compiled, cols, self.strings, self.offsets, nstr, sep.encode())
+        text, bad = _render.run(compiled, cols, self.strings, self.offsets, nstr, sep, self.longest)
         if not len(bad):
             return text
-        pieces: list[str] = []
+        pieces: list[bytes] = []
         at = 0
         for b in bad.tolist():
             if b > at:
@@ -1347,7 +1349,7 @@ class Lines:
             if tail is None:
                 one = self.block.select(np.array([j + b]))
                 tail = self.python[j + b] = json_tails(one, self.path, self.t0)[0]
-            pieces.append(f'{{"id": {first_id + b}, {tail}')
+            pieces.append(f'{{"id": {first_id + b}, {tail}'.encode())
             at = b + 1
         if at < m:
             pieces.append(self.render(j + at, m - at, first_id + at, sep))

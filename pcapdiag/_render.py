@@ -275,21 +275,24 @@ def run(
     offsets: np.ndarray,
     string_ops: int,
     sep: bytes = b"\n",
-) -> tuple[str, np.ndarray]:
+    longest: int | None = None,
+) -> tuple[bytes, np.ndarray]:
     """The lines of ``cols`` joined by ``sep``, with the string table ``strings`` (UTF-8
     bytes, string k at ``offsets[k]:offsets[k + 1]``); ``string_ops``: how many string
-    operations the program has (for the buffer's size). Returns (text, bad rows)."""
+    operations the program has, and ``longest`` string (for the buffer's size).
+    Returns (UTF-8 text, bad rows)."""
     ops, consts, coff, per_row = compiled
     m = len(cols)
     if not m:
-        return "", np.zeros(0, np.int64)
-    longest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0
+        return b"", np.zeros(0, np.int64)
+    if longest is None:
+        longest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0
     out = np.empty(m * (per_row + len(sep) + string_ops * longest), np.uint8)
     bad = np.zeros(m, np.uint8)
     seps = np.frombuffer(sep, np.uint8)
     cols = np.ascontiguousarray(cols, np.int64)
     n = render(ops, cols, consts, coff, strings, offsets, seps, out, bad)
-    return out[:n].tobytes().decode(), np.flatnonzero(bad)
+    return out[:n].tobytes(), np.flatnonzero(bad)
 
 
 def table(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -59,7 +59,7 @@ FAST_CHUNK = 2048  # ... of the fast lane's (columns: numpy's and numba's calls 
 SPILL = 32 * 1024 * 1024  # compressed bytes kept in memory; the rest go to a temporary file
 LIVE = 5_000  # records kept as objects (~5 KB each), in all stores of the process together
 JSON_SEP = ",\n  "  # between the JSON output's lines (``report.data.write_json``)
-_SEP = JSON_SEP
+_SEP = JSON_SEP.encode()
 MAX_RUNS = 16  # more runs than this (input far from sorted): the shortest are merged
 _BLOCK = 65_536  # ids whose order a walk reads at once
 _CODE = {o: i for i, o in enumerate(OUTCOMES)}
@@ -310,7 +310,7 @@ class _FastRun:
         recs = [record(block, j, self.path, self.t0) for j in range(len(block))]
         return [row_of(r) for r in recs], [r.events for r in recs] if events else None
 
-    def lines(self, c: int, j: int, m: int, first_id: int, sep: str) -> str:
+    def lines(self, c: int, j: int, m: int, first_id: int, sep: bytes) -> bytes:
         """JSON lines of connections ``j``..``j + m`` of chunk ``c``, ids from
         ``first_id``, joined by ``sep`` (``_fastlane.Lines``)."""
         block, lines = self._block(c)
@@ -690,10 +690,10 @@ class Records(Sequence[ConnectionRecord]):
         for i, items, _evs, rows in self._spans(0, len(self), False):
             yield from self._rows_of(i, items, bool(rows))
 
-    def json_lines(self, line: Callable[[int, Row], str]) -> Iterator[str]:
+    def json_lines(self, line: Callable[[int, Row], str]) -> Iterator[str | bytes]:
         """Every record's JSON line, in id order: ``line(id, row)`` of its row (``rows``),
         but the fast lane's records take theirs from their blocks (``_FastRun.lines``),
-        several at once: an item may hold several lines, joined by ``JSON_SEP``."""
+        several at once, as UTF-8: such an item holds lines joined by ``JSON_SEP``."""
         for i, items, _evs, rows in self._spans(0, len(self), False, lines=True):
             if rows is None:
                 yield from items

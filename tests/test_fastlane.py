@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,14 @@ def _run(path: Path, mode: str, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> p
 
 
 def _stream(analysis: pcapdiag.Analysis) -> str:
-    """``--format json``: the fast lane's lines come from its blocks, not its records."""
+    """``--format json``: the fast lane's lines come from its blocks, not its records,
+    written as text (a StringIO) or, into a UTF-8 file, as bytes: both the same."""
     out = io.StringIO()
     write_json(analysis, out)
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as f:
+        write_json(analysis, f)
+        f.seek(0)
+        assert f.read() == out.getvalue()
     return out.getvalue()
 
 

@@ -36,7 +36,7 @@ def write_json(analysis: Analysis, out: IO[str]) -> None:
     head = json.dumps(doc, indent=1, ensure_ascii=False)
     out.write(head[: head.rindex("}")].rstrip() + ',\n "connections": [')
     recs = analysis.records
-    lines: Iterable[str]
+    lines: Iterable[str | bytes]
     if not _FAST:  # pragma: no cover
         lines = (json.dumps(r.to_json(), ensure_ascii=False) for r in recs)
     else:
@@ -44,10 +44,24 @@ def write_json(analysis: Analysis, out: IO[str]) -> None:
             lines = recs.json_lines(_line)
         else:
             lines = starmap(_line, ((r.id, row_of(r)) for r in recs))
+    # the fast lane's lines come as UTF-8: into a UTF-8 file's bytes as they are
+    raw = getattr(out, "buffer", None)
+    if raw is not None and str(getattr(out, "encoding", "")).lower().replace("-", "") != "utf8":
+        raw = None
+    if raw is not None:
+        out.flush()
     sep = "\n  "
+    bsep = JSON_SEP.encode()
     while block := list(islice(lines, 512)):  # an item may be several lines already
-        out.write(sep + JSON_SEP.join(block))
+        if raw is not None:
+            raw.write(
+                sep.encode() + bsep.join([b if type(b) is bytes else b.encode() for b in block])
+            )  # type: ignore[union-attr]
+        else:
+            out.write(sep + JSON_SEP.join([b.decode() if type(b) is bytes else b for b in block]))  # type: ignore[union-attr]
         sep = JSON_SEP
+    if raw is not None:
+        raw.flush()
     out.write("\n ]\n}\n")
 
 
