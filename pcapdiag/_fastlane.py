@@ -189,6 +189,9 @@ _NONE_ERRORS = _shared(
 _IDLE, _KEEPALIVE, _CLOSING = (object() for _ in range(3))
 
 
+_P1, _P2, _P3 = 0xD6E8FEB86659FD93, 0xA0761D6478BD642F, 0xE7037ED1A0B428DB
+
+
 def _mix(z: int) -> int:
     z = (z + 0x9E3779B97F4A7C15) & _M64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
@@ -198,7 +201,9 @@ def _mix(z: int) -> int:
 
 def tuple_hash(shi: int, slo: int, sport: int, dhi: int, dlo: int, dport: int) -> int:
     """The fast lane's 4-tuple key (as ``_fastlane_kernels.hashes``), either direction."""
-    return _mix(shi ^ _mix(slo ^ _mix(sport))) ^ _mix(dhi ^ _mix(dlo ^ _mix(dport)))
+    a = (shi * _P1 & _M64) ^ (slo * _P2 & _M64) ^ (sport * _P3 & _M64)
+    b = (dhi * _P1 & _M64) ^ (dlo * _P2 & _M64) ^ (dport * _P3 & _M64)
+    return _mix(a) ^ _mix(b)
 
 
 def packet_hashes(pk: TcpPackets) -> np.ndarray:

@@ -112,6 +112,8 @@ _HALF = 0x80000000
 _G = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
+_P1, _P2, _P3 = (np.uint64(0xD6E8FEB86659FD93), np.uint64(0xA0761D6478BD642F),
+                 np.uint64(0xE7037ED1A0B428DB))  # fmt: skip
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -125,13 +127,15 @@ def _mix(z: np.uint64) -> np.uint64:
 @nb.njit(cache=True, nogil=True)
 def hashes(shi: np.ndarray, slo: np.ndarray, sport: np.ndarray, dhi: np.ndarray,
            dlo: np.ndarray, dport: np.ndarray) -> np.ndarray:  # fmt: skip
-    """A 64-bit key per packet, the same in both directions: the XOR of a strong hash
-    of each endpoint (``_fastlane.tuple_hash`` in Python)."""
+    """A 64-bit key per packet, the same in both directions: the XOR of a hash of each
+    endpoint, its three fields spread by odd multipliers and mixed once (a key two
+    4-tuples share costs speed, not answers: the lane hands both over; ``_fastlane.
+    tuple_hash`` in Python)."""
     n = len(shi)
     out = np.empty(n, np.uint64)
     for i in range(n):
-        a = _mix(np.uint64(shi[i]) ^ _mix(np.uint64(slo[i]) ^ _mix(np.uint64(sport[i]))))
-        b = _mix(np.uint64(dhi[i]) ^ _mix(np.uint64(dlo[i]) ^ _mix(np.uint64(dport[i]))))
+        a = _mix(np.uint64(shi[i]) * _P1 ^ np.uint64(slo[i]) * _P2 ^ np.uint64(sport[i]) * _P3)
+        b = _mix(np.uint64(dhi[i]) * _P1 ^ np.uint64(dlo[i]) * _P2 ^ np.uint64(dport[i]) * _P3)
         out[i] = a ^ b
     return out
 
