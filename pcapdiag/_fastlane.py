@@ -1274,7 +1274,7 @@ class Lines:
     """A block's JSON lines, ready to render (``_render``) for any span of ids: its
     columns, its string table, and the rows the kernel leaves to Python."""
 
-    __slots__ = ("cols", "strings", "offsets", "longest", "python", "path", "t0", "block")
+    __slots__ = ("cols", "strings", "offsets", "longest", "python", "path", "t0", "block", "tails")
 
     def __init__(self, block: Block, path: str, t0: int) -> None:
         from pcapdiag import _render
@@ -1333,6 +1333,19 @@ class Lines:
         self.longest = int(np.diff(self.offsets).max())
         self.python: dict[int, str] = {}  # rows the kernel could not write: their tails
         self.path, self.t0, self.block = path, t0, block
+        self.tails: list[bytes] | None = None  # each line from after its id (``span``)
+
+    def span(self, j: int, m: int, first_id: int, sep: bytes) -> bytes:
+        """``render``, but a short span (records of several runs interleave, e.g. the
+        shards of ``--jobs``) from the block's lines rendered once, ids put in front."""
+        if m >= 64:
+            return self.render(j, m, first_id, sep)
+        if self.tails is None:
+            lines = self.render(0, len(self.cols), 0, b"\n").split(b"\n")
+            self.tails = [line[line.index(b", ") + 2 :] for line in lines]
+        return sep.join(
+            [b'{"id": %d, %b' % (i, t) for i, t in enumerate(self.tails[j : j + m], first_id)]
+        )
 
     def render(self, j: int, m: int, first_id: int, sep: bytes) -> bytes:
         """The lines of rows ``j``..``j + m`` with ids from ``first_id``, joined by ``sep``

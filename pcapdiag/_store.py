@@ -317,7 +317,7 @@ class _FastRun:
         if lines is None:
             lines = Lines(block, self.path, self.t0)
             self._last = (c, block, lines)
-        return lines.render(j, m, first_id, sep)
+        return lines.span(j, m, first_id, sep)
 
     def __getstate__(self) -> tuple[Any, ...]:
         self.seal()
