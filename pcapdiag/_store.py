@@ -56,8 +56,8 @@ from pcapdiag.explain import ConnectionRecord, CrossFacts
 
 CHUNK = 512  # records per compressed chunk
 FAST_CHUNK = 2048  # ... of the fast lane's (columns: numpy's and numba's calls cost less)
-SPILL = 32 * 1024 * 1024  # compressed bytes kept in memory; the rest go to a temporary file
-LIVE = 5_000  # records kept as objects (~5 KB each), in all stores of the process together
+SPILL = 8 * 1024 * 1024  # compressed bytes kept in memory; the rest go to a temporary file
+LIVE = 1_000  # records kept as objects (~5 KB each), in all stores of the process together
 JSON_SEP = ",\n  "  # between the JSON output's lines (``report.data.write_json``)
 _SEP = JSON_SEP.encode()
 MAX_RUNS = 16  # more runs than this (input far from sorted): the shortest are merged

@@ -622,7 +622,9 @@ class _Chain:
         lane, self.lane = self.lane, None
         if tracker is not None:
             if lane is not None and self.set is not None:
-                self._exact_pass(tracker, self.set, lane.close())
+                flagged = lane.close()
+                del lane  # its tables and caches: not needed by the second pass
+                self._exact_pass(tracker, self.set, flagged)
             tracker.close()
         self.last_tcp_ts = None
 

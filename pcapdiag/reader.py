@@ -94,7 +94,7 @@ _MAX_BLOCK = _MAX_CAPLEN_DBUS + 65_536
 _IN_CHUNK = 8 * 1024 * 1024  # compressed / raw bytes read at a time
 _OUT_CHUNK = 32 * 1024 * 1024  # at most this many decompressed bytes per piece
 _SNIFF = 65_536
-_DROP_EVERY = 16 * 1024 * 1024  # hand consumed mmap pages back in steps of this size
+_DROP_EVERY = 4 * 1024 * 1024  # hand consumed mmap pages back in steps of this size
 
 _PCAP_US, _PCAP_NS, _PCAP_MOD = 0xA1B2C3D4, 0xA1B23C4D, 0xA1B2CD34
 _SHB = 0x0A0D0D0A
