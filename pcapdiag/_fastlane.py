@@ -5,15 +5,16 @@ Why
     a busy server's capture is mostly connections with nothing to say: handshake, a few
     whole HTTP/1.x requests each answered in full, two FINs. A compiled walk (numba)
     follows every connection against a strict template of such a connection, with its
-    per-connection state in numpy arrays; at its end, the connection is replayed from
-    its handful of significant events (SYN, SYN-ACK, request and response boundaries,
-    FINs) through the real ``Connection``, ``Machine`` and ``explain``, so its record is
-    the one the exact tracker would make. Anything outside the template marks the
-    connection's 4-tuple (by its symmetric 64-bit hash, sticky for the whole capture)
-    for the exact tracker, which then sees every packet of that 4-tuple in a second
-    pass over the capture. Records of a 4-tuple marked after some of its connections
-    were already replayed come out of both lanes with the same first frame; the merge
-    keeps the exact one. Tests compare both lanes on every real capture here.
+    per-connection state in numpy arrays. At its end, the connection stays a row of
+    columns (``Block``): the JSON output renders its line from them with a compiled
+    template (``Lines``, ``_render``), and a record is made from them only when one is
+    read (``record``, the machine's path through the template written out). Anything
+    outside the template marks the connection's 4-tuple (by its symmetric 64-bit hash,
+    sticky for the whole capture) for the exact tracker, which then sees every packet of
+    that 4-tuple in a second pass over the capture. Records of a 4-tuple marked after
+    some of its connections were already written come out of both lanes with the same
+    first frame; the merge keeps the exact one. Tests compare both lanes on every real
+    capture here, record by record and line by line.
 
 The template (anything else: the exact tracker)
     A client SYN without payload, then the SYN-ACK (acknowledging it) within 5 s; then
@@ -21,15 +22,16 @@ The template (anything else: the exact tracker)
     already sent (no reordering, partial overlap, window probe or keep-alive probe),
     captured whole, never a zero window, no RST, no URG, no silence over 100 s while
     open nor over 5 s once a side closed (Zeek would start a new row, and the exact
-    tracker's sweeps come into play); payload only before the first FIN, starting with the client; at most one
-    FIN per side; both FINs seen; after them only pure ACKs (a new SYN starts the next
+    tracker's sweeps come into play); payload only before the first FIN, starting with
+    the client; at most one FIN per side; both FINs seen; after them only pure ACKs (a new SYN starts the next
     connection on the 4-tuple). Data turns alternate client, server: each client turn is
     one segment holding one whole request head without a body (not CONNECT, no
     upgrade), each server turn one final response whose first segment holds its whole
     head and whose Content-Length (or no body: HEAD, 204, 304) accounts for the turn's
     bytes exactly; at most ``MAX_TURNS`` turns. Heads must be ones the HTTP observer
-    takes by its plain fast path (``_http._whole_head``); those are checked in Python,
-    against the same parsers and caches.
+    takes by its plain fast path (``_http._whole_head``): each turn's first segment is
+    keyed by a 128-bit hash of what that check reads (``_fastlane_kernels._head_key``)
+    and parsed in Python once per key, with the observer's own parsers (``_Verdicts``).
 
 numba is optional: without it (or with ``PCAPDIAG_FASTLANE=0``) every connection takes
 the exact tracker. It is imported only for captures big enough to pay for its import and
