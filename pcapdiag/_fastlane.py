@@ -908,7 +908,7 @@ class Block:
         outcome = np.where(server_first, np.where(idle_close, O_IDLE, O_SERVER), O_CLIENT)
         d = self._derived = {
             "has_ack": has_ack, "rtt": rtt, "f1": f1, "t1": t1, "outcome": outcome,
-            "idle": idle, "reused": reused, "last": last, "threshold": threshold,
+            "idle": idle, "reused": reused, "last": last,
         }  # fmt: skip
         return d
 
