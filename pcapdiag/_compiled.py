@@ -565,3 +565,22 @@ def ng_walk(
     if touched == -1:  # never true: only keeps the loads
         st[0] = 0
     return c, t
+
+
+@njit(types.UniTuple(types.int64, 2)(_u8ro, _i64, _i64, _i64, _b1, _i64), **_OPTS)
+def pcap_seek(buf: np.ndarray, pos: int, target: int, hlen: int, big: bool, lim: int) -> tuple:
+    """From the record at ``pos``, the first record that starts at or after ``target`` (or
+    the end of ``buf``): (its offset, records passed on the way). Only the headers are
+    read, for ``reader.Capture.spans``. (-1, records passed) at a record whose caplen is
+    over ``lim`` or runs past the end: the split gives way to one reader."""
+    end = buf.shape[0]
+    n = 0
+    while pos < target and pos < end:
+        if pos + hlen > end:
+            return -1, n
+        cl = _u32(buf, pos + 8, big)
+        if cl > lim or pos + hlen + cl > end:
+            return -1, n
+        pos += hlen + cl
+        n += 1
+    return pos, n

@@ -822,7 +822,7 @@ class Block:
 
     def __getstate__(self) -> tuple[Any, ...]:
         # only the columns read after the walk, each as its offset from its least value
-        # in the narrowest type that holds it: zlib's time goes with its input's size
+        # in the narrowest type that holds it: what is kept and handed between processes
         # (ports, addresses, TTLs and counts take a byte or two, not eight)
         return (_narrow(self.rows[:, _KEPT]), _narrow(self.ex), self.nex, self.lines,
                 self.details, self.close)  # fmt: skip

@@ -9,6 +9,7 @@ error is kept in ``Analysis.errors`` (the CLI then exits 1 after printing the re
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import os
 import re
@@ -365,9 +366,18 @@ def analyze(
 #
 # A *part* is one chain of files (usually one file) and one shard of its connections: the
 # packets whose 4-tuple hashes to the shard. Every shard reads and decodes the whole chain
-# (decoding is ~30x faster than tracking) and tracks only its own connections, so no
-# connection is ever cut at a seam. Each part returns a *fragment*; ``merge`` puts the
-# fragments of one chain back in frame order, so any split gives the one-process result.
+# and tracks only its own connections, so no connection is ever cut at a seam. Each part
+# returns a *fragment*; ``merge`` puts the fragments of one chain back in frame order, so
+# any split gives the one-process result.
+#
+# A big pcap file read by the fast lane is split otherwise (``plan``), since there reading
+# is a third of the work: first by byte ranges (``Part.span``), each read once by a fast
+# lane of its own, whose connections cut at a seam it hands over as it hands over any
+# connection outside its template (open at the end, or begun before its start); then by
+# shards for the exact tracker, each fed the 4-tuples any range handed over (``handed``)
+# from the whole file. A connection one range completed and another handed over is then
+# recorded twice with the same first frame, and the merge keeps the exact tracker's, as
+# it does within one process.
 
 ROTATION_GAP_NS = 120 * NS  # a rotated file starts at most this long after the previous
 _DIGITS = re.compile(r"\d+")
@@ -381,6 +391,15 @@ class Part:
     paths: tuple[str, ...]
     shard: int = 0
     shards: int = 1
+    # A byte range of a one-file chain, read by the fast lane alone (``Capture.spans``:
+    # first record's offset, the offset after the last, the first's frame), and the
+    # file's first time
+    span: tuple[int, int, int] | None = None
+    t0: int = 0
+    # An exact-tracker part after spans: fed only the 4-tuples they handed over (set by
+    # ``_execute`` once they are known)
+    exact: bool = False
+    handed: np.ndarray | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)
@@ -407,6 +426,7 @@ class Fragment:
     sets: list[SetResult]
     summaries: dict[int, CaptureSummary]
     errors: list[CaptureError]
+    handed: np.ndarray | None = None  # a span's: the 4-tuples its fast lane handed over
 
 
 def rotation_chains(files: list[str]) -> list[list[int]]:
@@ -442,11 +462,32 @@ def _first_ts(path: str) -> int | None:
 
 def plan(files: list[str], chains: list[list[int]], workers: int) -> list[Part]:
     """Parts for ``workers`` processes: whole chains when there are enough of them, else
-    each chain split into shards by connection."""
+    each chain split into shards by connection, or a big pcap file into byte ranges and
+    then shards (see above)."""
     shards = 1 if len(chains) >= workers else -(-workers // len(chains))
-    return [
-        Part(tuple(c), tuple(files[i] for i in c), s, shards) for c in chains for s in range(shards)
-    ]
+    parts: list[Part] = []
+    for c in chains:
+        paths = tuple(files[i] for i in c)
+        spans = _spans(paths, shards)
+        if spans is None:
+            parts += [Part(tuple(c), paths, s, shards) for s in range(shards)]
+            continue
+        t0 = _first_ts(paths[0]) or 0
+        parts += [Part(tuple(c), paths, span=sp, t0=t0) for sp in spans]
+        parts += [Part(tuple(c), paths, s, shards, exact=True) for s in range(shards)]
+    return parts
+
+
+def _spans(paths: tuple[str, ...], n: int) -> list[tuple[int, int, int]] | None:
+    """Byte ranges of a one-file chain the fast lane reads (``Capture.spans``), or None."""
+    if n < 2 or len(paths) != 1 or not _fastlane.worth_it(_size(paths[0])):
+        return None
+    try:
+        with reader.open_capture(paths[0]) as cap:
+            spans = cap.spans(n)
+    except CaptureError:
+        return None
+    return spans if spans is not None and len(spans) > 1 else None
 
 
 def _execute(
@@ -455,20 +496,49 @@ def _execute(
     client: Any,
     progress: Callable[[str, int, int], None] | None,
 ) -> list[Fragment]:
-    if client is not None:
-        return list(client.gather(client.map(run_part, parts, pure=False)))
-    if workers <= 1 or len(parts) <= 1:
-        return [run_part(p, progress) for p in parts]
-    import multiprocessing
-    import threading
-    from concurrent.futures import ProcessPoolExecutor
+    with contextlib.ExitStack() as stack:
+        if client is not None:
 
-    # fork is quickest and needs no importable __main__; with other threads running
-    # (Jupyter, decryption) a forked child could inherit a held lock, so fork a clean server
-    method = "fork" if threading.active_count() == 1 else "forkserver"
-    ctx = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(max_workers=min(workers, len(parts)), mp_context=ctx) as pool:
-        return list(pool.map(run_part, parts))
+            def run(ps: list[Part]) -> list[Fragment]:
+                return list(client.gather(client.map(run_part, ps, pure=False)))
+
+        elif workers <= 1 or len(parts) <= 1:
+
+            def run(ps: list[Part]) -> list[Fragment]:
+                return [run_part(p, progress) for p in ps]
+
+        else:
+            import multiprocessing
+            import threading
+            from concurrent.futures import ProcessPoolExecutor
+
+            # fork is quickest and needs no importable __main__; with other threads
+            # running (Jupyter, decryption) a forked child could inherit a held lock, so
+            # fork a clean server
+            method = "fork" if threading.active_count() == 1 else "forkserver"
+            ctx = multiprocessing.get_context(method)
+            n = min(workers, max(sum(not p.exact for p in parts), sum(p.exact for p in parts)))
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=n, mp_context=ctx))
+
+            def run(ps: list[Part]) -> list[Fragment]:
+                return list(pool.map(run_part, ps))
+
+        first = run([p for p in parts if not p.exact])
+        later = [p for p in parts if p.exact]
+        if not later:
+            return first
+        handed: dict[tuple[int, ...], list[np.ndarray]] = {}
+        for f in first:
+            if f.handed is not None:
+                handed.setdefault(f.part.files, []).append(f.handed)
+        empty = np.zeros(0, np.uint64)
+        later = [
+            dataclasses.replace(p, handed=np.unique(np.concatenate(handed.get(p.files, [empty]))))
+            for p in later
+        ]
+        # the exact tracker's fragments first: the merge takes a set's files, offsets and
+        # summaries from its first fragment
+        return run(later) + first
 
 
 def run_part(part: Part, progress: Callable[[str, int, int], None] | None = None) -> Fragment:
@@ -476,8 +546,31 @@ def run_part(part: Part, progress: Callable[[str, int, int], None] | None = None
     frag = Fragment(part, [], {}, [])
     chain = _Chain(part, frag, progress)
     with _gc_paused():
-        _run_chain(part, frag, chain)
+        if part.span is not None:
+            _run_span(part, frag, chain)
+        else:
+            _run_chain(part, frag, chain)
     return frag
+
+
+def _run_span(part: Part, frag: Fragment, chain: _Chain) -> None:
+    """A byte range of one file through a fast lane of its own; what it hands over (and
+    any error) is left to the exact parts, which read the whole file."""
+    assert part.span is not None
+    fi, path = part.files[0], part.paths[0]
+    fast = RecordStore()
+    frag.sets.append(SetResult([fi], RecordStore(), Folds(), [], [], part.t0, [0], fast))
+    lane = _fastlane.Lane(fast, fi, path, part.t0, _fastlane.ORACLE)
+    try:
+        with reader.open_capture(path) as cap:
+            for batch in cap.batches(span=part.span):
+                p = chain._packets(batch)
+                for e in p.icmp:
+                    lane.flag_icmp(e)
+                lane.feed(p.tcp, _fastlane.packet_hashes(p.tcp), chain.last_tcp_ts or 0)
+    except CaptureError:
+        pass
+    frag.handed = lane.close()
 
 
 def _run_chain(part: Part, frag: Fragment, chain: _Chain) -> None:
@@ -587,8 +680,10 @@ class _Chain:
         self.last_tcp_ts: int | None = None
         self.tail: decode.TcpPackets | None = None  # the last batch's TCP packets
         # The fast lane (``_fastlane``) when the part is big enough to pay for it
-        self.use_lane = _fastlane.worth_it(sum(_size(p) for p in part.paths))
+        self.use_lane = not part.exact and _fastlane.worth_it(sum(_size(p) for p in part.paths))
         self.lane: _fastlane.Lane | None = None
+        # after spans: what the exact tracker is fed
+        self.handed = _Handed(part.handed) if part.handed is not None else None
 
     def _start(self, fi: int, t0: int) -> None:
         self.end()
@@ -720,7 +815,10 @@ class _Chain:
                         lane.flag_icmp(e)
                     lane.feed(p.tcp, _fastlane.packet_hashes(p.tcp), self.last_tcp_ts or 0)
                 else:  # sweeps follow the packets of the whole capture
-                    self._track(tracker, p.tcp, p.icmp, len(p.whole))
+                    tcp = p.tcp
+                    if self.handed is not None and len(tcp):
+                        tcp = decode.take(tcp, self.handed.rows(_fastlane.packet_hashes(tcp)))
+                    self._track(tracker, tcp, p.icmp, len(p.whole))
                 if self.progress is not None and part.shard == 0:
                     self.progress(
                         path, int(batch.frame[-1]) - self.offset if len(batch) else 0, size
@@ -776,7 +874,7 @@ def merge(
     for frag in fragments:
         for fi, summary in frag.summaries.items():
             summaries.setdefault(fi, summary)
-        if frag.part.shard == 0:
+        if frag.part.shard == 0 and frag.part.span is None:
             errors.extend(frag.errors)
         for s in frag.sets:
             by_set.setdefault(s.files[0], []).append(s)

@@ -219,7 +219,7 @@ def analyze(
     if fmt == "json":
         from pcapdiag.report.data import write_json
 
-        write_json(result, out)
+        write_json(result, out, jobs=filters.get("jobs", 1))
     elif fmt == "csv":
         from pcapdiag.report.data import write_csv
 

@@ -1311,11 +1311,15 @@ class Capture:
         raise NotACaptureError(self._path, f"{kind}not a pcap or pcapng file ({_describe(head)})")
 
     # -- reading
-    def batches(self, max_records: int = 32768) -> Iterator[RecordBatch]:
+    def batches(
+        self, max_records: int = 32768, span: tuple[int, int, int] | None = None
+    ) -> Iterator[RecordBatch]:
         """Stream the capture as batches of at most ``max_records`` records.
 
         Each call starts from the beginning (a pipe can be read only once) and refills
         ``info``. On damage, the good records come first, then ``CorruptCaptureError``.
+        ``span``: only the records of one of ``spans()``, numbered as in the whole file
+        (``info`` then counts that span's records alone).
         """
         if self._file is None:
             raise UsageError("capture is closed")
@@ -1323,9 +1327,52 @@ class Capture:
             raise UsageError(f"max_records must be >= 1, not {max_records}")
         if self._used and not self._regular:
             raise UsageError(f"{self._path}: a pipe can be read only once")
+        if span is not None and (self._mm is None or self.info.format != "pcap"):
+            raise UsageError(f"{self._path}: only a mapped pcap file is read by spans")
         self._used = True
         self._reset()
-        return self._run(max_records)
+        return self._run(max_records, span)
+
+    def spans(self, n: int) -> list[tuple[int, int, int]] | None:
+        """The file cut into ``n`` byte ranges of about the same size at record borders,
+        for ``n`` processes to read at once: (offset of the first record, offset after
+        the last, the first's frame number). Only the record headers up to the last cut
+        are read (compiled: ~0.1 s a GB from the page cache), and the cuts are made only
+        in a classic pcap file that is mapped and undamaged up to there; else None."""
+        kern = compiled_kernels(load=True)
+        if (
+            n < 2
+            or kern is None
+            or self._mm is None
+            or self.info.format != "pcap"
+            or self.info.compressed
+        ):
+            return None
+        fm = self._fmt
+        mm = self._mm
+        buf = _readonly(np.frombuffer(mm, np.uint8))
+        start = pos = 24
+        size = len(buf)
+        cuts, frame = [(pos, 1)], 1
+        hlen, big, lim = fm["hlen"], fm["order"] == ">", _max_caplen(fm["linktype"])
+        dropped = 0
+        try:
+            for k in range(1, n):
+                target = start + (size - start) * k // n
+                while pos < target:  # a step at a time, its pages let go behind it
+                    pos, passed = kern.pcap_seek(
+                        buf, pos, min(target, pos + _DROP_EVERY), hlen, big, lim
+                    )
+                    if pos < 0:
+                        return None
+                    frame += passed
+                    dropped = _drop_pages(mm, dropped, pos)
+                cuts.append((pos, frame))
+        finally:
+            del buf
+            _drop_pages(mm, dropped, pos + _DROP_EVERY)
+        ends = [c[0] for c in cuts[1:]] + [size]
+        return [(p, e, f) for (p, f), e in zip(cuts, ends, strict=True) if e > p]
 
     def _reset(self) -> None:
         info = self.info
@@ -1359,7 +1406,7 @@ class Capture:
             )
         return _PcapngParser(self._path, self._tally, self.info, note)
 
-    def _run(self, want: int) -> Iterator[RecordBatch]:
+    def _run(self, want: int, span: tuple[int, int, int] | None = None) -> Iterator[RecordBatch]:
         p = self._parser()
         self._size = 0
         if self._regular and self._file is not None:
@@ -1371,19 +1418,25 @@ class Capture:
             p.kern = compiled_kernels()
         try:
             if self._mm is not None:
-                yield from self._run_mmap(p, want)
+                yield from self._run_mmap(p, want, span)
             else:
                 yield from self._run_stream(p, want)
         finally:
             self._finish()
 
-    def _run_mmap(self, p: _PcapParser | _PcapngParser, want: int) -> Iterator[RecordBatch]:
+    def _run_mmap(
+        self, p: _PcapParser | _PcapngParser, want: int, span: tuple[int, int, int] | None
+    ) -> Iterator[RecordBatch]:
         assert self._mm is not None
         mm = self._mm
-        B = _Buf(mm, 0)
+        # a span's end is the end of B: the parser stops there (batches keep the slice
+        # alive as they keep the map)
+        B = _Buf(mm if span is None else memoryview(mm)[: span[1]], 0)
         self._bufs.append(B)
-        dropped = 0  # pages before this were handed back to the kernel
-        mapped = 0  # pages before this were mapped ahead of the walk
+        if span is not None:
+            p.start, p.frame = span[0], span[2]
+        dropped = p.start & ~(mmap.PAGESIZE - 1)  # pages before this were handed back
+        mapped = p.start  # pages before this were mapped ahead of the walk
         try:
             pos = p.start
             while True:

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pcapdiag
-from pcapdiag import _fastlane
+from pcapdiag import _fastlane, analysis
+from pcapdiag.report import data
 from pcapdiag.report.data import write_json
 
 pytest.importorskip("numba")
@@ -59,13 +60,14 @@ def _run(path: Path, mode: str, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> p
     return pcapdiag.analyze(str(path), **kw)
 
 
-def _stream(analysis: pcapdiag.Analysis) -> str:
+def _stream(analysis: pcapdiag.Analysis, jobs: int = 1) -> str:
     """``--format json``: the fast lane's lines come from its blocks, not its records,
-    written as text (a StringIO) or, into a UTF-8 file, as bytes: both the same."""
+    written as text (a StringIO) or, into a UTF-8 file, as bytes: both the same (and
+    with ``jobs``, rendered by several processes)."""
     out = io.StringIO()
-    write_json(analysis, out)
+    write_json(analysis, out, jobs=jobs)
     with tempfile.TemporaryFile("w+", encoding="utf-8") as f:
-        write_json(analysis, f)
+        write_json(analysis, f, jobs=jobs)
         f.seek(0)
         assert f.read() == out.getvalue()
     return out.getvalue()
@@ -85,7 +87,7 @@ def _same(path: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> int:
         for a, b in zip(want, recs, strict=True):
             assert a == b, (path.name, mode, a.first_frame)
         assert json.dumps(got.to_json(), default=str) == want_json, (path.name, mode)
-        assert _stream(got) == want_stream, (path.name, mode)
+        assert _stream(got, kw.get("jobs", 1)) == want_stream, (path.name, mode)
     return (REPLAYED[0] - before) // 2
 
 
@@ -121,6 +123,26 @@ def test_a_large_mix_of_recordings(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert n > 70_000
     assert _same(big, monkeypatch) > 500
     _same(big, monkeypatch, jobs=2)
+
+
+def test_one_big_file_split_by_byte_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``jobs`` on one big pcap file: byte ranges, each read by a fast lane of its own
+    (connections cut at a seam handed over), then shards of the exact tracker, then the
+    JSON lines rendered by several processes. The answer is the exact tracker's."""
+    sources = [ROOT / s for s in MIX_SOURCES if (ROOT / s).exists()]
+    big = tmp_path / "mix.pcap"
+    make_mix(big, 60, sources)
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
+    parts = analysis.plan([str(big)], [[0]], 3)
+    assert [p.span is not None for p in parts] == [True] * 3 + [False] * 3
+    assert [p.exact for p in parts] == [False] * 3 + [True] * 3
+    monkeypatch.setattr(data, "PARALLEL_MIN", 1)
+    assert len(data._parts(10, 3)) == 3
+    seams = []
+    for jobs in (2, 5):
+        _same(big, monkeypatch, jobs=jobs)
+        seams += [p.span[0] for p in analysis.plan([str(big)], [[0]], jobs) if p.span]
+    assert len(set(seams)) == 2 + 5 - 1  # the file's start is the first span of both
 
 
 def _http_ok(body: bytes = b"hello") -> bytes:

@@ -1032,3 +1032,67 @@ def test_random_valid_pcaps_round_trip(recs: list[tuple[int, int]]) -> None:
 
 def teardown_module(module: Any) -> None:
     shutil.rmtree(_SCRATCH, ignore_errors=True)
+
+
+# -- byte ranges (``Capture.spans``): what ``--jobs`` splits one big pcap file by ---------
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_pcaps"
+
+
+def _records(path: Path, span: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("frame", "ts_ns", "caplen", "wirelen")}
+    with open_capture(path) as cap:
+        for b in cap.batches(1000, span=span):
+            for k in cols:
+                cols[k].append(np.asarray(getattr(b, k)))
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+
+
+@pytest.mark.skipif(reader.compiled_kernels(load=True) is None, reason="numba cannot compile here")
+@pytest.mark.parametrize("n", [2, 3, 7])
+def test_spans_read_back_to_back_are_the_whole_file(n: int) -> None:
+    """Each span read on its own, frames numbered as in the whole file: together, every
+    record once, in order, as tshark numbers them (the Wireshark corpus checks those)."""
+    path = SAMPLES / "client_reset-requests-stream.pcap"
+    whole = _records(path)
+    with open_capture(path) as cap:
+        spans = cap.spans(n)
+    assert spans is not None and len(spans) == n
+    assert spans[0][0] == 24 and spans[-1][1] == path.stat().st_size
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    parts = [_records(path, sp) for sp in spans]
+    assert [int(p["frame"][0]) for p in parts] == [sp[2] for sp in spans]
+    for k, v in whole.items():
+        assert np.array_equal(np.concatenate([p[k] for p in parts]), v), k
+
+
+@pytest.mark.skipif(reader.compiled_kernels(load=True) is None, reason="numba cannot compile here")
+def test_spans_only_where_a_cut_is_sure(tmp_path: Path) -> None:
+    """No cut in a pcapng (its blocks need the interfaces read before them), in a gzip'd
+    file, or past damage; damage after the last cut stays the last span's, reported
+    as the whole read reports it."""
+    src = SAMPLES / "client_reset-requests-stream.pcap"
+    raw = src.read_bytes()
+    ng = next(SAMPLES.glob("*.pcapng"))
+    gz = tmp_path / "c.pcap.gz"
+    gz.write_bytes(gzip.compress(raw))
+    for p in (ng, gz):
+        with open_capture(p) as cap:
+            assert cap.spans(2) is None
+    bad = bytearray(raw)
+    struct.pack_into("<I", bad, 24 + 8, 0x7FFF_FFFF)  # the first record's caplen
+    damaged = tmp_path / "damaged.pcap"
+    damaged.write_bytes(bytes(bad))
+    with open_capture(damaged) as cap:
+        assert cap.spans(2) is None
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(raw[:-5])  # the last record cut short
+    with open_capture(cut) as cap:
+        spans = cap.spans(2)
+        assert spans is not None
+        for sp in spans:
+            list(cap.batches(span=sp))
+        assert any("capture ends inside a record" in str(w) for w in cap.info.warnings)
+    with open_capture(cut) as cap:
+        whole = sum(len(b) for b in cap.batches())
+    assert sum(len(_records(cut, sp)["frame"]) for sp in spans) == whole

@@ -289,3 +289,30 @@ def test_dask_cluster_gives_the_local_answer(tmp_path: Path) -> None:
         assert pcapdiag.analyze(files, client=client).to_json() == local.to_json()
         # one file on two workers: split by connection
         assert pcapdiag.analyze(big, client=client).to_json() == single.to_json()
+
+
+def test_dask_splits_one_big_file_by_byte_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the fast lane (forced on here, as a big capture turns it on), one pcap file
+    on two Dask workers is split by byte ranges, then by connection for the exact
+    tracker: the answer is the one of a local process without the lane."""
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("numba")
+    from pcapdiag import _fastlane, analysis
+
+    big = tmp_path / "big.pcap"
+    replicate(SAMPLES / "keepalive-idle-requests.pcap", big, 100)
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "0")
+    exact = pcapdiag.analyze(big).to_json()
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")  # before the workers start
+    if _fastlane.kernels() is None:
+        pytest.skip("numba cannot compile here")
+    assert any(p.span for p in analysis.plan([str(big)], [[0]], 2))
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        assert pcapdiag.analyze(big, client=client).to_json() == exact

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
 from collections.abc import Iterable
 from itertools import islice, starmap
 from json.encoder import encode_basestring
@@ -24,45 +31,120 @@ CSV_COLUMNS = (
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def write_json(analysis: Analysis, out: IO[str]) -> None:
+def write_json(analysis: Analysis, out: IO[str], jobs: int = 1) -> None:
     """The JSON contract, streamed: one connection per line, written by blocks of lines.
 
     Each line is ``json.dumps(record.to_json(), ensure_ascii=False)``, byte for byte, but
     made by ``_line`` from the record's row: building the dict and running the C encoder
     over its 45 keys costs ~3x more than one template, and a compressed store hands out
     rows without decoding the records' events (``Records.rows``). Only one block of
-    lines is in memory."""
+    lines is in memory.
+
+    ``jobs`` (0: one per core): with more than one, and many connections, forked
+    processes render the later parts of the list into temporary files while this one
+    writes the first, then copies theirs after it (``_rendered``)."""
     doc = analysis.to_json(connections=False)
     head = json.dumps(doc, indent=1, ensure_ascii=False)
     out.write(head[: head.rindex("}")].rstrip() + ',\n "connections": [')
     recs = analysis.records
-    lines: Iterable[str | bytes]
-    if not _FAST:  # pragma: no cover
-        lines = (json.dumps(r.to_json(), ensure_ascii=False) for r in recs)
-    else:
-        if isinstance(recs, Records):
-            lines = recs.json_lines(_line)
-        else:
-            lines = starmap(_line, ((r.id, row_of(r)) for r in recs))
     # the fast lane's lines come as UTF-8: into a UTF-8 file's bytes as they are
     raw = getattr(out, "buffer", None)
     if raw is not None and str(getattr(out, "encoding", "")).lower().replace("-", "") != "utf8":
         raw = None
     if raw is not None:
         out.flush()
-    sep = "\n  "
+    n = len(recs)
+    parts = _parts(n, jobs) if _FAST and isinstance(recs, Records) else [(0, n)]
+    with contextlib.ExitStack() as stack:
+        later = [stack.enter_context(_Rendered(recs, lo, hi)) for lo, hi in parts[1:]]
+        _write_lines(_lines(recs, *parts[0]), out, raw, "\n  ")
+        for r in later:
+            r.copy_to(out, raw)
+    if raw is not None:
+        raw.flush()
+    out.write("\n ]\n}\n")
+
+
+PARALLEL_MIN = 20_000  # connections below which one process renders them all
+
+
+def _parts(n: int, jobs: int) -> list[tuple[int, int]]:
+    """Id ranges for the processes rendering the lines: one unless ``jobs`` asks for
+    more, there are many lines, and processes can be forked safely (no other thread)."""
+    workers = (os.cpu_count() or 1) if jobs == 0 else jobs
+    if workers <= 1 or n < PARALLEL_MIN or not hasattr(os, "fork") or threading.active_count() != 1:
+        return [(0, n)]
+    cuts = [n * k // workers for k in range(workers + 1)]
+    return list(zip(cuts, cuts[1:], strict=False))
+
+
+def _lines(recs: Any, lo: int, hi: int) -> Iterable[str | bytes]:
+    if not _FAST:  # pragma: no cover
+        return (json.dumps(r.to_json(), ensure_ascii=False) for r in recs)
+    if isinstance(recs, Records):
+        return recs.json_lines(_line, lo, hi)
+    return starmap(_line, ((r.id, row_of(r)) for r in recs))
+
+
+def _write_lines(lines: Iterable[str | bytes], out: IO[str], raw: Any, sep: str) -> None:
+    """``lines`` each after ``sep`` (then ``JSON_SEP``), to ``raw`` (bytes) if not None,
+    else to ``out``."""
     bsep = JSON_SEP.encode()
     while block := list(islice(lines, 512)):  # an item may be several lines already
         if raw is not None:
             raw.write(
                 sep.encode() + bsep.join([b if type(b) is bytes else b.encode() for b in block])
-            )  # type: ignore[union-attr]
+            )
         else:
-            out.write(sep + JSON_SEP.join([b.decode() if type(b) is bytes else b for b in block]))  # type: ignore[union-attr]
+            out.write(sep + JSON_SEP.join([b.decode() if type(b) is bytes else b for b in block]))
         sep = JSON_SEP
-    if raw is not None:
-        raw.flush()
-    out.write("\n ]\n}\n")
+
+
+class _Rendered:
+    """The lines of ids ``lo``..``hi``, rendered by a forked process into a temporary
+    file (UTF-8, each line after ``JSON_SEP``) while the parent goes on. If the child
+    fails, the parent renders them itself when it comes to them: the output is the same."""
+
+    def __init__(self, recs: Records, lo: int, hi: int) -> None:
+        self.recs, self.lo, self.hi = recs, lo, hi
+        self.file = tempfile.TemporaryFile(prefix="pcapdiag-json-")  # noqa: SIM115 - closed by __exit__
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: render, and leave without running any cleanup
+            code = 1
+            try:
+                w = io.BufferedWriter(io.FileIO(self.file.fileno(), "w", closefd=False))
+                _write_lines(_lines(recs, lo, hi), None, w, JSON_SEP)  # type: ignore[arg-type]
+                w.flush()
+                code = 0
+            finally:
+                os._exit(code)
+
+    def __enter__(self) -> _Rendered:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pid:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+            self.pid = 0
+        self.file.close()
+
+    def copy_to(self, out: IO[str], raw: Any) -> None:
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        if status != 0:
+            _write_lines(_lines(self.recs, self.lo, self.hi), out, raw, JSON_SEP)
+            return
+        f = self.file
+        f.seek(0)
+        if raw is not None:
+            shutil.copyfileobj(f, raw, 1 << 20)
+            return
+        reader = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        shutil.copyfileobj(reader, out, 1 << 20)
+        reader.detach()
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False).encode  # what json.dumps(v, ensure_ascii=False) does
