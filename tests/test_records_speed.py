@@ -14,6 +14,7 @@ import gc
 import heapq
 import io
 import json
+import os
 import pickle
 import random
 from pathlib import Path
@@ -333,3 +334,38 @@ def test_write_json_of_a_store_and_of_a_list(
     data.write_json(as_list, b)
     assert a.getvalue() == b.getvalue()
     assert json.loads(a.getvalue()) == json.loads(json.dumps(analysis.to_json()))
+
+
+def test_write_json_by_several_processes(
+    samples: list[ConnectionRecord],
+    small_store: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """``jobs``: forked processes render the later parts of the list; the output is the
+    one process's, into a text stream or a UTF-8 file, and a part whose process fails is
+    rendered by the parent."""
+    analysis = pcapdiag.analyze(SAMPLES)
+    one = io.StringIO()
+    data.write_json(analysis, one)
+    monkeypatch.setattr(data, "PARALLEL_MIN", 1)
+    for jobs in (2, 3, 7):
+        assert len(data._parts(len(analysis.records), jobs)) == jobs
+        got = io.StringIO()
+        data.write_json(analysis, got, jobs=jobs)
+        assert got.getvalue() == one.getvalue(), jobs
+    path = tmp_path / "out.json"
+    with open(path, "w", encoding="utf-8") as f:
+        data.write_json(analysis, f, jobs=3)
+    assert path.read_text(encoding="utf-8") == one.getvalue()
+    parent, lines = os.getpid(), data._lines
+
+    def failing(*a: Any) -> Any:
+        if os.getpid() != parent:
+            raise RuntimeError("a renderer fails")
+        return lines(*a)
+
+    monkeypatch.setattr(data, "_lines", failing)
+    got = io.StringIO()
+    data.write_json(analysis, got, jobs=3)
+    assert got.getvalue() == one.getvalue()
