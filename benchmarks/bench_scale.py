@@ -40,6 +40,8 @@ def main() -> None:
     jobs = [int(j) for j in args.jobs.split(",")]
     facts = machine_facts()
     print(f"Machine: {facts}")
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="pcapdiag-scale-", dir=args.keep))
     rows = []
     base: dict[int, float] = {}

@@ -584,3 +584,33 @@ def pcap_seek(buf: np.ndarray, pos: int, target: int, hlen: int, big: bool, lim:
         pos += hlen + cl
         n += 1
     return pos, n
+
+
+_NG_EVENTS = (0x204, 0x208, 0x216, 0x217, 0x221, 0x222)  # ``reader._EVENT_BLOCKS`` but 0x9
+
+
+@njit(types.UniTuple(types.int64, 2)(_u8ro, _i64, _i64, _b1, _i64, _i64), **_OPTS)
+def ng_seek(buf: np.ndarray, pos: int, target: int, big: bool, nif: int, most: int) -> tuple:
+    """``pcap_seek`` for pcapng, from a block past the section's header blocks: the first
+    block at or after ``target``, and the Enhanced Packet Blocks passed (a frame each).
+    (-1, passed) at any block a span could not start after as the whole read does: one
+    damaged (length under 12, not a multiple of 4, over ``most``, past the end, trailer
+    differing, an EPB's caplen past its block or its interface not among ``nif``), a new
+    section or interface, or a packet block with state (SPB, obsolete PB, events)."""
+    end = buf.shape[0]
+    n = 0
+    while pos < target and pos < end:
+        if pos + 12 > end:
+            return -1, n
+        bt = _u32(buf, pos, big)
+        bl = _u32(buf, pos + 4, big)
+        if bl < 12 or bl & 3 or bl > most or pos + bl > end or _u32(buf, pos + bl - 4, big) != bl:
+            return -1, n
+        if bt == 6:
+            if bl < 32 or _u32(buf, pos + 20, big) > bl - 32 or _u32(buf, pos + 8, big) >= nif:
+                return -1, n
+            n += 1
+        elif bt == 0x0A0D0D0A or 1 <= bt <= 3 or bt == 0x9 or bt in _NG_EVENTS:
+            return -1, n
+        pos += bl
+    return pos, n

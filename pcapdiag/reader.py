@@ -332,6 +332,33 @@ class _Buf:
         self.mv.release()
 
 
+def _ng_head(mv: memoryview) -> tuple[int, bool, int] | None:
+    """Where a pcapng's first Enhanced Packet Block starts, its byte order (big?) and the
+    interfaces described before it, when only one Section Header Block and Interface
+    Description Blocks (or blocks without frames) come first; else None."""
+    end = len(mv)
+    if end < 28 or _U32LE(mv, 0)[0] != _SHB:
+        return None
+    bom = _U32LE(mv, 8)[0]
+    if bom not in (_BOM, 0x4D3C2B1A):
+        return None
+    u32 = struct.Struct(">I" if bom != _BOM else "<I").unpack_from
+    pos = nif = 0
+    for _ in range(10_000):
+        if pos + 12 > end:
+            return None
+        btype, blen = u32(mv, pos)[0], u32(mv, pos + 4)[0]
+        if btype == _EPB:
+            return pos, bom != _BOM, nif
+        if blen < 12 or blen & 3 or pos + blen > end:
+            return None
+        if (btype == _SHB and pos) or btype in (_PB, _SPB) or btype in _EVENT_BLOCKS:
+            return None
+        nif += btype == _IDB
+        pos += blen
+    return None
+
+
 def _u64_wrap(v: int) -> int:
     return v & 0xFFFF_FFFF_FFFF_FFFF
 
@@ -1327,8 +1354,8 @@ class Capture:
             raise UsageError(f"max_records must be >= 1, not {max_records}")
         if self._used and not self._regular:
             raise UsageError(f"{self._path}: a pipe can be read only once")
-        if span is not None and (self._mm is None or self.info.format != "pcap"):
-            raise UsageError(f"{self._path}: only a mapped pcap file is read by spans")
+        if span is not None and (self._mm is None or self.info.compressed):
+            raise UsageError(f"{self._path}: only a mapped file is read by spans")
         self._used = True
         self._reset()
         return self._run(max_records, span)
@@ -1338,31 +1365,39 @@ class Capture:
         for ``n`` processes to read at once: (offset of the first record, offset after
         the last, the first's frame number). Only the record headers up to the last cut
         are read (compiled: ~0.1 s a GB from the page cache), and the cuts are made only
-        in a classic pcap file that is mapped and undamaged up to there; else None."""
+        in a mapped file undamaged up to there: a classic pcap, or a pcapng of one section
+        whose interfaces are all described before its first packet (a span then reads
+        the header blocks before it starts); else None."""
         kern = compiled_kernels(load=True)
-        if (
-            n < 2
-            or kern is None
-            or self._mm is None
-            or self.info.format != "pcap"
-            or self.info.compressed
-        ):
+        if n < 2 or kern is None or self._mm is None or self.info.compressed:
             return None
-        fm = self._fmt
         mm = self._mm
         buf = _readonly(np.frombuffer(mm, np.uint8))
-        start = pos = 24
         size = len(buf)
+        ng = self.info.format == "pcapng"
+        if ng:
+            with memoryview(mm) as mv:
+                head = _ng_head(mv)
+            if head is None:
+                return None
+            start, big, nif = head
+            hlen = lim = 0
+        else:
+            fm = self._fmt
+            hlen, big, lim = fm["hlen"], fm["order"] == ">", _max_caplen(fm["linktype"])
+            start, nif = 24, 0
+        pos = start
         cuts, frame = [(pos, 1)], 1
-        hlen, big, lim = fm["hlen"], fm["order"] == ">", _max_caplen(fm["linktype"])
         dropped = 0
         try:
             for k in range(1, n):
                 target = start + (size - start) * k // n
                 while pos < target:  # a step at a time, its pages let go behind it
-                    pos, passed = kern.pcap_seek(
-                        buf, pos, min(target, pos + _DROP_EVERY), hlen, big, lim
-                    )
+                    t = min(target, pos + _DROP_EVERY)
+                    if ng:
+                        pos, passed = kern.ng_seek(buf, pos, t, big, nif, _MAX_BLOCK)
+                    else:
+                        pos, passed = kern.pcap_seek(buf, pos, t, hlen, big, lim)
                     if pos < 0:
                         return None
                     frame += passed
@@ -1372,7 +1407,8 @@ class Capture:
             del buf
             _drop_pages(mm, dropped, pos + _DROP_EVERY)
         ends = [c[0] for c in cuts[1:]] + [size]
-        return [(p, e, f) for (p, f), e in zip(cuts, ends, strict=True) if e > p]
+        spans = [(p, e, f) for (p, f), e in zip(cuts, ends, strict=True) if e > p]
+        return spans if len(spans) > 1 else None
 
     def _reset(self) -> None:
         info = self.info
@@ -1434,6 +1470,17 @@ class Capture:
         B = _Buf(mm if span is None else memoryview(mm)[: span[1]], 0)
         self._bufs.append(B)
         if span is not None:
+            if isinstance(p, _PcapngParser) and span[0] > 0:
+                # the section's header blocks first: byte order and interfaces
+                with memoryview(mm) as mv:
+                    head = _ng_head(mv)
+                if head is None:
+                    raise UsageError(f"{self._path}: this pcapng file is not read by spans")
+                H = _Buf(memoryview(mm)[: head[0]], 0)
+                try:
+                    p.parse(H, 0, True, 1)
+                finally:
+                    H.release()
             p.start, p.frame = span[0], span[2]
         dropped = p.start & ~(mmap.PAGESIZE - 1)  # pages before this were handed back
         mapped = p.start  # pages before this were mapped ahead of the walk

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -143,6 +145,12 @@ def test_one_big_file_split_by_byte_ranges(tmp_path: Path, monkeypatch: pytest.M
         _same(big, monkeypatch, jobs=jobs)
         seams += [p.span[0] for p in analysis.plan([str(big)], [[0]], jobs) if p.span]
     assert len(set(seams)) == 2 + 5 - 1  # the file's start is the first span of both
+    editcap = shutil.which("editcap")
+    if editcap:  # the same as pcapng, as dumpcap and Wireshark write it
+        ng = tmp_path / "mix.pcapng"
+        subprocess.run([editcap, "-F", "pcapng", str(big), str(ng)], check=True)
+        assert any(p.span for p in analysis.plan([str(ng)], [[0]], 3))
+        _same(ng, monkeypatch, jobs=3)
 
 
 def _http_ok(body: bytes = b"hello") -> bytes:
