@@ -70,14 +70,14 @@ IDLE_MAX_NS = 100 * NS
 MIN_BYTES = 64 << 20  # captures smaller than this: the exact tracker alone
 
 # Slot columns (int64): one row per connection being followed.
-(K_HASH, K_CHI, K_CLO, K_SHI, K_SLO, K_CPORT, K_SPORT, K_IPVER, K_PHASE, K_SERIAL,
- K_SYN_TS, K_SYN_FRAME, K_ISN, K_SYNACK_TS, K_SYNACK_FRAME, K_SISN, K_ACK_TS, K_CNEXT,
+(K_HASH, K_CHI, K_CLO, K_SHI, K_SLO, K_CPORT, K_SPORT, K_IPVER, K_PHASE, K_SYN_TS,
+ K_SYN_FRAME, K_ISN, K_SYNACK_TS, K_SYNACK_FRAME, K_SISN, K_ACK_TS, K_CNEXT,
  K_SNEXT, K_LAST_FRAME, K_END_TS, K_LAST_TS, K_CPKTS, K_SPKTS, K_CBYTES, K_SBYTES,
  K_CTTL, K_STTL, K_HIST, K_NHIST, K_CFIN_FRAME, K_CFIN_TS, K_SFIN_FRAME, K_SFIN_TS,
  K_TURN, K_NTURNS, K_CLDATA_TS, K_CLDATA_FRAME, K_SLDATA_TS, K_SLDATA_FRAME,
  K_CFDATA_FRAME, K_SFDATA_FRAME, K_USED, K_TFIRST, K_TLAST, K_TOFF, K_CRETX, K_SRETX
- ) = range(48)  # fmt: skip
-NF = 48
+ ) = range(47)  # fmt: skip
+NF = 47
 # Turn columns: direction (0 client, 1 server), first segment's frame and time, bytes,
 # last segment's frame and time, segments.
 # and its key (``_fastlane_kernels._head_key``: two hashes) and captured bytes
@@ -87,9 +87,8 @@ NT = 10
 P_SYN, P_EST, P_DONE = 1, 2, 3
 # Zeek history letters, as codes packed 4 bits each into K_HIST in order of appearance
 LETTERS = "ShADadFfTt"
-# ctl: free slots, next serial, emitted rows, head rows, dead serials, status, free turn
-# chunks, emitted turns
-C_NFREE, C_SERIAL, C_NOUT, C_NHEADS, C_NDEAD, C_STATUS, C_TFREE, C_NOUTT = range(8)
+# ctl: free slots, emitted rows, head rows, status, free turn chunks, emitted turns
+C_NFREE, C_NOUT, C_NHEADS, C_STATUS, C_TFREE, C_NOUTT = range(6)
 # ... and the hash tables' counts (``_fastlane_kernels``): keys held, rows deleted
 C_TABLE, C_TABLE_GONE, C_FLAGGED, C_FLAGGED_GONE = range(8, 12)
 C_WHY = 16  # ctl[C_WHY + W_...]: connections handed to the exact tracker, by reason
@@ -482,21 +481,18 @@ class Lane:
         """One batch of this shard's TCP packets (``h``: their 4-tuple hashes)."""
         n = len(pk)
         heads = np.zeros((max(n, 1), 4), np.int64)
-        dead = np.zeros(0, np.int64)
         i = 0
         hv = h.view(np.int64)
         while True:
-            if len(dead) < n + self.cap:  # a slot let go per packet, and a sweep's worth
-                dead = np.zeros(n + self.cap, np.int64)
             self._reserve(n - i)
             i = self.k.walk(
                 i, pk.frame, pk.ts_ns, pk.ipver, pk.src_hi.view(np.int64),
                 pk.src_lo.view(np.int64), pk.dst_hi.view(np.int64), pk.dst_lo.view(np.int64),
                 pk.sport, pk.dport, pk.seq, pk.ack, pk.flags, pk.window, pk.payload_len,
                 pk.payload_cap, pk.ttl, hv, pk.data, pk.payload_off, self.table, self.flagged, self.st, self.tu,
-                self.tnext, self.tfree, self.free, self.ctl, self.out, self.out_t, heads, dead,
+                self.tnext, self.tfree, self.free, self.ctl, self.out, self.out_t, heads,
             )  # fmt: skip
-            self._drain(pk, heads, dead)
+            self._drain(pk, heads)
             status = int(self.ctl[C_STATUS])
             if status == ST_GROW:
                 if self.ctl[C_NFREE] == 0:
@@ -509,8 +505,8 @@ class Lane:
             break
         self._reserve(self.cap)
         self.k.sweep(clock, self.table, self.flagged, self.st, self.free, self.ctl,
-                     self.out, self.out_t, self.tu, self.tnext, self.tfree, dead)  # fmt: skip
-        self._drain(None, heads, dead)
+                     self.out, self.out_t, self.tu, self.tnext, self.tfree)  # fmt: skip
+        self._drain(None, heads)
 
     def flag_icmp(self, err: IcmpError) -> None:
         """An ICMP error quotes a 4-tuple: the exact tracker must see it."""
@@ -520,25 +516,23 @@ class Lane:
         except ValueError:
             return
         h = tuple_hash(shi, slo, err.sport, dhi, dlo, err.dport)
-        dead = np.zeros(2, np.int64)
         self._reserve(1)
         self.k.flag_key(np.int64(np.uint64(h).view(np.int64)), self.table, self.flagged,
-                        self.st, self.free, self.ctl, self.tnext, self.tfree, dead)  # fmt: skip
-        self._drain(None, np.zeros((1, 4), np.int64), dead)
+                        self.st, self.free, self.ctl, self.tnext, self.tfree)  # fmt: skip
+        self._drain(None, np.zeros((1, 4), np.int64))
 
     def close(self) -> np.ndarray:
         """End of the capture set: connections done are replayed, the rest go exact.
         Returns the 4-tuple hashes the exact tracker must see (uint64, sorted)."""
-        dead = np.zeros(self.cap + 1, np.int64)
         while True:  # the output may not hold them all at once
             self._reserve(self.cap)
             self.k.finish(self.table, self.flagged, self.st, self.free, self.ctl, self.out,
-                          self.out_t, self.tu, self.tnext, self.tfree, dead)  # fmt: skip
+                          self.out_t, self.tu, self.tnext, self.tfree)  # fmt: skip
             more = self.ctl[C_STATUS] == ST_FULL
-            self._drain(None, np.zeros((1, 4), np.int64), dead)
+            self._drain(None, np.zeros((1, 4), np.int64))
             if not more:
                 break
-        self._drain(None, np.zeros((1, 4), np.int64), dead)
+        self._drain(None, np.zeros((1, 4), np.int64))
         return np.sort(self.k.keys(self.flagged).view(np.uint64))
 
     @property
@@ -547,14 +541,13 @@ class Lane:
         return {w: int(self.ctl[C_WHY + k]) for k, w in enumerate(WHY) if self.ctl[C_WHY + k]}
 
     # -----------------------------------------------------------------------------------
-    def _drain(self, pk: TcpPackets | None, heads: np.ndarray, dead: np.ndarray) -> None:
+    def _drain(self, pk: TcpPackets | None, heads: np.ndarray) -> None:
         ctl = self.ctl
         nh = int(ctl[C_NHEADS])
         if nh:  # heads whose key is new: parsed while their bytes are at hand
             assert pk is not None
             self.verdicts.learn(pk, heads[:nh])
             ctl[C_NHEADS] = 0
-        ctl[C_NDEAD] = 0
         no = int(ctl[C_NOUT])
         if no:
             rows = self.out[:no]

@@ -8,12 +8,10 @@ import numpy as np
 
 from pcapdiag._fastlane import (
     C_FLAGGED,
-    C_NDEAD,
     C_NFREE,
     C_NHEADS,
     C_NOUT,
     C_NOUTT,
-    C_SERIAL,
     C_STATUS,
     C_TABLE,
     C_TFREE,
@@ -46,7 +44,6 @@ from pcapdiag._fastlane import (
     K_NTURNS,
     K_PHASE,
     K_SBYTES,
-    K_SERIAL,
     K_SFDATA_FRAME,
     K_SFIN_FRAME,
     K_SFIN_TS,
@@ -281,7 +278,7 @@ def _quiet_max(st: np.ndarray, s: int) -> int:
 
 @nb.njit(cache=True, nogil=True)
 def _drop(s: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndarray, ctl: np.ndarray,
-          tnext: np.ndarray, tfree: np.ndarray, dead: np.ndarray, why: int) -> None:  # fmt: skip
+          tnext: np.ndarray, tfree: np.ndarray, why: int) -> None:  # fmt: skip
     """Mark slot ``s``'s 4-tuple for the exact tracker and let the slot go; ``why``
     is counted in ``ctl[C_WHY + why]``."""
     ctl[C_WHY + why] += 1
@@ -291,8 +288,6 @@ def _drop(s: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: 
     if _get(table, key) == s:
         _pop(table, ctl, C_TABLE, key)
     st[s, K_USED] = 0
-    dead[ctl[C_NDEAD]] = st[s, K_SERIAL]
-    ctl[C_NDEAD] += 1
     free[ctl[C_NFREE]] = s
     ctl[C_NFREE] += 1
 
@@ -351,8 +346,6 @@ def _start(s: int, key: int, i: int, frame: np.ndarray, ts: np.ndarray, ipver: n
     st[s, K_SPORT] = dport[i]
     st[s, K_IPVER] = ipver[i]
     st[s, K_PHASE] = P_SYN
-    st[s, K_SERIAL] = ctl[C_SERIAL]
-    ctl[C_SERIAL] += 1
     t = ts[i]
     st[s, K_SYN_TS] = t
     st[s, K_SYN_FRAME] = frame[i]
@@ -401,7 +394,7 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
          win: np.ndarray, plen: np.ndarray, pcap: np.ndarray, ttl: np.ndarray,
          h: np.ndarray, data: np.ndarray, poff: np.ndarray, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, tu: np.ndarray,
          tnext: np.ndarray, tfree: np.ndarray, free: np.ndarray, ctl: np.ndarray,
-         out: np.ndarray, out_t: np.ndarray, heads: np.ndarray, dead: np.ndarray) -> int:  # fmt: skip
+         out: np.ndarray, out_t: np.ndarray, heads: np.ndarray) -> int:  # fmt: skip
     """Follow packets ``start:`` of a batch. Returns where to resume, with ``ctl[C_STATUS]``
     saying why it stopped: done, out of slots (grow), or the output is full (drain)."""
     n = len(frame)
@@ -441,17 +434,17 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 and st[s, K_CPORT] == dport[i]):  # fmt: skip
             d = 1
         else:
-            _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_TUPLE)
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TUPLE)
             continue
         last = st[s, K_LAST_TS]
         if t < last or t - last > _quiet_max(st, s):
-            _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_TIME)
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TIME)
             continue
         if fl & (_RST | _URG):
-            _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_RSTURG)
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_RSTURG)
             continue
         if win[i] == 0 and not fl & _SYN:
-            _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_WINDOW)
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_WINDOW)
             continue
         phase = st[s, K_PHASE]
         if phase == P_DONE:
@@ -463,11 +456,11 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                            ttl, st, ctl)  # fmt: skip
                     _put(table, ctl, C_TABLE, key, s)
                 else:
-                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_DONE_SYN)
+                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_DONE_SYN)
                 continue
             nxt = st[s, K_CNEXT] if d == 0 else st[s, K_SNEXT]
             if fl != _ACK or pl != 0 or seq[i] != nxt:
-                _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_DONE_SEG)
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_DONE_SEG)
                 continue
             if d == 0 and st[s, K_ACK_TS] < 0:
                 st[s, K_ACK_TS] = t
@@ -483,13 +476,13 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 st[s, K_STTL] = ttl[i]
                 _letter(st, s, _L_h)
             else:
-                _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_HANDSHAKE)
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_HANDSHAKE)
                 continue
         else:
             nxt = st[s, K_CNEXT] if d == 0 else st[s, K_SNEXT]
             fin = fl & _FIN
             if fl & _SYN or not fl & _ACK:
-                _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_SEQ)
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_SEQ)
                 continue
             if seq[i] != nxt:
                 # a whole retransmission of data already delivered (before any FIN): the
@@ -497,12 +490,12 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 behind = (nxt - seq[i]) & _M32
                 if (pl == 0 or fin or pcap[i] != pl or behind >= _HALF or behind < pl
                         or st[s, K_CFIN_FRAME] != 0 or st[s, K_SFIN_FRAME] != 0):  # fmt: skip
-                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_SEQ)
+                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_SEQ)
                     continue
                 col = K_CRETX if d == 0 else K_SRETX
                 st[s, col] += 1
                 if not _log_letter(st, s, _L_T if d == 0 else _L_t, st[s, col]):
-                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_SEQ)
+                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_SEQ)
                     continue
                 if d == 0:
                     st[s, K_CBYTES] += pl
@@ -520,16 +513,16 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 st[s, K_LAST_TS] = t
                 continue
             if fin and st[s, K_CFIN_FRAME if d == 0 else K_SFIN_FRAME] != 0:
-                _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_FIN_TWICE)
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_FIN_TWICE)
                 continue
             if pl:
                 if pcap[i] != pl or st[s, K_CFIN_FRAME] != 0 or st[s, K_SFIN_FRAME] != 0:
-                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_DATA_CLOSED)
+                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_DATA_CLOSED)
                     continue
                 nt = st[s, K_NTURNS]
                 if st[s, K_TURN] != d + 1:
                     if (nt == 0 and d == 1) or nt >= MAX_TURNS:
-                        _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_TURNS)
+                        _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TURNS)
                         continue
                     if nt % CHUNK == 0:  # a new chunk of turns
                         if ctl[C_TFREE] == 0:
@@ -618,7 +611,7 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
 @nb.njit(cache=True, nogil=True)
 def sweep(clock: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndarray,
           ctl: np.ndarray, out: np.ndarray, out_t: np.ndarray, tu: np.ndarray,
-          tnext: np.ndarray, tfree: np.ndarray, dead: np.ndarray) -> None:  # fmt: skip
+          tnext: np.ndarray, tfree: np.ndarray) -> None:  # fmt: skip
     """Let go of connections quiet for longer than the template allows: replayed when
     they are done (as long as the output has room; the next sweep takes the rest),
     else marked for the exact tracker."""
@@ -629,13 +622,13 @@ def sweep(clock: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, fr
             if _room(out, out_t, ctl):
                 _let_go(s, table, st, tu, tnext, tfree, free, out, out_t, ctl)
         else:
-            _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_OPEN)
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_OPEN)
 
 
 @nb.njit(cache=True, nogil=True)
 def finish(table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndarray, ctl: np.ndarray,
            out: np.ndarray, out_t: np.ndarray, tu: np.ndarray, tnext: np.ndarray,
-           tfree: np.ndarray, dead: np.ndarray) -> None:  # fmt: skip
+           tfree: np.ndarray) -> None:  # fmt: skip
     """End of the capture: every connection still followed is replayed or marked;
     ``ctl[C_STATUS]`` is ST_FULL when the output could not take them all (call again)."""
     ctl[C_STATUS] = ST_DONE
@@ -648,14 +641,14 @@ def finish(table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndar
                 return
             _let_go(s, table, st, tu, tnext, tfree, free, out, out_t, ctl)
         else:
-            _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_OPEN)
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_OPEN)
 
 
 @nb.njit(cache=True, nogil=True)
 def flag_key(key: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndarray,
-             ctl: np.ndarray, tnext: np.ndarray, tfree: np.ndarray, dead: np.ndarray) -> None:  # fmt: skip
+             ctl: np.ndarray, tnext: np.ndarray, tfree: np.ndarray) -> None:  # fmt: skip
     s = _get(table, key)
     if s >= 0:
-        _drop(s, table, flagged, st, free, ctl, tnext, tfree, dead, W_ICMP)
+        _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_ICMP)
     else:
         _put(flagged, ctl, C_FLAGGED, key, 1)
