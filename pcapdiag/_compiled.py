@@ -567,7 +567,10 @@ def ng_walk(
     return c, t
 
 
-@njit(types.UniTuple(types.int64, 2)(_u8ro, _i64, _i64, _i64, _b1, _i64), **_OPTS)
+# The two seeks below have no signature: only ``--jobs`` calls them, so they are loaded
+# (or compiled) on their first call, not with every import (~30 ms). A failure there makes
+# ``reader.Capture.spans`` give up on byte ranges.
+@njit(**_OPTS)
 def pcap_seek(buf: np.ndarray, pos: int, target: int, hlen: int, big: bool, lim: int) -> tuple:
     """From the record at ``pos``, the first record that starts at or after ``target`` (or
     the end of ``buf``): (its offset, records passed on the way). Only the headers are
@@ -589,7 +592,7 @@ def pcap_seek(buf: np.ndarray, pos: int, target: int, hlen: int, big: bool, lim:
 _NG_EVENTS = (0x204, 0x208, 0x216, 0x217, 0x221, 0x222)  # ``reader._EVENT_BLOCKS`` but 0x9
 
 
-@njit(types.UniTuple(types.int64, 2)(_u8ro, _i64, _i64, _b1, _i64, _i64), **_OPTS)
+@njit(**_OPTS)
 def ng_seek(buf: np.ndarray, pos: int, target: int, big: bool, nif: int, most: int) -> tuple:
     """``pcap_seek`` for pcapng, from a block past the section's header blocks: the first
     block at or after ``target``, and the Enhanced Packet Blocks passed (a frame each).

@@ -1394,10 +1394,13 @@ class Capture:
                 target = start + (size - start) * k // n
                 while pos < target:  # a step at a time, its pages let go behind it
                     t = min(target, pos + _DROP_EVERY)
-                    if ng:
-                        pos, passed = kern.ng_seek(buf, pos, t, big, nif, _MAX_BLOCK)
-                    else:
-                        pos, passed = kern.pcap_seek(buf, pos, t, hlen, big, lim)
+                    try:
+                        if ng:
+                            pos, passed = kern.ng_seek(buf, pos, t, big, nif, _MAX_BLOCK)
+                        else:
+                            pos, passed = kern.pcap_seek(buf, pos, t, hlen, big, lim)
+                    except Exception:  # the kernel did not compile: one reader then
+                        pos = -1
                     if pos < 0:
                         return None
                     frame += passed
