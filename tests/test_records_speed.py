@@ -369,3 +369,12 @@ def test_write_json_by_several_processes(
     got = io.StringIO()
     data.write_json(analysis, got, jobs=3)
     assert got.getvalue() == one.getvalue()
+    monkeypatch.setattr(data, "_lines", lines)
+
+    def no_fork() -> int:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    got = io.StringIO()
+    data.write_json(analysis, got, jobs=3)
+    assert got.getvalue() == one.getvalue()

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -103,14 +104,20 @@ def _write_lines(lines: Iterable[str | bytes], out: IO[str], raw: Any, sep: str)
 class _Rendered:
     """The lines of ids ``lo``..``hi``, rendered by a forked process into a temporary
     file (UTF-8, each line after ``JSON_SEP``) while the parent goes on. If the child
-    fails, the parent renders them itself when it comes to them: the output is the same."""
+    cannot be started or fails, the parent renders them itself when it comes to them:
+    the output is the same."""
 
     def __init__(self, recs: Records, lo: int, hi: int) -> None:
         self.recs, self.lo, self.hi = recs, lo, hi
-        self.file = tempfile.TemporaryFile(prefix="pcapdiag-json-")  # noqa: SIM115 - closed by __exit__
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.pid = os.fork()
+        self.pid = 0
+        self.file: IO[bytes] | None = None
+        try:
+            self.file = tempfile.TemporaryFile(prefix="pcapdiag-json-")  # noqa: SIM115 - closed by __exit__
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self.pid = os.fork()
+        except OSError:  # no room for the file, or no process to spare
+            return
         if self.pid == 0:  # the child: render, and leave without running any cleanup
             code = 1
             try:
@@ -124,20 +131,24 @@ class _Rendered:
     def __enter__(self) -> _Rendered:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.pid:
-            with contextlib.suppress(ChildProcessError):
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self.pid:  # the parent failed before it came to this part: stop its child
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
                 os.waitpid(self.pid, 0)
             self.pid = 0
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
     def copy_to(self, out: IO[str], raw: Any) -> None:
-        _, status = os.waitpid(self.pid, 0)
-        self.pid = 0
-        if status != 0:
+        status = 1
+        if self.pid:
+            _, status = os.waitpid(self.pid, 0)
+            self.pid = 0
+        f = self.file
+        if status != 0 or f is None:
             _write_lines(_lines(self.recs, self.lo, self.hi), out, raw, JSON_SEP)
             return
-        f = self.file
         f.seek(0)
         if raw is not None:
             shutil.copyfileobj(f, raw, 1 << 20)
