@@ -1,0 +1,112 @@
+"""Where ``pcapdiag analyze CAPTURE --format json`` spends its wall time, stage by stage,
+on the path a big capture takes (the fast lane, byte ranges with ``--jobs``).
+
+    python benchmarks/profile_stages.py CAPTURE [--jobs N] [--repeat 3]
+
+Stages, as wall time from the start of this process (the best of ``--repeat`` runs, each
+in a fresh process, as the CLI runs):
+
+  start       imports, and numba with the compiled kernels loaded from its cache
+  plan        the work cut into parts (with ``--jobs``: the byte ranges, ``Capture.spans``)
+  first pass  read, decode and the fast lane's walk, then its connections as columns
+  exact pass  the exact tracker on the 4-tuples the lane handed over, from a second read
+  parts       with ``--jobs``, instead of the two passes: the processes' work (byte
+              ranges through the fast lane, then shards of the exact tracker)
+  merge       the parts' records put in id order, cross-connection facts
+  json        ``write_json`` to /dev/null (with ``--jobs``, by forked processes)
+
+Also printed: peak RSS of the process (the workers' own peaks with ``--jobs``). The stage
+borders are found by wrapping the functions that start them, in this process only: the
+numbers are what the CLI pays, within a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_CHILD = r"""
+import json, os, resource, sys, time
+T0 = time.perf_counter()
+marks = {}
+def mark(name):
+    marks[name] = time.perf_counter() - T0
+from pcapdiag import _fastlane, analysis
+from pcapdiag.report import data
+path, jobs = sys.argv[1], int(sys.argv[2])
+if _fastlane.worth_it(os.path.getsize(path)):
+    _fastlane.kernels()
+mark("start")
+plan, run_part, merge = analysis.plan, analysis.run_part, analysis.merge
+def timed_plan(*a):
+    out = plan(*a)
+    mark("plan")
+    return out
+end = analysis._Chain.end
+def timed_end(self):
+    if self.lane is not None:
+        mark("first pass")
+    end(self)
+    if self.tracker is None and self.set is not None:
+        mark("exact pass")
+def timed_merge(*a):
+    mark("parts")
+    out = merge(*a)
+    mark("merge")
+    return out
+analysis.plan, analysis.merge = timed_plan, timed_merge
+analysis._Chain.end = timed_end
+result = analysis.analyze(path, jobs=jobs)
+with open(os.devnull, "w", encoding="utf-8") as out:
+    data.write_json(result, out, jobs=jobs)
+mark("json")
+marks["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+marks["children_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps(marks))
+"""
+
+
+def run_once(capture: Path, jobs: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(capture), str(jobs)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("capture", type=Path)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    runs = [run_once(args.capture, args.jobs) for _ in range(args.repeat)]
+    best = min(runs, key=lambda m: m["json"])
+    size = os.path.getsize(args.capture)
+    print(f"{args.capture} ({size / 1e6:,.0f} MB), --jobs {args.jobs}, best of {args.repeat}")
+    print(f"{'stage':<12} {'ends at s':>9} {'takes s':>8}")
+    prev = 0.0
+    order = ["start", "plan", "first pass", "exact pass", "parts", "merge", "json"]
+    for name in order:
+        if name not in best or (name == "parts" and "exact pass" in best):
+            continue
+        at = best[name]
+        print(f"{name:<12} {at:>9.2f} {at - prev:>8.2f}")
+        prev = at
+    print(
+        f"peak RSS: {best['rss_mb']:.0f} MB (workers: {best['children_rss_mb']:.0f} MB each at most)"
+    )
+    print("all runs, total s:", ", ".join(f"{m['json']:.2f}" for m in runs))
+
+
+if __name__ == "__main__":
+    main()
