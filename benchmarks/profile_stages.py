@@ -102,9 +102,10 @@ def main() -> None:
         at = best[name]
         print(f"{name:<12} {at:>9.2f} {at - prev:>8.2f}")
         prev = at
-    print(
-        f"peak RSS: {best['rss_mb']:.0f} MB (workers: {best['children_rss_mb']:.0f} MB each at most)"
-    )
+    rss = f"peak RSS: {best['rss_mb']:.0f} MB"
+    if args.jobs != 1:
+        rss += f" (each worker at most {best['children_rss_mb']:.0f} MB, pages shared by fork included)"
+    print(rss)
     print("all runs, total s:", ", ".join(f"{m['json']:.2f}" for m in runs))
 
 
