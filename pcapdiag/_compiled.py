@@ -571,14 +571,17 @@ def ng_walk(
 # (or compiled) on their first call, not with every import (~30 ms). A failure there makes
 # ``reader.Capture.spans`` give up on byte ranges.
 @njit(**_OPTS)
-def pcap_seek(buf: np.ndarray, pos: int, target: int, hlen: int, big: bool, lim: int) -> tuple:
-    """From the record at ``pos``, the first record that starts at or after ``target`` (or
-    the end of ``buf``): (its offset, records passed on the way). Only the headers are
-    read, for ``reader.Capture.spans``. (-1, records passed) at a record whose caplen is
-    over ``lim`` or runs past the end: the split gives way to one reader."""
+def pcap_seek(
+    buf: np.ndarray, pos: int, target: int, hlen: int, big: bool, lim: int, n0: int, align: int
+) -> tuple:
+    """From the record at ``pos`` (``n0`` records before it), the first record that
+    starts at or after ``target`` with a multiple of ``align`` records before it (or the
+    end of ``buf``): (its offset, records passed on the way). Only the headers are read,
+    for ``reader.Capture.spans``. (-1, records passed) at a record whose caplen is over
+    ``lim`` or runs past the end: the split gives way to one reader."""
     end = buf.shape[0]
     n = 0
-    while pos < target and pos < end:
+    while (pos < target or (n0 + n) % align) and pos < end:
         if pos + hlen > end:
             return -1, n
         cl = _u32(buf, pos + 8, big)
@@ -593,7 +596,9 @@ _NG_EVENTS = (0x204, 0x208, 0x216, 0x217, 0x221, 0x222)  # ``reader._EVENT_BLOCK
 
 
 @njit(**_OPTS)
-def ng_seek(buf: np.ndarray, pos: int, target: int, big: bool, nif: int, most: int) -> tuple:
+def ng_seek(
+    buf: np.ndarray, pos: int, target: int, big: bool, nif: int, most: int, n0: int, align: int
+) -> tuple:
     """``pcap_seek`` for pcapng, from a block past the section's header blocks: the first
     block at or after ``target``, and the Enhanced Packet Blocks passed (a frame each).
     (-1, passed) at any block a span could not start after as the whole read does: one
@@ -602,7 +607,7 @@ def ng_seek(buf: np.ndarray, pos: int, target: int, big: bool, nif: int, most: i
     section or interface, or a packet block with state (SPB, obsolete PB, events)."""
     end = buf.shape[0]
     n = 0
-    while pos < target and pos < end:
+    while (pos < target or (n0 + n) % align) and pos < end:
         if pos + 12 > end:
             return -1, n
         bt = _u32(buf, pos, big)

@@ -396,6 +396,9 @@ class Part:
     # file's first time
     span: tuple[int, int, int] | None = None
     t0: int = 0
+    # records a batch, when the plan cut byte ranges on batch borders (``Capture.spans``):
+    # every part of the chain reads by that many (0: the reader's default)
+    batch: int = 0
     # An exact-tracker part after spans: fed only the 4-tuples they handed over (set by
     # ``_execute`` once they are known)
     exact: bool = False
@@ -472,9 +475,9 @@ def plan(files: list[str], chains: list[list[int]], workers: int) -> list[Part]:
         if spans is None:
             parts += [Part(tuple(c), paths, s, shards) for s in range(shards)]
             continue
-        t0 = _first_ts(paths[0]) or 0
-        parts += [Part(tuple(c), paths, span=sp, t0=t0) for sp in spans]
-        parts += [Part(tuple(c), paths, s, shards, exact=True) for s in range(shards)]
+        t0, b = _first_ts(paths[0]) or 0, reader.BATCH
+        parts += [Part(tuple(c), paths, span=sp, t0=t0, batch=b) for sp in spans]
+        parts += [Part(tuple(c), paths, s, shards, exact=True, batch=b) for s in range(shards)]
     return parts
 
 
@@ -563,7 +566,7 @@ def _run_span(part: Part, frag: Fragment, chain: _Chain) -> None:
     lane = _fastlane.Lane(fast, fi, path, part.t0, _fastlane.ORACLE)
     try:
         with reader.open_capture(path) as cap:
-            for batch in cap.batches(span=part.span):
+            for batch in cap.batches(part.batch or None, span=part.span):
                 p = chain._packets(batch)
                 for e in p.icmp:
                     lane.flag_icmp(e)
@@ -732,7 +735,8 @@ class _Chain:
         handed = _Handed(flagged)
         self.last_tcp_ts = None  # the clock runs again from the set's start
         # a damaged file ends where the first pass ended, which reported it
-        for batch in reader.chain_batches(paths, rset.offsets, skip_errors=True):
+        batches = reader.chain_batches(paths, rset.offsets, part.batch or None, skip_errors=True)
+        for batch in batches:
             p = self._packets(batch)
             tcp = p.tcp
             if len(tcp):
@@ -781,7 +785,7 @@ class _Chain:
         info = cap.info
         first = True
         try:
-            for batch in cap.batches():
+            for batch in cap.batches(part.batch or None):
                 if first and len(batch):
                     first = False
                     ts0 = int(batch.ts_ns[0])

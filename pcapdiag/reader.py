@@ -94,6 +94,7 @@ _MAX_BLOCK = _MAX_CAPLEN_DBUS + 65_536
 _IN_CHUNK = 8 * 1024 * 1024  # compressed / raw bytes read at a time
 _OUT_CHUNK = 32 * 1024 * 1024  # at most this many decompressed bytes per piece
 _SNIFF = 65_536
+BATCH = 32768  # records a batch (``Capture.batches``), unless asked otherwise
 _DROP_EVERY = 4 * 1024 * 1024  # hand consumed mmap pages back in steps of this size
 
 _PCAP_US, _PCAP_NS, _PCAP_MOD = 0xA1B2C3D4, 0xA1B23C4D, 0xA1B2CD34
@@ -1339,9 +1340,9 @@ class Capture:
 
     # -- reading
     def batches(
-        self, max_records: int = 32768, span: tuple[int, int, int] | None = None
+        self, max_records: int | None = None, span: tuple[int, int, int] | None = None
     ) -> Iterator[RecordBatch]:
-        """Stream the capture as batches of at most ``max_records`` records.
+        """Stream the capture as batches of at most ``max_records`` records (``BATCH``).
 
         Each call starts from the beginning (a pipe can be read only once) and refills
         ``info``. On damage, the good records come first, then ``CorruptCaptureError``.
@@ -1350,6 +1351,8 @@ class Capture:
         """
         if self._file is None:
             raise UsageError("capture is closed")
+        if max_records is None:
+            max_records = BATCH
         if max_records < 1:
             raise UsageError(f"max_records must be >= 1, not {max_records}")
         if self._used and not self._regular:
@@ -1363,11 +1366,14 @@ class Capture:
     def spans(self, n: int) -> list[tuple[int, int, int]] | None:
         """The file cut into ``n`` byte ranges of about the same size at record borders,
         for ``n`` processes to read at once: (offset of the first record, offset after
-        the last, the first's frame number). Only the record headers up to the last cut
-        are read (compiled: ~0.1 s a GB from the page cache), and the cuts are made only
-        in a mapped file undamaged up to there: a classic pcap, or a pcapng of one section
-        whose interfaces are all described before its first packet (a span then reads
-        the header blocks before it starts); else None."""
+        the last, the first's frame number). Each cut falls on a border of the batches
+        of the whole read (every ``BATCH`` records), so that a span read by batches sees
+        the same batches, and what is decided per batch (duplicate frames) is decided
+        the same. Only the record headers up to the last cut are read (compiled: ~0.1 s
+        a GB from the page cache), and the cuts are made only in a mapped file undamaged
+        up to there: a classic pcap, or a pcapng of one section whose interfaces are all
+        described before its first packet (a span then reads the header blocks before
+        it starts); else None."""
         kern = compiled_kernels(load=True)
         if n < 2 or kern is None or self._mm is None or self.info.compressed:
             return None
@@ -1392,13 +1398,16 @@ class Capture:
         try:
             for k in range(1, n):
                 target = start + (size - start) * k // n
-                while pos < target:  # a step at a time, its pages let go behind it
+                align = BATCH
+                while pos < size and (pos < target or (frame - 1) % align):
+                    # a step at a time, its pages let go behind it
                     t = min(target, pos + _DROP_EVERY)
+                    a = (frame - 1, align if pos + _DROP_EVERY >= target else 1)
                     try:
                         if ng:
-                            pos, passed = kern.ng_seek(buf, pos, t, big, nif, _MAX_BLOCK)
+                            pos, passed = kern.ng_seek(buf, pos, t, big, nif, _MAX_BLOCK, *a)
                         else:
-                            pos, passed = kern.pcap_seek(buf, pos, t, hlen, big, lim)
+                            pos, passed = kern.pcap_seek(buf, pos, t, hlen, big, lim, *a)
                     except Exception:  # the kernel did not compile: one reader then
                         pos = -1
                     if pos < 0:
@@ -1785,7 +1794,7 @@ def open_capture(path: str | os.PathLike[str]) -> Capture:
 
 
 def chain_batches(
-    paths: list[str], offsets: list[int], max_records: int = 32768, skip_errors: bool = False
+    paths: list[str], offsets: list[int], max_records: int | None = None, skip_errors: bool = False
 ) -> Iterator[RecordBatch]:
     """The batches of several files read as one capture (rotated files stitched by the
     analysis): each file's frames numbered on from ``offsets[i]``, as ``mergecap -a``

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pcapdiag
-from pcapdiag import _fastlane, analysis
+from pcapdiag import _fastlane, analysis, reader
 from pcapdiag.report import data
 from pcapdiag.report.data import write_json
 
@@ -135,6 +136,7 @@ def test_one_big_file_split_by_byte_ranges(tmp_path: Path, monkeypatch: pytest.M
     big = tmp_path / "mix.pcap"
     make_mix(big, 60, sources)
     monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
+    monkeypatch.setattr(reader, "BATCH", 2000)  # cuts fall on batch borders: more of them
     parts = analysis.plan([str(big)], [[0]], 3)
     assert [p.span is not None for p in parts] == [True] * 3 + [False] * 3
     assert [p.exact for p in parts] == [False] * 3 + [True] * 3
@@ -151,6 +153,50 @@ def test_one_big_file_split_by_byte_ranges(tmp_path: Path, monkeypatch: pytest.M
         subprocess.run([editcap, "-F", "pcapng", str(big), str(ng)], check=True)
         assert any(p.span for p in analysis.plan([str(ng)], [[0]], 3))
         _same(ng, monkeypatch, jobs=3)
+
+
+def _with_hop_copies(src: Path, dest: Path, every: int) -> int:
+    """``src`` (a microsecond pcap of Ethernet/IPv4) with every ``every``-th packet seen
+    again 1 µs later one hop on, TTL one lower (``tcpdump -i any`` on a router): what
+    the reader's duplicate filter drops, batch by batch. Returns the copies added."""
+    raw = src.read_bytes()
+    out, pos, k, added = [raw[:24]], 24, 0, 0
+    while pos + 16 <= len(raw):
+        sec, usec, cap, wire = struct.unpack_from("<IIII", raw, pos)
+        rec = raw[pos : pos + 16 + cap]
+        out.append(rec)
+        pos += 16 + cap
+        k += 1
+        if k % every or cap < 34 or rec[16 + 12 : 16 + 14] != b"\x08\x00" or rec[16 + 22] < 2:
+            continue
+        pkt = bytearray(rec[16:])
+        pkt[22] -= 1  # TTL
+        pkt[24:26] = b"\0\0"
+        words = struct.unpack("!10H", bytes(pkt[14:34]))
+        total = sum(words)
+        total = (total & 0xFFFF) + (total >> 16)
+        total = (total & 0xFFFF) + (total >> 16)
+        pkt[24:26] = struct.pack("!H", ~total & 0xFFFF)
+        t = sec * 1_000_000 + usec + 1
+        out.append(struct.pack("<IIII", t // 1_000_000, t % 1_000_000, cap, wire) + bytes(pkt))
+        added += 1
+    dest.write_bytes(b"".join(out))
+    return added
+
+
+def test_duplicate_frames_across_byte_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Duplicate frames are dropped per batch; byte ranges are cut on batch borders, so
+    every split drops the same copies as one process does, wherever they fall."""
+    sources = [ROOT / s for s in MIX_SOURCES if (ROOT / s).exists()]
+    mix, dup = tmp_path / "mix.pcap", tmp_path / "dup.pcap"
+    make_mix(mix, 20, sources)
+    assert _with_hop_copies(mix, dup, 1) > 10_000  # some pairs straddle every border
+    monkeypatch.setattr(reader, "BATCH", 301)
+    one = pcapdiag.analyze(str(dup))
+    assert any("duplicate frame" in w for c in one.captures for w in c.warnings)
+    _same(dup, monkeypatch, jobs=3)
 
 
 def _http_ok(body: bytes = b"hello") -> bytes:

@@ -1071,11 +1071,20 @@ def _same_records(path: Path, spans: list[tuple[int, int, int]]) -> None:
             assert np.array_equal(np.concatenate([p[k] for p in parts]), v), (path.name, k)
 
 
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Batches of 3 records: small captures cut into several spans (cuts fall on batch
+    borders)."""
+    monkeypatch.setattr(reader, "BATCH", 3)
+    return 3
+
+
 @pytest.mark.skipif(reader.compiled_kernels(load=True) is None, reason="numba cannot compile here")
 @pytest.mark.parametrize("n", [2, 3, 7])
-def test_spans_read_back_to_back_are_the_whole_file(n: int) -> None:
+def test_spans_read_back_to_back_are_the_whole_file(n: int, small_batches: int) -> None:
     """Each span read on its own, frames numbered as in the whole file: together, every
-    record once, in order, as tshark numbers them (the Wireshark corpus checks those)."""
+    record once, in order, as tshark numbers them (the Wireshark corpus checks those).
+    Each starts on a border of the whole read's batches."""
     path = SAMPLES / "client_reset-requests-stream.pcap"
     whole = _records(path)
     with open_capture(path) as cap:
@@ -1083,12 +1092,15 @@ def test_spans_read_back_to_back_are_the_whole_file(n: int) -> None:
     assert spans is not None and len(spans) == n
     assert spans[0][0] == 24 and spans[-1][1] == path.stat().st_size
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert all((f - 1) % small_batches == 0 for _, _, f in spans)
     _same_records(path, spans)
     assert len(whole["frame"]) == 40
 
 
 @pytest.mark.skipif(reader.compiled_kernels(load=True) is None, reason="numba cannot compile here")
-def test_spans_of_every_capture_in_the_corpora(wireshark_dir: Path, tmp_path: Path) -> None:
+def test_spans_of_every_capture_in_the_corpora(
+    wireshark_dir: Path, tmp_path: Path, small_batches: int
+) -> None:
     """Every capture of the Wireshark corpus and every sample, and the samples written as
     pcapng by editcap when it is installed: cut where a cut is sure, the spans read back
     to back give every record of the whole read (times, lengths, link types, interfaces,
@@ -1120,7 +1132,7 @@ def test_spans_of_every_capture_in_the_corpora(wireshark_dir: Path, tmp_path: Pa
 
 
 @pytest.mark.skipif(reader.compiled_kernels(load=True) is None, reason="numba cannot compile here")
-def test_spans_only_where_a_cut_is_sure(tmp_path: Path) -> None:
+def test_spans_only_where_a_cut_is_sure(tmp_path: Path, small_batches: int) -> None:
     """No cut in a gzip'd file, in a pcapng that describes an interface after its first
     packet (a span starting later would not know it), or past damage; damage after the
     last cut stays the last span's, reported as the whole read reports it."""

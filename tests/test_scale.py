@@ -299,7 +299,7 @@ def test_dask_splits_one_big_file_by_byte_ranges(
     tracker: the answer is the one of a local process without the lane."""
     distributed = pytest.importorskip("distributed")
     pytest.importorskip("numba")
-    from pcapdiag import _fastlane, analysis
+    from pcapdiag import _fastlane, analysis, reader
 
     big = tmp_path / "big.pcap"
     replicate(SAMPLES / "keepalive-idle-requests.pcap", big, 100)
@@ -308,6 +308,7 @@ def test_dask_splits_one_big_file_by_byte_ranges(
     monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")  # before the workers start
     if _fastlane.kernels() is None:
         pytest.skip("numba cannot compile here")
+    monkeypatch.setattr(reader, "BATCH", 1000)  # the parts carry it to the workers
     assert any(p.span for p in analysis.plan([str(big)], [[0]], 2))
     with (
         distributed.LocalCluster(
