@@ -529,6 +529,7 @@ def _execute(
         first = run([p for p in parts if not p.exact])
         later = [p for p in parts if p.exact]
         if not later:
+            _give_back()
             return first
         handed: dict[tuple[int, ...], list[np.ndarray]] = {}
         for f in first:
@@ -541,7 +542,29 @@ def _execute(
         ]
         # the exact tracker's fragments first: the merge takes a set's files, offsets and
         # summaries from its first fragment
-        return run(later) + first
+        out = run(later) + first
+        _give_back()
+        return out
+
+
+def _give_back() -> None:
+    """Hand the heap's free memory back to the system (glibc's ``malloc_trim``) once the
+    workers' fragments are unpickled: the big buffers freed there raise glibc's mmap
+    threshold, and the memory of what follows stays in the heap, free but resident (the
+    parent's peak on 11 M packets with ``-j 2``: 323 MB without, 274 MB with)."""
+    global _trim
+    if _trim is None:
+        try:
+            import ctypes
+
+            _trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _trim = False
+    if _trim:
+        _trim(0)
+
+
+_trim: Any = None  # glibc's malloc_trim, False where there is none
 
 
 def run_part(part: Part, progress: Callable[[str, int, int], None] | None = None) -> Fragment:
