@@ -397,8 +397,10 @@ class Part:
     span: tuple[int, int, int] | None = None
     t0: int = 0
     # records a batch, when the plan cut byte ranges on batch borders (``Capture.spans``):
-    # every part of the chain reads by that many (0: the reader's default)
+    # every part of the chain reads by that many (0: the reader's default), and as many
+    # bytes as the plan saw (0: all), in case the file is still being written
     batch: int = 0
+    size: int = 0
     # An exact-tracker part after spans: fed only the 4-tuples they handed over (set by
     # ``_execute`` once they are known)
     exact: bool = False
@@ -416,6 +418,9 @@ class SetResult:
     secrets: list[tuple[int, bytes]]
     t0: int = 0
     offsets: list[int] = field(default_factory=list)  # frame offset of each file
+    # bytes of each file the first reading saw (``Capture.size``): a second reading stops
+    # there, as if the file were not still being written
+    sizes: list[int] = field(default_factory=list)
     # Connections the fast lane replayed (``_fastlane``); the merge prefers ``records``
     # for a first frame both hold
     fast: RecordStore | None = None
@@ -475,9 +480,11 @@ def plan(files: list[str], chains: list[list[int]], workers: int) -> list[Part]:
         if spans is None:
             parts += [Part(tuple(c), paths, s, shards) for s in range(shards)]
             continue
-        t0, b = _first_ts(paths[0]) or 0, reader.BATCH
+        t0, b, size = _first_ts(paths[0]) or 0, reader.BATCH, spans[-1][1]
         parts += [Part(tuple(c), paths, span=sp, t0=t0, batch=b) for sp in spans]
-        parts += [Part(tuple(c), paths, s, shards, exact=True, batch=b) for s in range(shards)]
+        parts += [
+            Part(tuple(c), paths, s, shards, exact=True, batch=b, size=size) for s in range(shards)
+        ]
     return parts
 
 
@@ -585,7 +592,7 @@ def _run_span(part: Part, frag: Fragment, chain: _Chain) -> None:
     assert part.span is not None
     fi, path = part.files[0], part.paths[0]
     fast = RecordStore()
-    frag.sets.append(SetResult([fi], RecordStore(), Folds(), [], [], part.t0, [0], fast))
+    frag.sets.append(SetResult([fi], RecordStore(), Folds(), [], [], part.t0, [0], fast=fast))
     lane = _fastlane.Lane(fast, fi, path, part.t0, _fastlane.ORACLE)
     try:
         with reader.open_capture(path) as cap:
@@ -758,7 +765,9 @@ class _Chain:
         handed = _Handed(flagged)
         self.last_tcp_ts = None  # the clock runs again from the set's start
         # a damaged file ends where the first pass ended, which reported it
-        batches = reader.chain_batches(paths, rset.offsets, part.batch or None, skip_errors=True)
+        batches = reader.chain_batches(
+            paths, rset.offsets, part.batch or None, skip_errors=True, sizes=rset.sizes
+        )
         for batch in batches:
             p = self._packets(batch)
             tcp = p.tcp
@@ -808,7 +817,7 @@ class _Chain:
         info = cap.info
         first = True
         try:
-            for batch in cap.batches(part.batch or None):
+            for batch in cap.batches(part.batch or None, upto=part.size or None):
                 if first and len(batch):
                     first = False
                     ts0 = int(batch.ts_ns[0])
@@ -817,6 +826,7 @@ class _Chain:
                     assert self.set is not None
                     self.set.files.append(fi)
                     self.set.offsets.append(self.offset)
+                    self.set.sizes.append(cap.size)
                     summary.t0_ns = self.set.t0
                 if self.offset:
                     batch.frame = batch.frame + self.offset

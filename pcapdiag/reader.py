@@ -1340,14 +1340,19 @@ class Capture:
 
     # -- reading
     def batches(
-        self, max_records: int | None = None, span: tuple[int, int, int] | None = None
+        self,
+        max_records: int | None = None,
+        span: tuple[int, int, int] | None = None,
+        upto: int | None = None,
     ) -> Iterator[RecordBatch]:
         """Stream the capture as batches of at most ``max_records`` records (``BATCH``).
 
         Each call starts from the beginning (a pipe can be read only once) and refills
         ``info``. On damage, the good records come first, then ``CorruptCaptureError``.
         ``span``: only the records of one of ``spans()``, numbered as in the whole file
-        (``info`` then counts that span's records alone).
+        (``info`` then counts that span's records alone). ``upto``: only the first
+        ``upto`` bytes of a mapped file (``size`` of an earlier reading), so that a file
+        still being written reads as it did then.
         """
         if self._file is None:
             raise UsageError("capture is closed")
@@ -1361,7 +1366,14 @@ class Capture:
             raise UsageError(f"{self._path}: only a mapped file is read by spans")
         self._used = True
         self._reset()
+        if upto is not None and span is None and self._mm is not None and upto < len(self._mm):
+            span = (0, upto, 1)  # the parser starts where it would
         return self._run(max_records, span)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the file as mapped when it was opened (0 when it is streamed)."""
+        return len(self._mm) if self._mm is not None else 0
 
     def spans(self, n: int) -> list[tuple[int, int, int]] | None:
         """The file cut into ``n`` byte ranges of about the same size at record borders,
@@ -1481,8 +1493,8 @@ class Capture:
         # alive as they keep the map)
         B = _Buf(mm if span is None else memoryview(mm)[: span[1]], 0)
         self._bufs.append(B)
-        if span is not None:
-            if isinstance(p, _PcapngParser) and span[0] > 0:
+        if span is not None and span[0] > 0:  # (0: ``upto``, from where reading starts)
+            if isinstance(p, _PcapngParser):
                 # the section's header blocks first: byte order and interfaces
                 with memoryview(mm) as mv:
                     head = _ng_head(mv)
@@ -1794,13 +1806,20 @@ def open_capture(path: str | os.PathLike[str]) -> Capture:
 
 
 def chain_batches(
-    paths: list[str], offsets: list[int], max_records: int | None = None, skip_errors: bool = False
+    paths: list[str],
+    offsets: list[int],
+    max_records: int | None = None,
+    skip_errors: bool = False,
+    sizes: list[int] | None = None,
 ) -> Iterator[RecordBatch]:
     """The batches of several files read as one capture (rotated files stitched by the
     analysis): each file's frames numbered on from ``offsets[i]``, as ``mergecap -a``
     numbers them. ``skip_errors``: a file that cannot be opened, or read further, ends
-    there and the next one follows, for a second reading whose first reported the error."""
-    for path, offset in zip(paths, offsets, strict=True):
+    there and the next one follows, for a second reading whose first reported the error.
+    ``sizes``: each file's ``Capture.size`` at the first reading (0: unknown), read up to
+    there only (``batches(upto=…)``)."""
+    for k, (path, offset) in enumerate(zip(paths, offsets, strict=True)):
+        upto = sizes[k] if sizes and k < len(sizes) and sizes[k] else None
         try:
             cap = open_capture(path)
         except CaptureError:
@@ -1809,7 +1828,7 @@ def chain_batches(
             raise
         with cap:
             try:
-                for batch in cap.batches(max_records):
+                for batch in cap.batches(max_records, upto=upto):
                     if offset:
                         batch.frame = batch.frame + offset
                     yield batch

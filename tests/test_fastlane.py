@@ -141,6 +141,7 @@ def test_one_big_file_split_by_byte_ranges(tmp_path: Path, monkeypatch: pytest.M
     assert [p.span is not None for p in parts] == [True] * 3 + [False] * 3
     assert [p.exact for p in parts] == [False] * 3 + [True] * 3
     monkeypatch.setattr(data, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(data, "_forkable", lambda: True)  # other tests leave idle threads
     assert len(data._parts(10, 3)) == 3
     seams = []
     for jobs in (2, 5):
@@ -197,6 +198,48 @@ def test_duplicate_frames_across_byte_ranges(
     one = pcapdiag.analyze(str(dup))
     assert any("duplicate frame" in w for c in one.captures for w in c.warnings)
     _same(dup, monkeypatch, jobs=3)
+
+
+def test_a_capture_still_being_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tcpdump has not stopped: more packets land in the file between the fast lane's
+    pass and the exact tracker's (one process), or between the cut into byte ranges and
+    the exact tracker's shards (``jobs``). Both read what the first reading saw: the
+    answer is the one for the file as it was."""
+    sources = [ROOT / s for s in MIX_SOURCES if (ROOT / s).exists()]
+    big = tmp_path / "mix.pcap"
+    make_mix(big, 30, sources)
+    raw = big.read_bytes()
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "0")
+    want = json.dumps(pcapdiag.analyze(str(big)).to_json(), default=str)
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
+    monkeypatch.setattr(reader, "BATCH", 2000)
+
+    def grow() -> None:
+        with open(big, "ab") as f:
+            f.write(raw[24:])  # the same traffic again, written since
+
+    close = _fastlane.Lane.close
+
+    def close_then_grow(self: _fastlane.Lane) -> Any:
+        out = close(self)
+        grow()
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(_fastlane.Lane, "close", close_then_grow)
+        got = pcapdiag.analyze(str(big))
+    assert json.dumps(got.to_json(), default=str) == want
+    big.write_bytes(raw)
+    spans = analysis._spans
+
+    def spans_then_grow(*a: Any) -> Any:
+        out = spans(*a)
+        grow()
+        return out
+
+    monkeypatch.setattr(analysis, "_spans", spans_then_grow)
+    got = pcapdiag.analyze(str(big), jobs=2)
+    assert json.dumps(got.to_json(), default=str) == want
 
 
 def _http_ok(body: bytes = b"hello") -> bytes:

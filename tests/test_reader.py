@@ -1175,3 +1175,39 @@ def test_spans_only_where_a_cut_is_sure(tmp_path: Path, small_batches: int) -> N
     with open_capture(cut) as cap:
         whole = sum(len(b) for b in cap.batches())
     assert sum(len(_records(cut, sp)["frame"]) for sp in spans) == whole
+
+
+def test_upto_reads_a_growing_file_as_it_was() -> None:
+    """``batches(upto=size)``: a file still being written (tcpdump has not stopped) read a
+    second time gives the records of the first reading, not the ones written since; what
+    was cut short at that size is reported as the cut was."""
+    for name in ("client_reset-requests-stream.pcap", "keepalive-idle-httpx-v6.pcapng"):
+        raw = (SAMPLES / name).read_bytes()
+        with tempfile.TemporaryDirectory() as d:
+            grown, cut = (
+                Path(d) / ("grown" + Path(name).suffix),
+                Path(d) / ("cut" + Path(name).suffix),
+            )
+            for size in (len(raw) // 3, len(raw) // 2 + 7, len(raw)):
+                grown.write_bytes(raw[:size])
+                with open_capture(grown) as cap:
+                    assert cap.size == size
+                    grown.write_bytes(raw + raw[24:])  # more written since it was opened
+                    with open_capture(grown) as later:
+                        got = _drain_batches(later.batches(upto=size))
+                        warned = [str(w).split(":", 1)[1] for w in later.info.warnings]
+                cut.write_bytes(raw[:size])
+                with open_capture(cut) as whole:
+                    want = _drain_batches(whole.batches())
+                    expected = [str(w).split(":", 1)[1] for w in whole.info.warnings]
+                assert got == want and warned == expected, (name, size)
+
+
+def _drain_batches(batches: Iterator[RecordBatch]) -> list[tuple[int, int, bytes]]:
+    out = []
+    for b in batches:
+        for f, t, o, c in zip(
+            b.frame.tolist(), b.ts_ns.tolist(), b.offset.tolist(), b.caplen.tolist(), strict=True
+        ):
+            out.append((f, t, bytes(b.data[o : o + c])))
+    return out

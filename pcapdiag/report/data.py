@@ -73,10 +73,16 @@ def _parts(n: int, jobs: int) -> list[tuple[int, int]]:
     """Id ranges for the processes rendering the lines: one unless ``jobs`` asks for
     more, there are many lines, and processes can be forked safely (no other thread)."""
     workers = (os.cpu_count() or 1) if jobs == 0 else jobs
-    if workers <= 1 or n < PARALLEL_MIN or not hasattr(os, "fork") or threading.active_count() != 1:
+    if workers <= 1 or n < PARALLEL_MIN or not _forkable():
         return [(0, n)]
     cuts = [n * k // workers for k in range(workers + 1)]
     return list(zip(cuts, cuts[1:], strict=False))
+
+
+def _forkable() -> bool:
+    """A forked child could inherit a lock another thread holds (Jupyter, decryption):
+    fork only a process with no other thread."""
+    return hasattr(os, "fork") and threading.active_count() == 1
 
 
 def _lines(recs: Any, lo: int, hi: int) -> Iterable[str | bytes]:
