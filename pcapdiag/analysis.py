@@ -370,8 +370,9 @@ def analyze(
 # returns a *fragment*; ``merge`` puts the fragments of one chain back in frame order, so
 # any split gives the one-process result.
 #
-# A big pcap file read by the fast lane is split otherwise (``plan``), since there reading
-# is a third of the work: first by byte ranges (``Part.span``), each read once by a fast
+# A big capture file read by the fast lane (a pcap, or a pcapng ``Capture.spans`` can cut)
+# is split otherwise (``plan``), since there reading is a third of the work: first by
+# byte ranges (``Part.span``), each read once by a fast
 # lane of its own, whose connections cut at a seam it hands over as it hands over any
 # connection outside its template (open at the end, or begun before its start); then by
 # shards for the exact tracker, each fed the 4-tuples any range handed over (``handed``)
@@ -470,8 +471,8 @@ def _first_ts(path: str) -> int | None:
 
 def plan(files: list[str], chains: list[list[int]], workers: int) -> list[Part]:
     """Parts for ``workers`` processes: whole chains when there are enough of them, else
-    each chain split into shards by connection, or a big pcap file into byte ranges and
-    then shards (see above)."""
+    each chain split into shards by connection, or a big file into byte ranges and then
+    shards (see above)."""
     shards = 1 if len(chains) >= workers else -(-workers // len(chains))
     parts: list[Part] = []
     for c in chains:
@@ -558,7 +559,7 @@ def _give_back() -> None:
     """Hand the heap's free memory back to the system (glibc's ``malloc_trim``) once the
     workers' fragments are unpickled: the big buffers freed there raise glibc's mmap
     threshold, and the memory of what follows stays in the heap, free but resident (the
-    parent's peak on 11 M packets with ``-j 2``: 323 MB without, 274 MB with)."""
+    parent's peak on 11 M packets with ``-j 2``: 323 MB without, about 270 MB with)."""
     global _trim
     if _trim is None:
         try:
