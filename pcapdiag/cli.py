@@ -369,5 +369,27 @@ def _one_line(err: Exception) -> str:
     return clean(err)
 
 
+def run() -> None:
+    """The ``pcapdiag`` command: ``main``, then out as soon as the output is flushed.
+
+    Tearing the interpreter down after a big capture (every module and object freed one
+    by one) took 0.2 s of a 4.2 s run, with nothing left to do: temporary files are
+    unlinked when made, worker processes joined, reports closed. Uncaught exceptions
+    still end the usual way, with their traceback."""
+    try:
+        main.main(prog_name="pcapdiag")
+        code: Any = 0
+    except SystemExit as exc:
+        code = exc.code
+    if not isinstance(code, int):
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (| head)
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

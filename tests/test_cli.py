@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -108,3 +110,40 @@ def test_filters(tmp_path: Path) -> None:
     assert len(doc["connections"]) == 1
     doc = json.loads(_run("analyze", str(path), "--format", "json", "--at", "1700000100").output)
     assert doc["connections"] == []
+
+
+def test_the_installed_command_leaves_at_once_with_the_same_output_and_codes(
+    tmp_path: Path,
+) -> None:
+    """``pcapdiag`` (``cli.run``) skips the interpreter's teardown once its output is
+    flushed: the output is whole and the exit codes are the command's own."""
+    sample = (
+        Path(__file__).resolve().parent.parent
+        / "sample_pcaps"
+        / "client_reset-requests-stream.pcap"
+    )
+    cmd = [sys.executable, "-c", "from pcapdiag.cli import run; run()"]
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300)
+
+    done = command("analyze", str(sample), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == _run("analyze", str(sample), "--format", "json").output
+    json.loads(done.stdout)
+    out = tmp_path / "out.json"
+    with open(out, "w") as f:
+        assert (
+            subprocess.run([*cmd, "analyze", str(sample), "--format", "json"], stdout=f).returncode
+            == 0
+        )
+    assert out.read_text() == done.stdout
+    missing = command("analyze", str(tmp_path / "nope.pcap"))
+    assert (
+        missing.returncode == 1
+        and missing.stderr.count("\n") == 1
+        and "nope.pcap" in missing.stderr
+    )
+    assert command("analyze", "--bogus").returncode == 2
+    version = command("--version")
+    assert version.returncode == 0 and "pcapdiag" in version.stdout
