@@ -350,8 +350,9 @@ def test_write_json_by_several_processes(
     data.write_json(analysis, one)
     monkeypatch.setattr(data, "PARALLEL_MIN", 1)
     monkeypatch.setattr(data, "_forkable", lambda: True)  # other tests leave idle threads
-    for jobs in (2, 3, 7):
-        assert len(data._parts(len(analysis.records), jobs)) == jobs
+    n = len(analysis.records)  # and more processes asked for than lines: one line each
+    for jobs in (2, 3, 7, n + 5):
+        assert len(data._parts(n, jobs)) == min(jobs, n)
         got = io.StringIO()
         data.write_json(analysis, got, jobs=jobs)
         assert got.getvalue() == one.getvalue(), jobs

@@ -72,7 +72,7 @@ PARALLEL_MIN = 20_000  # connections below which one process renders them all
 def _parts(n: int, jobs: int) -> list[tuple[int, int]]:
     """Id ranges for the processes rendering the lines: one unless ``jobs`` asks for
     more, there are many lines, and processes can be forked safely (no other thread)."""
-    workers = (os.cpu_count() or 1) if jobs == 0 else jobs
+    workers = min((os.cpu_count() or 1) if jobs == 0 else jobs, n)  # none of them empty
     if workers <= 1 or n < PARALLEL_MIN or not _forkable():
         return [(0, n)]
     cuts = [n * k // workers for k in range(workers + 1)]
