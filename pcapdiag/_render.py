@@ -296,7 +296,9 @@ def run(
 
 
 def table(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """A string table for ``run``: (UTF-8 bytes, offsets)."""
-    raw = [t.encode() for t in texts]
+    """A string table for ``run``: (UTF-8 bytes, offsets). The texts are JSON; a lone
+    surrogate (a file name's undecodable byte, as Python reads it) has no UTF-8 and is
+    written as its JSON escape, which reads back as the same string."""
+    raw = [t.encode("utf-8", "backslashreplace") for t in texts]
     data = np.frombuffer(b"".join(raw) or b"\0", np.uint8)
     return data, np.cumsum([0, *map(len, raw)]).astype(np.int64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,41 @@ def test_the_installed_command_leaves_at_once_with_the_same_output_and_codes(
     assert command("analyze", "--bogus").returncode == 2
     version = command("--version")
     assert version.returncode == 0 and "pcapdiag" in version.stdout
+
+
+def test_json_of_captures_whose_names_are_not_utf8(tmp_path: Path) -> None:
+    """A file name with a byte that is not UTF-8 (Python reads it as a lone surrogate)
+    cannot be written as UTF-8: the JSON output holds its escape (``\\udcff``), valid
+    UTF-8 that reads back as the same name, from the exact tracker and the fast lane's
+    compiled template alike."""
+    samples = Path(__file__).resolve().parent.parent / "sample_pcaps"
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    for src in sorted(samples.glob("*.pcap"))[:30]:
+        dest = os.fsencode(odd) + b"/\xff" + src.name.encode()
+        with open(dest, "wb") as f:
+            f.write(src.read_bytes())
+    outs = []
+    for lane in ("0", "1"):
+        env = {**os.environ, "PCAPDIAG_FASTLANE": lane}
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from pcapdiag.cli import run; run()",
+                "analyze",
+                str(odd),
+                "--format",
+                "json",
+            ],
+            capture_output=True,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+        doc = json.loads(done.stdout.decode("utf-8"))
+        names = {os.fsencode(c["path"]) for c in doc["captures"]}
+        assert all(n.startswith(os.fsencode(odd) + b"/\xff") for n in names) and len(names) == 30
+        assert {os.fsencode(c["capture"]) for c in doc["connections"]} <= names
+        outs.append(done.stdout)
+    assert outs[0] == outs[1]

@@ -102,7 +102,13 @@ def test_any_values(values: list[int]) -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
-        st.text(st.characters(blacklist_characters="\x1e"), max_size=12), min_size=1, max_size=6
+        # what a string table holds is UTF-8: lone surrogates have no encoding (the JSON
+        # output cannot hold them either way)
+        st.text(
+            st.characters(blacklist_characters="\x1e", blacklist_categories=("Cs",)), max_size=12
+        ),
+        min_size=1,
+        max_size=6,
     ),
     st.lists(
         st.tuples(st.integers(0, 10**12), st.integers(0, 5), st.booleans()), min_size=1, max_size=30

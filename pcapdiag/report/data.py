@@ -45,7 +45,7 @@ def write_json(analysis: Analysis, out: IO[str], jobs: int = 1) -> None:
     processes render the later parts of the list into temporary files while this one
     writes the first, then copies theirs after it (``_rendered``)."""
     doc = analysis.to_json(connections=False)
-    head = json.dumps(doc, indent=1, ensure_ascii=False)
+    head = _utf8(json.dumps(doc, indent=1, ensure_ascii=False))
     out.write(head[: head.rindex("}")].rstrip() + ',\n "connections": [')
     recs = analysis.records
     # the fast lane's lines come as UTF-8: into a UTF-8 file's bytes as they are
@@ -100,11 +100,26 @@ def _write_lines(lines: Iterable[str | bytes], out: IO[str], raw: Any, sep: str)
     while block := list(islice(lines, 512)):  # an item may be several lines already
         if raw is not None:
             raw.write(
-                sep.encode() + bsep.join([b if type(b) is bytes else b.encode() for b in block])
+                sep.encode()
+                + bsep.join([b if type(b) is bytes else b.encode("utf-8", _ESCAPE) for b in block])
             )
         else:
-            out.write(sep + JSON_SEP.join([b.decode() if type(b) is bytes else b for b in block]))
+            out.write(
+                sep + JSON_SEP.join([b.decode() if type(b) is bytes else _utf8(b) for b in block])
+            )
         sep = JSON_SEP
+
+
+# A lone surrogate (an undecodable byte of a file name, as Python reads it) has no UTF-8:
+# it is written as its JSON escape (``\udcff``), which reads back as the same string
+_ESCAPE = "backslashreplace"
+
+
+def _utf8(text: str) -> str:
+    """``text`` (JSON) with any lone surrogate written as its escape."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", _ESCAPE).decode("utf-8")
 
 
 class _Rendered:
