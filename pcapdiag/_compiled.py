@@ -592,19 +592,25 @@ def pcap_seek(
     return pos, n
 
 
-_NG_EVENTS = (0x204, 0x208, 0x216, 0x217, 0x221, 0x222)  # ``reader._EVENT_BLOCKS`` but 0x9
-
-
 @njit(**_OPTS)
 def ng_seek(
-    buf: np.ndarray, pos: int, target: int, big: bool, nif: int, most: int, n0: int, align: int
+    buf: np.ndarray,
+    pos: int,
+    target: int,
+    big: bool,
+    nif: int,
+    most: int,
+    stops: np.ndarray,
+    n0: int,
+    align: int,
 ) -> tuple:
     """``pcap_seek`` for pcapng, from a block past the section's header blocks: the first
     block at or after ``target``, and the Enhanced Packet Blocks passed (a frame each).
     (-1, passed) at any block a span could not start after as the whole read does: one
     damaged (length under 12, not a multiple of 4, over ``most``, past the end, trailer
-    differing, an EPB's caplen past its block or its interface not among ``nif``), a new
-    section or interface, or a packet block with state (SPB, obsolete PB, events)."""
+    differing, an EPB's caplen past its block or its interface not among ``nif``), or one
+    of the block types ``stops`` (``reader._NG_STOPS``: a new section or interface, or a
+    packet block with state)."""
     end = buf.shape[0]
     n = 0
     while (pos < target or (n0 + n) % align) and pos < end:
@@ -618,7 +624,9 @@ def ng_seek(
             if bl < 32 or _u32(buf, pos + 20, big) > bl - 32 or _u32(buf, pos + 8, big) >= nif:
                 return -1, n
             n += 1
-        elif bt == 0x0A0D0D0A or 1 <= bt <= 3 or bt == 0x9 or bt in _NG_EVENTS:
-            return -1, n
+        else:
+            for stop in stops:
+                if bt == stop:
+                    return -1, n
         pos += bl
     return pos, n

@@ -334,7 +334,7 @@ def _room(out: np.ndarray, out_t: np.ndarray, ctl: np.ndarray) -> bool:
 def _start(s: int, key: int, i: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray,
            shi: np.ndarray, slo: np.ndarray, dhi: np.ndarray, dlo: np.ndarray,
            sport: np.ndarray, dport: np.ndarray, seq: np.ndarray, ttl: np.ndarray,
-           st: np.ndarray, ctl: np.ndarray) -> None:  # fmt: skip
+           st: np.ndarray) -> None:  # fmt: skip
     st[s, :] = 0
     st[s, K_USED] = 1
     st[s, K_HASH] = key
@@ -418,7 +418,7 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 ctl[C_NFREE] -= 1
                 s2 = free[ctl[C_NFREE]]
                 _start(s2, key, i, frame, ts, ipver, shi, slo, dhi, dlo, sport, dport, seq, ttl,
-                       st, ctl)  # fmt: skip
+                       st)  # fmt: skip
                 _put(table, ctl, C_TABLE, key, s2)
             else:
                 _put(flagged, ctl, C_FLAGGED, key, 1)
@@ -453,7 +453,7 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                     _emit(s, st, tu, tnext, tfree, out, out_t, ctl)
                     _pop(table, ctl, C_TABLE, key)
                     _start(s, key, i, frame, ts, ipver, shi, slo, dhi, dlo, sport, dport, seq,
-                           ttl, st, ctl)  # fmt: skip
+                           ttl, st)  # fmt: skip
                     _put(table, ctl, C_TABLE, key, s)
                 else:
                     _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_DONE_SYN)

@@ -698,6 +698,12 @@ class _Handed:
         pos[pos == len(self.flagged)] = 0
         return cand[self.flagged[pos] == hc]
 
+    def take(self, tcp: decode.TcpPackets) -> decode.TcpPackets:
+        """The packets of ``tcp`` whose 4-tuple was handed over."""
+        if not len(tcp):
+            return tcp
+        return decode.take(tcp, self.rows(_fastlane.packet_hashes(tcp)))
+
 
 class _Chain:
     """Reads the files of a part into one tracker, starting a new set where a file does
@@ -771,10 +777,7 @@ class _Chain:
         )
         for batch in batches:
             p = self._packets(batch)
-            tcp = p.tcp
-            if len(tcp):
-                tcp = decode.take(tcp, handed.rows(_fastlane.packet_hashes(tcp)))
-            self._track(tracker, tcp, p.icmp, len(p.whole))
+            self._track(tracker, handed.take(p.tcp), p.icmp, len(p.whole))
 
     def _packets(self, batch: reader.RecordBatch) -> _Packets:
         """What both passes do with a batch (its frames numbered in the set already):
@@ -853,9 +856,7 @@ class _Chain:
                         lane.flag_icmp(e)
                     lane.feed(p.tcp, _fastlane.packet_hashes(p.tcp), self.last_tcp_ts or 0)
                 else:  # sweeps follow the packets of the whole capture
-                    tcp = p.tcp
-                    if self.handed is not None and len(tcp):
-                        tcp = decode.take(tcp, self.handed.rows(_fastlane.packet_hashes(tcp)))
+                    tcp = p.tcp if self.handed is None else self.handed.take(p.tcp)
                     self._track(tracker, tcp, p.icmp, len(p.whole))
                 if self.progress is not None and part.shard == 0:
                     self.progress(

@@ -103,6 +103,9 @@ _BOM = 0x1A2B3C4D
 _IDB, _PB, _SPB, _EPB, _DSB = 1, 2, 3, 6, 0x0A
 # Blocks Wireshark shows as frames although they hold no packet.
 _EVENT_BLOCKS = frozenset({0x9, 0x204, 0x208, 0x216, 0x217, 0x221, 0x222})
+# Blocks no byte range may start after (``Capture.spans``): what the parser carries past
+# them (a section, an interface, the time an SPB takes from before, a frame of an event)
+_NG_STOPS = np.array(sorted({_SHB, _IDB, _PB, _SPB, *_EVENT_BLOCKS}), np.int64)
 _MAX_IFACES = 65_536  # interface column is uint16
 
 #: Load the compiled kernels once at least this many more records are expected.
@@ -1366,9 +1369,9 @@ class Capture:
             raise UsageError(f"{self._path}: only a mapped file is read by spans")
         self._used = True
         self._reset()
-        if upto is not None and span is None and self._mm is not None and upto < len(self._mm):
-            span = (0, upto, 1)  # the parser starts where it would
-        return self._run(max_records, span)
+        start = (span[0], span[2]) if span is not None else None
+        stop = span[1] if span is not None else upto
+        return self._run(max_records, start, stop)
 
     @property
     def size(self) -> int:
@@ -1417,7 +1420,9 @@ class Capture:
                     a = (frame - 1, align if pos + _DROP_EVERY >= target else 1)
                     try:
                         if ng:
-                            pos, passed = kern.ng_seek(buf, pos, t, big, nif, _MAX_BLOCK, *a)
+                            pos, passed = kern.ng_seek(
+                                buf, pos, t, big, nif, _MAX_BLOCK, _NG_STOPS, *a
+                            )
                         else:
                             pos, passed = kern.pcap_seek(buf, pos, t, hlen, big, lim, *a)
                     except Exception:  # the kernel did not compile: one reader then
@@ -1466,7 +1471,11 @@ class Capture:
             )
         return _PcapngParser(self._path, self._tally, self.info, note)
 
-    def _run(self, want: int, span: tuple[int, int, int] | None = None) -> Iterator[RecordBatch]:
+    def _run(
+        self, want: int, start: tuple[int, int] | None = None, stop: int | None = None
+    ) -> Iterator[RecordBatch]:
+        """``start``: the offset and frame of a record to start at (a span's first);
+        ``stop``: the end of the bytes read (a mapped file only)."""
         p = self._parser()
         self._size = 0
         if self._regular and self._file is not None:
@@ -1478,22 +1487,26 @@ class Capture:
             p.kern = compiled_kernels()
         try:
             if self._mm is not None:
-                yield from self._run_mmap(p, want, span)
+                yield from self._run_mmap(p, want, start, stop)
             else:
                 yield from self._run_stream(p, want)
         finally:
             self._finish()
 
     def _run_mmap(
-        self, p: _PcapParser | _PcapngParser, want: int, span: tuple[int, int, int] | None
+        self,
+        p: _PcapParser | _PcapngParser,
+        want: int,
+        start: tuple[int, int] | None,
+        stop: int | None,
     ) -> Iterator[RecordBatch]:
         assert self._mm is not None
         mm = self._mm
-        # a span's end is the end of B: the parser stops there (batches keep the slice
-        # alive as they keep the map)
-        B = _Buf(mm if span is None else memoryview(mm)[: span[1]], 0)
+        # the end of B is where the parser stops (batches keep the slice alive as they
+        # keep the map)
+        B = _Buf(mm if stop is None or stop >= len(mm) else memoryview(mm)[:stop], 0)
         self._bufs.append(B)
-        if span is not None and span[0] > 0:  # (0: ``upto``, from where reading starts)
+        if start is not None:
             if isinstance(p, _PcapngParser):
                 # the section's header blocks first: byte order and interfaces
                 with memoryview(mm) as mv:
@@ -1505,7 +1518,7 @@ class Capture:
                     p.parse(H, 0, True, 1)
                 finally:
                     H.release()
-            p.start, p.frame = span[0], span[2]
+            p.start, p.frame = start
         dropped = p.start & ~(mmap.PAGESIZE - 1)  # pages before this were handed back
         mapped = p.start  # pages before this were mapped ahead of the walk
         try:

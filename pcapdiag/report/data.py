@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 from collections.abc import Iterable
@@ -134,8 +133,7 @@ class _Rendered:
         self.file: IO[bytes] | None = None
         try:
             self.file = tempfile.TemporaryFile(prefix="pcapdiag-json-")  # noqa: SIM115 - closed by __exit__
-            sys.stdout.flush()
-            sys.stderr.flush()
+            # (no buffer needs flushing first: the child leaves by os._exit, flushing none)
             self.pid = os.fork()
         except OSError:  # no room for the file, or no process to spare
             return
