@@ -1269,7 +1269,8 @@ class Lines:
     """A block's JSON lines, ready to render (``_render``) for any span of ids: its
     columns, its string table, and the rows the kernel leaves to Python."""
 
-    __slots__ = ("cols", "strings", "offsets", "longest", "python", "path", "t0", "block", "tails")
+    __slots__ = ("cols", "strings", "offsets", "longest", "python", "path", "t0", "block", "text",
+                 "sep", "ids", "starts", "ends")  # fmt: skip
 
     def __init__(self, block: Block, path: str, t0: int) -> None:
         from pcapdiag import _render
@@ -1328,27 +1329,37 @@ class Lines:
         self.longest = int(np.diff(self.offsets).max())
         self.python: dict[int, str] = {}  # rows the kernel could not write: their tails
         self.path, self.t0, self.block = path, t0, block
-        self.tails: list[bytes] | None = None  # each line from after its id (``span``)
+        self.text: bytes | None = None  # every line, once rendered (``span``)
+        self.sep = b""
+        self.ids = self.starts = self.ends = np.zeros(0, np.int64)
 
-    def span(self, j: int, m: int, first_id: int, sep: bytes) -> bytes:
-        """``render``, but a short span (records of several runs interleave, e.g. the
-        shards of ``--jobs``) from the block's lines rendered once, ids put in front."""
-        if m >= 64:
-            return self.render(j, m, first_id, sep)
-        if self.tails is None:
-            lines = self.render(0, len(self.cols), 0, b"\n").split(b"\n")
-            self.tails = [line[line.index(b", ") + 2 :] for line in lines]
-        return sep.join(
-            [b'{"id": %d, %b' % (i, t) for i, t in enumerate(self.tails[j : j + m], first_id)]
-        )
+    def span(self, j: int, m: int, ids: np.ndarray, sep: bytes) -> bytes:
+        """Lines ``j``..``j + m``, joined by ``sep``: a slice of the whole block's lines,
+        rendered once with ``ids`` (each row's id; -1: a row no id reads). Records of
+        several runs interleave in id order (the exact tracker's between the lane's, the
+        shards of ``--jobs``), so a block is mostly read in short spans: slicing one text
+        costs less than rendering each span (or splitting the text into lines)."""
+        if (
+            self.text is None
+            or self.sep != sep
+            or not np.array_equal(ids[j : j + m], self.ids[j : j + m])
+        ):
+            self.text = self.render(0, len(self.cols), np.maximum(ids, 0), sep)
+            self.sep, self.ids = sep, ids.copy()
+            # where each line ends: its separator's newline (a JSON line holds none)
+            nl = np.flatnonzero(np.frombuffer(self.text, np.uint8) == 10)
+            nl -= sep.index(b"\n")
+            self.ends = np.append(nl, len(self.text))
+            self.starts = np.insert(self.ends[:-1] + len(sep), 0, 0)
+        return self.text[self.starts[j] : self.ends[j + m - 1]]
 
-    def render(self, j: int, m: int, first_id: int, sep: bytes) -> bytes:
-        """The lines of rows ``j``..``j + m`` with ids from ``first_id``, joined by ``sep``
-        (UTF-8)."""
+    def render(self, j: int, m: int, ids: np.ndarray, sep: bytes) -> bytes:
+        """The lines of rows ``j``..``j + m`` with the ids ``ids`` (as many), joined by
+        ``sep`` (UTF-8)."""
         from pcapdiag import _render
 
         cols = self.cols[j : j + m].copy()
-        cols[:, J_ID] = np.arange(first_id, first_id + m)
+        cols[:, J_ID] = ids
         compiled, nstr = _program()
         text, bad = _render.run(compiled, cols, self.strings, self.offsets, nstr, sep, self.longest)
         if not len(bad):
@@ -1357,13 +1368,13 @@ class Lines:
         at = 0
         for b in bad.tolist():
             if b > at:
-                pieces.append(self.render(j + at, b - at, first_id + at, sep))
+                pieces.append(self.render(j + at, b - at, ids[at:b], sep))
             tail = self.python.get(j + b)
             if tail is None:
                 one = self.block.select(np.array([j + b]))
                 tail = self.python[j + b] = json_tails(one, self.path, self.t0)[0]
-            pieces.append(f'{{"id": {first_id + b}, {tail}'.encode())
+            pieces.append(f'{{"id": {ids[b]}, {tail}'.encode())
             at = b + 1
         if at < m:
-            pieces.append(self.render(j + at, m - at, first_id + at, sep))
+            pieces.append(self.render(j + at, m - at, ids[at:], sep))
         return sep.join(pieces)

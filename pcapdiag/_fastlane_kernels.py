@@ -362,8 +362,25 @@ def _start(s: int, key: int, i: int, frame: np.ndarray, ts: np.ndarray, ipver: n
     st[s, K_TLAST] = -1
 
 
-_FNV_BASIS, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
-_K1, _K2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xFF51AFD7ED558CCD)
+_U = np.uint64
+_PA, _PB = _U(0xFF51AFD7ED558CCD), _U(0xC4CEB9FE1A85EC53)
+_B7F, _B80 = _U(0x7F7F7F7F7F7F7F7F), _U(0x8080808080808080)
+_BLF, _BCR = _U(0x0A0A0A0A0A0A0A0A), _U(0x0D0D0D0D0D0D0D0D)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _word(data: np.ndarray, k: np.uint64) -> np.uint64:
+    """Bytes ``k``..``k + 8`` as a little-endian word (LLVM makes it one load)."""
+    return (_U(data[k]) | _U(data[k + _U(1)]) << _U(8) | _U(data[k + _U(2)]) << _U(16)
+            | _U(data[k + _U(3)]) << _U(24) | _U(data[k + _U(4)]) << _U(32)
+            | _U(data[k + _U(5)]) << _U(40) | _U(data[k + _U(6)]) << _U(48)
+            | _U(data[k + _U(7)]) << _U(56))  # fmt: skip
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _zero_bytes(x: np.uint64) -> np.uint64:
+    """0x80 in each byte of ``x`` that is 0, else 0 (exact: no carries between bytes)."""
+    return ~(((x & _B7F) + _B7F) | x | _B7F)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -371,20 +388,45 @@ def _head_key(data: np.ndarray, off: int, n: int) -> tuple[int, int]:
     """A turn's first segment's key: two independent 64-bit hashes of its length and of
     its bytes up to the end of the first ``\\r\\n\\r\\n`` (all of them without one),
     which is all the HTTP verdict reads (``_fastlane._request``/``_response``). 128 bits:
-    two different heads meet on one key with odds far below any hardware error's."""
+    two different heads meet on one key with odds far below any hardware error's.
+
+    A word (8 bytes) at a time: the end is found by flagging the bytes that are CR and LF
+    in each word (``_zero_bytes``) and shifting the flags of the three bytes before each
+    byte into place (across words too), and each hash takes one multiply a word. A byte
+    at a time this cost ~10x more (~0.5 µs for a 150-byte head, 0.3 s of a capture with
+    600,000 heads); ``tests/test_fastlane.py`` holds it to a plain Python twin."""
+    a = _G ^ _U(n)
+    b = _PA * _U(n + 1)
+    k, stop = _U(off), _U(off + n)
     end = n
-    for k in range(off + 3, off + n):
-        if data[k] == 10 and data[k - 1] == 13 and data[k - 2] == 10 and data[k - 3] == 13:
-            end = k + 1 - off
-            break
-    a = _FNV_BASIS ^ np.uint64(n)
-    b = _K1 * np.uint64(n + 1)
-    for k in range(off, off + end):
-        x = np.uint64(data[k])
-        a = (a ^ x) * _FNV_PRIME
-        b = (b + x + np.uint64(1)) * _K2
-        b ^= b >> np.uint64(29)
-    return np.int64(a), np.int64(b)
+    lf0 = cr0 = _U(0)  # the flags of the word before
+    while k < stop:
+        if k + _U(8) <= stop:
+            w = _word(data, k)
+        else:  # the last bytes, the rest of the word 0 (neither CR nor LF)
+            w = _U(0)
+            j = _U(0)
+            while k + j < stop:
+                w |= _U(data[k + j]) << (_U(8) * j)
+                j += _U(1)
+        lf, cr = _zero_bytes(w ^ _BLF), _zero_bytes(w ^ _BCR)
+        ends = (lf & ((cr << _U(8)) | (cr0 >> _U(56))) & ((lf << _U(16)) | (lf0 >> _U(48)))
+                & ((cr << _U(24)) | (cr0 >> _U(40))))  # fmt: skip
+        if ends:  # the head ends in this word: its bytes after the first end do not count
+            j = 0
+            while not (ends >> _U(8 * j + 7)) & _U(1):
+                j += 1
+            if j < 7:
+                w &= (_U(1) << _U(8 * j + 8)) - _U(1)
+            end = np.int64(k - _U(off)) + j + 1
+            k = stop
+        a = (a ^ w) * _PA
+        a ^= a >> _U(32)
+        b = (b + w) * _PB
+        b ^= b >> _U(29)
+        lf0, cr0 = lf, cr
+        k += _U(8)
+    return np.int64(_mix(a ^ _U(end))), np.int64(_mix(b))
 
 
 @nb.njit(cache=True, nogil=True)

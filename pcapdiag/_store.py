@@ -311,14 +311,14 @@ class _FastRun:
         recs = [record(block, j, self.path, self.t0) for j in range(len(block))]
         return [row_of(r) for r in recs], [r.events for r in recs] if events else None
 
-    def lines(self, c: int, j: int, m: int, first_id: int, sep: bytes) -> bytes:
-        """JSON lines of connections ``j``..``j + m`` of chunk ``c``, ids from
-        ``first_id``, joined by ``sep`` (``_fastlane.Lines``)."""
+    def lines(self, c: int, j: int, m: int, ids: np.ndarray, sep: bytes) -> bytes:
+        """JSON lines of connections ``j``..``j + m`` of chunk ``c``, joined by ``sep``;
+        ``ids``: the id of each connection of the chunk (``_fastlane.Lines.span``)."""
         block, lines = self._block(c)
         if lines is None:
             lines = Lines(block, self.path, self.t0)
             self._last = (c, block, lines)
-        return lines.span(j, m, first_id, sep)
+        return lines.span(j, m, ids, sep)
 
     def __getstate__(self) -> tuple[Any, ...]:
         self.seal()
@@ -449,6 +449,7 @@ class Records(Sequence[ConnectionRecord]):
         self._over: dict[int, ConnectionRecord] = {}  # records assigned after the merge
         self._edits: dict[int, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
         self._cache: dict[int, tuple[int, list[Row], list[list[Any]] | None]] = {}  # per run
+        self._ids: dict[int, tuple[int, np.ndarray]] = {}  # per fast run (``_ids_of``)
         self._outcome = array("B")  # index in OUTCOMES
         self._count = array("q")
         self._start = array("q")
@@ -656,10 +657,12 @@ class Records(Sequence[ConnectionRecord]):
             yield i, run.objects[p:q], None, False
             i, p = i + q - p, q
         if lines and isinstance(run, _FastRun) and i not in self._edits:
+            ids = self._ids_of(k)
             while p < end:  # JSON lines, from the blocks (``json_lines``)
                 c, j = divmod(p, run.size)
                 q = min(end, p + run.size - j)
-                yield i, [run.lines(c, j, q - p, i, _SEP)], None, None
+                at = c * run.size
+                yield i, [run.lines(c, j, q - p, ids[at : at + run.size], _SEP)], None, None
                 i, p = i + q - p, q
             return
         while p < end:
@@ -673,6 +676,18 @@ class Records(Sequence[ConnectionRecord]):
             m = q - p
             yield i, rows[j : j + m], None if evs is None else evs[j : j + m], True
             i, p = i + m, q
+
+    def _ids_of(self, k: int) -> np.ndarray:
+        """The id of each record of run ``k`` by its position there (-1: a record the
+        merge dropped), for as long as no record is added."""
+        got = self._ids.get(k)
+        if got is None or got[0] != len(self):
+            src = _np(self._src, np.uint32)
+            at = np.flatnonzero(src == k)
+            ids = np.full(len(self._runs[k]), -1, np.int64)
+            ids[_np(self._pos, np.uint32)[at].astype(np.int64)] = at
+            got = self._ids[k] = (len(self), ids)
+        return got[1]
 
     def _walk(self, lo: int, hi: int, events: bool = True) -> Iterator[ConnectionRecord]:
         """The records of ids ``lo``..``hi``, in order (``events``: else left empty)."""

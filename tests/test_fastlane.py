@@ -367,3 +367,46 @@ def test_the_hash_tables_hold_what_a_dict_holds(ops: list[tuple[str, int, int]])
     assert {int(x): k._get(lane.table, int(x)) for x in k.keys(lane.table)} == want
     assert set(k.keys(lane.flagged).tolist()) == flagged
     assert np.count_nonzero(lane.flagged[:, 1] >= 0) == len(flagged)
+
+
+def _head_key_twin(head: bytes) -> tuple[int, int]:
+    """``_fastlane_kernels._head_key`` in plain Python: the bytes up to the first
+    CRLFCRLF (all without one), zero-padded to words, each hash one multiply a word."""
+    m64 = (1 << 64) - 1
+    n = len(head)
+    e = head.find(b"\r\n\r\n")
+    end = n if e < 0 else e + 4
+    a, b = 0x9E3779B97F4A7C15 ^ n, (0xFF51AFD7ED558CCD * (n + 1)) & m64
+    body = head[:end]
+    for k in range(0, len(body), 8):
+        w = int.from_bytes(body[k : k + 8], "little")
+        a = ((a ^ w) * 0xFF51AFD7ED558CCD) & m64
+        a ^= a >> 32
+        b = ((b + w) * 0xC4CEB9FE1A85EC53) & m64
+        b ^= b >> 29
+
+    def signed(x: int) -> int:
+        return x - (1 << 64) if x >> 63 else x
+
+    return signed(_fastlane._mix(a ^ end)), signed(_fastlane._mix(b))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.binary(max_size=6),
+    st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"\r\n\r\n", b"a", b"GET / HTTP/1.1"]))
+    .map(b"".join)
+    .filter(lambda b: 0 < len(b) <= 200),
+    st.binary(max_size=9),
+)
+def test_the_head_key_reads_what_its_python_twin_reads(
+    before: bytes, head: bytes, after: bytes
+) -> None:
+    """The word-at-a-time key against the plain reading: the end of the head is found
+    wherever it falls in a word (or across two), and bytes around the segment or after
+    the head's end change nothing."""
+    import numpy as np
+
+    buf = np.frombuffer(before + head + after, np.uint8)
+    got = _fastlane.kernels()._head_key(buf, len(before), len(head))
+    assert got == _head_key_twin(head)
