@@ -8,7 +8,9 @@ Runs ``pcapdiag.analyze(CAPTURE)`` in this process with the fast lane on (the fi
 after a change to ``_fastlane*.py`` compiles its kernels, ~25 s) and times the calls of
 ``_exact_pass`` only: its wall time, and the own time (callees excluded) of each step:
 
-  read      the reader's batches (``Capture.batches``)
+  tape      the first pass's tape read back (``_tape``; ``--no-tape``: the file is
+            read again instead)
+  read      the reader's records by offset (``Capture.records``), or its batches
   decode    ``decode.decode_batch``
   dups      ``decode.duplicates`` (and the interface lookup before it is in ``other``)
   hash      ``_fastlane.packet_hashes``
@@ -49,9 +51,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from pcapdiag import _fastlane, analysis, connections, decode, reader  # noqa: E402
+from pcapdiag import _fastlane, _tape, analysis, connections, decode, reader  # noqa: E402
 
-STEPS = ("read", "decode", "dups", "hash", "feed", "sweep", "finish", "explain")
+STEPS = ("tape", "read", "decode", "dups", "hash", "feed", "sweep", "finish", "explain")
 
 
 class Clock:
@@ -113,11 +115,14 @@ def main() -> None:
     ap.add_argument("--save-flagged", metavar="NPY")
     ap.add_argument("--flagged", metavar="NPY", help="use this flagged list instead")
     ap.add_argument("--digest", action="store_true")
+    ap.add_argument("--no-tape", action="store_true", help="read the capture again instead")
     args = ap.parse_args()
     os.environ.setdefault("PCAPDIAG_FASTLANE", "1")
 
     clk = Clock()
     reader.Capture.batches = clk.wrap_iter("read", reader.Capture.batches)  # type: ignore[method-assign]
+    reader.Capture.records = clk.wrap("read", reader.Capture.records)  # type: ignore[method-assign]
+    _tape.Tape.batches = clk.wrap_iter("tape", _tape.Tape.batches)  # type: ignore[method-assign]
     decode.decode_batch = clk.wrap("decode", decode.decode_batch)
     decode.duplicates = clk.wrap("dups", decode.duplicates)
     _fastlane.packet_hashes = clk.wrap("hash", _fastlane.packet_hashes)
@@ -143,7 +148,9 @@ def main() -> None:
     exact = analysis._Chain._exact_pass
     end = analysis._Chain.end
 
-    def timed_exact(self: analysis._Chain, tracker: Any, rset: Any, flagged: np.ndarray) -> None:
+    def timed_exact(
+        self: analysis._Chain, tracker: Any, rset: Any, flagged: np.ndarray, tape: Any
+    ) -> None:
         nonlocal profiler, collect
         collect = args.digest
         if args.save_flagged:
@@ -157,7 +164,7 @@ def main() -> None:
             profiler.enable()
         t0 = time.perf_counter()
         try:
-            exact(self, tracker, rset, flagged)
+            exact(self, tracker, rset, flagged, None if args.no_tape else tape)
         finally:
             walls.append(time.perf_counter() - t0)
             clk.on = False

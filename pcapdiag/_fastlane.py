@@ -616,18 +616,25 @@ class Lane:
         if not len(keep):
             return None
         kept = ~bad[owner]
-        lines = [rv[k].line for k in at[kept].tolist()]  # type: ignore[union-attr]
-        answers = [
-            resp[k][2 if h else 1]  # type: ignore[index]
-            for k, h in zip(aat[kept].tolist(), head[kept].tolist(), strict=True)
-        ]
+        # what each exchange's heads said, gathered from the distinct keys' verdicts by
+        # numpy (a list made exchange by exchange cost 0.1 s of 300,000 exchanges)
+        line_of = np.empty(len(rv), object)
+        line_of[:] = [None if v is None else v.line for v in rv]
+        detail_of = np.empty((len(resp), 2), object)
+        close_of = np.zeros((len(resp), 2), bool)
+        for k, e in enumerate(resp):
+            for c in (0, 1):
+                v = None if e is None else e[1 + c]
+                if v is not None:
+                    detail_of[k, c], close_of[k, c] = v.detail, v.close
+        which = (aat[kept], head[kept].astype(np.int64))
         qx, ax = q[kept], a[kept]
         ex = np.empty((len(qx), NX), np.int64)
         ex[:, X_QTS], ex[:, X_QFRAME] = qx[:, T_TS], qx[:, T_FRAME]
         ex[:, X_ATS], ex[:, X_AFRAME] = ax[:, T_TS], ax[:, T_FRAME]
         ex[:, X_LTS], ex[:, X_LFRAME] = ax[:, T_LTS], ax[:, T_LFRAME]
-        return Block(rows[keep], ex, nex[keep], lines, [v.detail for v in answers],
-                     np.array([v.close for v in answers], bool))  # fmt: skip
+        return Block(rows[keep], ex, nex[keep], line_of[at[kept]].tolist(),
+                     detail_of[which].tolist(), close_of[which])  # fmt: skip
 
     def _replay_rows(self, rows: np.ndarray, turns: list[list[int]]) -> None:
         """The oracle: each connection replayed through ``Connection`` and ``explain``."""

@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from pcapdiag import _fastlane, decode, reader
+from pcapdiag import _fastlane, _tape, decode, reader
 from pcapdiag._store import Records, RecordStore
 from pcapdiag.classify import OUTCOMES, PROBLEMS
 from pcapdiag.connections import NS, Connection, Tracker, _gc_paused
@@ -653,13 +653,8 @@ def _size(path: str) -> int:
 
 
 def _interfaces(batch: reader.RecordBatch, frames: np.ndarray) -> np.ndarray:
-    """The capture interface of the batch's records ``frames``. A batch's frames increase
-    and are nearly always consecutive (pcapng may skip one): a record's row is then its
-    frame minus the first, a twentieth of the time of a search (1 ms a batch, per pass)."""
-    fr = batch.frame
-    if len(fr) and int(fr[-1]) - int(fr[0]) == len(fr) - 1:
-        return batch.interface[frames - fr[0]]
-    return batch.interface[np.searchsorted(fr, frames)]
+    """The capture interface of the batch's records ``frames``."""
+    return batch.interface[batch.rows(frames)]
 
 
 @dataclass(slots=True)
@@ -722,6 +717,7 @@ class _Chain:
         # The fast lane (``_fastlane``) when the part is big enough to pay for it
         self.use_lane = not part.exact and _fastlane.worth_it(sum(_size(p) for p in part.paths))
         self.lane: _fastlane.Lane | None = None
+        self.tape: _tape.Tape | None = None  # what the lane's second pass reads
         # after spans: what the exact tracker is fed
         self.handed = _Handed(part.handed) if part.handed is not None else None
 
@@ -750,27 +746,53 @@ class _Chain:
         if self.use_lane:
             fast = s.fast = RecordStore()
             self.lane = _fastlane.Lane(fast, fi, path, t0, _fastlane.ORACLE)
+            self.tape = _tape.Tape()
 
     def end(self) -> None:
         """Finish the current set: every connection still open is finished."""
         tracker, self.tracker = self.tracker, None
         lane, self.lane = self.lane, None
+        tape, self.tape = self.tape, None
         if tracker is not None:
             if lane is not None and self.set is not None:
                 flagged = lane.close()
                 del lane  # its tables and caches: not needed by the second pass
-                self._exact_pass(tracker, self.set, flagged)
+                try:
+                    self._exact_pass(tracker, self.set, flagged, tape)
+                finally:
+                    if tape is not None:
+                        tape.close()
             tracker.close()
         self.last_tcp_ts = None
 
-    def _exact_pass(self, tracker: Tracker, rset: SetResult, flagged: np.ndarray) -> None:
-        """The fast lane's second pass: the set's files again, the exact tracker fed
-        only the 4-tuples the fast lane handed over, with the sweeps and clock of the
-        whole capture."""
+    def _exact_pass(
+        self, tracker: Tracker, rset: SetResult, flagged: np.ndarray, tape: _tape.Tape | None
+    ) -> None:
+        """The fast lane's second pass: the exact tracker fed only the 4-tuples the fast
+        lane handed over, with the sweeps and clock of the whole capture, from the first
+        pass's tape (``_tape``), else from the set's files read again."""
         part = self.part
         paths = [part.paths[part.files.index(fi)] for fi in rset.files]
         handed = _Handed(flagged)
         self.last_tcp_ts = None  # the clock runs again from the set's start
+        if tape is not None and tape.usable:
+            caps: dict[int, reader.Capture] = {}
+            try:
+                for b in tape.batches():
+                    cap = caps.get(b.file)
+                    if cap is None:
+                        for c in caps.values():
+                            c.close()
+                        caps = {b.file: reader.open_capture(part.paths[part.files.index(b.file)])}
+                        cap = caps[b.file]
+                    which = handed.rows(b.rows["key"])
+                    tcp = decode.decode_batch(_tape.records(cap, b.rows, which)).tcp
+                    self.last_tcp_ts = b.clock if b.clock >= 0 else None
+                    self._track(tracker, tcp, b.icmp, b.seen)
+            finally:
+                for c in caps.values():
+                    c.close()
+            return
         # a damaged file ends where the first pass ended, which reported it
         batches = reader.chain_batches(
             paths, rset.offsets, part.batch or None, skip_errors=True, sizes=rset.sizes
@@ -854,7 +876,14 @@ class _Chain:
                 if lane is not None:  # the second pass feeds the tracker (_exact_pass)
                     for e in p.icmp:
                         lane.flag_icmp(e)
-                    lane.feed(p.tcp, _fastlane.packet_hashes(p.tcp), self.last_tcp_ts or 0)
+                    keys = _fastlane.packet_hashes(p.tcp)
+                    lane.feed(p.tcp, keys, self.last_tcp_ts or 0)
+                    tape = self.tape
+                    if tape is not None and tape.usable:
+                        if cap.size:
+                            tape.add(fi, batch, p.tcp, keys, len(p.whole), self.last_tcp_ts, p.icmp)
+                        else:  # not mapped: no reading by offsets
+                            tape.drop()
                 else:  # sweeps follow the packets of the whole capture
                     tcp = p.tcp if self.handed is None else self.handed.take(p.tcp)
                     self._track(tracker, tcp, p.icmp, len(p.whole))

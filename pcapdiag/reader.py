@@ -161,6 +161,15 @@ class RecordBatch:
     def __len__(self) -> int:
         return len(self.frame)
 
+    def rows(self, frames: np.ndarray) -> np.ndarray:
+        """The rows holding the frames ``frames`` (increasing). A batch's frames increase
+        and are nearly always consecutive (pcapng may skip one): a record's row is then
+        its frame minus the first, a twentieth of the time of a search."""
+        fr = self.frame
+        if len(fr) and int(fr[-1]) - int(fr[0]) == len(fr) - 1:
+            return frames - fr[0]
+        return np.searchsorted(fr, frames)
+
 
 @dataclass(slots=True)
 class Predecoded:
@@ -1224,6 +1233,7 @@ class Capture:
         self._size = 0  # bytes in the file (0: unknown, a pipe)
         self._deciding = False  # still to decide whether to load the compiled kernels
         self._gz: _Gunzip | None = None
+        self._dropped = 0  # pages of the map let go before this (``records``)
 
     # -- opening
     def _sniff(self) -> None:
@@ -1377,6 +1387,36 @@ class Capture:
     def size(self) -> int:
         """Bytes of the file as mapped when it was opened (0 when it is streamed)."""
         return len(self._mm) if self._mm is not None else 0
+
+    def records(
+        self,
+        frame: np.ndarray,
+        ts_ns: np.ndarray,
+        offset: np.ndarray,
+        caplen: np.ndarray,
+        wirelen: np.ndarray,
+        linktype: np.ndarray,
+        interface: np.ndarray,
+    ) -> RecordBatch:
+        """Records an earlier reading of this mapped file delivered, by their columns
+        (``offset`` into the file, increasing from call to call), as one batch over the
+        map: a few records of a large file are read again without walking it (the fast
+        lane's second pass, ``analysis._Tape``). Pages before the first offset are let go,
+        as a reading lets them go. A record past the end of the map (a file cut since)
+        comes out of ``decode.decode_batch`` as a malformed record, not as an error."""
+        if self._file is None:
+            raise UsageError("capture is closed")
+        mm = self._mm
+        if mm is None or self.info.compressed:
+            raise UsageError(f"{self._path}: only a mapped file is read by offsets")
+        if not self._bufs:
+            self._bufs.append(_Buf(mm, 0))
+            self._dropped = 0
+        if len(offset):
+            self._dropped = _drop_pages(mm, self._dropped, int(offset[0]))
+        return RecordBatch(
+            self._bufs[0].arr, frame, ts_ns, offset, caplen, wirelen, linktype, interface
+        )
 
     def spans(self, n: int) -> list[tuple[int, int, int]] | None:
         """The file cut into ``n`` byte ranges of about the same size at record borders,

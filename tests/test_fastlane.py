@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pcapdiag
-from pcapdiag import _fastlane, analysis, reader
+from pcapdiag import _fastlane, analysis, connections, reader
 from pcapdiag.report import data
 from pcapdiag.report.data import write_json
 
@@ -410,3 +410,73 @@ def test_the_head_key_reads_what_its_python_twin_reads(
     buf = np.frombuffer(before + head + after, np.uint8)
     got = _fastlane.kernels()._head_key(buf, len(before), len(head))
     assert got == _head_key_twin(head)
+
+
+def test_the_exact_pass_reads_the_first_pass_tape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exact tracker's pass reads the first pass's tape (``_tape``): the file is
+    walked once, its handed-over records read again by offset, and the answer is the
+    exact tracker's alone. A gzip file cannot be read by offset: it is read twice, with
+    the same answer."""
+    import gzip
+
+    from pcapdiag import _tape
+
+    sources = [ROOT / s for s in MIX_SOURCES if (ROOT / s).exists()]
+    big = tmp_path / "mix.pcap"
+    make_mix(big, 30, sources)
+    gz = tmp_path / "mix.pcap.gz"
+    gz.write_bytes(gzip.compress(big.read_bytes(), 1))
+    monkeypatch.setattr(reader, "BATCH", 2000)
+    walks: list[str] = []
+    again: list[int] = []
+    batches, records = reader.Capture.batches, reader.Capture.records
+
+    def counting_batches(self: reader.Capture, *a: Any, **kw: Any) -> Any:
+        walks.append(self.info.path)
+        return batches(self, *a, **kw)
+
+    def counting_records(self: reader.Capture, *a: Any) -> Any:
+        out = records(self, *a)
+        again.append(len(out))
+        return out
+
+    monkeypatch.setattr(reader.Capture, "batches", counting_batches)
+    monkeypatch.setattr(reader.Capture, "records", counting_records)
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "0")
+    want = _stream(pcapdiag.analyze(str(big)))
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
+    for path, walked in ((big, 1), (gz, 2)):
+        walks.clear()
+        again.clear()
+        got = _stream(pcapdiag.analyze(str(path))).replace(str(path), str(big))
+        assert json.loads(got)["connections"] == json.loads(want)["connections"], path.name
+        assert len(walks) == walked, path.name
+        assert (sum(again) > 1000) == (walked == 1), path.name
+    assert _tape.ROW_BYTES == 44
+
+
+def test_the_tape_keeps_the_capture_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handed-over connection reset, then 40 s of connections the lane takes alone,
+    then one more packet of it: the exact tracker, fed from the tape, must let the reset
+    connection go when one process tracking everything does (by the capture's clock,
+    batch by batch), so that the late packet is a connection of its own there too."""
+    a = Conversation(cport=41000).handshake().client_sends(GET).server_rst()
+    packets = list(a.packets)
+    t = a.t
+    for k in range(20):
+        c = Conversation(cport=42000 + k, t=t + 2).handshake().client_sends(GET)
+        c.server_sends(_http_ok()).client_fin().server_fin()
+        packets += c.packets
+        t = c.t
+    a.t = t + 1
+    a.client_sends(GET)
+    packets += a.packets[-1:]
+    monkeypatch.setattr(reader, "BATCH", 8)
+    monkeypatch.setattr(connections, "SWEEP_EVERY", 16)
+    path = write_pcap(tmp_path / "late.pcap", packets)
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "0")
+    exact = pcapdiag.analyze(str(path))
+    assert len([r for r in exact.records if r.client.endswith(":41000")]) == 2
+    _same(path, monkeypatch)
