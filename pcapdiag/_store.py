@@ -56,7 +56,7 @@ from pcapdiag.explain import ConnectionRecord, CrossFacts
 
 CHUNK = 512  # records per compressed chunk
 FAST_CHUNK = 2048  # ... of the fast lane's (columns: numpy's and numba's calls cost less)
-SPILL = 8 * 1024 * 1024  # compressed bytes kept in memory; the rest go to a temporary file
+SPILL = 2 * 1024 * 1024  # bytes of chunks kept in memory; the rest go to a temporary file
 LIVE = 1_000  # records kept as objects (~5 KB each), in all stores of the process together
 JSON_SEP = ",\n  "  # between the JSON output's lines (``report.data.write_json``)
 _SEP = JSON_SEP.encode()
@@ -96,6 +96,11 @@ def _record(row: Row, events: list[Any], rec_id: int | None) -> ConnectionRecord
 
 def _np(a: Any, dtype: type) -> np.ndarray:
     return np.frombuffer(a, dtype=dtype)
+
+
+def _raw(a: np.ndarray) -> memoryview:
+    """A contiguous array's bytes without a copy (for ``array.frombytes``)."""
+    return memoryview(np.ascontiguousarray(a)).cast("B")
 
 
 class _Spill:
@@ -508,20 +513,20 @@ class Records(Sequence[ConnectionRecord]):
         order, ff = order[keep], ff[keep]
         n = len(order)
         starts = np.repeat(np.cumsum([0, *sizes[:-1]]), sizes)
-        self._pos.frombytes((order - starts[order]).astype(np.uint32).tobytes())
+        self._pos.frombytes(_raw((order - starts[order]).astype(np.uint32)))
         del starts
         self._src.frombytes(
-            np.repeat(np.arange(k0, k0 + len(runs), dtype=np.uint32), sizes)[order].tobytes()
+            _raw(np.repeat(np.arange(k0, k0 + len(runs), dtype=np.uint32), sizes)[order])
         )
         take = arrival[order]  # per new id: its arrival over all stores
         del arrival
         outcome = np.concatenate([_np(s.outcome, np.uint8) for s in stores])
-        self._outcome.frombytes(outcome[take].tobytes())
+        self._outcome.frombytes(_raw(outcome[take]))
         count = np.concatenate([_np(s.count, np.uint32) for s in stores])
-        self._count.frombytes(count[take].astype(np.int64).tobytes())
+        self._count.frombytes(_raw(count[take].astype(np.int64)))
         del outcome, count
         start = np.concatenate([_np(s.facts._start, np.int64) for s in stores])
-        self._start.frombytes(start[take].tobytes())
+        self._start.frombytes(_raw(start[take]))
         del start
         for s in stores:
             s.first, s.outcome, s.count = array("q"), array("B"), array("I")

@@ -354,6 +354,8 @@ def analyze(
     fragments = _execute(parts, workers, client, progress)
     with _gc_paused():  # millions of small acyclic objects: see connections._gc_paused
         records, captures, errors, idle = merge(fragments, len(files), keys, decrypt_timeout)
+    del fragments
+    _give_back()  # what the merge let go, before the output is written
     result = Analysis(records, captures, idle, errors)
     if problems or host or port is not None or at is not None:
         result = result.filter(
@@ -757,6 +759,7 @@ class _Chain:
             if lane is not None and self.set is not None:
                 flagged = lane.close()
                 del lane  # its tables and caches: not needed by the second pass
+                _give_back()
                 try:
                     self._exact_pass(tracker, self.set, flagged, tape)
                 finally:
@@ -789,6 +792,8 @@ class _Chain:
                     tcp = decode.decode_batch(_tape.records(cap, b.rows, which)).tcp
                     self.last_tcp_ts = b.clock if b.clock >= 0 else None
                     self._track(tracker, tcp, b.icmp, b.seen)
+                    if len(which):  # the tracker copies what it keeps of the bytes
+                        cap.release(int(b.rows["offset"][which[-1]]))
             finally:
                 for c in caps.values():
                     c.close()

@@ -1072,7 +1072,7 @@ class CrossFacts:
             col = np.concatenate([np.frombuffer(getattr(p, name), dtype=dtype) for p in parts])
             for p in parts:
                 setattr(p, name, array(code))
-            getattr(self, name).frombytes(col[take].tobytes())
+            getattr(self, name).frombytes(memoryview(col[take]).cast("B"))
         self._id.extend(range(base, base + n))
         new_id = np.full(sum(sizes), -1, dtype=np.int64)
         new_id[take] = np.arange(base, base + n)

@@ -126,6 +126,9 @@ def test_a_large_mix_of_recordings(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert n > 70_000
     assert _same(big, monkeypatch) > 500
     _same(big, monkeypatch, jobs=2)
+    # the kernels' output full many times a batch: drained and called again
+    monkeypatch.setattr(_fastlane, "OUT_ROWS", 8)
+    _same(big, monkeypatch)
 
 
 def test_one_big_file_split_by_byte_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Iterable
-from itertools import islice, starmap
+from itertools import starmap
 from json.encoder import encode_basestring
 from typing import IO, Any
 
@@ -92,15 +92,30 @@ def _lines(recs: Any, lo: int, hi: int) -> Iterable[str | bytes]:
     return starmap(_line, ((r.id, row_of(r)) for r in recs))
 
 
+_BLOCK_BYTES = 1 << 18  # lines gathered into one write at most (about)
+
+
 def _write_lines(lines: Iterable[str | bytes], out: IO[str], raw: Any, sep: str) -> None:
     """``lines`` each after ``sep`` (then ``JSON_SEP``), to ``raw`` (bytes) if not None,
-    else to ``out``."""
+    else to ``out``: gathered into writes of up to 512 items or ``_BLOCK_BYTES`` (an item
+    may be 2,000 lines of the fast lane already: 512 of those held at once were 15 MB
+    of a 4x capture's peak memory)."""
     bsep = JSON_SEP.encode()
-    while block := list(islice(lines, 512)):  # an item may be several lines already
+    it = iter(lines)
+    while True:
+        block: list[str | bytes] = []
+        size = 0
+        for item in it:
+            block.append(item)
+            size += len(item)
+            if size >= _BLOCK_BYTES or len(block) >= 512:
+                break
+        if not block:
+            return
         if raw is not None:
+            raw.write(sep.encode())
             raw.write(
-                sep.encode()
-                + bsep.join([b if type(b) is bytes else b.encode("utf-8", _ESCAPE) for b in block])
+                bsep.join([b if type(b) is bytes else b.encode("utf-8", _ESCAPE) for b in block])
             )
         else:
             out.write(
