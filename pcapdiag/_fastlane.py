@@ -1349,10 +1349,13 @@ class Lines:
         several runs interleave in id order (the exact tracker's between the lane's, the
         shards of ``--jobs``), so a block is mostly read in short spans: slicing one text
         costs less than rendering each span (or splitting the text into lines)."""
+        last = j + m - 1
         if (
             self.text is None
             or self.sep != sep
-            or not np.array_equal(ids[j : j + m], self.ids[j : j + m])
+            # a span's ids are consecutive: its ends tell whether the text holds them
+            or ids[j] != self.ids[j]
+            or ids[last] != self.ids[last]
         ):
             self.text = self.render(0, len(self.cols), np.maximum(ids, 0), sep)
             self.sep, self.ids = sep, ids.copy()
@@ -1361,7 +1364,7 @@ class Lines:
             nl -= sep.index(b"\n")
             self.ends = np.append(nl, len(self.text))
             self.starts = np.insert(self.ends[:-1] + len(sep), 0, 0)
-        return self.text[self.starts[j] : self.ends[j + m - 1]]
+        return self.text[self.starts[j] : self.ends[last]]
 
     def render(self, j: int, m: int, ids: np.ndarray, sep: bytes) -> bytes:
         """The lines of rows ``j``..``j + m`` with the ids ``ids`` (as many), joined by
