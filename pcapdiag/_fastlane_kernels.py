@@ -99,6 +99,27 @@ from pcapdiag._fastlane import (
     W_WINDOW,
 )
 
+# numba's cache of these kernels is keyed on this file alone, yet they compile in the
+# constants imported above: changing one there and not this file would load kernels
+# built with the old one. So this file names them by a digest (``layout_digest``, checked
+# by tests/test_fastlane.py): a change there fails the test until it is written here,
+# which changes this file.
+LAYOUT = "42a6e186982c6841"
+
+
+def layout_digest() -> str:
+    """A digest of the constants these kernels take from ``_fastlane``."""
+    import hashlib
+
+    from pcapdiag import _fastlane
+
+    here = globals()
+    names = sorted(
+        n for n in here if n.isupper() and n in vars(_fastlane) and isinstance(here[n], int)
+    )
+    return hashlib.sha256(repr([(n, here[n]) for n in names]).encode()).hexdigest()[:16]
+
+
 _FIN, _SYN, _RST, _ACK, _URG = 0x01, 0x02, 0x04, 0x10, 0x20
 _M32 = 0xFFFFFFFF
 # letter codes (index in _fastlane.LETTERS)

@@ -483,3 +483,10 @@ def test_the_tape_keeps_the_capture_clock(tmp_path: Path, monkeypatch: pytest.Mo
     exact = pcapdiag.analyze(str(path))
     assert len([r for r in exact.records if r.client.endswith(":41000")]) == 2
     _same(path, monkeypatch)
+
+
+def test_the_kernels_file_names_the_layout_it_was_compiled_with() -> None:
+    """numba caches the kernels by their file alone: a constant of ``_fastlane`` they
+    compile in must not change without that file (see ``_fastlane_kernels.LAYOUT``)."""
+    k = _fastlane.kernels()
+    assert k.layout_digest() == k.LAYOUT, "write the new digest into _fastlane_kernels.LAYOUT"
