@@ -10,7 +10,9 @@ Why
     batches, the TCP packets' 4-tuple key and their records' columns (44 bytes a packet,
     to a temporary file: memory stays flat), the batch's count and clock and its ICMP
     errors; the second reads that back, keeps the rows of handed-over 4-tuples and has
-    the reader give just those records (``reader.Capture.records``), ~0.15 s in all.
+    the reader give just those records (``reader.Capture.records``): ~0.2 s in all,
+    0.07 s of it writing (``benchmarks/bench_exact_pass.py`` with and without
+    ``--no-tape``).
 
     Only a mapped file can be read by offsets: a set with a gzip file or a pipe in it
     has no tape (``usable``), and is read a second time as before.

@@ -1233,6 +1233,7 @@ class Capture:
         self._size = 0  # bytes in the file (0: unknown, a pipe)
         self._deciding = False  # still to decide whether to load the compiled kernels
         self._gz: _Gunzip | None = None
+        self._again: _Buf | None = None  # the whole map, for ``records``
         self._dropped = 0  # pages of the map let go before this (``records``)
 
     # -- opening
@@ -1401,16 +1402,18 @@ class Capture:
         """Records an earlier reading of this mapped file delivered, by their columns
         (``offset`` into the file, increasing from call to call), as one batch over the
         map: a few records of a large file are read again without walking it (the fast
-        lane's second pass, ``analysis._Tape``). Pages before the first offset are let go,
-        as a reading lets them go. A record past the end of the map (a file cut since)
-        comes out of ``decode.decode_batch`` as a malformed record, not as an error."""
+        lane's second pass, ``_tape``), from a capture opened for that (not one being
+        read by ``batches``). Pages before the first offset are let go, as a reading lets
+        them go. A record past the end of the map (a file cut since) comes out of
+        ``decode.decode_batch`` as a malformed record, not as an error."""
         if self._file is None:
             raise UsageError("capture is closed")
         mm = self._mm
         if mm is None or self.info.compressed:
             raise UsageError(f"{self._path}: only a mapped file is read by offsets")
-        if not self._bufs:
-            self._bufs.append(_Buf(mm, 0))
+        if self._again is None:
+            self._again = _Buf(mm, 0)
+            self._bufs.append(self._again)  # released by close
             self._dropped = 0
             # few records here and there: no fault-around (the kernel would map 64 KiB
             # around each record read, ~20 MB resident where 5 are read)
@@ -1419,7 +1422,7 @@ class Capture:
         if len(offset):
             self.release(int(offset[0]))
         return RecordBatch(
-            self._bufs[0].arr, frame, ts_ns, offset, caplen, wirelen, linktype, interface
+            self._again.arr, frame, ts_ns, offset, caplen, wirelen, linktype, interface
         )
 
     def release(self, upto: int) -> None:
@@ -1828,6 +1831,7 @@ class Capture:
         for B in self._bufs:
             B.release()
         self._bufs.clear()
+        self._again = None
         if self._mm is not None:
             # BufferError: a batch still references the map; it is freed with the last view
             with contextlib.suppress(BufferError):
