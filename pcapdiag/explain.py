@@ -1108,13 +1108,20 @@ class CrossFacts:
         req = np.frombuffer(self._request, dtype=np.int64)
         failed = np.zeros(len(start), dtype=bool)
         failed[np.fromiter(self._failed, dtype=np.int64, count=len(self._failed))] = True
-        # each record after the previous one (by start) between the same client and server
-        by_start = np.argsort(start, kind="stable")
-        seq = by_start[np.argsort(pair[by_start], kind="stable")]
-        p, i = seq[:-1], seq[1:]
-        hit = (pair[p] == pair[i]) & failed[p] & (req[i] != 0) & (req[i] == req[p])
+        # each record after the previous one (by start) between the same client and server;
+        # compared a slice at a time: whole-length temporaries were a 4x capture's peak
+        seq = np.lexsort((start, pair))  # stable: by pair, then start, then index
+        step = 1 << 16
+        hits = []
+        for lo in range(0, max(len(seq) - 1, 0), step):
+            p, i = seq[lo : lo + step], seq[lo + 1 : lo + step + 1]
+            p = p[: len(i)]
+            hit = failed[p] & (pair[p] == pair[i]) & (req[i] != 0) & (req[i] == req[p])
+            hits.append((p[hit], i[hit]))
+        p = np.concatenate([h[0] for h in hits]) if hits else np.zeros(0, np.int64)
+        i = np.concatenate([h[1] for h in hits]) if hits else np.zeros(0, np.int64)
         edit = getattr(records, "edit", None)
-        for pi, ii in zip(p[hit].tolist(), i[hit].tolist(), strict=True):
+        for pi, ii in zip(p.tolist(), i.tolist(), strict=True):
             close, request = self._failed[pi]
             gap = self._start[ii] - close
             if not 0 <= gap <= RETRY_WINDOW_NS:
