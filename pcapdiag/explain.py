@@ -1109,7 +1109,7 @@ class CrossFacts:
         failed = np.zeros(len(start), dtype=bool)
         failed[np.fromiter(self._failed, dtype=np.int64, count=len(self._failed))] = True
         # each record after the previous one (by start) between the same client and server;
-        # compared a slice at a time: whole-length temporaries were a 4x capture's peak
+        # compared a slice at a time (whole-length temporaries: ~20 MB at 500,000 records)
         seq = np.lexsort((start, pair))  # stable: by pair, then start, then index
         step = 1 << 16
         hits = []
