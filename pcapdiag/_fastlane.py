@@ -928,11 +928,16 @@ def _evidence(outcome: int, f1: int, t1: int, t0: int, idle: int, n: int) -> str
     return f"The server closed (FIN at frame {f1}, {at}) after completing {n} response(s)."
 
 
-def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
+def _skip(event: Any) -> None:
+    pass
+
+
+def record(block: Block, j: int, path: str, t0: int, with_events: bool = True) -> ConnectionRecord:
     """``explain(conn)`` for connection ``j`` of ``block``, without the connection: its
     events and the machine's path through them, written out (the template only ever
     takes these transitions; ``tests/test_fastlane.py`` holds this equal to replaying it
-    through ``Connection`` and ``explain``)."""
+    through ``Connection`` and ``explain``). ``with_events=False``: the events are left
+    out (a table of connections does not read them)."""
     row = block.rows[j].tolist()
     d = block.derived()
     n = int(block.nex[j])
@@ -945,7 +950,7 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
         (syn_ts, row[K_SYN_FRAME], "client", "syn", ""),
         (row[K_SYNACK_TS], row[K_SYNACK_FRAME], "server", "synack", ""),
     ]
-    add = events.append
+    add = events.append if with_events else _skip
     state = _IDLE
     last: int | None = None  # last activity
     idle_before: int | None = None

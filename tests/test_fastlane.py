@@ -76,14 +76,36 @@ def _stream(analysis: pcapdiag.Analysis, jobs: int = 1) -> str:
     return out.getvalue()
 
 
+def _text(analysis: pcapdiag.Analysis) -> str:
+    """The terminal report, as piped."""
+    from pcapdiag.report import terminal
+
+    out = io.StringIO()
+    terminal.render(analysis, out)
+    return out.getvalue()
+
+
+def _csv(analysis: pcapdiag.Analysis) -> str:
+    """The CSV output (the fast lane's records made without their events)."""
+    out = io.StringIO()
+    data.write_csv(analysis, out)
+    return out.getvalue()
+
+
 def _same(path: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> int:
-    """Assert the three ways agree on ``path``, record by record, as one JSON document
-    and as the JSON output; returns connections the lane took."""
+    """Assert the three ways agree on ``path``, record by record, as one JSON document,
+    as the JSON output, as CSV and as the terminal report (which reads a store's columns
+    and only the records it shows: the same as from a list of every record); returns
+    connections the lane took."""
     before = REPLAYED[0]
     exact = _run(path, "exact", monkeypatch)
     want = list(exact.records)
     want_json = json.dumps(exact.to_json(), default=str)
     want_stream = _stream(exact)
+    want_text = _text(exact)
+    want_csv = _csv(exact)
+    listed = pcapdiag.Analysis(want, exact.captures, exact.idle_timeouts, exact.errors)
+    assert _text(listed) == want_text, path.name
     for mode in ("oracle", "direct"):
         got = _run(path, mode, monkeypatch, **kw)
         recs = list(got.records)
@@ -91,6 +113,8 @@ def _same(path: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> int:
             assert a == b, (path.name, mode, a.first_frame)
         assert json.dumps(got.to_json(), default=str) == want_json, (path.name, mode)
         assert _stream(got, kw.get("jobs", 1)) == want_stream, (path.name, mode)
+        assert _text(got) == want_text, (path.name, mode)
+        assert _csv(got) == want_csv, (path.name, mode)
     return (REPLAYED[0] - before) // 2
 
 

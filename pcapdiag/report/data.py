@@ -284,17 +284,11 @@ def _line(rid: int, row: Row) -> str:
     )
 
 
-def _cell(value: object) -> object:
-    """Neutralise spreadsheet formulas in capture-derived text (CSV injection)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def write_csv(analysis: Analysis, out: IO[str]) -> None:
     w = csv.writer(out, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
-    for r in analysis.records:
+    recs = analysis.records
+    for r in recs.without_events() if isinstance(recs, Records) else recs:
         j = r.to_json()
         errs = r.client_errors
         icmp = r.icmp
@@ -313,4 +307,8 @@ def write_csv(analysis: Analysis, out: IO[str]) -> None:
             errs.get("httpx") or "", "" if errs.get("errno") is None else errs["errno"],
             j["evidence"],
         ]  # fmt: skip
-        w.writerow([_cell(v) for v in row])
+        # spreadsheet formulas in capture-derived text neutralised (CSV injection), inline:
+        # a function call per cell was a fifth of the time of a big capture's CSV
+        w.writerow(
+            ["'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v for v in row]
+        )

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import IO
 
+import numpy as np
 from rich import box
 from rich.console import Console
 from rich.progress import (
@@ -30,6 +31,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from pcapdiag._store import Records
 from pcapdiag.analysis import Analysis
 from pcapdiag.classify import OUTCOMES, PROBLEMS
 from pcapdiag.explain import ConnectionRecord
@@ -137,7 +139,9 @@ def _problems(console: Console, a: Analysis) -> None:
 def _h2_errors(console: Console, a: Analysis) -> None:
     """HTTP/2 streams or connections the server ended with an error, on connections whose
     TCP close was otherwise fine (those already shown as problems are not repeated)."""
-    recs = [r for r in a.records if r.h2 and r.h2.get("httpx") and not r.is_problem]
+    records = a.records
+    seen = records.not_fast() if isinstance(records, Records) else records
+    recs = [r for r in seen if r.h2 and r.h2.get("httpx") and not r.is_problem]
     if not recs:
         return
     console.print()
@@ -176,8 +180,8 @@ def _table(console: Console, a: Analysis) -> None:
         ("zeek", {}),
     ):
         t.add_column(col, no_wrap=True, **kw)
-    recs = sorted(a.records, key=lambda r: (not r.is_problem, r.start_ns))
-    for r in recs[:MAX_ROWS]:
+    recs = _first_rows(a.records)
+    for r in recs:
         t.add_row(
             str(r.id),
             Text(clean(r.client)),
@@ -190,13 +194,25 @@ def _table(console: Console, a: Analysis) -> None:
             r.zeek_conn_state,
         )
     console.print(t)
-    if len(recs) > MAX_ROWS:
+    if len(a.records) > MAX_ROWS:
         console.print(
             Text(
-                f"… {len(recs) - MAX_ROWS} more connections (use --format csv or json for all)",
+                f"… {len(a.records) - MAX_ROWS} more connections (use --format csv or json for all)",
                 style="dim",
             )
         )
+
+
+def _first_rows(records: Sequence[ConnectionRecord]) -> list[ConnectionRecord]:
+    """The table's rows: problems first, each part by start time, at most ``MAX_ROWS``;
+    from a store's columns, so that only the rows shown are made (sorting every record
+    of a big capture made them all: 14 s and 600 MB for 126,000)."""
+    if not isinstance(records, Records):
+        return sorted(records, key=lambda r: (not r.is_problem, r.start_ns))[:MAX_ROWS]
+    problem = np.array([o not in PROBLEMS for o in records.column("outcome")], bool)
+    start = np.array(records.column("start_ns"), np.int64)
+    order = np.lexsort((start, problem))[:MAX_ROWS]  # stable: ties keep id order
+    return [records[i] for i in order.tolist()]
 
 
 class ReadProgress:
