@@ -28,6 +28,7 @@ import io
 import os
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING
@@ -118,7 +119,9 @@ def render(
     title: str | None = None,
 ) -> str:
     """The report as one HTML string."""
-    ctx = _Context(analysis, max_rows=max_rows, max_ladders=max_ladders)
+    ctx = _Context(
+        analysis, max_rows=max_rows, max_ladders=max_ladders, records=_records(analysis, max_lanes)
+    )
     out = io.StringIO()
     w = out.write
     files = [os.path.basename(c.path) for c in analysis.captures]
@@ -157,6 +160,23 @@ def render(
     return out.getvalue()
 
 
+def _records(analysis: Analysis, max_lanes: int) -> list[ConnectionRecord]:
+    """Every record once, in id order, for all the sections (walking a big capture's
+    store once per section made each fast-lane record a dozen times: a minute for
+    126,000). A store's are made without their events, but the problems' (the sections
+    read events of problems only) and when the timeline gives each its lane."""
+    from pcapdiag._store import Records
+
+    recs = analysis.records
+    if not isinstance(recs, Records) or len(recs) <= max_lanes:
+        return list(recs)
+    out = list(recs.without_events())
+    for i, o in enumerate(recs.column("outcome")):
+        if o in PROBLEMS:
+            out[i] = recs[i]
+    return out
+
+
 def wireshark_filter(r: ConnectionRecord) -> str:
     """A display filter for one connection that does not depend on tcp.stream."""
     ip = "ipv6.addr" if r.ip_version == 6 else "ip.addr"
@@ -171,9 +191,16 @@ def wireshark_filter(r: ConnectionRecord) -> str:
 
 # -- shared context --------------------------------------------------------------------------
 class _Context:
-    def __init__(self, analysis: Analysis, *, max_rows: int, max_ladders: int) -> None:
+    def __init__(
+        self,
+        analysis: Analysis,
+        *,
+        max_rows: int,
+        max_ladders: int,
+        records: list[ConnectionRecord],
+    ) -> None:
         self.a = analysis
-        self.records = analysis.records
+        self.records = records
         self.problems = analysis.problems
         self.by_outcome: dict[str, list[ConnectionRecord]] = defaultdict(list)
         for r in self.records:
@@ -260,14 +287,17 @@ class Group:
 MAX_SERVERS_APART = 2
 
 
-def verdict_groups(analysis: Analysis) -> list[Group]:
-    """Problems grouped by (outcome, server), the biggest first."""
+def verdict_groups(
+    analysis: Analysis, records: Sequence[ConnectionRecord] | None = None
+) -> list[Group]:
+    """Problems grouped by (outcome, server), the biggest first (``records``: the
+    analysis's, already at hand)."""
+    recs = analysis.records if records is None else records
     by_outcome: dict[str, dict[str, list[ConnectionRecord]]] = defaultdict(dict)
-    for r in analysis.records:
+    per_server: Counter[str] = Counter()
+    for r in recs:
         if r.is_problem:
             by_outcome[r.outcome].setdefault(r.server, []).append(r)
-    per_server: Counter[str] = Counter()
-    for r in analysis.records:
         per_server[r.server] += r.count
     out = []
     for o, servers in by_outcome.items():
@@ -506,7 +536,7 @@ def _verdict(w, ctx: _Context) -> None:  # noqa: ANN001
         _quality_note(w, ctx)
         w("</section>\n")
         return
-    groups = verdict_groups(ctx.a)
+    groups = verdict_groups(ctx.a, ctx.records)
     outcomes: Counter[str] = Counter()
     for r in ctx.problems:
         outcomes[r.outcome] += r.count
@@ -712,7 +742,7 @@ def _timeline(w, ctx: _Context, max_lanes: int) -> None:  # noqa: ANN001
     if not ctx.records:
         w("<p>No connections to draw.</p>\n</section>\n")
         return
-    fig = figures.timeline(ctx.a, max_lanes=max_lanes)
+    fig = figures.timeline(ctx.a, max_lanes=max_lanes, records=ctx.records)
     mode = getattr(fig, "pcapdiag", {}).get("mode")
     if mode == "aggregate":
         w(
