@@ -499,6 +499,16 @@ def test_the_exact_pass_reads_the_first_pass_tape(
         assert len(walks) == walked, path.name
         assert (sum(again) > 1000) == (walked == 1), path.name
     assert _tape.ROW_BYTES == 44
+    # no room for the tape (a full temporary directory): the file is read again instead
+    walks.clear()
+
+    def full(*a: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_tape.os, "pwritev", full)
+    got = _stream(pcapdiag.analyze(str(big)))
+    assert json.loads(got)["connections"] == json.loads(want)["connections"]
+    assert len(walks) == 2
 
 
 def test_the_tape_keeps_the_capture_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
