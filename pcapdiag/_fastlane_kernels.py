@@ -385,7 +385,7 @@ def _start(s: int, key: int, i: int, frame: np.ndarray, ts: np.ndarray, ipver: n
 
 _U = np.uint64
 _PA, _PB = _U(0xFF51AFD7ED558CCD), _U(0xC4CEB9FE1A85EC53)
-_B7F, _B80 = _U(0x7F7F7F7F7F7F7F7F), _U(0x8080808080808080)
+_B7F = _U(0x7F7F7F7F7F7F7F7F)
 _BLF, _BCR = _U(0x0A0A0A0A0A0A0A0A), _U(0x0D0D0D0D0D0D0D0D)
 
 

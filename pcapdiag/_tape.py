@@ -104,7 +104,8 @@ class Tape:
         self.size += size
 
     def drop(self) -> None:
-        """A file of the set cannot be read by offsets: the second pass reads it all."""
+        """No tape after all (a file of the set is not mapped, or the tape could not be
+        written): the second pass reads the files again."""
         self.usable = False
         self.close()
 

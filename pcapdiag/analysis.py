@@ -775,19 +775,18 @@ class _Chain:
         lane handed over, with the sweeps and clock of the whole capture, from the first
         pass's tape (``_tape``), else from the set's files read again."""
         part = self.part
-        paths = [part.paths[part.files.index(fi)] for fi in rset.files]
         handed = _Handed(flagged)
         self.last_tcp_ts = None  # the clock runs again from the set's start
         if tape is not None and tape.usable:
-            caps: dict[int, reader.Capture] = {}
+            cap: reader.Capture | None = None
+            fi = -1  # the file ``cap`` reads
             try:
                 for b in tape.batches():
-                    cap = caps.get(b.file)
-                    if cap is None:
-                        for c in caps.values():
-                            c.close()
-                        caps = {b.file: reader.open_capture(part.paths[part.files.index(b.file)])}
-                        cap = caps[b.file]
+                    if cap is None or b.file != fi:
+                        if cap is not None:
+                            cap.close()
+                        fi = b.file
+                        cap = reader.open_capture(part.paths[part.files.index(fi)])
                     which = handed.rows(b.rows["key"])
                     tcp = decode.decode_batch(_tape.records(cap, b.rows, which)).tcp
                     self.last_tcp_ts = b.clock if b.clock >= 0 else None
@@ -795,9 +794,10 @@ class _Chain:
                     if len(which):  # the tracker copies what it keeps of the bytes
                         cap.release(int(b.rows["offset"][which[-1]]))
             finally:
-                for c in caps.values():
-                    c.close()
+                if cap is not None:
+                    cap.close()
             return
+        paths = [part.paths[part.files.index(fi)] for fi in rset.files]
         # a damaged file ends where the first pass ended, which reported it
         batches = reader.chain_batches(
             paths, rset.offsets, part.batch or None, skip_errors=True, sizes=rset.sizes

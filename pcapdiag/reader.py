@@ -1400,12 +1400,12 @@ class Capture:
         interface: np.ndarray,
     ) -> RecordBatch:
         """Records an earlier reading of this mapped file delivered, by their columns
-        (``offset`` into the file, increasing from call to call), as one batch over the
-        map: a few records of a large file are read again without walking it (the fast
-        lane's second pass, ``_tape``), from a capture opened for that (not one being
-        read by ``batches``). Pages before the first offset are let go, as a reading lets
-        them go. A record past the end of the map (a file cut since) comes out of
-        ``decode.decode_batch`` as a malformed record, not as an error."""
+        (``offset`` into the file), as one batch over the map: a few records of a large
+        file are read again without walking it (the fast lane's second pass, ``_tape``),
+        from a capture opened for that (not one being read by ``batches``). The caller
+        lets go of the pages it is done with (``release``), as a reading does. A record
+        past the end of the map (a file cut since) comes out of ``decode.decode_batch``
+        as a malformed record, not as an error."""
         if self._file is None:
             raise UsageError("capture is closed")
         mm = self._mm
@@ -1415,20 +1415,14 @@ class Capture:
             self._again = _Buf(mm, 0)
             self._bufs.append(self._again)  # released by close
             self._dropped = 0
-            # few records here and there: no fault-around (the kernel would map 64 KiB
-            # around each record read, ~20 MB resident where 5 are read)
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                mm.madvise(mmap.MADV_RANDOM)
-        if len(offset):
-            self.release(int(offset[0]))
         return RecordBatch(
             self._again.arr, frame, ts_ns, offset, caplen, wirelen, linktype, interface
         )
 
     def release(self, upto: int) -> None:
-        """The bytes before ``upto`` are done with (``records``' batches before it): their
-        pages of the map may go. Safe while a batch still refers to them: a file mapping
-        re-faults from the page cache."""
+        """The bytes before ``upto`` are done with (the batches ``records`` gave): their
+        pages of the map may go, in steps of ``_DROP_EVERY``. Safe while a batch still
+        refers to them: a file mapping re-faults from the page cache."""
         if self._mm is not None:
             self._dropped = _drop_pages(self._mm, self._dropped, upto)
 
@@ -1595,8 +1589,8 @@ class Capture:
             if B in self._bufs:
                 self._bufs.remove(B)
             B.release()
-            # the last batch's pages too (a batch kept after its reading, the analysis's
-            # tail, would keep them resident): a file mapping re-faults if it is read
+            # the last step's pages too (under ``_DROP_EVERY``): a batch kept after the
+            # reading (the analysis's tail) keeps the map open; it re-faults if read
             _drop_pages(mm, dropped, len(mm) + _DROP_EVERY)
         if p.error is not None:
             raise p.error
