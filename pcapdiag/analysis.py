@@ -408,6 +408,10 @@ class Part:
     # ``_execute`` once they are known)
     exact: bool = False
     handed: np.ndarray | None = field(default=None, compare=False)
+    # where the byte ranges write their tapes (``_tape``: a folder ``_execute`` made and
+    # removes), and for the exact parts after them, the tapes to read instead of the file
+    folder: str | None = None
+    tapes: tuple[_tape.Tape, ...] | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)
@@ -438,6 +442,9 @@ class Fragment:
     summaries: dict[int, CaptureSummary]
     errors: list[CaptureError]
     handed: np.ndarray | None = None  # a span's: the 4-tuples its fast lane handed over
+    # a span's reading, for the whole file's summary (``_joined``), and its tape
+    read: tuple[reader.SpanInfo, _Counts] | None = None
+    tape: _tape.Tape | None = None
 
 
 def rotation_chains(files: list[str]) -> list[list[int]]:
@@ -486,7 +493,8 @@ def plan(files: list[str], chains: list[list[int]], workers: int) -> list[Part]:
         t0, b, size = _first_ts(paths[0]) or 0, reader.BATCH, spans[-1][1]
         parts += [Part(tuple(c), paths, span=sp, t0=t0, batch=b) for sp in spans]
         parts += [
-            Part(tuple(c), paths, s, shards, exact=True, batch=b, size=size) for s in range(shards)
+            Part(tuple(c), paths, s, shards, t0=t0, exact=True, batch=b, size=size)
+            for s in range(shards)
         ]
     return parts
 
@@ -536,25 +544,77 @@ def _execute(
             def run(ps: list[Part]) -> list[Fragment]:
                 return list(pool.map(run_part, ps))
 
+        if client is None and any(p.span is not None for p in parts):
+            # the byte ranges' tapes, in a folder every worker here sees (not a cluster's)
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="pcapdiag-tapes-"))
+            parts = [dataclasses.replace(p, folder=folder) if p.span else p for p in parts]
         first = run([p for p in parts if not p.exact])
         later = [p for p in parts if p.exact]
         if not later:
             _give_back()
             return first
         handed: dict[tuple[int, ...], list[np.ndarray]] = {}
+        spans: dict[tuple[int, ...], list[Fragment]] = {}
         for f in first:
             if f.handed is not None:
                 handed.setdefault(f.part.files, []).append(f.handed)
+            if f.part.span is not None:
+                spans.setdefault(f.part.files, []).append(f)
+        joined = {files: _joined(frags) for files, frags in spans.items()}
         empty = np.zeros(0, np.uint64)
         later = [
-            dataclasses.replace(p, handed=np.unique(np.concatenate(handed.get(p.files, [empty]))))
+            dataclasses.replace(
+                p,
+                handed=np.unique(np.concatenate(handed.get(p.files, [empty]))),
+                tapes=j.tapes if (j := joined.get(p.files)) is not None else None,
+            )
             for p in later
         ]
         # the exact tracker's fragments first: the merge takes a set's files, offsets and
         # summaries from its first fragment
         out = run(later) + first
+        for f in out:
+            j = joined.get(f.part.files)
+            if j is not None and f.part.exact and f.part.shard == 0:
+                f.summaries[f.part.files[0]], f.errors = j.summary, j.errors
         _give_back()
         return out
+
+
+@dataclass(slots=True)
+class _Joined:
+    """A file's byte ranges read as one (``_joined``): what the exact parts need."""
+
+    summary: CaptureSummary
+    errors: list[CaptureError]
+    tapes: tuple[_tape.Tape, ...]
+
+
+def _joined(frags: list[Fragment]) -> _Joined | None:
+    """The summary and error of a whole reading of a file from its byte ranges' readings,
+    and their tapes; None when a range wrote no tape, or its readings cannot give the
+    whole file's summary exactly (``reader.join_spans``): the exact parts then read the
+    whole file, as before tapes."""
+    frags = sorted(frags, key=lambda f: f.part.span[0] if f.part.span else 0)
+    tapes = [f.tape for f in frags if f.tape is not None and f.tape.usable]
+    reads = [f.read for f in frags if f.read is not None]
+    if len(tapes) < len(frags) or len(reads) < len(frags):
+        return None
+    part = frags[0].part
+    path = part.paths[0]
+    firsts = [f.part.span[2] if f.part.span else 1 for f in frags]
+    info = reader.join_spans(path, [(r[0], k) for r, k in zip(reads, firsts, strict=True)])
+    if info is None:
+        return None
+    counts = _Counts()
+    for _, c in reads:
+        counts.absorb(c)
+    summary = CaptureSummary(path=path, t0_ns=part.t0)
+    counts.fill(summary, info)
+    errors = [e for f in frags for e in f.errors]
+    if errors:
+        summary.error = str(errors[0])
+    return _Joined(summary, errors[:1], tuple(tapes))
 
 
 def _give_back() -> None:
@@ -584,29 +644,61 @@ def run_part(part: Part, progress: Callable[[str, int, int], None] | None = None
     with _gc_paused():
         if part.span is not None:
             _run_span(part, frag, chain)
+        elif part.tapes is not None:
+            _run_tapes(part, frag, chain)
         else:
             _run_chain(part, frag, chain)
     return frag
 
 
 def _run_span(part: Part, frag: Fragment, chain: _Chain) -> None:
-    """A byte range of one file through a fast lane of its own; what it hands over (and
-    any error) is left to the exact parts, which read the whole file."""
+    """A byte range of one file through a fast lane of its own. What it hands over is
+    left to the exact parts: they read its tape (``part.folder``), or the whole file."""
     assert part.span is not None
     fi, path = part.files[0], part.paths[0]
     fast = RecordStore()
     frag.sets.append(SetResult([fi], RecordStore(), Folds(), [], [], part.t0, [0], fast=fast))
     lane = _fastlane.Lane(fast, fi, path, part.t0, _fastlane.ORACLE)
+    tape = _tape.Tape(part.folder) if part.folder is not None else None
+    counts = _Counts()
     try:
         with reader.open_capture(path) as cap:
-            for batch in cap.batches(part.batch or None, span=part.span):
-                p = chain._packets(batch)
-                for e in p.icmp:
-                    lane.flag_icmp(e)
-                lane.feed(p.tcp, _fastlane.packet_hashes(p.tcp), chain.last_tcp_ts or 0)
-    except CaptureError:
-        pass
+            try:
+                for batch in cap.batches(part.batch or None, span=part.span):
+                    p = chain._packets(batch)
+                    counts.add(p)
+                    for e in p.icmp:
+                        lane.flag_icmp(e)
+                    keys = _fastlane.packet_hashes(p.tcp)
+                    lane.feed(p.tcp, keys, chain.last_tcp_ts or 0)
+                    if tape is not None:
+                        tape.add(fi, batch, p.tcp, keys, len(p.whole), chain.last_tcp_ts, p.icmp)
+            except CaptureError as exc:  # the file's damage: its summary reports it
+                frag.errors.append(exc)
+            frag.read = (cap.span_info(), counts)
+    except CaptureError as exc:
+        frag.errors.append(exc)
     frag.handed = lane.close()
+    if tape is not None:
+        tape.seal()
+        frag.tape = tape
+
+
+def _run_tapes(part: Part, frag: Fragment, chain: _Chain) -> None:
+    """An exact part after byte ranges that wrote tapes: its shard of the handed-over
+    4-tuples from them, with the clock and counts of the whole file. The file's summary
+    is the ranges' (``_joined``), given to shard 0's fragment by the parent."""
+    assert part.tapes is not None and chain.handed is not None
+    fi = part.files[0]
+    try:
+        chain._start(fi, part.t0)
+        assert chain.set is not None and chain.tracker is not None
+        chain.set.files.append(fi)
+        chain.set.offsets.append(0)
+        chain.set.sizes.append(part.size)
+        chain._replay(chain.tracker, part.tapes, chain.handed)
+    finally:
+        chain.end()
 
 
 def _run_chain(part: Part, frag: Fragment, chain: _Chain) -> None:
@@ -778,24 +870,7 @@ class _Chain:
         handed = _Handed(flagged)
         self.last_tcp_ts = None  # the clock runs again from the set's start
         if tape is not None and tape.usable:
-            cap: reader.Capture | None = None
-            fi = -1  # the file ``cap`` reads
-            try:
-                for b in tape.batches():
-                    if cap is None or b.file != fi:
-                        if cap is not None:
-                            cap.close()
-                        fi = b.file
-                        cap = reader.open_capture(part.paths[part.files.index(fi)])
-                    which = handed.rows(b.rows["key"])
-                    tcp = decode.decode_batch(_tape.records(cap, b.rows, which)).tcp
-                    self.last_tcp_ts = b.clock if b.clock >= 0 else None
-                    self._track(tracker, tcp, b.icmp, b.seen)
-                    if len(which):  # the tracker copies what it keeps of the bytes
-                        cap.release(int(b.rows["offset"][which[-1]]))
-            finally:
-                if cap is not None:
-                    cap.close()
+            self._replay(tracker, [tape], handed)
             return
         paths = [part.paths[part.files.index(fi)] for fi in rset.files]
         # a damaged file ends where the first pass ended, which reported it
@@ -805,6 +880,40 @@ class _Chain:
         for batch in batches:
             p = self._packets(batch)
             self._track(tracker, handed.take(p.tcp), p.icmp, len(p.whole))
+
+    def _replay(self, tracker: Tracker, tapes: Sequence[_tape.Tape], handed: _Handed) -> None:
+        """Feed ``tracker`` this part's shard of the ``handed`` 4-tuples from ``tapes`` (one
+        file's, in order), their records read again by offset, with the clock and counts
+        of the whole reading: a tape's clock is its own reading's, so the clock is the
+        largest yet."""
+        part = self.part
+        cap: reader.Capture | None = None
+        fi = -1  # the file ``cap`` reads
+        clock = -1
+        try:
+            for tape in tapes:
+                for b in tape.batches():
+                    if cap is None or b.file != fi:
+                        if cap is not None:
+                            cap.close()
+                        fi = b.file
+                        cap = reader.open_capture(part.paths[part.files.index(fi)])
+                    which = handed.rows(b.rows["key"])
+                    tcp = decode.decode_batch(_tape.records(cap, b.rows, which)).tcp
+                    icmp = b.icmp
+                    if part.shards > 1:
+                        tcp = decode.take(
+                            tcp, np.flatnonzero(_shard_of(tcp, part.shards) == part.shard)
+                        )
+                        icmp = [e for e in icmp if _icmp_shard(e, part.shards) == part.shard]
+                    clock = max(clock, b.clock)
+                    self.last_tcp_ts = clock if clock >= 0 else None
+                    self._track(tracker, tcp, icmp, b.seen)
+                    if len(which):  # the tracker copies what it keeps of the bytes
+                        cap.release(int(b.rows["offset"][which[-1]]))
+        finally:
+            if cap is not None:
+                cap.close()
 
     def _packets(self, batch: reader.RecordBatch) -> _Packets:
         """What both passes do with a batch (its frames numbered in the set already):
@@ -839,10 +948,7 @@ class _Chain:
 
     def read(self, fi: int, path: str, summary: CaptureSummary) -> None:
         part = self.part
-        unknown: Counter[int] = Counter()
-        malformed_total = 0
-        malformed_first: tuple[int, str] | None = None
-        dup_count = dup_first = 0
+        counts = _Counts()
         cap = reader.open_capture(path)
         size = os.path.getsize(path) if os.path.isfile(path) else 0
         info = cap.info
@@ -862,16 +968,7 @@ class _Chain:
                 if self.offset:
                     batch.frame = batch.frame + self.offset
                 p = self._packets(batch)
-                dec = p.dec
-                summary.tcp_packets += len(dec.tcp)
-                unknown.update(dec.unknown_link)
-                malformed_total += getattr(dec, "malformed_count", len(dec.malformed))
-                if dec.malformed and malformed_first is None:
-                    malformed_first = dec.malformed[0]
-                if p.dups:
-                    if not dup_count:
-                        dup_first = p.first_dup
-                    dup_count += p.dups
+                counts.add(p)
                 if len(p.whole):
                     self.tail = p.whole
                 tracker = self.tracker
@@ -897,12 +994,7 @@ class _Chain:
                         path, int(batch.frame[-1]) - self.offset if len(batch) else 0, size
                     )
         finally:
-            _fill_summary(summary, info, unknown, malformed_total, malformed_first)
-            if dup_count:
-                summary.warnings.append(
-                    f"{path} (frame {dup_first}): {dup_count} duplicate frame(s) skipped "
-                    "(the same packet captured twice, e.g. on two interfaces)"
-                )
+            counts.fill(summary, info)
             if self.set is not None and fi in self.set.files:
                 self.set.secrets.extend(info.secrets)
                 self.offset += info.packets
@@ -1262,6 +1354,49 @@ def _replay_decrypted(
                 tracker.feed(decode.take(pk, rows), [])
             tracker.close()
     return out
+
+
+@dataclass(slots=True)
+class _Counts:
+    """What a reading of a file counts besides the reader's own facts, for its summary."""
+
+    tcp: int = 0
+    unknown: Counter[int] = field(default_factory=Counter)  # frames by unsupported link type
+    malformed: int = 0
+    malformed_first: tuple[int, str] | None = None
+    dups: int = 0
+    dup_first: int = 0
+
+    def add(self, p: _Packets) -> None:
+        dec = p.dec
+        self.tcp += len(dec.tcp)
+        self.unknown.update(dec.unknown_link)
+        self.malformed += getattr(dec, "malformed_count", len(dec.malformed))
+        if dec.malformed and self.malformed_first is None:
+            self.malformed_first = dec.malformed[0]
+        if p.dups:
+            if not self.dups:
+                self.dup_first = p.first_dup
+            self.dups += p.dups
+
+    def absorb(self, later: _Counts) -> None:
+        """Add the counts of the reading of the bytes that follow."""
+        self.tcp += later.tcp
+        self.unknown.update(later.unknown)
+        self.malformed += later.malformed
+        self.malformed_first = self.malformed_first or later.malformed_first
+        if later.dups and not self.dups:
+            self.dup_first = later.dup_first
+        self.dups += later.dups
+
+    def fill(self, summary: CaptureSummary, info: reader.CaptureInfo) -> None:
+        summary.tcp_packets = self.tcp
+        _fill_summary(summary, info, self.unknown, self.malformed, self.malformed_first)
+        if self.dups:
+            summary.warnings.append(
+                f"{summary.path} (frame {self.dup_first}): {self.dups} duplicate frame(s) "
+                "skipped (the same packet captured twice, e.g. on two interfaces)"
+            )
 
 
 def _fill_summary(

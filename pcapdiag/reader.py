@@ -62,6 +62,7 @@ Warnings vs errors
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import mmap
 import os
@@ -205,6 +206,72 @@ class CaptureInfo:
     last_ts_ns: int | None = None
     warnings: list[CaptureWarning] = field(default_factory=list)
     secrets: list[tuple[int, bytes]] = field(default_factory=list)  # pcapng DSB (type, data)
+
+
+@dataclass(slots=True)
+class SpanInfo:
+    """What reading one span of a file found (``Capture.span_info``): its facts, and
+    its warnings still as tallies, so that ``join_spans`` can make the whole file's."""
+
+    info: CaptureInfo  # its ``warnings`` empty: they are in ``tallies``
+    tallies: dict[str, dict[str, Any]]
+    first_ts: int | None  # the span's first record's time
+    last_ts: int | None  # ... and its last's
+
+
+# Tallies of the blocks before a pcapng's first packet, or of a pcap's header: every span
+# reads those again (``Capture._run_mmap``)
+_HEAD_KINDS = ("version", "too_many_ifaces")
+
+
+def join_spans(path: str, spans: list[tuple[SpanInfo, int]]) -> CaptureInfo | None:
+    """The ``CaptureInfo`` of a whole reading of a file, from the readings of its spans
+    (``Capture.spans``), each with its first frame, in file order: counts add up, each
+    warning keeps its first frame and its place (the order kinds first came), and time
+    going backwards from one span's last record to the next one's first counts as it
+    does within a span. None where that cannot be told exactly from the spans: secrets
+    in any of them (the header's are read again by each), or a step back at a seam
+    that would be a new kind of warning among others new in that span (their order
+    within its first batch is not kept)."""
+    if not spans:
+        return None
+    first = spans[0][0].info
+    info = dataclasses.replace(first, path=path, warnings=[], link_types={}, secrets=[])
+    tallies: dict[str, dict[str, Any]] = {}
+    info.packets = 0
+    last: int | None = None
+    for k, (span, frame) in enumerate(spans):
+        s = span.info
+        if s.secrets:
+            return None
+        info.packets += s.packets
+        for lt, n in s.link_types.items():
+            info.link_types[lt] = info.link_types.get(lt, 0) + n
+        lo = [t for t in (info.first_ts_ns, s.first_ts_ns) if t is not None]
+        hi = [t for t in (info.last_ts_ns, s.last_ts_ns) if t is not None]
+        info.first_ts_ns, info.last_ts_ns = min(lo, default=None), max(hi, default=None)
+        got = {
+            kind: dict(t) for kind, t in span.tallies.items() if not k or kind not in _HEAD_KINDS
+        }
+        if k and last is not None and span.first_ts is not None and span.first_ts < last:
+            new = [kind for kind in got if kind not in tallies]
+            if "backwards" not in tallies and any(kind != "backwards" for kind in new):
+                return None
+            t = got.setdefault("backwards", dict(count=0, frame=frame, offset=None))
+            t["count"] += 1
+            t["frame"] = frame  # the span's first record: its first step back
+        for kind, t in got.items():
+            have = tallies.get(kind)
+            if have is None:
+                tallies[kind] = t
+                continue
+            have["count"] += t["count"]
+            if "biggest" in t:
+                have["biggest"] = max(have["biggest"], t["biggest"])
+        if span.last_ts is not None:
+            last = span.last_ts
+    info.warnings = _warnings(path, tallies, info.packets)
+    return info
 
 
 # A run of records, column-wise: frame, ts_ns, offset, caplen, wirelen, linktype, interface,
@@ -1228,7 +1295,9 @@ class Capture:
         self._fmt: dict[str, Any] = {}
         self._used = False
         self._tallies: dict[str, dict[str, Any]] = {}
-        self._last_ts: int | None = None
+        self._kept: dict[str, dict[str, Any]] = {}  # the last reading's tallies
+        self._first_rec: int | None = None  # the reading's first record's time
+        self._last_ts: int | None = None  # ... and its last's
         self._bufs: list[_Buf] = []
         self._size = 0  # bytes in the file (0: unknown, a pipe)
         self._deciding = False  # still to decide whether to load the compiled kernels
@@ -1495,7 +1564,7 @@ class Capture:
         info.warnings = []
         info.secrets = []
         self._tallies = {}
-        self._last_ts = None
+        self._first_rec = self._last_ts = None
         if info.format == "pcapng":
             info.snaplen = 0
             info.nanosecond = False
@@ -1734,6 +1803,8 @@ class Capture:
                 first_back = int(frame[0])
             if count:
                 self._tally("backwards", count, frame=first_back)
+            if self._first_rec is None:
+                self._first_rec = int(ts[0])
             self._last_ts = int(ts[-1])
             lo, hi = int(ts.min()), int(ts.max())
             if info.first_ts_ns is None or lo < info.first_ts_ns:
@@ -1774,51 +1845,19 @@ class Capture:
             t["biggest"] = max(t["biggest"], extra["biggest"])
 
     def _finish(self) -> None:
-        n = self.info.packets
-        for kind, t in self._tallies.items():
-            c = t["count"]
-            if kind == "truncated":
-                miss = t["missing"]
-                what = f"{miss} bytes missing" if miss else "inside its header"
-                msg = f"capture ends inside a record ({what}); {n} complete records read"
-            elif kind == "backwards":
-                msg = f"timestamps go backwards {c} times"
-            elif kind == "cap_gt_wire":
-                msg = f"{c} records have more captured bytes than their original length (kept)"
-            elif kind == "over_snaplen":
-                msg = (
-                    f"{c} records exceed the snaplen {t['snaplen']} (up to {t['biggest']} "
-                    f"bytes; kept)"
-                )
-            elif kind == "wire_clip":
-                msg = f"{c} records claim an original length of 2 GiB or more (clipped)"
-            elif kind == "bad_iface":
-                msg = (
-                    f"{c} records name an interface their section does not define "
-                    f"(first: interface {t['iface']}); skipped"
-                )
-            elif kind == "spb_ts":
-                msg = (
-                    f"{c} Simple Packet Blocks have no timestamp; "
-                    f"they were given the previous record's time"
-                )
-            elif kind == "events":
-                msg = (
-                    f"{c} non-packet records (systemd journal / sysdig events) not delivered; "
-                    f"they still use up frame numbers, as in Wireshark"
-                )
-            elif kind == "too_many_ifaces":
-                msg = f"{c} interfaces beyond {_MAX_IFACES} in one section ignored"
-            elif kind == "gzip_truncated":
-                msg = f"gzip stream is truncated (no end-of-stream marker); {n} records read"
-            elif kind == "gzip_trailing":
-                msg = f"{t['size']} bytes of non-gzip data after the gzip stream ignored"
-            elif kind == "version":
-                msg = f"unusual pcap version {t['version']} (read as 2.4)"
-            else:  # pragma: no cover - every kind is listed above
-                msg = kind
-            self.info.warnings.append(CaptureWarning(self._path, msg, t["frame"], t["offset"]))
+        self.info.warnings.extend(_warnings(self._path, self._tallies, self.info.packets))
+        self._kept = self._tallies  # for ``span_info``
         self._tallies = {}
+
+    def span_info(self) -> SpanInfo:
+        """What the last reading (of a span, ``batches(span=)``, exhausted) found, for
+        ``join_spans``."""
+        return SpanInfo(
+            dataclasses.replace(self.info, warnings=[], link_types=dict(self.info.link_types)),
+            {k: dict(t) for k, t in self._kept.items()},
+            self._first_rec,
+            self._last_ts,
+        )
 
     # -- closing
     def close(self) -> None:
@@ -1840,6 +1879,55 @@ class Capture:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _warnings(path: str, tallies: dict[str, dict[str, Any]], n: int) -> list[CaptureWarning]:
+    """The warnings of a reading's tallies (``Capture._tally``: one per kind, in the
+    order they first came), ``n`` records read."""
+    out: list[CaptureWarning] = []
+    for kind, t in tallies.items():
+        c = t["count"]
+        if kind == "truncated":
+            miss = t["missing"]
+            what = f"{miss} bytes missing" if miss else "inside its header"
+            msg = f"capture ends inside a record ({what}); {n} complete records read"
+        elif kind == "backwards":
+            msg = f"timestamps go backwards {c} times"
+        elif kind == "cap_gt_wire":
+            msg = f"{c} records have more captured bytes than their original length (kept)"
+        elif kind == "over_snaplen":
+            msg = (
+                f"{c} records exceed the snaplen {t['snaplen']} (up to {t['biggest']} bytes; kept)"
+            )
+        elif kind == "wire_clip":
+            msg = f"{c} records claim an original length of 2 GiB or more (clipped)"
+        elif kind == "bad_iface":
+            msg = (
+                f"{c} records name an interface their section does not define "
+                f"(first: interface {t['iface']}); skipped"
+            )
+        elif kind == "spb_ts":
+            msg = (
+                f"{c} Simple Packet Blocks have no timestamp; "
+                f"they were given the previous record's time"
+            )
+        elif kind == "events":
+            msg = (
+                f"{c} non-packet records (systemd journal / sysdig events) not delivered; "
+                f"they still use up frame numbers, as in Wireshark"
+            )
+        elif kind == "too_many_ifaces":
+            msg = f"{c} interfaces beyond {_MAX_IFACES} in one section ignored"
+        elif kind == "gzip_truncated":
+            msg = f"gzip stream is truncated (no end-of-stream marker); {n} records read"
+        elif kind == "gzip_trailing":
+            msg = f"{t['size']} bytes of non-gzip data after the gzip stream ignored"
+        elif kind == "version":
+            msg = f"unusual pcap version {t['version']} (read as 2.4)"
+        else:  # pragma: no cover - every kind is listed above
+            msg = kind
+        out.append(CaptureWarning(path, msg, t["frame"], t["offset"]))
+    return out
 
 
 def open_capture(path: str | os.PathLike[str]) -> Capture:

@@ -188,16 +188,103 @@ def test_one_big_file_split_by_byte_ranges(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(data, "_forkable", lambda: True)  # other tests leave idle threads
     assert len(data._parts(10, 3)) == 3
     seams = []
+    joins = _joins(monkeypatch)
     for jobs in (2, 5):
         _same(big, monkeypatch, jobs=jobs)
         seams += [p.span[0] for p in analysis.plan([str(big)], [[0]], jobs) if p.span]
     assert len(set(seams)) == 2 + 5 - 1  # the file's start is the first span of both
+    assert joins and all(joins)  # the exact parts read the ranges' tapes
     editcap = shutil.which("editcap")
     if editcap:  # the same as pcapng, as dumpcap and Wireshark write it
         ng = tmp_path / "mix.pcapng"
         subprocess.run([editcap, "-F", "pcapng", str(big), str(ng)], check=True)
         assert any(p.span for p in analysis.plan([str(ng)], [[0]], 3))
         _same(ng, monkeypatch, jobs=3)
+
+
+def _joins(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each file cut into byte ranges had its exact parts read the ranges' tapes
+    (else the whole file again)."""
+    seen: list[bool] = []
+    joined = analysis._joined
+
+    def spy(frags: list[analysis.Fragment]) -> Any:
+        out = joined(frags)
+        seen.append(out is not None)
+        return out
+
+    monkeypatch.setattr(analysis, "_joined", spy)
+    return seen
+
+
+def _records(raw: bytes | bytearray) -> list[int]:
+    """The offsets of a little-endian pcap's records."""
+    out, pos = [], 24
+    while pos + 16 <= len(raw):
+        out.append(pos)
+        pos += 16 + struct.unpack_from("<I", raw, pos + 8)[0]
+    return out
+
+
+def _set_us(raw: bytearray, at: int, us: int) -> None:
+    struct.pack_into("<II", raw, at, us // 1_000_000, us % 1_000_000)
+
+
+def _us(raw: bytes | bytearray, at: int) -> int:
+    sec, usec = struct.unpack_from("<II", raw, at)
+    return sec * 1_000_000 + usec
+
+
+def test_warnings_across_byte_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exact parts read the byte ranges' tapes, and the file's summary is joined from
+    the ranges' readings: every warning as one reading of the whole file gives it, with
+    its count, first frame and place. Time steps back at each seam and within a range, a
+    small snaplen is exceeded all along, the capture ends inside a record. Where the
+    order of two warnings a range is first to give cannot be told (a step back at its
+    first record and another new kind), the exact parts read the whole file."""
+    sources = [ROOT / s for s in MIX_SOURCES if (ROOT / s).exists()]
+    mix = tmp_path / "mix.pcap"
+    make_mix(mix, 30, sources)
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
+    monkeypatch.setattr(reader, "BATCH", 2000)
+    spans = [p.span for p in analysis.plan([str(mix)], [[0]], 3) if p.span]
+    assert len(spans) == 3
+    clean = bytearray(mix.read_bytes())
+    offsets = _records(clean)
+    seams = [offsets.index(sp[0]) for sp in spans[1:]]
+
+    raw = bytearray(clean)
+    struct.pack_into("<I", raw, 16, 200)  # snaplen
+    struct.pack_into("<H", raw, 4, 3)  # version 3.4: every range reads the header
+    for k in seams:  # a step back at each seam: the range's first record
+        _set_us(raw, offsets[k], _us(raw, offsets[k - 1]) - 1_000_000)
+    k = seams[0] + 700  # and one within the second range
+    _set_us(raw, offsets[k], _us(raw, offsets[k - 1]) - 5)
+    raw += struct.pack("<IIII", 1, 0, 100, 100) + b"x" * 10  # a record cut short
+    stepped = tmp_path / "stepped.pcap"
+    stepped.write_bytes(raw)
+    times = [_us(raw, o) for o in offsets]
+    backwards = sum(b < a for a, b in zip(times, times[1:], strict=False))
+    one = pcapdiag.analyze(str(stepped)).captures[0].warnings
+    assert f"timestamps go backwards {backwards} times" in " ".join(one)
+    for what in ("version 3.4", "snaplen 200", "ends inside a record"):
+        assert sum(what in w for w in one) == 1, what
+    joins = _joins(monkeypatch)
+    _same(stepped, monkeypatch, jobs=3)
+    assert joins and all(joins)
+
+    # a seam's step back, and a record with more bytes than the wire's, both first in
+    # the second range: their order is not known from it
+    raw = bytearray(clean)
+    k = seams[0]
+    _set_us(raw, offsets[k], _us(raw, offsets[k - 1]) - 1_000_000)
+    at = offsets[k + 5]
+    struct.pack_into("<I", raw, at + 12, struct.unpack_from("<I", raw, at + 8)[0] - 1)
+    odd = tmp_path / "odd.pcap"
+    odd.write_bytes(raw)
+    joins.clear()
+    _same(odd, monkeypatch, jobs=3)
+    assert joins and not any(joins)
 
 
 def _with_hop_copies(src: Path, dest: Path, every: int) -> int:
