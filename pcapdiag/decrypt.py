@@ -21,7 +21,6 @@ urllib3, httpx, aiohttp, curl and browsers) and from pcapng Decryption Secrets B
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -34,9 +33,12 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcapdiag.errors import DecryptError, UsageError
+
+if TYPE_CHECKING:  # imported where used: 0.03 s of every analysis otherwise
+    import asyncio
 
 __all__ = [
     "KeyLog",
@@ -283,6 +285,8 @@ class _TsharkRun:
 
     # -- the pyshark part, the same in both modes --------------------------------------
     def _capture(self, loop: asyncio.AbstractEventLoop) -> Any:
+        import asyncio
+
         import pyshark
 
         cap = pyshark.FileCapture(
@@ -368,6 +372,8 @@ class _TsharkRun:
 
     # -- the two ways of running it -----------------------------------------------------
     def items(self) -> Iterator[Plaintext]:
+        import asyncio
+
         quiet = _QuietReaping()
         logging.getLogger("asyncio").addFilter(quiet)
         try:
@@ -381,6 +387,8 @@ class _TsharkRun:
             logging.getLogger("asyncio").removeFilter(quiet)
 
     def _inline(self) -> Iterator[Plaintext]:
+        import asyncio
+
         loop = asyncio.new_event_loop()
         cap = None
         timer = threading.Timer(self.timeout_s, self._expire)
@@ -415,6 +423,8 @@ class _TsharkRun:
             return False
 
         def work() -> None:
+            import asyncio
+
             loop = asyncio.new_event_loop()
             cap = None
             try:
@@ -486,6 +496,8 @@ def _pidfd_watcher(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
     runs outside the main thread (pyshark then reports a crash with code 255); the pidfd
     watcher (Linux >= 5.3) does not. asyncio's watcher is process-wide, so it is put
     back afterwards."""
+    import asyncio
+
     if not hasattr(os, "pidfd_open"):
         yield
         return

@@ -119,6 +119,7 @@ def _same(path: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> int:
     want_html = _html(exact) if big else ""
     listed = pcapdiag.Analysis(want, exact.captures, exact.idle_timeouts, exact.errors)
     assert _text(listed) == want_text, path.name
+    assert _csv(listed) == want_csv, path.name  # each record's to_json, not the JSON lines
     if big:
         assert _html(listed) == want_html, path.name
     for mode in ("oracle", "direct"):
