@@ -36,6 +36,7 @@ temporary file, so memory stays flat however many connections there are.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import os
 import pickle
@@ -126,48 +127,61 @@ class _Spill:
     def release(self) -> None:
         self.users -= 1
         if self.users == 0:
-            self.file.close()
+            with contextlib.suppress(OSError):  # what a full disk left in its buffer
+                self.file.close()
             if type(self).current is self:
                 type(self).current = None
 
 
 class _Blobs:
     """A run's compressed chunks: in memory while the process holds fewer than ``SPILL``
-    bytes of them, then in the process's temporary file."""
+    bytes of them, then in the process's temporary file, or in memory again if that
+    cannot be written (a full temporary directory: the analysis goes on, in more
+    memory)."""
 
     held = 0  # bytes in memory, every store of the process together
+    broken = False  # the temporary file could not be written: no more spilling
 
-    __slots__ = ("_mem", "_size", "_spill", "_spilled")
+    __slots__ = ("_items", "_size", "_spill")
 
     def __init__(self) -> None:
-        self._mem: list[bytes] = []
-        self._size = 0  # bytes of ``_mem``
+        self._items: list[bytes | tuple[int, int]] = []  # a chunk, or where it is in the file
+        self._size = 0  # bytes of the chunks in memory
         self._spill: _Spill | None = None
-        self._spilled: list[tuple[int, int]] = []  # (offset, length) in the file
 
     def __len__(self) -> int:
-        return len(self._mem) + len(self._spilled)
+        return len(self._items)
 
     def add(self, blob: bytes) -> int:
-        k = len(self)
-        if not self._spilled and _Blobs.held + len(blob) <= SPILL:
-            self._mem.append(blob)
-            self._size += len(blob)
-            _Blobs.held += len(blob)
+        k = len(self._items)
+        if (self._spill is None and _Blobs.held + len(blob) <= SPILL) or _Blobs.broken:
+            self._keep(blob)
             return k
-        if self._spill is None:
-            self._spill = _Spill.join()
-        f = self._spill.file
-        f.seek(0, os.SEEK_END)
-        self._spilled.append((f.tell(), len(blob)))
-        f.write(blob)
-        f.flush()  # ``get`` reads the file itself
+        try:
+            if self._spill is None:
+                self._spill = _Spill.join()
+            f = self._spill.file
+            f.seek(0, os.SEEK_END)
+            at = f.tell()
+            f.write(blob)
+            f.flush()  # ``get`` reads the file itself
+        except OSError:
+            _Blobs.broken = True
+            self._keep(blob)
+            return k
+        self._items.append((at, len(blob)))
         return k
 
+    def _keep(self, blob: bytes) -> None:
+        self._items.append(blob)
+        self._size += len(blob)
+        _Blobs.held += len(blob)
+
     def get(self, k: int) -> bytes:
-        if k < len(self._mem):
-            return self._mem[k]
-        off, length = self._spilled[k - len(self._mem)]
+        item = self._items[k]
+        if type(item) is bytes:
+            return item
+        off, length = item  # type: ignore[misc]
         assert self._spill is not None
         # pread, not seek + read: a forked process (``report.data.write_json``) shares
         # the file's offset
