@@ -17,6 +17,7 @@ import json
 import os
 import pickle
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -390,6 +391,17 @@ def test_write_json_by_several_processes(
     with open(path, "w", encoding="utf-8") as f:
         data.write_json(analysis, f, jobs=3)
     assert path.read_text(encoding="utf-8") == one.getvalue()
+    # into a pipe (the CLI's stdout piped on): the parts are copied by the kernel, each
+    # more than a pipe holds, so in several steps
+    assert len(one.getvalue()) > 4 * 65536
+    rfd, wfd = os.pipe()
+    got_bytes: list[bytes] = []
+    reader = threading.Thread(target=lambda: got_bytes.append(os.fdopen(rfd, "rb").read()))
+    reader.start()
+    with open(wfd, "w", encoding="utf-8") as f:
+        data.write_json(analysis, f, jobs=3)
+    reader.join()
+    assert got_bytes[0].decode("utf-8") == one.getvalue()
     parent, lines = os.getpid(), data._lines
 
     def failing(*a: Any) -> Any:
