@@ -265,6 +265,17 @@ def test_facts_from_another_process_are_recomputed(
     assert list(got) == want and facts.idle_timeouts() == idle
 
 
+def _merges_as_before(stores: list[Any], parts: Any) -> _store.Records:
+    """The stores merged give the records the merge of lists gave."""
+    facts, got = CrossFacts(), _store.Records()
+    got.adopt(stores, facts)
+    facts.apply(got)
+    want = _old_merge(parts, {})
+    _old_facts(want)
+    assert list(got) == want
+    return got
+
+
 def _spilled(blobs: Any) -> bool:
     """Does a run hold chunks in the temporary file?"""
     return any(type(item) is tuple for item in blobs._items)
@@ -287,12 +298,7 @@ def test_a_full_temporary_directory_keeps_chunks_in_memory(
     stores, parts = _stores(_base(samples, 2), 2, random.Random(5))
     assert _store._Blobs.broken  # a write was tried, and failed
     assert not any(_spilled(r.blobs) for s in stores for r in s.runs)
-    facts, got = CrossFacts(), _store.Records()
-    got.adopt(stores, facts)
-    facts.apply(got)
-    want = _old_merge(parts, {})
-    _old_facts(want)
-    assert list(got) == want
+    _merges_as_before(stores, parts)
 
 
 def test_a_store_travels_between_processes(
@@ -303,12 +309,7 @@ def test_a_store_travels_between_processes(
     stores, parts = _stores(_base(samples, 2), 2, rng)
     assert any(_spilled(r.blobs) for s in stores for r in s.runs)
     stores = pickle.loads(pickle.dumps(stores))
-    facts, got = CrossFacts(), _store.Records()
-    got.adopt(stores, facts)
-    facts.apply(got)
-    want = _old_merge(parts, {})
-    _old_facts(want)
-    assert list(got) == want
+    got = _merges_as_before(stores, parts)
     again = pickle.loads(pickle.dumps(got))
     assert list(again) == list(got)
 
