@@ -41,6 +41,7 @@ compilation (``worth_it``).
 from __future__ import annotations
 
 import os
+from itertools import repeat
 from json.encoder import encode_basestring as _es
 from typing import Any
 
@@ -1033,6 +1034,70 @@ def record(block: Block, j: int, path: str, t0: int, with_events: bool = True) -
     if outcome in CAUSES:
         rec.cause, rec.fix = CAUSES[outcome]
     return rec
+
+
+def rows(block: Block, path: str, t0: int) -> list[tuple[Any, ...]]:
+    """``row_of(record(block, j, path, t0, with_events=False))`` for every connection of
+    ``block`` (``_store.ROW`` order), from its columns: a table of connections (CSV
+    aside: the notebook's DataFrame, the HTML report) then makes each record once from
+    its row, not twice. ``tests/test_fastlane.py`` holds the two equal."""
+    from pcapdiag._store import ROW, row_of
+
+    m = len(block)
+    if not m:
+        return []
+    d = block.derived()
+    r = block.rows
+    n = block.nex
+    template = list(row_of(record(block, 0, path, t0, with_events=False)))
+    outcome = d["outcome"].tolist()
+    f1, t1 = d["f1"].tolist(), d["t1"].tolist()
+    some = (n > 0).tolist()
+    idle = d["idle"].tolist()
+    rtt = d["rtt"].tolist()
+    has_ack = d["has_ack"].tolist()
+    reused = d["reused"].tolist()
+    lines = block.lines
+    last = [lines[x] if k else None for x, k in zip(d["last"].tolist(), some, strict=True)]
+    hist, hat = _distinct_pairs(r[:, K_HIST], r[:, K_NHIST])
+    htexts = [_history(a, b) for a, b in hist]
+    histories = [htexts[k] for k in hat.tolist()]
+    caddrs = _addresses(block, K_CHI, K_CLO)
+    saddrs = _addresses(block, K_SHI, K_SLO)
+    cols = {name: r[:, col].tolist() for name, col in (
+        ("ip_version", K_IPVER), ("client_port", K_CPORT), ("server_port", K_SPORT),
+        ("start_ns", K_SYN_TS), ("end_ns", K_END_TS), ("client_packets", K_CPKTS),
+        ("server_packets", K_SPKTS), ("client_bytes", K_CBYTES), ("server_bytes", K_SBYTES),
+        ("first_frame", K_SYN_FRAME), ("last_frame", K_LAST_FRAME), ("server_ttl", K_STTL),
+        ("client_ttl", K_CTTL),
+    )}  # fmt: skip
+    nx = n.tolist()
+    cols.update(
+        client_ip=caddrs,
+        server_ip=saddrs,
+        outcome=[_OUTCOMES[o] for o in outcome],
+        closed_by=[_CLOSED_BY[o] for o in outcome],
+        close_ns=t1,
+        close_frame=f1,
+        evidence=[
+            _evidence(o, f, t, t0, i if k else 0, x)
+            for o, f, t, i, k, x in zip(outcome, f1, t1, idle, some, nx, strict=True)
+        ],
+        requests=nx,
+        responses=nx,
+        zeek_history=histories,
+        cause=[CAUSES[_OUTCOMES[o]][0] if _OUTCOMES[o] in CAUSES else None for o in outcome],
+        fix=[CAUSES[_OUTCOMES[o]][1] if _OUTCOMES[o] in CAUSES else None for o in outcome],
+        rtt_ms=[round(v / 1e6, 3) if a else None for v, a in zip(rtt, has_ack, strict=True)],
+        idle_before_close_s=[i / NS if k else None for i, k in zip(idle, some, strict=True)],
+        reused_after_idle_s=[u / NS if x > 1 else None for u, x in zip(reused, nx, strict=True)],
+        last_request=last,
+    )
+    cols["anomalies"] = [[] for _ in range(m)]
+    cols["zeek_rows"] = [[(t, "SF", h)] for t, h in zip(cols["start_ns"], histories, strict=True)]
+    # every field not set above is the same in every row: the first record's
+    columns = [cols.get(name) or repeat(v, m) for name, v in zip(ROW, template, strict=True)]
+    return list(zip(*columns, strict=True))
 
 
 def _distinct(block: Block, hi: int, lo: int) -> tuple[list[str], np.ndarray]:

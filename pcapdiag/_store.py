@@ -52,6 +52,7 @@ import numpy as np
 from pcapdiag._fastlane import _OUTCOMES as _FAST_OUTCOMES
 from pcapdiag._fastlane import Block, Lines, record
 from pcapdiag._fastlane import facts as block_facts
+from pcapdiag._fastlane import rows as block_rows
 from pcapdiag.classify import OUTCOMES
 from pcapdiag.explain import ConnectionRecord, CrossFacts
 
@@ -327,8 +328,10 @@ class _FastRun:
 
     def chunk(self, c: int, events: bool) -> tuple[list[Row], list[list[Any]] | None]:
         block = self._block(c)[0]
-        recs = [record(block, j, self.path, self.t0, events) for j in range(len(block))]
-        return [row_of(r) for r in recs], [r.events for r in recs] if events else None
+        if not events:  # from the block's columns (a record is made from each row after)
+            return block_rows(block, self.path, self.t0), None
+        recs = [record(block, j, self.path, self.t0) for j in range(len(block))]
+        return [row_of(r) for r in recs], [r.events for r in recs]
 
     def lines(self, c: int, j: int, m: int, ids: np.ndarray, sep: bytes) -> bytes:
         """JSON lines of connections ``j``..``j + m`` of chunk ``c``, joined by ``sep``;

@@ -182,12 +182,15 @@ class Analysis:
 
     # -- pandas / Jupyter (pandas and matplotlib are imported here, on first use) ----------
     def _cached(self, key: str, build: Callable[[], Any]) -> Any:
-        """``build()`` once per list of records (a frame is rebuilt if ``records`` changes)."""
+        """``build()`` once per list of records (a frame is rebuilt if ``records`` changes),
+        the cyclic collector paused: the records and rows it makes hold no cycles, and its
+        scans of them took 1.5 s of the 3.4 s of a 124,000-row ``connections``."""
         stamp = (id(self.records), len(self.records))
         cache = self.__dict__.setdefault("_pcapdiag_cache", {})
         hit = cache.get(key)
         if hit is None or hit[0] != stamp:
-            hit = cache[key] = (stamp, build())
+            with _gc_paused():
+                hit = cache[key] = (stamp, build())
         return hit[1]
 
     @property
@@ -197,7 +200,9 @@ class Analysis:
         empty frame with the same columns and dtypes. Each access returns a fresh copy."""
         from pcapdiag import frames
 
-        return self._cached("connections", lambda: frames.connections_frame(self.records)).copy()
+        recs = self.records  # a store's without their events: no column reads them
+        rows = recs.without_events() if isinstance(recs, Records) else recs
+        return self._cached("connections", lambda: frames.connections_frame(rows)).copy()
 
     @property
     def problems_df(self) -> pd.DataFrame:

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -122,11 +123,14 @@ def _same(path: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> int:
     assert _csv(listed) == want_csv, path.name  # each record's to_json, not the JSON lines
     if big:
         assert _html(listed) == want_html, path.name
+    want_frame = exact.connections
     for mode in ("oracle", "direct"):
         got = _run(path, mode, monkeypatch, **kw)
         recs = list(got.records)
         for a, b in zip(want, recs, strict=True):
             assert a == b, (path.name, mode, a.first_frame)
+        # the DataFrame: a store's records made from rows, the lane's from its columns
+        pd.testing.assert_frame_equal(got.connections, want_frame)
         assert json.dumps(got.to_json(), default=str) == want_json, (path.name, mode)
         assert _stream(got, kw.get("jobs", 1)) == want_stream, (path.name, mode)
         assert _text(got) == want_text, (path.name, mode)
@@ -134,6 +138,32 @@ def _same(path: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> int:
         if big:
             assert _html(got) == want_html, (path.name, mode)
     return (REPLAYED[0] - before) // 2
+
+
+def test_rows_from_a_blocks_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_fastlane.rows`` gives each connection's row as ``record`` makes it, for every
+    block of the real-recordings mix and of the samples the lane takes."""
+    from pcapdiag._store import _FastRun, row_of
+
+    sources = [ROOT / s for s in MIX_SOURCES if (ROOT / s).exists()]
+    mix = tmp_path / "mix.pcap"
+    make_mix(mix, 120, sources)
+    files = [mix, *sorted(SAMPLES.glob("*.pcap"))]
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
+    checked = 0
+    for f in files:
+        recs = pcapdiag.analyze(str(f)).records
+        for run in getattr(recs, "_runs", []):
+            if not isinstance(run, _FastRun):
+                continue
+            for block in run.blocks():
+                want = [
+                    row_of(_fastlane.record(block, j, run.path, run.t0, with_events=False))
+                    for j in range(len(block))
+                ]
+                assert _fastlane.rows(block, run.path, run.t0) == want, f.name
+                checked += len(block)
+    assert checked > 1000
 
 
 def test_every_sample(monkeypatch: pytest.MonkeyPatch) -> None:

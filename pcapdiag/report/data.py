@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from pcapdiag._store import JSON_SEP, ROW, Records, Row, row_of
 from pcapdiag.analysis import Analysis
-from pcapdiag.connections import NS
+from pcapdiag.connections import NS, _gc_paused
 
 CSV_COLUMNS = (
     "id", "capture", "client", "server", "start", "end", "duration_s", "outcome", "closed_by",
@@ -320,6 +320,11 @@ def write_csv(analysis: Analysis, out: IO[str]) -> None:
         dicts: Iterable[dict[str, Any]] = _parsed(_lines(recs, 0, len(recs)))
     else:
         dicts = (r.to_json() for r in recs)
+    with _gc_paused():  # parsed JSON cannot hold a cycle: nothing for the collector
+        _write_csv_rows(w, dicts)
+
+
+def _write_csv_rows(w: Any, dicts: Iterable[dict[str, Any]]) -> None:
     rows = []
     for j in dicts:
         errs, icmp, tls = j["client_errors"], j["icmp"], j["tls"] or {}

@@ -35,6 +35,7 @@ from typing import IO, TYPE_CHECKING
 
 from pcapdiag import __version__
 from pcapdiag.classify import OUTCOMES, PROBLEMS
+from pcapdiag.connections import _gc_paused
 from pcapdiag.report import figures
 from pcapdiag.report.figures import label
 
@@ -119,9 +120,9 @@ def render(
     title: str | None = None,
 ) -> str:
     """The report as one HTML string."""
-    ctx = _Context(
-        analysis, max_rows=max_rows, max_ladders=max_ladders, records=_records(analysis, max_lanes)
-    )
+    with _gc_paused():  # every record made at once: no cycles for the collector to find
+        records = _records(analysis, max_lanes)
+    ctx = _Context(analysis, max_rows=max_rows, max_ladders=max_ladders, records=records)
     out = io.StringIO()
     w = out.write
     files = [os.path.basename(c.path) for c in analysis.captures]
