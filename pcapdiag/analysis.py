@@ -645,8 +645,8 @@ _trim: Any = None  # glibc's malloc_trim, False where there is none
 def run_part(part: Part, progress: Callable[[str, int, int], None] | None = None) -> Fragment:
     """Analyse one part (runs in a worker process, or on a Dask worker)."""
     frag = Fragment(part, [], {}, [])
-    chain = _Chain(part, frag, progress)
-    with _gc_paused():
+    with _gc_paused():  # (the chain may load the compiled kernels: imports, many objects)
+        chain = _Chain(part, frag, progress)
         if part.span is not None:
             _run_span(part, frag, chain)
         elif part.tapes is not None:
