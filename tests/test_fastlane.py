@@ -230,7 +230,9 @@ def test_one_big_file_split_by_byte_ranges(tmp_path: Path, monkeypatch: pytest.M
         ng = tmp_path / "mix.pcapng"
         subprocess.run([editcap, "-F", "pcapng", str(big), str(ng)], check=True)
         assert any(p.span for p in analysis.plan([str(ng)], [[0]], 3))
+        joins.clear()
         _same(ng, monkeypatch, jobs=3)
+        assert joins and all(joins)
 
 
 def _joins(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
