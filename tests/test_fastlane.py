@@ -631,6 +631,39 @@ def test_the_exact_pass_reads_the_first_pass_tape(
     assert len(walks) == 2
 
 
+def test_byte_ranges_without_room_for_their_tapes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Byte ranges whose tapes cannot be written (a full temporary directory): their
+    exact shards read the whole file instead, and the answer is the exact tracker's. The
+    parts run one after the other in this process (a plan for three run with ``jobs=1``),
+    where the failure can be made."""
+    from pcapdiag import _tape
+
+    sources = [ROOT / s for s in MIX_SOURCES if (ROOT / s).exists()]
+    big = tmp_path / "mix.pcap"
+    make_mix(big, 30, sources)
+    monkeypatch.setattr(reader, "BATCH", 2000)
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "0")
+    want = json.dumps(pcapdiag.analyze(str(big)).to_json(), default=str)
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
+    plan = analysis.plan
+    monkeypatch.setattr(analysis, "plan", lambda files, chains, _: plan(files, chains, 3))
+    joins = _joins(monkeypatch)
+    got = pcapdiag.analyze(str(big))
+    assert json.dumps(got.to_json(), default=str) == want
+    assert len(joins) == 1 and joins[0]  # three ranges, and their tapes read
+
+    def full(*a: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_tape.os, "pwritev", full)
+    joins.clear()
+    got = pcapdiag.analyze(str(big))
+    assert json.dumps(got.to_json(), default=str) == want
+    assert joins == [False]
+
+
 def test_the_tape_keeps_the_capture_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A handed-over connection reset, then 40 s of connections the lane takes alone,
     then one more packet of it: the exact tracker, fed from the tape, must let the reset
