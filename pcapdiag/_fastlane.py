@@ -933,13 +933,19 @@ def _skip(event: Any) -> None:
     pass
 
 
-def record(block: Block, j: int, path: str, t0: int, with_events: bool = True) -> ConnectionRecord:
-    """``explain(conn)`` for connection ``j`` of ``block``, without the connection: its
-    events and the machine's path through them, written out (the template only ever
-    takes these transitions; ``tests/test_fastlane.py`` holds this equal to replaying it
-    through ``Connection`` and ``explain``). ``with_events=False``: the events are left
-    out (a table of connections does not read them)."""
-    row = block.rows[j].tolist()
+def events(block: Block, j: int) -> list[tuple[int, int | None, str, str, str]]:
+    """The events of connection ``j`` of ``block``, as ``record`` gives them (a table of
+    events then needs no record)."""
+    return _path(block, j, block.rows[j].tolist(), True)[0]
+
+
+def _path(
+    block: Block, j: int, row: list[int], with_events: bool
+) -> tuple[list[Any], Any, int | None, int | None, str | None, tuple[int, int, str]]:
+    """The machine's path through connection ``j``'s events (``row``: its slot row):
+    the events (only the handshake's unless ``with_events``), the state it ends in, the
+    last activity, the idle time before the last request, the last request line, and
+    the first FIN (frame, time, side)."""
     d = block.derived()
     n = int(block.nex[j])
     x0 = int(d["last"][j]) - n + 1
@@ -981,7 +987,6 @@ def record(block: Block, j: int, path: str, t0: int, with_events: bool = True) -
     if sf < cf:
         fins.reverse()
     (f1, t1, who), (f2, t2, other) = fins
-    idle_close = None if last is None else t1 - last
     if last is not None and state is not _KEEPALIVE and t1 - last >= threshold:
         if len(events) < MAX_EVENTS:
             add((last + threshold, None, "none", "idle_gap", f"idle {(t1 - last) / NS:.3f} s"))
@@ -989,6 +994,21 @@ def record(block: Block, j: int, path: str, t0: int, with_events: bool = True) -
             state = _KEEPALIVE
     add((t1, f1, who, "fin", ""))
     add((t2, f2, other, "fin", ""))  # the outcome: no idle gap is looked for
+    return events, state, last, idle_before, line, (f1, t1, who)
+
+
+def record(block: Block, j: int, path: str, t0: int, with_events: bool = True) -> ConnectionRecord:
+    """``explain(conn)`` for connection ``j`` of ``block``, without the connection: its
+    events and the machine's path through them, written out (the template only ever
+    takes these transitions; ``tests/test_fastlane.py`` holds this equal to replaying it
+    through ``Connection`` and ``explain``). ``with_events=False``: the events are left
+    out (a table of connections does not read them)."""
+    row = block.rows[j].tolist()
+    n = int(block.nex[j])
+    syn_ts, ack_ts = row[K_SYN_TS], row[K_ACK_TS]
+    rtt = max(0, ack_ts - syn_ts) if ack_ts >= 0 else None
+    events, state, last, idle_before, line, (f1, t1, who) = _path(block, j, row, with_events)
+    idle_close = None if last is None else t1 - last
     code = O_CLIENT if who == "client" else O_IDLE if state is _KEEPALIVE else O_SERVER
     outcome = _OUTCOMES[code]
     ipver = row[K_IPVER]

@@ -50,7 +50,8 @@ from typing import Any, overload
 import numpy as np
 
 from pcapdiag._fastlane import _OUTCOMES as _FAST_OUTCOMES
-from pcapdiag._fastlane import Block, Lines, record
+from pcapdiag._fastlane import Block, Lines
+from pcapdiag._fastlane import events as block_events
 from pcapdiag._fastlane import facts as block_facts
 from pcapdiag._fastlane import rows as block_rows
 from pcapdiag.classify import OUTCOMES
@@ -327,11 +328,10 @@ class _FastRun:
         return [self._block(c)[0] for c in range(len(self.chunks))] + self._tail
 
     def chunk(self, c: int, events: bool) -> tuple[list[Row], list[list[Any]] | None]:
+        # from the block's columns, not its records (each is made from its row after)
         block = self._block(c)[0]
-        if not events:  # from the block's columns (a record is made from each row after)
-            return block_rows(block, self.path, self.t0), None
-        recs = [record(block, j, self.path, self.t0) for j in range(len(block))]
-        return [row_of(r) for r in recs], [r.events for r in recs]
+        rows = block_rows(block, self.path, self.t0)
+        return rows, [block_events(block, j) for j in range(len(block))] if events else None
 
     def lines(self, c: int, j: int, m: int, ids: np.ndarray, sep: bytes) -> bytes:
         """JSON lines of connections ``j``..``j + m`` of chunk ``c``, joined by ``sep``;

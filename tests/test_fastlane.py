@@ -141,8 +141,9 @@ def _same(path: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> int:
 
 
 def test_rows_from_a_blocks_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``_fastlane.rows`` gives each connection's row as ``record`` makes it, for every
-    block of the real-recordings mix and of the samples the lane takes."""
+    """``_fastlane.rows`` and ``events`` give each connection's row and events as
+    ``record`` makes them, for every block of the real-recordings mix and of the samples
+    the lane takes."""
     from pcapdiag._store import _FastRun, row_of
 
     sources = [ROOT / s for s in MIX_SOURCES if (ROOT / s).exists()]
@@ -162,6 +163,10 @@ def test_rows_from_a_blocks_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                     for j in range(len(block))
                 ]
                 assert _fastlane.rows(block, run.path, run.t0) == want, f.name
+                evs = [
+                    _fastlane.record(block, j, run.path, run.t0).events for j in range(len(block))
+                ]
+                assert [_fastlane.events(block, j) for j in range(len(block))] == evs, f.name
                 checked += len(block)
     assert checked > 1000
 
