@@ -929,23 +929,18 @@ def _evidence(outcome: int, f1: int, t1: int, t0: int, idle: int, n: int) -> str
     return f"The server closed (FIN at frame {f1}, {at}) after completing {n} response(s)."
 
 
-def _skip(event: Any) -> None:
-    pass
-
-
 def events(block: Block, j: int) -> list[tuple[int, int | None, str, str, str]]:
     """The events of connection ``j`` of ``block``, as ``record`` gives them (a table of
     events then needs no record)."""
-    return _path(block, j, block.rows[j].tolist(), True)[0]
+    return _path(block, j, block.rows[j].tolist())[0]
 
 
 def _path(
-    block: Block, j: int, row: list[int], with_events: bool
+    block: Block, j: int, row: list[int]
 ) -> tuple[list[Any], Any, int | None, int | None, str | None, tuple[int, int, str]]:
     """The machine's path through connection ``j``'s events (``row``: its slot row):
-    the events (only the handshake's unless ``with_events``), the state it ends in, the
-    last activity, the idle time before the last request, the last request line, and
-    the first FIN (frame, time, side)."""
+    the events, the state it ends in, the last activity, the idle time before the last
+    request, the last request line, and the first FIN (frame, time, side)."""
     d = block.derived()
     n = int(block.nex[j])
     x0 = int(d["last"][j]) - n + 1
@@ -957,7 +952,7 @@ def _path(
         (syn_ts, row[K_SYN_FRAME], "client", "syn", ""),
         (row[K_SYNACK_TS], row[K_SYNACK_FRAME], "server", "synack", ""),
     ]
-    add = events.append if with_events else _skip
+    add = events.append
     state = _IDLE
     last: int | None = None  # last activity
     idle_before: int | None = None
@@ -997,17 +992,16 @@ def _path(
     return events, state, last, idle_before, line, (f1, t1, who)
 
 
-def record(block: Block, j: int, path: str, t0: int, with_events: bool = True) -> ConnectionRecord:
+def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
     """``explain(conn)`` for connection ``j`` of ``block``, without the connection: its
     events and the machine's path through them, written out (the template only ever
     takes these transitions; ``tests/test_fastlane.py`` holds this equal to replaying it
-    through ``Connection`` and ``explain``). ``with_events=False``: the events are left
-    out (a table of connections does not read them)."""
+    through ``Connection`` and ``explain``). A table reads ``rows`` and ``events``."""
     row = block.rows[j].tolist()
     n = int(block.nex[j])
     syn_ts, ack_ts = row[K_SYN_TS], row[K_ACK_TS]
     rtt = max(0, ack_ts - syn_ts) if ack_ts >= 0 else None
-    events, state, last, idle_before, line, (f1, t1, who) = _path(block, j, row, with_events)
+    events, state, last, idle_before, line, (f1, t1, who) = _path(block, j, row)
     idle_close = None if last is None else t1 - last
     code = O_CLIENT if who == "client" else O_IDLE if state is _KEEPALIVE else O_SERVER
     outcome = _OUTCOMES[code]
@@ -1057,8 +1051,8 @@ def record(block: Block, j: int, path: str, t0: int, with_events: bool = True) -
 
 
 def rows(block: Block, path: str, t0: int) -> list[tuple[Any, ...]]:
-    """``row_of(record(block, j, path, t0, with_events=False))`` for every connection of
-    ``block`` (``_store.ROW`` order), from its columns: a table of connections (CSV
+    """``row_of(record(block, j, path, t0))`` for every connection of ``block``
+    (``_store.ROW`` order), from its columns: a table of connections (CSV
     aside: the notebook's DataFrame, the HTML report) then makes each record once from
     its row, not twice. ``tests/test_fastlane.py`` holds the two equal."""
     from pcapdiag._store import ROW, row_of
@@ -1069,7 +1063,7 @@ def rows(block: Block, path: str, t0: int) -> list[tuple[Any, ...]]:
     d = block.derived()
     r = block.rows
     n = block.nex
-    template = list(row_of(record(block, 0, path, t0, with_events=False)))
+    template = list(row_of(record(block, 0, path, t0)))
     outcome = d["outcome"].tolist()
     f1, t1 = d["f1"].tolist(), d["t1"].tolist()
     some = (n > 0).tolist()

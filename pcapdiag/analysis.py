@@ -1395,36 +1395,28 @@ class _Counts:
         self.dups += later.dups
 
     def fill(self, summary: CaptureSummary, info: reader.CaptureInfo) -> None:
+        """The file's summary from these counts and the reader's facts (``info``)."""
+        summary.format = info.format + (" (gzip)" if info.compressed else "")
+        summary.packets = info.packets
         summary.tcp_packets = self.tcp
-        _fill_summary(summary, info, self.unknown, self.malformed, self.malformed_first)
+        summary.link_types = {
+            LINKTYPE_NAMES.get(k, f"LINKTYPE_{k}"): v for k, v in info.link_types.items()
+        }
+        summary.first_ns, summary.last_ns = info.first_ts_ns, info.last_ts_ns
+        path = summary.path
+        summary.warnings = [str(w) for w in info.warnings]
+        for lt, n in sorted(self.unknown.items()):
+            summary.warnings.append(f"{path}: {n} frames of unsupported link type {lt} skipped")
+        if self.malformed and self.malformed_first is not None:
+            frame, what = self.malformed_first
+            summary.warnings.append(
+                f"{path} (frame {frame}): {self.malformed} malformed packet(s) skipped, first: {what}"
+            )
         if self.dups:
             summary.warnings.append(
                 f"{summary.path} (frame {self.dup_first}): {self.dups} duplicate frame(s) "
                 "skipped (the same packet captured twice, e.g. on two interfaces)"
             )
-
-
-def _fill_summary(
-    summary: CaptureSummary,
-    info: reader.CaptureInfo,
-    unknown: Counter[int],
-    malformed_total: int,
-    malformed_first: tuple[int, str] | None,
-) -> None:
-    summary.format = info.format + (" (gzip)" if info.compressed else "")
-    summary.packets = info.packets
-    summary.link_types = {
-        LINKTYPE_NAMES.get(k, f"LINKTYPE_{k}"): v for k, v in info.link_types.items()
-    }
-    summary.first_ns, summary.last_ns = info.first_ts_ns, info.last_ts_ns
-    summary.warnings = [str(w) for w in info.warnings]
-    for lt, n in sorted(unknown.items()):
-        summary.warnings.append(f"{summary.path}: {n} frames of unsupported link type {lt} skipped")
-    if malformed_total and malformed_first is not None:
-        frame, what = malformed_first
-        summary.warnings.append(
-            f"{summary.path} (frame {frame}): {malformed_total} malformed packet(s) skipped, first: {what}"
-        )
 
 
 def parse_time(value: float | str | None) -> float | None:

@@ -261,17 +261,23 @@ def join_spans(path: str, spans: list[tuple[SpanInfo, int]]) -> CaptureInfo | No
             t["count"] += 1
             t["frame"] = frame  # the span's first record: its first step back
         for kind, t in got.items():
-            have = tallies.get(kind)
-            if have is None:
-                tallies[kind] = t
-                continue
-            have["count"] += t["count"]
-            if "biggest" in t:
-                have["biggest"] = max(have["biggest"], t["biggest"])
+            _add_tally(tallies, kind, t)
         if span.last_ts is not None:
             last = span.last_ts
     info.warnings = _warnings(path, tallies, info.packets)
     return info
+
+
+def _add_tally(tallies: dict[str, dict[str, Any]], kind: str, t: dict[str, Any]) -> None:
+    """One more of ``kind`` (``t``: its count, first frame and offset, and what its
+    warning names): the first keeps its place, frame and details; counts add up."""
+    have = tallies.get(kind)
+    if have is None:
+        tallies[kind] = t
+        return
+    have["count"] += t["count"]
+    if "biggest" in t:
+        have["biggest"] = max(have["biggest"], t["biggest"])
 
 
 # A run of records, column-wise: frame, ts_ns, offset, caplen, wirelen, linktype, interface,
@@ -1836,13 +1842,7 @@ class Capture:
         offset: int | None = None,
         **extra: Any,
     ) -> None:
-        t = self._tallies.get(kind)
-        if t is None:
-            self._tallies[kind] = dict(count=count, frame=frame, offset=offset, **extra)
-            return
-        t["count"] += count
-        if "biggest" in extra:
-            t["biggest"] = max(t["biggest"], extra["biggest"])
+        _add_tally(self._tallies, kind, dict(count=count, frame=frame, offset=offset, **extra))
 
     def _finish(self) -> None:
         self.info.warnings.extend(_warnings(self._path, self._tallies, self.info.packets))

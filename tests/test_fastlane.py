@@ -158,14 +158,10 @@ def test_rows_from_a_blocks_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             if not isinstance(run, _FastRun):
                 continue
             for block in run.blocks():
-                want = [
-                    row_of(_fastlane.record(block, j, run.path, run.t0, with_events=False))
-                    for j in range(len(block))
-                ]
+                recs = [_fastlane.record(block, j, run.path, run.t0) for j in range(len(block))]
+                want = [row_of(r) for r in recs]
                 assert _fastlane.rows(block, run.path, run.t0) == want, f.name
-                evs = [
-                    _fastlane.record(block, j, run.path, run.t0).events for j in range(len(block))
-                ]
+                evs = [r.events for r in recs]
                 assert [_fastlane.events(block, j) for j in range(len(block))] == evs, f.name
                 checked += len(block)
     assert checked > 1000

@@ -105,12 +105,10 @@ def _lines(recs: Any, lo: int, hi: int) -> Iterable[str | bytes]:
 _BLOCK_BYTES = 1 << 18  # lines gathered into one write at most (about)
 
 
-def _write_lines(lines: Iterable[str | bytes], out: IO[str], raw: Any, sep: str) -> None:
-    """``lines`` each after ``sep`` (then ``JSON_SEP``), to ``raw`` (bytes) if not None,
-    else to ``out``: gathered into writes of up to 512 items or ``_BLOCK_BYTES`` (an item
-    may be 2,000 lines of the fast lane already: 512 of those held at once were 15 MB
-    of a 4x capture's peak memory)."""
-    bsep = JSON_SEP.encode()
+def _blocks(lines: Iterable[str | bytes]) -> Iterator[list[str | bytes]]:
+    """``lines`` gathered into lists of up to 512 items or ``_BLOCK_BYTES`` (an item may
+    be 2,000 lines of the fast lane already: 512 of those held at once were 15 MB of a
+    4x capture's peak memory)."""
     it = iter(lines)
     while True:
         block: list[str | bytes] = []
@@ -122,6 +120,14 @@ def _write_lines(lines: Iterable[str | bytes], out: IO[str], raw: Any, sep: str)
                 break
         if not block:
             return
+        yield block
+
+
+def _write_lines(lines: Iterable[str | bytes], out: IO[str], raw: Any, sep: str) -> None:
+    """``lines`` each after ``sep`` (then ``JSON_SEP``), to ``raw`` (bytes) if not None,
+    else to ``out``, a block (``_blocks``) a write."""
+    bsep = JSON_SEP.encode()
+    for block in _blocks(lines):
         if raw is not None:
             raw.write(sep.encode())
             raw.write(
@@ -363,16 +369,8 @@ def _write_csv_rows(w: Any, dicts: Iterable[dict[str, Any]]) -> None:
 
 def _parsed(lines: Iterable[str | bytes]) -> Iterator[dict[str, Any]]:
     """The records' JSON (``to_json``) from their lines (``_lines``: a line, or the fast
-    lane's lines joined by ``JSON_SEP`` as UTF-8), parsed as one array per ~256 KB."""
-    it = iter(lines)
-    while True:
-        block: list[str] = []
-        size = 0
-        for item in it:
-            block.append(item.decode() if type(item) is bytes else item)  # type: ignore[union-attr]
-            size += len(item)
-            if size >= _BLOCK_BYTES:
-                break
-        if not block:
-            return
-        yield from json.loads("[" + JSON_SEP.join(block) + "]")
+    lane's lines joined by ``JSON_SEP`` as UTF-8), parsed as one array a block
+    (``_blocks``)."""
+    for block in _blocks(lines):
+        text = JSON_SEP.join([b.decode() if type(b) is bytes else b for b in block])  # type: ignore[union-attr]
+        yield from json.loads("[" + text + "]")

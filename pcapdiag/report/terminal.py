@@ -217,9 +217,9 @@ def _first_rows(records: Sequence[ConnectionRecord]) -> list[ConnectionRecord]:
     of a big capture made them all: 14 s and 600 MB for 126,000)."""
     if not isinstance(records, Records):
         return sorted(records, key=lambda r: (not r.is_problem, r.start_ns))[:MAX_ROWS]
-    problem = np.array([o not in PROBLEMS for o in records.column("outcome")], bool)
+    ordinary = np.array([o not in PROBLEMS for o in records.column("outcome")], bool)
     start = np.array(records.column("start_ns"), np.int64)
-    order = np.lexsort((start, problem))[:MAX_ROWS]  # stable: ties keep id order
+    order = np.lexsort((start, ordinary))[:MAX_ROWS]  # stable: ties keep id order
     return [records[i] for i in order.tolist()]
 
 
