@@ -148,23 +148,25 @@ def main() -> None:
     exact = analysis._Chain._exact_pass
     end = analysis._Chain.end
 
-    def timed_exact(
-        self: analysis._Chain, tracker: Any, rset: Any, flagged: np.ndarray, tape: Any
-    ) -> None:
+    def timed_exact(self: analysis._Chain, tracker: Any, handed: Any, tape: Any) -> None:
         nonlocal profiler, collect
         collect = args.digest
         if args.save_flagged:
-            np.save(args.save_flagged, flagged)
+            np.save(args.save_flagged, handed.windows)
         if args.flagged:
-            flagged = np.load(args.flagged)
-        print(f"  {len(flagged):,} flagged 4-tuples", file=sys.stderr)
+            handed = analysis._Handed(np.load(args.flagged))
+        print(
+            f"  {len(handed.flagged):,} flagged 4-tuples in {len(handed.windows):,} windows,"
+            f" {len(handed.ends):,} ending at a SYN the lane took back",
+            file=sys.stderr,
+        )
         clk.on = True
         if args.profile and profiler is None:
             profiler = cProfile.Profile()
             profiler.enable()
         t0 = time.perf_counter()
         try:
-            exact(self, tracker, rset, flagged, None if args.no_tape else tape)
+            exact(self, tracker, handed, None if args.no_tape else tape)
         finally:
             walls.append(time.perf_counter() - t0)
             clk.on = False

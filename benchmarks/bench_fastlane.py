@@ -47,11 +47,13 @@ def main() -> None:
         sys.exit("numba is not available: no fast lane")
     stats: Counter[str] = Counter()
     replayed = [0]
+    resumed = [0]
     close = _fastlane.Lane.close
 
     def counting(self: _fastlane.Lane):  # type: ignore[no-untyped-def]
         out = close(self)
         replayed[0] += self.replayed
+        resumed[0] += self.resumed
         stats.update(self.why)
         return out
 
@@ -64,6 +66,7 @@ def main() -> None:
     )
     for why, n in stats.most_common():
         print(f"  handed to the exact tracker: {n:>8,}  {why}")
+    print(f"  4-tuples the lane took back at a fresh SYN: {resumed[0]:,}")
     if not args.no_exact:
         wall0, digest0, _, _ = run(args.capture, False, Counter())
         same = "same output" if digest0 == digest else "OUTPUT DIFFERS"

@@ -53,6 +53,8 @@ from pcapdiag.connections import (
     IDLE_MIN_NS,
     IDLE_RTT_FACTOR,
     MAX_EVENTS,
+    QUIET_AFTER_END_NS,
+    QUIET_SYN_PRESSURE_NS,
     Connection,
     _addr,
     _clip,
@@ -89,8 +91,9 @@ NT = 10
 P_SYN, P_EST, P_DONE = 1, 2, 3
 # Zeek history letters, as codes packed 4 bits each into K_HIST in order of appearance
 LETTERS = "ShADadFfTt"
-# ctl: free slots, emitted rows, head rows, status, free turn chunks, emitted turns
-C_NFREE, C_NOUT, C_NHEADS, C_STATUS, C_TFREE, C_NOUTT = range(6)
+# ctl: free slots, emitted rows, head rows, status, free turn chunks, emitted turns,
+# windows opened, windows the lane ended (the 4-tuple taken back at a fresh SYN)
+C_NFREE, C_NOUT, C_NHEADS, C_STATUS, C_TFREE, C_NOUTT, C_NWIN, C_RESUMED = range(8)
 # ... and the hash tables' counts (``_fastlane_kernels``): keys held, rows deleted
 C_TABLE, C_TABLE_GONE, C_FLAGGED, C_FLAGGED_GONE = range(8, 12)
 C_WHY = 16  # ctl[C_WHY + W_...]: connections handed to the exact tracker, by reason
@@ -115,6 +118,18 @@ WHY = (
 (W_TUPLE, W_TIME, W_RSTURG, W_WINDOW, W_DONE_SYN, W_DONE_SEG, W_HANDSHAKE, W_SEQ,
  W_FIN_TWICE, W_DATA_CLOSED, W_TURNS, W_OPEN, W_ICMP, W_MIDSTREAM, W_HTTP) = range(15)  # fmt: skip
 ST_DONE, ST_GROW, ST_FULL = 0, 1, 2
+# Windows (``Lane.wins``, one row each): the frames of a 4-tuple the exact tracker is fed,
+# from the first frame of the connection that left the template (0: from the capture's
+# start) to the client's fresh SYN at which the lane took the 4-tuple back (-1: to the
+# end); while open, whether that SYN may still end it, the 4-tuple and first SYN's
+# sequence number that SYN must differ from, and the latest time of its packets.
+(WN_KEY, WN_START, WN_END, WN_CAN, WN_ISN, WN_CHI, WN_CLO, WN_CPORT, WN_SHI, WN_SLO,
+ WN_SPORT, WN_LAST) = range(12)  # fmt: skip
+NWN = 12
+# A window is not ended once its 4-tuple was silent this long by the capture's clock: the
+# exact tracker may have finished the connection (``Tracker.sweep``: its shortest wait)
+# and made the next packet one of its own, which a fresh SYN does not end.
+WIN_QUIET_NS = min(QUIET_SYN_PRESSURE_NS, QUIET_AFTER_END_NS)
 
 _kernels: Any = None
 # Tests set this: records are then made by replaying through Connection and explain()
@@ -169,6 +184,7 @@ def _warm() -> None:
     lane = Lane(_Discard(), 0, "", 0)
     lane.feed(pk, packet_hashes(pk), 0)
     lane.flag_icmp(IcmpError(0, 0, 4, "10.0.0.1", 3, 3, "10.0.0.1", "10.0.0.2", 1, 2, 0))
+    lane._reject(np.zeros(NF, np.int64))
     lane.close()
     from pcapdiag import _render  # the JSON lines' kernel (``Lines``)
 
@@ -429,6 +445,10 @@ class Lane:
         self.tnext = np.zeros(0, np.int64)
         self.tfree = np.zeros(0, np.int64)
         self.ctl = np.zeros(C_WHY + 32, np.int64)
+        # the windows of frames handed to the exact tracker (``WN_*``), and the capture's
+        # clock before the batch being fed
+        self.wins = np.zeros((1024, NWN), np.int64)
+        self.clock = 0
         # connections done, drained after each call of a kernel (which stops when these
         # are full): not as many as the slots, which would be 11 MB more at 16,000 slots
         self.out = np.zeros((OUT_ROWS, NF), np.int64)
@@ -480,6 +500,11 @@ class Lane:
                 new = self.k.new_table(rows)
                 self.k.rehash(table, new, ctl, used)
                 setattr(self, name, new)
+        n = int(ctl[C_NWIN])  # one window at most per key added
+        if n + more > len(self.wins):
+            wins = np.zeros((2 * (n + more), NWN), np.int64)
+            wins[:n] = self.wins[:n]
+            self.wins = wins
 
     def feed(self, pk: TcpPackets, h: np.ndarray, clock: int) -> None:
         """One batch of this shard's TCP packets (``h``: their 4-tuple hashes)."""
@@ -495,6 +520,7 @@ class Lane:
                 pk.sport, pk.dport, pk.seq, pk.ack, pk.flags, pk.window, pk.payload_len,
                 pk.payload_cap, pk.ttl, hv, pk.data, pk.payload_off, self.table, self.flagged, self.st, self.tu,
                 self.tnext, self.tfree, self.free, self.ctl, self.out, self.out_t, heads,
+                self.wins, self.clock,
             )  # fmt: skip
             self._drain(pk, heads)
             status = int(self.ctl[C_STATUS])
@@ -509,8 +535,9 @@ class Lane:
             break
         self._reserve(self.cap)
         self.k.sweep(clock, self.table, self.flagged, self.st, self.free, self.ctl,
-                     self.out, self.out_t, self.tu, self.tnext, self.tfree)  # fmt: skip
+                     self.out, self.out_t, self.tu, self.tnext, self.tfree, self.wins)  # fmt: skip
         self._drain(None, heads)
+        self.clock = max(self.clock, clock)
 
     def flag_icmp(self, err: IcmpError) -> None:
         """An ICMP error quotes a 4-tuple: the exact tracker must see it."""
@@ -522,22 +549,29 @@ class Lane:
         h = tuple_hash(shi, slo, err.sport, dhi, dlo, err.dport)
         self._reserve(1)
         self.k.flag_key(np.int64(np.uint64(h).view(np.int64)), self.table, self.flagged,
-                        self.st, self.free, self.ctl, self.tnext, self.tfree)  # fmt: skip
+                        self.st, self.free, self.ctl, self.tnext, self.tfree, self.wins)  # fmt: skip
         self._drain(None, np.zeros((1, 4), np.int64))
 
     def close(self) -> np.ndarray:
         """End of the capture set: connections done are replayed, the rest go exact.
-        Returns the 4-tuple hashes the exact tracker must see (uint64, sorted)."""
+        Returns the windows the exact tracker must be fed: rows of 4-tuple hash (int64),
+        first frame (0: from the start) and last frame (the SYN the lane took the 4-tuple
+        back at; -1: to the end), as ``analysis._Handed`` takes them."""
         while True:  # the output may not hold them all at once
             self._reserve(self.cap)
             self.k.finish(self.table, self.flagged, self.st, self.free, self.ctl, self.out,
-                          self.out_t, self.tu, self.tnext, self.tfree)  # fmt: skip
+                          self.out_t, self.tu, self.tnext, self.tfree, self.wins)  # fmt: skip
             more = self.ctl[C_STATUS] == ST_FULL
             self._drain(None, np.zeros((1, 4), np.int64))
             if not more:
                 break
         self._drain(None, np.zeros((1, 4), np.int64))
-        return np.sort(self.k.keys(self.flagged).view(np.uint64))
+        return self.wins[: int(self.ctl[C_NWIN])][:, [WN_KEY, WN_START, WN_END]].copy()
+
+    @property
+    def resumed(self) -> int:
+        """Windows the lane ended at a fresh SYN, following the 4-tuple again."""
+        return int(self.ctl[C_RESUMED])
 
     @property
     def why(self) -> dict[str, int]:
@@ -569,10 +603,13 @@ class Lane:
             ctl[C_NOUT] = 0
             ctl[C_NOUTT] = 0
 
-    def _reject(self, h: int) -> None:
-        """A connection whose HTTP does not fit the template after all: exact tracker."""
+    def _reject(self, row: np.ndarray) -> None:
+        """A connection (its slot row) whose HTTP does not fit the template after all:
+        the exact tracker's, from its first frame."""
         self._reserve(1)
-        self.k.flag_hash(h, self.flagged, self.ctl)
+        self.k.reject(
+            np.ascontiguousarray(row), self.table, self.flagged, self.st, self.wins, self.ctl
+        )
         self.ctl[C_WHY + W_HTTP] += 1
 
     def _block(self, rows: np.ndarray, turns: np.ndarray) -> Block | None:
@@ -614,8 +651,8 @@ class Lane:
         ok &= a[:, T_HLEN] <= a[:, T_BYTES]
         # a connection goes with all its exchanges
         bad |= np.bincount(owner[~ok], minlength=m) > 0
-        for h in rows[bad, K_HASH].tolist():
-            self._reject(h)
+        for row in rows[bad]:
+            self._reject(row)
         keep = np.flatnonzero(~bad)
         if not len(keep):
             return None
@@ -645,7 +682,7 @@ class Lane:
         for row in rows.tolist():
             rec = self._build(row, turns)
             if rec is None:
-                self._reject(row[K_HASH])
+                self._reject(np.array(row, np.int64))
             else:
                 self.replayed += 1
                 self.sink.append(rec)

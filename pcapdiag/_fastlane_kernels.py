@@ -12,6 +12,8 @@ from pcapdiag._fastlane import (
     C_NHEADS,
     C_NOUT,
     C_NOUTT,
+    C_NWIN,
+    C_RESUMED,
     C_STATUS,
     C_TABLE,
     C_TFREE,
@@ -97,6 +99,19 @@ from pcapdiag._fastlane import (
     W_TUPLE,
     W_TURNS,
     W_WINDOW,
+    WIN_QUIET_NS,
+    WN_CAN,
+    WN_CHI,
+    WN_CLO,
+    WN_CPORT,
+    WN_END,
+    WN_ISN,
+    WN_KEY,
+    WN_LAST,
+    WN_SHI,
+    WN_SLO,
+    WN_SPORT,
+    WN_START,
 )
 
 # numba's cache of these kernels is keyed on this file alone, yet they compile in the
@@ -104,7 +119,7 @@ from pcapdiag._fastlane import (
 # built with the old one. So this file names them by a digest (``layout_digest``, checked
 # by tests/test_fastlane.py): a change there fails the test until it is written here,
 # which changes this file.
-LAYOUT = "42a6e186982c6841"
+LAYOUT = "4e72cfcd1636bd2b"
 
 
 def layout_digest() -> str:
@@ -243,8 +258,63 @@ def keys(table: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(cache=True, nogil=True)
-def flag_hash(key: int, flagged: np.ndarray, ctl: np.ndarray) -> None:
-    _put(flagged, ctl, C_FLAGGED, key, 1)
+def _window(key: int, start: int, end: int, can: bool, s: int, st: np.ndarray,
+            wins: np.ndarray, ctl: np.ndarray) -> int:  # fmt: skip
+    """A new window of ``key``'s frames for the exact tracker (``_fastlane.WN_*``); the
+    4-tuple, first SYN and last time are slot ``s``'s (when ``can``, it must be one)."""
+    w = ctl[C_NWIN]
+    ctl[C_NWIN] = w + 1
+    wins[w, :] = 0
+    wins[w, WN_KEY] = key
+    wins[w, WN_START] = start
+    wins[w, WN_END] = end
+    if s >= 0:
+        wins[w, WN_CAN] = 1 if can else 0
+        wins[w, WN_ISN] = st[s, K_ISN]
+        wins[w, WN_CHI] = st[s, K_CHI]
+        wins[w, WN_CLO] = st[s, K_CLO]
+        wins[w, WN_CPORT] = st[s, K_CPORT]
+        wins[w, WN_SHI] = st[s, K_SHI]
+        wins[w, WN_SLO] = st[s, K_SLO]
+        wins[w, WN_SPORT] = st[s, K_SPORT]
+        wins[w, WN_LAST] = st[s, K_LAST_TS]
+    return w
+
+
+@nb.njit(cache=True, nogil=True)
+def _stick(key: int, flagged: np.ndarray, st: np.ndarray, wins: np.ndarray,
+           ctl: np.ndarray) -> None:  # fmt: skip
+    """Every packet of ``key`` from the capture's start to its end to the exact tracker
+    (a packet without a connection the lane follows, an ICMP error, a shared key)."""
+    w = _get(flagged, key)
+    if w >= 0:
+        wins[w, WN_START] = 0
+        wins[w, WN_CAN] = 0
+    else:
+        _put(flagged, ctl, C_FLAGGED, key, _window(key, 0, -1, False, -1, st, wins, ctl))
+
+
+@nb.njit(cache=True, nogil=True)
+def reject(row: np.ndarray, table: np.ndarray, flagged: np.ndarray, st: np.ndarray,
+           wins: np.ndarray, ctl: np.ndarray) -> None:  # fmt: skip
+    """A connection the walk completed (``row``, its slot row) that the template rejects
+    after all (its HTTP): the exact tracker is fed its 4-tuple from its first frame, up
+    to the next connection's SYN when the lane follows one already, else as a window
+    the lane may end at a fresh SYN."""
+    key = row[K_HASH]
+    start = row[K_SYN_FRAME]
+    w = _get(flagged, key)
+    if w >= 0:  # handed over since (it came in the same call of a kernel): from here
+        if start < wins[w, WN_START]:
+            wins[w, WN_START] = start
+        return
+    s = _get(table, key)
+    if s >= 0:  # the next connection on the 4-tuple, begun at its SYN
+        _window(key, start, st[s, K_SYN_FRAME], False, -1, st, wins, ctl)
+        return
+    # the window's facts from the row, lent as a table of one slot
+    w = _window(key, start, -1, True, 0, row.reshape(1, -1), wins, ctl)
+    _put(flagged, ctl, C_FLAGGED, key, w)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -299,13 +369,21 @@ def _quiet_max(st: np.ndarray, s: int) -> int:
 
 @nb.njit(cache=True, nogil=True)
 def _drop(s: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndarray, ctl: np.ndarray,
-          tnext: np.ndarray, tfree: np.ndarray, why: int) -> None:  # fmt: skip
-    """Mark slot ``s``'s 4-tuple for the exact tracker and let the slot go; ``why``
-    is counted in ``ctl[C_WHY + why]``."""
+          tnext: np.ndarray, tfree: np.ndarray, why: int, wins: np.ndarray) -> None:  # fmt: skip
+    """Hand slot ``s``'s 4-tuple to the exact tracker from the connection's SYN (a window)
+    and let the slot go; ``why`` is counted in ``ctl[C_WHY + why]``. The window may end
+    at a fresh SYN, but not after a silence the exact tracker may have ended the
+    connection in (its next packet would be a connection of its own there), nor after
+    an ICMP error (read before the batch's packets: it may be the next connection's),
+    nor for a key two 4-tuples share."""
     ctl[C_WHY + why] += 1
     _free_turns(s, st, tnext, tfree, ctl)
     key = st[s, K_HASH]
-    _put(flagged, ctl, C_FLAGGED, key, 1)
+    if why == W_TUPLE:
+        _stick(key, flagged, st, wins, ctl)
+    elif _get(flagged, key) < 0:
+        w = _window(key, st[s, K_SYN_FRAME], -1, why != W_TIME and why != W_ICMP, s, st, wins, ctl)
+        _put(flagged, ctl, C_FLAGGED, key, w)
     if _get(table, key) == s:
         _pop(table, ctl, C_TABLE, key)
     st[s, K_USED] = 0
@@ -457,9 +535,12 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
          win: np.ndarray, plen: np.ndarray, pcap: np.ndarray, ttl: np.ndarray,
          h: np.ndarray, data: np.ndarray, poff: np.ndarray, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, tu: np.ndarray,
          tnext: np.ndarray, tfree: np.ndarray, free: np.ndarray, ctl: np.ndarray,
-         out: np.ndarray, out_t: np.ndarray, heads: np.ndarray) -> int:  # fmt: skip
+         out: np.ndarray, out_t: np.ndarray, heads: np.ndarray, wins: np.ndarray,
+         prev_clock: int) -> int:  # fmt: skip
     """Follow packets ``start:`` of a batch. Returns where to resume, with ``ctl[C_STATUS]``
-    saying why it stopped: done, out of slots (grow), or the output is full (drain)."""
+    saying why it stopped: done, out of slots (grow), or the output is full (drain).
+    ``prev_clock``: the capture's clock before the batch (the exact tracker's sweeps in
+    between came at most then)."""
     n = len(frame)
     ctl[C_STATUS] = ST_DONE
     for i in range(start, n):
@@ -472,9 +553,38 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
         t = ts[i]
         s = _get(table, key)
         if s < 0:
-            if _find(flagged, key) >= 0:
+            w = _get(flagged, key)
+            fresh = fl == _SYN and pl == 0
+            if w >= 0:  # the exact tracker's, in a window
+                if wins[w, WN_CAN] != 0:
+                    fwd = (wins[w, WN_CHI] == shi[i] and wins[w, WN_CLO] == slo[i]
+                           and wins[w, WN_CPORT] == sport[i] and wins[w, WN_SHI] == dhi[i]
+                           and wins[w, WN_SLO] == dlo[i] and wins[w, WN_SPORT] == dport[i])  # fmt: skip
+                    syn = (flags[i] & 0x12) == _SYN  # a SYN without ACK, as the tracker asks
+                    if fwd and fresh and seq[i] != wins[w, WN_ISN]:
+                        # the tracker starts a new connection here: the lane's again
+                        if ctl[C_NFREE] == 0:
+                            ctl[C_STATUS] = ST_GROW
+                            return i
+                        wins[w, WN_END] = frame[i]
+                        _pop(flagged, ctl, C_FLAGGED, key)
+                        ctl[C_RESUMED] += 1
+                        ctl[C_NFREE] -= 1
+                        s2 = free[ctl[C_NFREE]]
+                        _start(s2, key, i, frame, ts, ipver, shi, slo, dhi, dlo, sport, dport,
+                               seq, ttl, st)  # fmt: skip
+                        _put(table, ctl, C_TABLE, key, s2)
+                        continue
+                    back = (wins[w, WN_SHI] == shi[i] and wins[w, WN_SLO] == slo[i]
+                            and wins[w, WN_SPORT] == sport[i] and wins[w, WN_CHI] == dhi[i]
+                            and wins[w, WN_CLO] == dlo[i] and wins[w, WN_CPORT] == dport[i])  # fmt: skip
+                    if ((not fwd and not back) or prev_clock - wins[w, WN_LAST] > WIN_QUIET_NS
+                            or (syn and not (fwd and seq[i] == wins[w, WN_ISN]))):  # fmt: skip
+                        wins[w, WN_CAN] = 0
+                if t > wins[w, WN_LAST]:
+                    wins[w, WN_LAST] = t
                 continue
-            if fl == _SYN and pl == 0:
+            if fresh:
                 if ctl[C_NFREE] == 0:
                     ctl[C_STATUS] = ST_GROW
                     return i
@@ -484,7 +594,7 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                        st)  # fmt: skip
                 _put(table, ctl, C_TABLE, key, s2)
             else:
-                _put(flagged, ctl, C_FLAGGED, key, 1)
+                _stick(key, flagged, st, wins, ctl)
                 ctl[C_WHY + W_MIDSTREAM] += 1
             continue
         # the slot's 4-tuple, in one direction or the other (else: a hash collision)
@@ -497,17 +607,17 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 and st[s, K_CPORT] == dport[i]):  # fmt: skip
             d = 1
         else:
-            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TUPLE)
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TUPLE, wins)
             continue
         last = st[s, K_LAST_TS]
         if t < last or t - last > _quiet_max(st, s):
-            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TIME)
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TIME, wins)
             continue
         if fl & (_RST | _URG):
-            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_RSTURG)
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_RSTURG, wins)
             continue
         if win[i] == 0 and not fl & _SYN:
-            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_WINDOW)
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_WINDOW, wins)
             continue
         phase = st[s, K_PHASE]
         if phase == P_DONE:
@@ -519,11 +629,11 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                            ttl, st)  # fmt: skip
                     _put(table, ctl, C_TABLE, key, s)
                 else:
-                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_DONE_SYN)
+                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_DONE_SYN, wins)
                 continue
             nxt = st[s, K_CNEXT] if d == 0 else st[s, K_SNEXT]
             if fl != _ACK or pl != 0 or seq[i] != nxt:
-                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_DONE_SEG)
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_DONE_SEG, wins)
                 continue
             if d == 0 and st[s, K_ACK_TS] < 0:
                 st[s, K_ACK_TS] = t
@@ -539,13 +649,13 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 st[s, K_STTL] = ttl[i]
                 _letter(st, s, _L_h)
             else:
-                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_HANDSHAKE)
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_HANDSHAKE, wins)
                 continue
         else:
             nxt = st[s, K_CNEXT] if d == 0 else st[s, K_SNEXT]
             fin = fl & _FIN
             if fl & _SYN or not fl & _ACK:
-                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_SEQ)
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_SEQ, wins)
                 continue
             if seq[i] != nxt:
                 # a whole retransmission of data already delivered (before any FIN): the
@@ -553,12 +663,12 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 behind = (nxt - seq[i]) & _M32
                 if (pl == 0 or fin or pcap[i] != pl or behind >= _HALF or behind < pl
                         or st[s, K_CFIN_FRAME] != 0 or st[s, K_SFIN_FRAME] != 0):  # fmt: skip
-                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_SEQ)
+                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_SEQ, wins)
                     continue
                 col = K_CRETX if d == 0 else K_SRETX
                 st[s, col] += 1
                 if not _log_letter(st, s, _L_T if d == 0 else _L_t, st[s, col]):
-                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_SEQ)
+                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_SEQ, wins)
                     continue
                 if d == 0:
                     st[s, K_CBYTES] += pl
@@ -576,16 +686,16 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 st[s, K_LAST_TS] = t
                 continue
             if fin and st[s, K_CFIN_FRAME if d == 0 else K_SFIN_FRAME] != 0:
-                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_FIN_TWICE)
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_FIN_TWICE, wins)
                 continue
             if pl:
                 if pcap[i] != pl or st[s, K_CFIN_FRAME] != 0 or st[s, K_SFIN_FRAME] != 0:
-                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_DATA_CLOSED)
+                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_DATA_CLOSED, wins)
                     continue
                 nt = st[s, K_NTURNS]
                 if st[s, K_TURN] != d + 1:
                     if (nt == 0 and d == 1) or nt >= MAX_TURNS:
-                        _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TURNS)
+                        _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TURNS, wins)
                         continue
                     if nt % CHUNK == 0:  # a new chunk of turns
                         if ctl[C_TFREE] == 0:
@@ -674,7 +784,7 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
 @nb.njit(cache=True, nogil=True)
 def sweep(clock: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndarray,
           ctl: np.ndarray, out: np.ndarray, out_t: np.ndarray, tu: np.ndarray,
-          tnext: np.ndarray, tfree: np.ndarray) -> None:  # fmt: skip
+          tnext: np.ndarray, tfree: np.ndarray, wins: np.ndarray) -> None:  # fmt: skip
     """Let go of connections quiet for longer than the template allows: replayed when
     they are done (as long as the output has room; the next sweep takes the rest),
     else marked for the exact tracker."""
@@ -685,13 +795,13 @@ def sweep(clock: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, fr
             if _room(out, out_t, ctl):
                 _let_go(s, table, st, tu, tnext, tfree, free, out, out_t, ctl)
         else:
-            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_OPEN)
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_OPEN, wins)
 
 
 @nb.njit(cache=True, nogil=True)
 def finish(table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndarray, ctl: np.ndarray,
            out: np.ndarray, out_t: np.ndarray, tu: np.ndarray, tnext: np.ndarray,
-           tfree: np.ndarray) -> None:  # fmt: skip
+           tfree: np.ndarray, wins: np.ndarray) -> None:  # fmt: skip
     """End of the capture: every connection still followed is replayed or marked;
     ``ctl[C_STATUS]`` is ST_FULL when the output could not take them all (call again)."""
     ctl[C_STATUS] = ST_DONE
@@ -704,14 +814,20 @@ def finish(table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndar
                 return
             _let_go(s, table, st, tu, tnext, tfree, free, out, out_t, ctl)
         else:
-            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_OPEN)
+            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_OPEN, wins)
 
 
 @nb.njit(cache=True, nogil=True)
 def flag_key(key: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndarray,
-             ctl: np.ndarray, tnext: np.ndarray, tfree: np.ndarray) -> None:  # fmt: skip
+             ctl: np.ndarray, tnext: np.ndarray, tfree: np.ndarray, wins: np.ndarray) -> None:  # fmt: skip
+    """An ICMP error quoting ``key``: its connection (or every packet of the key) to the
+    exact tracker, in a window no SYN ends."""
     s = _get(table, key)
     if s >= 0:
-        _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_ICMP)
+        _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_ICMP, wins)
     else:
-        _put(flagged, ctl, C_FLAGGED, key, 1)
+        w = _get(flagged, key)
+        if w >= 0:
+            wins[w, WN_CAN] = 0
+        else:
+            _stick(key, flagged, st, wins, ctl)

@@ -446,7 +446,7 @@ class Fragment:
     sets: list[SetResult]
     summaries: dict[int, CaptureSummary]
     errors: list[CaptureError]
-    handed: np.ndarray | None = None  # a span's: the 4-tuples its fast lane handed over
+    handed: np.ndarray | None = None  # a span's: the windows its fast lane handed over
     # a span's reading, for the whole file's summary (``_joined``), and its tape
     read: tuple[reader.SpanInfo, _Counts] | None = None
     tape: _tape.Tape | None = None
@@ -566,11 +566,11 @@ def _execute(
             if f.part.span is not None:
                 spans.setdefault(f.part.files, []).append(f)
         joined = {files: _joined(frags) for files, frags in spans.items()}
-        empty = np.zeros(0, np.uint64)
+        empty = np.zeros((0, 3), np.int64)
         later = [
             dataclasses.replace(
                 p,
-                handed=np.unique(np.concatenate(handed.get(p.files, [empty]))),
+                handed=np.concatenate(handed.get(p.files, [empty])),
                 tapes=j.tapes if (j := joined.get(p.files)) is not None else None,
             )
             for p in later
@@ -701,7 +701,15 @@ def _run_tapes(part: Part, frag: Fragment, chain: _Chain) -> None:
         chain.set.files.append(fi)
         chain.set.offsets.append(0)
         chain.set.sizes.append(part.size)
-        chain._replay(chain.tracker, part.tapes, chain.handed)
+        tracker, chain.tracker = chain.tracker, None
+        tapes = part.tapes
+
+        def feed(t: Tracker, handed: _Handed) -> None:
+            t.ends = handed.ends
+            chain.last_tcp_ts = None
+            chain._replay(t, tapes, handed)
+
+        chain._windowed(tracker, part.handed, feed)
     finally:
         chain.end()
 
@@ -770,33 +778,79 @@ class _Packets:
 
 
 class _Handed:
-    """The 4-tuple hashes the fast lane handed to the exact tracker (sorted uint64), and
-    which of a batch's packets carry one of them. A bitmap of their top bits rules out
-    nearly all other packets with one gather, and only the few left are searched: a
-    search for every packet cost four times as much (2 ms a batch)."""
+    """What the fast lane handed to the exact tracker (``_fastlane.Lane.close``: windows
+    of a 4-tuple hash's frames, from any number of lanes), and which of a batch's
+    packets fall in them. A bitmap of the hashes' top bits rules out nearly all other
+    packets with one gather, and only the few left are searched: a search for every
+    packet cost four times as much (2 ms a batch).
 
-    def __init__(self, flagged: np.ndarray) -> None:
-        self.flagged = flagged = np.asarray(flagged, dtype=np.uint64)
+    Windows of a hash that overlap or touch are one; where one ends (the lane took the
+    4-tuple back at a fresh SYN, ``ends``), the exact tracker is fed that SYN, finishes
+    the connection before it as it would anyway, and starts none (``Tracker.ends``).
+    ``whole``: every window made whole, every packet of each hash from the capture's
+    start, as before windows (after the tracker disagreed with a lane about where a
+    connection starts: ``Tracker.ends_missed``)."""
+
+    def __init__(self, windows: np.ndarray, whole: bool = False) -> None:
+        w = np.asarray(windows, np.int64).reshape(-1, 3)
+        self.windows = w
+        keys = w[:, 0].view(np.uint64)
+        self.flagged = flagged = np.unique(keys)
         bits = min(24, max(16, len(flagged).bit_length() + 5))  # 1-3% false candidates
         self.shift = np.uint64(64 - bits)
         self.bitmap = np.zeros(1 << bits, dtype=bool)
         self.bitmap[(flagged >> self.shift).astype(np.intp)] = True
+        self.ends: set[int] = set()
+        self.lo = self.hi = None  # codes of merged windows, when not all are whole
+        plain = (w[:, 1] == 0).all() and (w[:, 2] < 0).all()
+        if whole or plain or len(flagged) >= 1 << 22:
+            return
+        # merged windows per hash, as codes (hash's index << 40 | frame) to search
+        kidx = np.searchsorted(flagged, keys)
+        end = np.where(w[:, 2] < 0, _FRAME_MAX, np.minimum(w[:, 2], _FRAME_MAX))
+        order = np.lexsort((w[:, 1], kidx))
+        lo: list[int] = []
+        hi: list[int] = []
+        last_k = -1
+        for k, a, b in zip(
+            kidx[order].tolist(), w[order, 1].tolist(), end[order].tolist(), strict=True
+        ):
+            if k == last_k and a <= hi[-1] - (k << 40):
+                hi[-1] = max(hi[-1], (k << 40) | b)
+                continue
+            lo.append((k << 40) | a)
+            hi.append((k << 40) | b)
+            last_k = k
+        self.lo, self.hi = np.array(lo, np.int64), np.array(hi, np.int64)
+        mask = (1 << 40) - 1
+        self.ends = {h & mask for h in hi if h & mask != _FRAME_MAX}
 
-    def rows(self, h: np.ndarray) -> np.ndarray:
-        """The rows of ``h`` (a batch's packet hashes) that were handed over."""
+    def rows(self, h: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """The rows of a batch's packets (``h``: their hashes, ``frames``: their frame
+        numbers) that were handed over."""
         cand = np.flatnonzero(self.bitmap[(h >> self.shift).astype(np.intp)])
         if not len(cand):
             return cand
         hc = h[cand]
         pos = np.searchsorted(self.flagged, hc)
         pos[pos == len(self.flagged)] = 0
-        return cand[self.flagged[pos] == hc]
+        hit = self.flagged[pos] == hc
+        cand = cand[hit]
+        if self.lo is None or not len(cand):
+            return cand
+        code = (pos[hit].astype(np.int64) << 40) | np.minimum(frames[cand], _FRAME_MAX)
+        j = np.searchsorted(self.lo, code, side="right") - 1
+        inside = (j >= 0) & (self.hi[np.maximum(j, 0)] >= code)
+        return cand[inside]
 
     def take(self, tcp: decode.TcpPackets) -> decode.TcpPackets:
-        """The packets of ``tcp`` whose 4-tuple was handed over."""
+        """The packets of ``tcp`` that were handed over."""
         if not len(tcp):
             return tcp
-        return decode.take(tcp, self.rows(_fastlane.packet_hashes(tcp)))
+        return decode.take(tcp, self.rows(_fastlane.packet_hashes(tcp), tcp.frame))
+
+
+_FRAME_MAX = (1 << 40) - 1  # frames past this (a trillion) are searched as this one
 
 
 class _Chain:
@@ -817,15 +871,26 @@ class _Chain:
         self.use_lane = not part.exact and _fastlane.worth_it(sum(_size(p) for p in part.paths))
         self.lane: _fastlane.Lane | None = None
         self.tape: _tape.Tape | None = None  # what the lane's second pass reads
-        # after spans: what the exact tracker is fed
-        self.handed = _Handed(part.handed) if part.handed is not None else None
+        # after spans: what the exact tracker is fed (read from the files: every window
+        # whole, as no second reading is made if the tracker disagreed with a lane; from
+        # tapes, ``_run_tapes`` makes its own)
+        self.handed = _Handed(part.handed, whole=True) if part.handed is not None else None
 
     def _start(self, fi: int, t0: int) -> None:
         self.end()
-        path = self.part.paths[self.part.files.index(fi)]
         s = self.set = SetResult([], RecordStore(), Folds(), [], [], t0)
         self.frag.sets.append(s)
         self.offset = 0
+        self.tracker = self._tracker(s, fi)
+        if self.use_lane:
+            path = self.part.paths[self.part.files.index(fi)]
+            fast = s.fast = RecordStore()
+            self.lane = _fastlane.Lane(fast, fi, path, t0, _fastlane.ORACLE)
+            self.tape = _tape.Tape()
+
+    def _tracker(self, s: SetResult, fi: int) -> Tracker:
+        """An exact tracker whose connections go to set ``s`` (its first file ``fi``)."""
+        path, t0 = self.part.paths[self.part.files.index(fi)], s.t0
 
         def finished(conn: Connection) -> None:
             tls = conn.tls
@@ -838,14 +903,13 @@ class _Chain:
             if not s.folds.take(conn, path, t0):
                 s.records.append(explain(conn, path, t0))
 
-        self.tracker = Tracker(finished)
-        self.tracker.capture = fi
+        tracker = Tracker(finished)
+        tracker.capture = fi
         if self.part.shards > 1:
-            self.tracker.live_pressure = max(1, self.tracker.live_pressure // self.part.shards)
-        if self.use_lane:
-            fast = s.fast = RecordStore()
-            self.lane = _fastlane.Lane(fast, fi, path, t0, _fastlane.ORACLE)
-            self.tape = _tape.Tape()
+            tracker.live_pressure = max(1, tracker.live_pressure // self.part.shards)
+        if self.handed is not None:
+            tracker.ends = self.handed.ends
+        return tracker
 
     def end(self) -> None:
         """Finish the current set: every connection still open is finished."""
@@ -854,25 +918,44 @@ class _Chain:
         tape, self.tape = self.tape, None
         if tracker is not None:
             if lane is not None and self.set is not None:
-                flagged = lane.close()
+                windows = lane.close()
                 del lane  # its tables and caches: not needed by the second pass
                 _give_back()
                 try:
-                    self._exact_pass(tracker, self.set, flagged, tape)
+                    self._windowed(tracker, windows, lambda t, h: self._exact_pass(t, h, tape))
                 finally:
                     if tape is not None:
                         tape.close()
+                return
             tracker.close()
         self.last_tcp_ts = None
 
-    def _exact_pass(
-        self, tracker: Tracker, rset: SetResult, flagged: np.ndarray, tape: _tape.Tape | None
+    def _windowed(
+        self, tracker: Tracker, windows: np.ndarray, feed: Callable[[Tracker, _Handed], None]
     ) -> None:
+        """The exact tracker fed the lanes' ``windows`` by ``feed``, and closed. Where it did
+        not start a connection at a SYN a lane took a 4-tuple back at (a lane's guess of
+        the tracker's state was wrong: ``Tracker.ends_missed``), the set's connections are
+        tracked again from every packet of the handed-over 4-tuples, as before windows."""
+        s = self.set
+        assert s is not None
+        feed(tracker, _Handed(windows))
+        tracker.close()
+        if tracker.ends_missed:
+            s.records, s.folds, s.tls_seen = RecordStore(), Folds(), []
+            tracker = self._tracker(s, s.files[0])
+            feed(tracker, _Handed(windows, whole=True))
+            tracker.close()
+        self.last_tcp_ts = None
+
+    def _exact_pass(self, tracker: Tracker, handed: _Handed, tape: _tape.Tape | None) -> None:
         """The fast lane's second pass: the exact tracker fed only the 4-tuples the fast
         lane handed over, with the sweeps and clock of the whole capture, from the first
         pass's tape (``_tape``), else from the set's files read again."""
         part = self.part
-        handed = _Handed(flagged)
+        rset = self.set
+        assert rset is not None
+        tracker.ends = handed.ends
         self.last_tcp_ts = None  # the clock runs again from the set's start
         if tape is not None and tape.usable:
             self._replay(tracker, [tape], handed)
@@ -903,7 +986,7 @@ class _Chain:
                             cap.close()
                         fi = b.file
                         cap = reader.open_capture(part.paths[part.files.index(fi)])
-                    which = handed.rows(b.rows["key"])
+                    which = handed.rows(b.rows["key"], b.rows["frame"])
                     tcp = decode.decode_batch(_tape.records(cap, b.rows, which)).tcp
                     icmp = b.icmp
                     if part.shards > 1:

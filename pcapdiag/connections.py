@@ -845,6 +845,12 @@ class Tracker:
         self.capture = 0
         self.now = 0
         self.unmatched_icmp = 0
+        # Frames of SYNs the fast lane follows a 4-tuple from again (``analysis._Handed``):
+        # the connection before is finished there as always, and none is started; where
+        # the SYN would not start one here, the lane was wrong (counted: the caller tracks
+        # the 4-tuples again, whole).
+        self.ends: set[int] = set()
+        self.ends_missed = 0
         self._since_sweep = 0
         # A tracker that sees one shard of a capture (analysis --jobs) scales this down
         self.live_pressure = LIVE_PRESSURE
@@ -885,6 +891,7 @@ class Tracker:
         icmp_i = 0
         n_icmp = len(icmp)
         table_get = self.table.get
+        ends = self.ends
         keys = list(
             zip(
                 pk.src_hi.tolist(),
@@ -907,6 +914,9 @@ class Tracker:
                 next_icmp = icmp[icmp_i].frame if icmp_i < n_icmp else None
             hit = table_get(key)
             if hit is None:
+                if ends and frame in ends:  # a SYN the fast lane follows from (``ends``)
+                    self.now = ts
+                    continue
                 conn, from_client = self._new(key, ipv[i], flags, frame, ts)
             else:
                 conn, from_client = hit
@@ -921,9 +931,15 @@ class Tracker:
                                 conn.end_ts = ts
                             zk._last = ts
                             continue
-                elif flags & SYN and not flags & ACK and self._is_new_syn(hit, seqs[i]):
-                    self._finish(conn)
-                    conn, from_client = self._new(key, ipv[i], flags, frame, ts)
+                elif flags & SYN and not flags & ACK:
+                    if self._is_new_syn(hit, seqs[i]):
+                        self._finish(conn)
+                        if ends and frame in ends:
+                            self.now = ts
+                            continue
+                        conn, from_client = self._new(key, ipv[i], flags, frame, ts)
+                    elif ends and frame in ends:
+                        self.ends_missed += 1
             self.now = ts
             side = conn.c if from_client else conn.s
             side.packets += 1
