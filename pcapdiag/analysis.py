@@ -752,6 +752,21 @@ def _icmp_shard(err: decode.IcmpError, shards: int) -> int:
     return (h >> 40) % shards
 
 
+def _key_shard(keys: np.ndarray, shards: int) -> np.ndarray:
+    """The shard of packets by their fast lane's key (``_fastlane.packet_hashes``): how
+    the exact parts after tapes, which hold the keys, split the 4-tuples."""
+    return (keys >> np.uint64(40)) % np.uint64(shards)
+
+
+def _icmp_key_shard(err: decode.IcmpError, shards: int) -> int:
+    try:
+        shi, slo = decode.addr_halves(err.src)
+        dhi, dlo = decode.addr_halves(err.dst)
+    except ValueError:
+        return 0
+    return (_fastlane.tuple_hash(shi, slo, err.sport, dhi, dlo, err.dport) >> 40) % shards
+
+
 def _size(path: str) -> int:
     try:
         return os.path.getsize(path)
@@ -986,14 +1001,15 @@ class _Chain:
                             cap.close()
                         fi = b.file
                         cap = reader.open_capture(part.paths[part.files.index(fi)])
-                    which = handed.rows(b.rows["key"], b.rows["frame"])
-                    tcp = decode.decode_batch(_tape.records(cap, b.rows, which)).tcp
+                    keys = b.rows["key"]
+                    which = handed.rows(keys, b.rows["frame"])
                     icmp = b.icmp
-                    if part.shards > 1:
-                        tcp = decode.take(
-                            tcp, np.flatnonzero(_shard_of(tcp, part.shards) == part.shard)
-                        )
-                        icmp = [e for e in icmp if _icmp_shard(e, part.shards) == part.shard]
+                    if part.tapes is not None and part.shards > 1:
+                        # byte ranges' tapes hold every shard's: this one's by the lane's
+                        # key, read alone (a shard's own tape holds its packets only)
+                        which = which[_key_shard(keys[which], part.shards) == part.shard]
+                        icmp = [e for e in icmp if _icmp_key_shard(e, part.shards) == part.shard]
+                    tcp = decode.decode_batch(_tape.records(cap, b.rows, which)).tcp
                     clock = max(clock, b.clock)
                     self.last_tcp_ts = clock if clock >= 0 else None
                     self._track(tracker, tcp, icmp, b.seen)

@@ -872,3 +872,22 @@ def test_a_lane_wrong_about_a_fresh_syn_is_tracked_again_whole(
     monkeypatch.setattr(analysis._Chain, "_windowed", spying)
     _same(path, monkeypatch)
     assert feeds == [(False, 1), (True, 0)] * 2  # direct and oracle: missed, then whole
+
+
+def test_icmp_errors_reach_their_shard_from_the_tapes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recorded ICMP errors (port, host and admin unreachable, v4 and v6) with ``jobs``:
+    byte ranges write them on their tapes, and each goes to the exact part whose shard
+    holds the 4-tuple it quotes (both split by the fast lane's key)."""
+    monkeypatch.setattr(reader, "BATCH", 2)  # cuts fall on batch borders: small files cut
+    monkeypatch.setattr(data, "_forkable", lambda: True)
+    joins = _joins(monkeypatch)
+    cut = 0
+    for path in sorted(SAMPLES.glob("icmp_unreachable-*.pcap*")):
+        for jobs in (2, 3):
+            monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
+            if any(p.span for p in analysis.plan([str(path)], [[0]], jobs)):
+                cut += 1
+            _same(path, monkeypatch, jobs=jobs)
+    assert cut >= 8 and joins and all(joins)
