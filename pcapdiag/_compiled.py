@@ -79,6 +79,39 @@ def _load(width: int, swap: bool, result: types.Integer) -> Any:
     return load
 
 
+@intrinsic
+def _prefetch(typingctx: Any, arr: types.Type, pos: types.Type) -> Any:
+    """Ask for the cache line of byte ``pos`` of the uint8 array ``arr`` (x86
+    ``prefetcht0``; never faults, so it may point past a mapping's mapped pages).
+
+    A walk from record header to record header waits for memory at every step: where
+    the next header is, only the one before says, and the hardware prefetcher stays
+    within a page. Asking for the lines a few KB ahead of the walk, which moves
+    forward through the file, turns that wait into a stream: reading and decoding the
+    1.6 GB benchmark capture took 0.50-0.52 s without, 0.38 s with
+    (``benchmarks/bench_reader.py --file ... --decode --compiled 1``), and the cut of
+    ``--jobs 2`` (``pcap_seek``) 0.28-0.31 s without, 0.18-0.20 s with."""
+    if not isinstance(arr, types.Array) or arr.dtype != types.uint8:
+        return None
+    if not isinstance(pos, types.Integer):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+        # a read, kept in every cache level, of data
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, pos), codegen
+
+
+_AHEAD = 4096  # bytes of lines asked for ahead of a walk (1-16 KB measured alike)
+
+
 _u8 = _load(8, False, types.int64)
 _be16 = _load(16, True, types.int64)
 _be32 = _load(32, True, types.int64)
@@ -439,9 +472,13 @@ def pcap_walk(
     c = -1
     t = 0
     touched = 0
+    ahead = pos  # lines asked for (``_prefetch``) up to here
     for i in range(k):
         if q + 4 > end:
             return -1, 0
+        while ahead < q + _AHEAD and ahead < end:
+            _prefetch(buf, ahead)
+            ahead += 64
         cl = _u32(buf, q, big)
         if c < 0:
             s = q - 8
@@ -516,9 +553,13 @@ def ng_walk(
     c = -1
     t = 0
     touched = 0
+    ahead = pos  # see pcap_walk
     for i in range(k):
         if q + 4 > end:
             return -1, 0
+        while ahead < q + _AHEAD and ahead < end:
+            _prefetch(buf, ahead)
+            ahead += 64
         blen = _u32(buf, q, big)
         if c < 0:
             s = q - 4
@@ -581,9 +622,13 @@ def pcap_seek(
     ``lim`` or runs past the end: the split gives way to one reader."""
     end = buf.shape[0]
     n = 0
+    ahead = pos  # see pcap_walk
     while (pos < target or (n0 + n) % align) and pos < end:
         if pos + hlen > end:
             return -1, n
+        while ahead < pos + _AHEAD and ahead < end:
+            _prefetch(buf, ahead)
+            ahead += 64
         cl = _u32(buf, pos + 8, big)
         if cl > lim or pos + hlen + cl > end:
             return -1, n
@@ -613,9 +658,13 @@ def ng_seek(
     packet block with state)."""
     end = buf.shape[0]
     n = 0
+    ahead = pos  # see pcap_walk
     while (pos < target or (n0 + n) % align) and pos < end:
         if pos + 12 > end:
             return -1, n
+        while ahead < pos + _AHEAD and ahead < end:
+            _prefetch(buf, ahead)
+            ahead += 64
         bt = _u32(buf, pos, big)
         bl = _u32(buf, pos + 4, big)
         if bl < 12 or bl & 3 or bl > most or pos + bl > end or _u32(buf, pos + bl - 4, big) != bl:
