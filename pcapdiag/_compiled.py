@@ -53,6 +53,13 @@ _I32MAX = 0x7FFF_FFFF
 _OPTS: dict[str, Any] = dict(cache=True, nogil=True)
 
 
+def _bytes_at(arr: types.Type, pos: types.Type) -> bool:
+    """Do an intrinsic's arguments name a byte of a uint8 array?"""
+    return (
+        isinstance(arr, types.Array) and arr.dtype == types.uint8 and isinstance(pos, types.Integer)
+    )
+
+
 def _load(width: int, swap: bool, result: types.Integer) -> Any:
     """An intrinsic ``f(a, p)``: the ``width``-bit integer at byte ``p`` of the uint8 array
     ``a`` (unaligned; big-endian when ``swap``), as ``result``. No bounds check and no
@@ -60,9 +67,7 @@ def _load(width: int, swap: bool, result: types.Integer) -> Any:
 
     @intrinsic
     def load(typingctx: Any, arr: types.Type, pos: types.Type) -> Any:
-        if not isinstance(arr, types.Array) or arr.dtype != types.uint8:
-            return None
-        if not isinstance(pos, types.Integer):
+        if not _bytes_at(arr, pos):
             return None
 
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
@@ -91,9 +96,7 @@ def _prefetch(typingctx: Any, arr: types.Type, pos: types.Type) -> Any:
     1.6 GB benchmark capture took 0.50-0.52 s without, 0.38 s with
     (``benchmarks/bench_reader.py --file ... --decode --compiled 1``), and the cut of
     ``--jobs 2`` (``pcap_seek``) 0.28-0.31 s without, 0.18-0.20 s with."""
-    if not isinstance(arr, types.Array) or arr.dtype != types.uint8:
-        return None
-    if not isinstance(pos, types.Integer):
+    if not _bytes_at(arr, pos):
         return None
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:

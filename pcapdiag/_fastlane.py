@@ -9,12 +9,15 @@ Why
     columns (``Block``): the JSON output renders its line from them with a compiled
     template (``Lines``, ``_render``), and a record is made from them only when one is
     read (``record``, the machine's path through the template written out). Anything
-    outside the template marks the connection's 4-tuple (by its symmetric 64-bit hash,
-    sticky for the whole capture) for the exact tracker, which then sees every packet of
-    that 4-tuple in a second pass over the capture. Records of a 4-tuple marked after
-    some of its connections were already written come out of both lanes with the same
-    first frame; the merge keeps the exact one. Tests compare both lanes on every real
-    capture here, record by record and line by line.
+    outside the template hands the connection's 4-tuple (by its symmetric 64-bit hash)
+    to the exact tracker, which sees its packets in a second pass over the capture from
+    the connection's first frame (a window, ``WN_*``; from the capture's start where no
+    connection was followed) until the client's next fresh SYN, where the lane follows
+    the 4-tuple again; the tracker finishes the connection there and starts none
+    (``analysis._Handed``; where it would not start one, the set is tracked again with
+    every packet of those 4-tuples). Records both lanes made (a 4-tuple shared by two)
+    come with the same first frame; the merge keeps the exact one. Tests compare both
+    lanes on every real capture here, record by record and line by line.
 
 The template (anything else: the exact tracker)
     A client SYN without payload, then the SYN-ACK (acknowledging it) within 5 s; then

@@ -742,12 +742,16 @@ _MIX = 0x9E3779B97F4A7C15
 _M64 = (1 << 64) - 1
 
 
-def _icmp_shard(err: decode.IcmpError, shards: int) -> int:
+def _icmp_shard(err: decode.IcmpError, shards: int, by_key: bool = False) -> int:
+    """The shard of the 4-tuple an ICMP error quotes, as ``_shard_of`` (or, ``by_key``,
+    ``_key_shard``) gives its packets'."""
     try:
         shi, slo = decode.addr_halves(err.src)
         dhi, dlo = decode.addr_halves(err.dst)
     except ValueError:
         return 0
+    if by_key:
+        return (_fastlane.tuple_hash(shi, slo, err.sport, dhi, dlo, err.dport) >> 40) % shards
     h = (shi ^ dhi ^ slo ^ dlo ^ err.sport ^ err.dport) * _MIX & _M64
     return (h >> 40) % shards
 
@@ -756,15 +760,6 @@ def _key_shard(keys: np.ndarray, shards: int) -> np.ndarray:
     """The shard of packets by their fast lane's key (``_fastlane.packet_hashes``): how
     the exact parts after tapes, which hold the keys, split the 4-tuples."""
     return (keys >> np.uint64(40)) % np.uint64(shards)
-
-
-def _icmp_key_shard(err: decode.IcmpError, shards: int) -> int:
-    try:
-        shi, slo = decode.addr_halves(err.src)
-        dhi, dlo = decode.addr_halves(err.dst)
-    except ValueError:
-        return 0
-    return (_fastlane.tuple_hash(shi, slo, err.sport, dhi, dlo, err.dport) >> 40) % shards
 
 
 def _size(path: str) -> int:
@@ -1008,7 +1003,7 @@ class _Chain:
                         # byte ranges' tapes hold every shard's: this one's by the lane's
                         # key, read alone (a shard's own tape holds its packets only)
                         which = which[_key_shard(keys[which], part.shards) == part.shard]
-                        icmp = [e for e in icmp if _icmp_key_shard(e, part.shards) == part.shard]
+                        icmp = [e for e in icmp if _icmp_shard(e, part.shards, True) == part.shard]
                     tcp = decode.decode_batch(_tape.records(cap, b.rows, which)).tcp
                     clock = max(clock, b.clock)
                     self.last_tcp_ts = clock if clock >= 0 else None

@@ -712,6 +712,9 @@ def _record_reused_port(path: Path, paths: list[str]) -> list[str]:
     import threading
     import time
 
+    sys.path.insert(0, str(ROOT / "tools" / "samples"))
+    from server import linger_close, read_head  # the misbehaving servers' own
+
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(8)
@@ -720,16 +723,12 @@ def _record_reused_port(path: Path, paths: list[str]) -> list[str]:
     def serve() -> None:
         for _ in paths:
             c, _ = srv.accept()
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = c.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_head(c)
             what = data.split(b" ")[1] if data.count(b" ") else b""
             if what == b"/reset":
-                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            elif what != b"/close":
+                linger_close(c)
+                continue
+            if what != b"/close":
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
             c.close()
 
