@@ -44,8 +44,8 @@ if _fastlane.worth_it(os.path.getsize(path)):
     _fastlane.kernels()
 mark("start")
 plan, run_part, merge = analysis.plan, analysis.run_part, analysis.merge
-def timed_plan(*a):
-    out = plan(*a)
+def timed_plan(*a, **kw):
+    out = plan(*a, **kw)
     mark("plan")
     return out
 end = analysis._Chain.end

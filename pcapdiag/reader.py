@@ -1433,6 +1433,7 @@ class Capture:
         max_records: int | None = None,
         span: tuple[int, int, int] | None = None,
         upto: int | None = None,
+        until: int | None = None,
     ) -> Iterator[RecordBatch]:
         """Stream the capture as batches of at most ``max_records`` records (``BATCH``).
 
@@ -1441,7 +1442,9 @@ class Capture:
         ``span``: only the records of one of ``spans()``, numbered as in the whole file
         (``info`` then counts that span's records alone). ``upto``: only the first
         ``upto`` bytes of a mapped file (``size`` of an earlier reading), so that a file
-        still being written reads as it did then.
+        still being written reads as it did then. ``until`` (with a ``span`` that starts
+        on a batch border): the reading stops after the first batch ending at or past
+        this byte, where ``cuts`` cuts.
         """
         if self._file is None:
             raise UsageError("capture is closed")
@@ -1457,7 +1460,7 @@ class Capture:
         self._reset()
         start = (span[0], span[2]) if span is not None else None
         stop = span[1] if span is not None else upto
-        return self._run(max_records, start, stop)
+        return self._run(max_records, start, stop, until if span is not None else None)
 
     @property
     def size(self) -> int:
@@ -1512,30 +1515,62 @@ class Capture:
         up to there: a classic pcap, or a pcapng of one section whose interfaces are all
         described before its first packet (a span then reads the header blocks before
         it starts); else None."""
-        kern = compiled_kernels(load=True)
-        if n < 2 or kern is None or self._mm is None or self.info.compressed:
+        if n < 2:
             return None
+        shape = self.cut_shape()
+        if shape is None:
+            return None
+        start, size = shape
+        cuts = [(start, 1)]
+        for cut in self.cuts([start + (size - start) * k // n for k in range(1, n)]):
+            if cut is None:
+                return None
+            cuts.append(cut)
+        ends = [c[0] for c in cuts[1:]] + [size]
+        spans = [(p, e, f) for (p, f), e in zip(cuts, ends, strict=True) if e > p]
+        return spans if len(spans) > 1 else None
+
+    def cut_shape(self) -> tuple[int, int] | None:
+        """Where the records start and the bytes end, when the file can be cut into
+        byte ranges (see ``spans``), else None."""
+        kern = compiled_kernels(load=True)
+        if kern is None or self._mm is None or self.info.compressed:
+            return None
+        if self.info.format == "pcapng":
+            with memoryview(self._mm) as mv:
+                head = _ng_head(mv)
+            return None if head is None else (head[0], len(self._mm))
+        return 24, len(self._mm)
+
+    def cuts(self, targets: list[int]) -> Iterator[tuple[int, int] | None]:
+        """For each byte ``target`` (increasing, from ``cut_shape``), the offset and frame
+        of the first record at or past it with a multiple of ``BATCH`` records before it
+        (or the end), as the walk over the record headers passes it; a reading of the
+        file by batches from its start has a batch border there (``batches(until=)``).
+        None (and nothing after it) where the walk cannot go on."""
+        kern = compiled_kernels(load=True)
+        shape = self.cut_shape()
+        if shape is None or kern is None or self._mm is None:
+            yield None
+            return
         mm = self._mm
+        start, size = shape
         buf = _readonly(np.frombuffer(mm, np.uint8))
-        size = len(buf)
         ng = self.info.format == "pcapng"
         if ng:
             with memoryview(mm) as mv:
                 head = _ng_head(mv)
-            if head is None:
-                return None
-            start, big, nif = head
+            assert head is not None
+            _, big, nif = head
             hlen = lim = 0
         else:
             fm = self._fmt
             hlen, big, lim = fm["hlen"], fm["order"] == ">", _max_caplen(fm["linktype"])
-            start, nif = 24, 0
-        pos = start
-        cuts, frame = [(pos, 1)], 1
+            nif = 0
+        pos, frame = start, 1
         dropped = 0
         try:
-            for k in range(1, n):
-                target = start + (size - start) * k // n
+            for target in targets:
                 align = BATCH
                 while pos < size and (pos < target or (frame - 1) % align):
                     # a step at a time, its pages let go behind it
@@ -1551,16 +1586,14 @@ class Capture:
                     except Exception:  # the kernel did not compile: one reader then
                         pos = -1
                     if pos < 0:
-                        return None
+                        yield None
+                        return
                     frame += passed
                     dropped = _drop_pages(mm, dropped, pos)
-                cuts.append((pos, frame))
+                yield pos, frame
         finally:
             del buf
-            _drop_pages(mm, dropped, pos + _DROP_EVERY)
-        ends = [c[0] for c in cuts[1:]] + [size]
-        spans = [(p, e, f) for (p, f), e in zip(cuts, ends, strict=True) if e > p]
-        return spans if len(spans) > 1 else None
+            _drop_pages(mm, dropped, max(pos, 0) + _DROP_EVERY)
 
     def _reset(self) -> None:
         info = self.info
@@ -1595,7 +1628,11 @@ class Capture:
         return _PcapngParser(self._path, self._tally, self.info, note)
 
     def _run(
-        self, want: int, start: tuple[int, int] | None = None, stop: int | None = None
+        self,
+        want: int,
+        start: tuple[int, int] | None = None,
+        stop: int | None = None,
+        until: int | None = None,
     ) -> Iterator[RecordBatch]:
         """``start``: the offset and frame of a record to start at (a span's first);
         ``stop``: the end of the bytes read (a mapped file only)."""
@@ -1610,7 +1647,7 @@ class Capture:
             p.kern = compiled_kernels()
         try:
             if self._mm is not None:
-                yield from self._run_mmap(p, want, start, stop)
+                yield from self._run_mmap(p, want, start, stop, until)
             else:
                 yield from self._run_stream(p, want)
         finally:
@@ -1622,6 +1659,7 @@ class Capture:
         want: int,
         start: tuple[int, int] | None,
         stop: int | None,
+        until: int | None = None,
     ) -> Iterator[RecordBatch]:
         assert self._mm is not None
         mm = self._mm
@@ -1644,6 +1682,7 @@ class Capture:
             p.start, p.frame = start
         dropped = p.start & ~(mmap.PAGESIZE - 1)  # pages before this were handed back
         mapped = p.start  # pages before this were mapped ahead of the walk
+        read = 0  # records so far
         try:
             pos = p.start
             while True:
@@ -1658,6 +1697,9 @@ class Capture:
                     if self._file is None:
                         raise UsageError(f"{self._path}: capture closed while reading it")
                     dropped = _drop_pages(mm, dropped, pos)
+                    read += len(batch)
+                    if until is not None and pos >= until and read % want == 0:
+                        break  # a batch border at or past ``until``: where ``cuts`` cuts
                 if status != _MORE:
                     break
         finally:

@@ -221,11 +221,14 @@ def test_one_big_file_split_by_byte_ranges(tmp_path: Path, monkeypatch: pytest.M
     assert len(data._parts(10, 3)) == 3
     seams = []
     joins = _joins(monkeypatch)
+    cut = _cuts_while_reading(monkeypatch)
     for jobs in (2, 5):
         _same(big, monkeypatch, jobs=jobs)
         seams += [p.span[0] for p in analysis.plan([str(big)], [[0]], jobs) if p.span]
     assert len(set(seams)) == 2 + 5 - 1  # the file's start is the first span of both
     assert joins and all(joins)  # the exact parts read the ranges' tapes
+    # the analysis cut its ranges while the first was read, and they met
+    assert cut and all(not failed for failed in cut)
     editcap = shutil.which("editcap")
     if editcap:  # the same as pcapng, as dumpcap and Wireshark write it
         ng = tmp_path / "mix.pcapng"
@@ -234,6 +237,54 @@ def test_one_big_file_split_by_byte_ranges(tmp_path: Path, monkeypatch: pytest.M
         joins.clear()
         _same(ng, monkeypatch, jobs=3)
         assert joins and all(joins)
+
+
+def _cuts_while_reading(monkeypatch: pytest.MonkeyPatch) -> list[set[Any]]:
+    """The files whose ranges, cut while the first was read, did not meet (one set per
+    analysis that cut so)."""
+    seen: list[set[Any]] = []
+    cut = analysis._cut_while_reading
+
+    def spy(parts: list[analysis.Part], pool: Any) -> Any:
+        out = cut(parts, pool)
+        seen.append(set(out[1]))
+        return out
+
+    monkeypatch.setattr(analysis, "_cut_while_reading", spy)
+    return seen
+
+
+def test_ranges_cut_while_reading_that_do_not_meet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the walk cannot cut, or a later range would not start where the one before
+    it stopped (planted: the cut moved one record on), the file is read by shards as
+    if it had not been cut, and the answer is the exact tracker's."""
+    sources = [ROOT / s for s in MIX_SOURCES if (ROOT / s).exists()]
+    big = tmp_path / "mix.pcap"
+    make_mix(big, 30, sources)
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
+    monkeypatch.setattr(reader, "BATCH", 2000)
+    monkeypatch.setattr(data, "_forkable", lambda: True)
+    raw = big.read_bytes()
+    cuts = reader.Capture.cuts
+
+    def moved(self: reader.Capture, targets: list[int]) -> Any:
+        for cut in cuts(self, targets):
+            if cut is None:
+                yield None
+                return
+            pos, frame = cut
+            yield pos + 16 + struct.unpack_from("<I", raw, pos + 8)[0], frame + 1
+
+    def fails(self: reader.Capture, targets: list[int]) -> Any:
+        yield None
+
+    for wrong in (moved, fails):
+        monkeypatch.setattr(reader.Capture, "cuts", wrong)
+        cut = _cuts_while_reading(monkeypatch)
+        _same(big, monkeypatch, jobs=2)
+        assert cut == [{(0,)}, {(0,)}]  # direct and oracle: the file, read by shards
 
 
 def _joins(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
@@ -249,6 +300,16 @@ def _joins(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
     monkeypatch.setattr(analysis, "_joined", spy)
     return seen
+
+
+def _cut_at(path: Path, jobs: int) -> list[int]:
+    """Where ``analyze(path, jobs=jobs)`` cuts the file into byte ranges (while reading
+    it, ``analysis._cut_later``; else as ``plan`` does)."""
+    later = analysis._cut_later((str(path),), jobs)
+    if later is None:
+        return [p.span[0] for p in analysis.plan([str(path)], [[0]], jobs) if p.span][1:]
+    with reader.open_capture(str(path)) as cap:
+        return [c[0] for c in cap.cuts([sp[0] for sp in later[1:]]) if c is not None]
 
 
 def _records(raw: bytes | bytearray) -> list[int]:
@@ -281,11 +342,11 @@ def test_warnings_across_byte_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyP
     make_mix(mix, 30, sources)
     monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
     monkeypatch.setattr(reader, "BATCH", 2000)
-    spans = [p.span for p in analysis.plan([str(mix)], [[0]], 3) if p.span]
-    assert len(spans) == 3
     clean = bytearray(mix.read_bytes())
     offsets = _records(clean)
-    seams = [offsets.index(sp[0]) for sp in spans[1:]]
+    cuts = _cut_at(mix, 3)
+    assert len(cuts) == 2
+    seams = [offsets.index(c) for c in cuts]
 
     raw = bytearray(clean)
     struct.pack_into("<I", raw, 16, 200)  # snaplen
@@ -297,6 +358,7 @@ def test_warnings_across_byte_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyP
     raw += struct.pack("<IIII", 1, 0, 100, 100) + b"x" * 10  # a record cut short
     stepped = tmp_path / "stepped.pcap"
     stepped.write_bytes(raw)
+    assert _cut_at(stepped, 3) == cuts
     times = [_us(raw, o) for o in offsets]
     backwards = sum(b < a for a, b in zip(times, times[1:], strict=False))
     one = pcapdiag.analyze(str(stepped)).captures[0].warnings
@@ -655,7 +717,9 @@ def test_byte_ranges_without_room_for_their_tapes(
     want = json.dumps(pcapdiag.analyze(str(big)).to_json(), default=str)
     monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
     plan = analysis.plan
-    monkeypatch.setattr(analysis, "plan", lambda files, chains, _: plan(files, chains, 3))
+    monkeypatch.setattr(
+        analysis, "plan", lambda files, chains, _, **kw: plan(files, chains, 3, **kw)
+    )
     joins = _joins(monkeypatch)
     got = pcapdiag.analyze(str(big))
     assert json.dumps(got.to_json(), default=str) == want
