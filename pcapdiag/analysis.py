@@ -507,7 +507,7 @@ def plan(files: list[str], chains: list[list[int]], workers: int, lazy: bool = F
         if later is not None:
             targets = [sp[0] for sp in later[1:]]
             parts += [
-                Part(tuple(c), paths, span=sp, t0=t0, batch=b, cut=k and sp[0] or None,
+                Part(tuple(c), paths, span=sp, t0=t0, batch=b, cut=sp[0] if k else None,
                      until=targets[k] if k < len(targets) else None)
                 for k, sp in enumerate(later)
             ]  # fmt: skip
