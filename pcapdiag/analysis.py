@@ -379,11 +379,12 @@ def analyze(
 #
 # A big capture file read by the fast lane (a pcap, or a pcapng ``Capture.spans`` can cut)
 # is split otherwise (``plan``), since there reading is a third of the work: first by
-# byte ranges (``Part.span``), each read once by a fast
-# lane of its own, whose connections cut at a seam it hands over as it hands over any
-# connection outside its template (open at the end, or begun before its start); then by
-# shards for the exact tracker, each fed the 4-tuples any range handed over (``handed``)
-# from the whole file. A connection one range completed and another handed over is then
+# byte ranges (``Part.span``; a pcap's cut while the first is read, ``_cut_while_reading``),
+# each read once by a fast lane of its own, whose connections cut at a seam it hands over
+# as it hands over any connection outside its template (open at the end, or begun before
+# its start); then by shards for the exact tracker, each fed the windows of 4-tuples any
+# range handed over (``handed``, ``_Handed``) from the ranges' tapes. A connection one
+# range completed and another handed over (a window from the file's start) is then
 # recorded twice with the same first frame, and the merge keeps the exact tracker's, as
 # it does within one process.
 
