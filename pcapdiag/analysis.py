@@ -355,7 +355,8 @@ def analyze(
     if client is not None:
         workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
     chains = rotation_chains(files) if stitch else [[i] for i in range(len(files))]
-    parts = plan(files, chains, workers, lazy=client is None)
+    # ranges cut while the first is read need this process free to walk: a local pool
+    parts = plan(files, chains, workers, lazy=client is None and workers > 1)
     fragments = _execute(parts, workers, client, progress)
     with _gc_paused():  # millions of small acyclic objects: see connections._gc_paused
         records, captures, errors, idle = merge(fragments, len(files), keys, decrypt_timeout)
@@ -608,7 +609,6 @@ def _execute(
                 first += run([_unspanned(p) for p in parts if p.exact and p.files in failed])
                 parts = [p for p in parts if not (p.exact and p.files in failed)]
         else:
-            parts = _cut_now(parts)
             first = run([p for p in parts if not p.exact])
         later = [p for p in parts if p.exact]
         if not later:
@@ -687,30 +687,6 @@ def _cut_while_reading(parts: list[Part], pool: Any) -> tuple[list[Fragment], se
             f.part = dataclasses.replace(f.part, span=(f.part.span[0], end, f.part.span[2]))
         out += fs
     return out, failed
-
-
-def _cut_now(parts: list[Part]) -> list[Part]:
-    """Ranges of ``plan(lazy=True)`` to run without a pool: cut before they run (a file
-    whose walk cannot cut is read by shards)."""
-    waiting: dict[tuple[int, ...], list[Part]] = {}
-    for p in parts:
-        if p.cut is not None:
-            waiting.setdefault(p.files, []).append(p)
-    out = [p for p in parts if p.cut is None]
-    for files, ws in waiting.items():
-        ws.sort(key=lambda p: p.cut or 0)
-        with reader.open_capture(ws[0].paths[0]) as cap:
-            cuts = list(cap.cuts([p.cut or 0 for p in ws]))
-        if None in cuts or len(cuts) < len(ws):
-            shards = [_unspanned(p) for p in out if p.files == files and p.exact]
-            out = [p for p in out if p.files != files] + shards
-            continue
-        for p, (pos, frame) in zip(ws, cuts, strict=True):  # type: ignore[misc]
-            assert p.span is not None
-            if pos >= p.span[1]:  # no record left for it, nor the ones after
-                break
-            out.append(dataclasses.replace(p, span=(pos, p.span[1], frame), cut=None))
-    return out
 
 
 def _unspanned(p: Part) -> Part:
@@ -838,13 +814,7 @@ def _run_tapes(part: Part, frag: Fragment, chain: _Chain) -> None:
         chain.set.sizes.append(part.size)
         tracker, chain.tracker = chain.tracker, None
         tapes = part.tapes
-
-        def feed(t: Tracker, handed: _Handed) -> None:
-            t.ends = handed.ends
-            chain.last_tcp_ts = None
-            chain._replay(t, tapes, handed)
-
-        chain._windowed(tracker, part.handed, feed)
+        chain._windowed(tracker, part.handed, lambda t, h: chain._replay(t, tapes, h))
     finally:
         chain.end()
 
@@ -1052,8 +1022,6 @@ class _Chain:
         tracker.capture = fi
         if self.part.shards > 1:
             tracker.live_pressure = max(1, tracker.live_pressure // self.part.shards)
-        if self.handed is not None:
-            tracker.ends = self.handed.ends
         return tracker
 
     def end(self) -> None:
@@ -1084,13 +1052,17 @@ class _Chain:
         tracked again from every packet of the handed-over 4-tuples, as before windows."""
         s = self.set
         assert s is not None
-        feed(tracker, _Handed(windows))
-        tracker.close()
+
+        def track(t: Tracker, handed: _Handed) -> None:
+            t.ends = handed.ends
+            self.last_tcp_ts = None  # the clock runs again from the set's start
+            feed(t, handed)
+            t.close()
+
+        track(tracker, _Handed(windows))
         if tracker.ends_missed:
             s.records, s.folds, s.tls_seen = RecordStore(), Folds(), []
-            tracker = self._tracker(s, s.files[0])
-            feed(tracker, _Handed(windows, whole=True))
-            tracker.close()
+            track(self._tracker(s, s.files[0]), _Handed(windows, whole=True))
         self.last_tcp_ts = None
 
     def _exact_pass(self, tracker: Tracker, handed: _Handed, tape: _tape.Tape | None) -> None:
@@ -1100,8 +1072,6 @@ class _Chain:
         part = self.part
         rset = self.set
         assert rset is not None
-        tracker.ends = handed.ends
-        self.last_tcp_ts = None  # the clock runs again from the set's start
         if tape is not None and tape.usable:
             self._replay(tracker, [tape], handed)
             return

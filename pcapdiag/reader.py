@@ -1533,14 +1533,19 @@ class Capture:
     def cut_shape(self) -> tuple[int, int] | None:
         """Where the records start and the bytes end, when the file can be cut into
         byte ranges (see ``spans``), else None."""
+        head = self._cut_head()
+        return None if head is None else head[:2]
+
+    def _cut_head(self) -> tuple[int, int, bool, int] | None:
+        """``cut_shape``, and the byte order and interfaces (a pcapng's) the walk reads."""
         kern = compiled_kernels(load=True)
         if kern is None or self._mm is None or self.info.compressed:
             return None
         if self.info.format == "pcapng":
             with memoryview(self._mm) as mv:
                 head = _ng_head(mv)
-            return None if head is None else (head[0], len(self._mm))
-        return 24, len(self._mm)
+            return None if head is None else (head[0], len(self._mm), head[1], head[2])
+        return 24, len(self._mm), self._fmt["order"] == ">", 0
 
     def cuts(self, targets: list[int]) -> Iterator[tuple[int, int] | None]:
         """For each byte ``target`` (increasing, from ``cut_shape``), the offset and frame
@@ -1549,24 +1554,18 @@ class Capture:
         file by batches from its start has a batch border there (``batches(until=)``).
         None (and nothing after it) where the walk cannot go on."""
         kern = compiled_kernels(load=True)
-        shape = self.cut_shape()
-        if shape is None or kern is None or self._mm is None:
+        head = self._cut_head()
+        if head is None or kern is None or self._mm is None:
             yield None
             return
         mm = self._mm
-        start, size = shape
+        start, size, big, nif = head
         buf = _readonly(np.frombuffer(mm, np.uint8))
         ng = self.info.format == "pcapng"
         if ng:
-            with memoryview(mm) as mv:
-                head = _ng_head(mv)
-            assert head is not None
-            _, big, nif = head
             hlen = lim = 0
         else:
-            fm = self._fmt
-            hlen, big, lim = fm["hlen"], fm["order"] == ">", _max_caplen(fm["linktype"])
-            nif = 0
+            hlen, lim = self._fmt["hlen"], _max_caplen(self._fmt["linktype"])
         pos, frame = start, 1
         dropped = 0
         try:
