@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 import sys
 from array import array
-from collections.abc import Iterable, MutableSequence
+from collections.abc import Iterable, Iterator, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -940,6 +940,7 @@ def _tls_alert_errors(conn: Connection, rec: ConnectionRecord) -> dict[str, Any]
 # -- across connections ------------------------------------------------------------------------
 _RETRIED = frozenset({"server_close_after_request", "server_reset"})
 RETRY_WINDOW_NS = 1_000_000_000
+_RETRY_STEP = 1 << 16  # positions a window of the retries' search
 
 
 @dataclass(slots=True)
@@ -983,19 +984,23 @@ class CrossFacts:
 
     Kept per record, in columns (~32 bytes a record) and index-tagged lists for the few
     records that need more, so that the workers gather the facts of their shards as the
-    records come and the merge puts them in id order by a permutation (``extend``),
-    without the records. ``apply`` finds the retries with numpy sorts and reads no
-    record. The hashes (``hash()`` of strings) are only comparable between processes
-    forked from one another; see ``_store.RecordStore.seed``.
+    records come. The merge adopts those parts as they are (``extend``), with each
+    record's position among the records: nothing is copied or put in id order, which
+    kept a second set of columns and a sort of all of them in memory at the merge's
+    peak. ``apply`` finds the retries among the connections of the client and server
+    pairs that had a failure (a sort of those alone) and reads no record. The hashes
+    (``hash()`` of strings) are only comparable between processes forked from one
+    another; see ``_store.RecordStore.seed``.
     """
 
     def __init__(self, ids: bool = True) -> None:
-        """``ids``: keep the records' ids (a worker's facts need not: ``extend`` numbers
-        them)."""
+        """``ids``: keep the records' ids and positions (a worker's facts need not:
+        ``extend`` numbers them)."""
         self._start = array("q")
         self._pair = array("q")  # hash of (client address, server endpoint)
         self._request = array("q")  # hash of the last request line, 0 when none
         self._id = array("q") if ids else None
+        self._at = array("q")  # with ids: each record's position (the index ``apply`` patches)
         self._ttl_key = array("i")  # index in _ttl_keys of (server address, client TTL), or -1
         self._ttl = array("i")  # the server's TTL (when _ttl_key is not -1)
         self._ttl_keys: dict[tuple[str, int | None], int] = {}
@@ -1005,6 +1010,8 @@ class CrossFacts:
         self._refused: list[tuple[int, str, int | None, int]] = []
         self._gaps: list[tuple[int, str, float]] = []  # (index, server, idle gap)
         self._reuse: list[tuple[int, str, float]] = []  # (index, server, idle reused)
+        self._parts: list[tuple[CrossFacts, Any]] = []  # adopted (``extend``), positions
+        self._n = 0  # positions given so far
 
     def add(self, r: ConnectionRecord) -> None:
         i = len(self._start)
@@ -1015,6 +1022,8 @@ class CrossFacts:
         self._request.append(0 if req is None else hash(req) or 1)
         if self._id is not None:
             self._id.append(r.id)
+            self._at.append(self._n)
+            self._n += 1
         outcome = r.outcome
         if outcome in _RETRIED and r.close_ns is not None and req is not None:
             self._failed[i] = (r.close_ns, req)
@@ -1053,93 +1062,52 @@ class CrossFacts:
         self._gaps.extend([(i0 + j, server, idle) for j, server, idle in f["gaps"]])
 
     def extend(self, parts: list[CrossFacts], take: Any) -> None:
-        """Add the facts of the records of ``parts`` (one after the other) in the order
-        of ``take`` (a numpy array: for each record added, its index over ``parts``;
-        records not in it are left out); their ids are their positions here. The parts
-        are consumed, column after column, so that memory does not hold both."""
+        """Adopt the facts of the records of ``parts`` (one after the other, as they are)
+        in the order of ``take`` (a numpy array: for each record added, its index over
+        ``parts``; records not in it are left out); their positions, and ids, are those
+        that order gives after the records already here. The parts are kept, not copied."""
         import numpy as np  # only the merge needs it (explain.py stays light to import)
 
         assert self._id is not None
-        base, n = len(self._start), len(take)
-        sizes = [len(p._start) for p in parts]
-        for p in parts:  # the parts' TTL keys, renumbered as ours (-1 stays -1)
-            remap = [self._ttl_keys.setdefault(k, len(self._ttl_keys)) for k in p._ttl_keys]
-            own = np.array([*remap, -1], dtype=np.int32)
-            p._ttl_key = array("i", own[np.frombuffer(p._ttl_key, dtype=np.int32)].tobytes())
-        for name, code in (("_start", "q"), ("_pair", "q"), ("_request", "q"),
-                           ("_ttl_key", "i"), ("_ttl", "i")):  # fmt: skip
-            dtype = np.int64 if code == "q" else np.int32
-            col = np.concatenate([np.frombuffer(getattr(p, name), dtype=dtype) for p in parts])
-            for p in parts:
-                setattr(p, name, array(code))
-            getattr(self, name).frombytes(memoryview(col[take]).cast("B"))
-        self._id.extend(range(base, base + n))
-        new_id = np.full(sum(sizes), -1, dtype=np.int64)
-        new_id[take] = np.arange(base, base + n)
-
-        def moved(entries: list[Any], off: int) -> list[Any]:
-            """Entries (index, ...) of a part, with their new index; those left out go."""
-            if not entries:
-                return []
-            at = np.fromiter((e[0] for e in entries), dtype=np.int64, count=len(entries))
-            ids = new_id[at + off].tolist()
-            return [(i, *e[1:]) for i, e in zip(ids, entries, strict=True) if i >= 0]
-
+        n = len(take)
+        total = sum(len(p._start) for p in parts)
+        at = np.full(total, -1, dtype=np.int32 if self._n + n < 2**31 else np.int64)
+        at[take] = np.arange(self._n, self._n + n, dtype=at.dtype)
         off = 0
-        for p, size in zip(parts, sizes, strict=True):
-            self._refused += moved(p._refused, off)
-            self._gaps += moved(p._gaps, off)
-            self._reuse += moved(p._reuse, off)
-            self._failed.update((i, v) for i, v in moved(list(p._failed.items()), off))
+        for p in parts:
+            size = len(p._start)
+            self._parts.append((p, at[off : off + size]))
             off += size
-        for entries in (self._refused, self._gaps, self._reuse):  # in id order
-            entries.sort(key=lambda e: e[0])
+        self._n += n
 
-    def apply(self, records: MutableSequence[ConnectionRecord]) -> None:
-        """Patch ``records`` (the ones added, at the same indexes): each changed record is
-        assigned back, so a store that hands out copies keeps the change; a store with an
-        ``edit(i, fn, *args)`` method is handed the change instead (``_store.Records``
-        makes it when the record is read: here no record is read at all)."""
+    def _all(self) -> list[tuple[CrossFacts, Any, Any]]:
+        """Every part of the facts with its records' positions (-1: left out) and ids."""
         import numpy as np
 
         assert self._id is not None
-        start = np.frombuffer(self._start, dtype=np.int64)
-        pair = np.frombuffer(self._pair, dtype=np.int64)
-        req = np.frombuffer(self._request, dtype=np.int64)
-        failed = np.zeros(len(start), dtype=bool)
-        failed[np.fromiter(self._failed, dtype=np.int64, count=len(self._failed))] = True
-        # each record after the previous one (by start) between the same client and server;
-        # compared a slice at a time (whole-length temporaries: ~20 MB at 500,000 records)
-        seq = np.lexsort((start, pair))  # stable: by pair, then start, then index
-        step = 1 << 16
-        hits = []
-        for lo in range(0, max(len(seq) - 1, 0), step):
-            p, i = seq[lo : lo + step], seq[lo + 1 : lo + step + 1]
-            p = p[: len(i)]
-            hit = failed[p] & (pair[p] == pair[i]) & (req[i] != 0) & (req[i] == req[p])
-            hits.append((p[hit], i[hit]))
-        p = np.concatenate([h[0] for h in hits]) if hits else np.zeros(0, np.int64)
-        i = np.concatenate([h[1] for h in hits]) if hits else np.zeros(0, np.int64)
+        own = np.frombuffer(self._at, dtype=np.int64)
+        out = [(p, at, at) for p, at in self._parts]
+        return [(self, own, np.frombuffer(self._id, dtype=np.int64)), *out]
+
+    def apply(self, records: MutableSequence[ConnectionRecord]) -> None:
+        """Patch ``records`` (the ones added, at their positions): each changed record is
+        assigned back, so a store that hands out copies keeps the change; a store with an
+        ``edit(i, fn, *args)`` method is handed the change instead (``_store.Records``
+        makes it when the record is read: here no record is read at all)."""
+
+        parts = self._all()
         edit = getattr(records, "edit", None)
-        for pi, ii in zip(p.tolist(), i.tolist(), strict=True):
-            close, request = self._failed[pi]
-            gap = self._start[ii] - close
-            if not 0 <= gap <= RETRY_WINDOW_NS:
-                continue
-            prev_id = self._id[pi]
-            note = f"; it repeats the request of connection #{prev_id} {_s(gap)} after that one failed — the pattern of aiohttp's automatic retry of idempotent requests."
-            self._patch(records, edit, ii, self._retried, (prev_id, request, note))
-        seen: dict[int, set[int]] = {}
-        for ri, server_ip, client_ttl, reset_ttl in self._refused:
-            code = self._ttl_keys.get((server_ip, client_ttl))
-            if code is None:
-                continue
-            if code not in seen:
-                ttl_key = np.frombuffer(self._ttl_key, dtype=np.int32)
-                ttl = np.frombuffer(self._ttl, dtype=np.int32)
-                seen[code] = set(np.unique(ttl[ttl_key == code]).tolist())
-            ttls = seen[code]
-            if len(ttls) != 1 or reset_ttl in ttls:
+        for prev, pos, gap, request in self._retries(parts):
+            note = f"; it repeats the request of connection #{prev} {_s(gap)} after that one failed — the pattern of aiohttp's automatic retry of idempotent requests."
+            self._patch(records, edit, pos, self._retried, (prev, request, note))
+        seen: dict[tuple[str, int | None], set[int] | None] = {}
+        refused = sorted(e for p, at, _ in parts for e in _kept(p._refused, at))
+        for ri, server_ip, client_ttl, reset_ttl in refused:
+            key = (server_ip, client_ttl)
+            if key not in seen:
+                seen[key] = self._server_ttls(parts, key)
+            ttls = seen[key]
+            if ttls is None or len(ttls) != 1 or reset_ttl in ttls:
                 continue
             (server_ttl,) = ttls
             note = (
@@ -1147,6 +1115,120 @@ class CrossFacts:
                 "other connections here: a firewall or load balancer on the path forged it."
             )
             self._patch(records, edit, ri, self._forged, (note,))
+
+    @staticmethod
+    def _retries(parts: list[tuple[CrossFacts, Any, Any]]) -> Iterator[tuple[int, int, int, str]]:
+        """(id of the failed record, position of its retry, ns between, request line) for
+        each record that follows a failed one (by start, then position) between the same
+        client and server and repeats its request within ``RETRY_WINDOW_NS`` of its close.
+
+        Only the pairs that had a failure are looked at, a window of positions at a time
+        (records come in position order nearly by start), so that memory holds a window's
+        rows, not a sort of every record; the last row of each pair carries over to the
+        next window. Where starts go back across windows (two captures of the same time
+        in one analysis), a single window takes them all."""
+        import numpy as np
+
+        failed_at = [
+            np.fromiter(p._failed, dtype=np.int64, count=len(p._failed)) for p, _, _ in parts
+        ]
+        pairs = np.unique(
+            np.concatenate(
+                [
+                    np.frombuffer(p._pair, dtype=np.int64)[idx[at[idx] >= 0]]
+                    for (p, at, _), idx in zip(parts, failed_at, strict=True)
+                ]
+            )
+        )
+        if not len(pairs):
+            return
+        n = max((int(at.max()) + 1 for _, at, _ in parts if len(at)), default=0)
+        step = _RETRY_STEP
+        picked, where, flags = [], [], []  # per part: rows of those pairs kept, positions, failed
+        for (p, at, _), idx in zip(parts, failed_at, strict=True):
+            pair = np.frombuffer(p._pair, dtype=np.int64)
+            mine = [np.zeros(0, dtype=np.int64)]
+            for lo in range(0, len(pair), step):  # a window at a time: narrow temporaries
+                c, a = pair[lo : lo + step], at[lo : lo + step]
+                near = pairs[np.searchsorted(pairs, c).clip(max=len(pairs) - 1)]
+                mine.append(np.nonzero((near == c) & (a >= 0))[0] + lo)
+            rows = np.concatenate(mine)
+            picked.append(rows)
+            where.append(at[rows])
+            failed = np.zeros(len(pair), dtype=bool)
+            failed[idx] = True
+            flags.append(failed[rows])
+        for attempt in (step, max(n, 1)):
+            out: list[tuple[int, int, int, str]] = []
+            carry: tuple[Any, ...] | None = None
+            last = None  # the highest start of the windows before
+            for lo in range(0, n, attempt):
+                hi = lo + attempt
+                cols: list[list[Any]] = [[], [], [], [], [], []]  # pair start pos req failed row
+                for k, (p, mine, pos, failed) in enumerate(
+                    zip((p for p, _, _ in parts), picked, where, flags, strict=True)
+                ):
+                    (w,) = np.nonzero((pos >= lo) & (pos < hi))
+                    rows = mine[w]
+                    for col, v in zip(
+                        cols,
+                        (
+                            np.frombuffer(p._pair, dtype=np.int64)[rows],
+                            np.frombuffer(p._start, dtype=np.int64)[rows],
+                            pos[w],
+                            np.frombuffer(p._request, dtype=np.int64)[rows],
+                            failed[w],
+                            rows * len(parts) + k,
+                        ),
+                        strict=True,
+                    ):
+                        col.append(v)
+                pair, start, pos, req, failed, row = (np.concatenate(c) for c in cols)
+                if len(start) and last is not None and int(start.min()) < last:
+                    break  # starts went back: all at once
+                if len(start):
+                    last = int(start.max()) if last is None else max(last, int(start.max()))
+                if carry is not None:
+                    pair, start, pos, req, failed, row = (
+                        np.concatenate([c, v])
+                        for c, v in zip(carry, (pair, start, pos, req, failed, row), strict=True)
+                    )
+                seq = np.lexsort((pos, start, pair))
+                pair, start, pos, req, failed, row = (
+                    c[seq] for c in (pair, start, pos, req, failed, row)
+                )
+                hit = failed[:-1] & (pair[:-1] == pair[1:]) & (req[1:] != 0) & (req[1:] == req[:-1])
+                for j in np.nonzero(hit)[0].tolist():
+                    owner, _, ids = parts[int(row[j]) % len(parts)]
+                    local = int(row[j]) // len(parts)
+                    close, request = owner._failed[local]
+                    gap = int(start[j + 1]) - close
+                    if 0 <= gap <= RETRY_WINDOW_NS:
+                        out.append((int(ids[local]), int(pos[j + 1]), gap, request))
+                ends = np.ones(len(pair), dtype=bool)  # each pair's last row carries over
+                ends[:-1] = pair[:-1] != pair[1:]
+                carry = tuple(c[ends] for c in (pair, start, pos, req, failed, row))
+            else:
+                yield from out
+                return
+
+    @staticmethod
+    def _server_ttls(
+        parts: list[tuple[CrossFacts, Any, Any]], key: tuple[str, int | None]
+    ) -> set[int] | None:
+        """The TTLs the SYN-ACKs of ``key`` (server address, client TTL) arrived with on
+        the records kept; None when no record has the key."""
+        import numpy as np
+
+        out: set[int] | None = None
+        for p, at, _ in parts:
+            code = p._ttl_keys.get(key)
+            if code is None:
+                continue
+            ttl_key = np.frombuffer(p._ttl_key, dtype=np.int32)
+            ttl = np.frombuffer(p._ttl, dtype=np.int32)
+            out = (out or set()) | set(np.unique(ttl[(ttl_key == code) & (at >= 0)]).tolist())
+        return out
 
     @staticmethod
     def _patch(
@@ -1176,11 +1258,13 @@ class CrossFacts:
 
     def idle_timeouts(self) -> list[IdleTimeout]:
         """Median idle gap before a server's idle close, per server, most samples first."""
+        parts = self._all()
         gaps: dict[str, list[float]] = {}
-        for _, server, gap in self._gaps:
+        kept = sorted(e for p, at, _ in parts for e in _kept(p._gaps, at))
+        for _, server, gap in kept:  # in position order: the servers' order among ties
             gaps.setdefault(server, []).append(gap)
         reuse: dict[str, float] = {}
-        for _, server, idle in self._reuse:
+        for _, server, idle in (e for p, at, _ in parts for e in _kept(p._reuse, at)):
             reuse[server] = max(reuse.get(server, 0.0), idle)
         out = []
         for server, vals in gaps.items():
@@ -1188,6 +1272,17 @@ class CrossFacts:
             out.append(IdleTimeout(server, sec, len(vals), match_default(sec), reuse.get(server)))
         out.sort(key=lambda t: -t.samples)
         return out
+
+
+def _kept(entries: list[tuple[Any, ...]], at: Any) -> list[tuple[Any, ...]]:
+    """Index-tagged ``entries`` of a part of ``CrossFacts``, tagged with their record's
+    position instead; those of records left out go."""
+    import numpy as np
+
+    if not entries:
+        return []
+    pos = at[np.fromiter((e[0] for e in entries), dtype=np.int64, count=len(entries))].tolist()
+    return [(i, *e[1:]) for i, e in zip(pos, entries, strict=True) if i >= 0]
 
 
 def _facts(records: Iterable[ConnectionRecord]) -> CrossFacts:

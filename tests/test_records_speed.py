@@ -1,6 +1,6 @@
 """The fast record path gives what the simple one gave: the JSON line template is
 ``json.dumps(record.to_json(), ensure_ascii=False)`` byte for byte; a merge that adopts
-the workers' compressed runs (and permutes their facts) gives the records, ids and
+the workers' compressed runs (and adopts their facts as they are) gives the records, ids and
 facts of a heap merge that decodes every record; and the store stays correct when it
 spills, merges runs, crosses processes or meets hashes from another process.
 
@@ -21,14 +21,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import pcapdiag
-from pcapdiag import _store
+from pcapdiag import _store, explain
 from pcapdiag.analysis import Analysis
-from pcapdiag.explain import ConnectionRecord, CrossFacts
+from pcapdiag.explain import RETRY_WINDOW_NS, ConnectionRecord, CrossFacts
 from pcapdiag.report import data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +51,7 @@ def small_store(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_store, "MAX_RUNS", 3)
     monkeypatch.setattr(_store, "SPILL", _store._Blobs.held + 2_000)
     monkeypatch.setattr(_store, "_BLOCK", 7)  # walks cut in blocks of 7 ids
+    monkeypatch.setattr(explain, "_RETRY_STEP", 5)  # the retries looked for by 5 positions
 
 
 def _dumps(r: ConnectionRecord) -> str:
@@ -263,6 +265,76 @@ def test_facts_from_another_process_are_recomputed(
     idle = _old_facts(want)
     assert not calls
     assert list(got) == want and facts.idle_timeouts() == idle
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 2),  # part
+            st.integers(1, 3),  # client and server pair
+            st.integers(-3, 12),  # start: the position's time, give or take
+            st.integers(0, 2),  # request (0: none)
+            st.integers(0, 3),  # failed (0: no), closed this long after its start
+            st.booleans(),  # left out (a copy another part holds)
+        ),
+        max_size=40,
+    ),
+    step=st.sampled_from([1, 2, 3, 7, 1 << 18]),
+)
+@example(  # a retry's start before the failure's window: the rows the window carried over miss it
+    rows=[
+        (0, 1, 4, 1, 0, False),
+        (0, 1, 4, 0, 0, False),
+        (0, 2, 0, 0, 0, False),
+        (0, 1, 0, 1, 1, False),
+    ],
+    step=2,
+)
+def test_retries_windowed_are_the_sort_of_every_record(
+    rows: list[tuple[int, int, int, int, int, bool]], step: int
+) -> None:
+    """The retries found a window of positions at a time (rows carried over between
+    windows, starts that go back) are those of one sort of every record by pair, start
+    and position, as ``CrossFacts.apply`` found them before."""
+    s = 1_000_000_000  # a second: a window shorter than the retry's, gaps up to 3 s
+    parts = [CrossFacts(ids=False) for _ in range(3)]
+    kept = []  # (index over parts, pair, start, request, failed)
+    sizes = [sum(1 for r in rows if r[0] == k) for k in range(3)]
+    offs = [0, sizes[0], sizes[0] + sizes[1]]
+    seen = [0, 0, 0]
+    for pos_guess, (part, pair, jitter, req, fail, out) in enumerate(rows):
+        p = parts[part]
+        i = len(p._start)
+        start = (pos_guess + jitter) * s // 2
+        p._start.append(start)
+        p._pair.append(pair)
+        p._request.append(req)
+        p._ttl_key.append(-1)
+        p._ttl.append(0)
+        if fail:
+            p._failed[i] = (start + (fail - 1) * s, f"GET /{req}")
+        if not out:
+            kept.append((offs[part] + seen[part], pair, start, req, fail))
+        seen[part] += 1
+    take = np.array([k[0] for k in kept], dtype=np.int64)
+    facts = CrossFacts()
+    facts.extend(parts, take)
+    want = []
+    order = sorted(range(len(kept)), key=lambda j: (kept[j][1], kept[j][2], j))
+    for a, b in zip(order, order[1:], strict=False):
+        _, pair, start, req, fail = kept[a]
+        _, pair2, start2, req2, _ = kept[b]
+        gap = start2 - (start + (fail - 1) * s)
+        if fail and pair == pair2 and req2 and req2 == req and 0 <= gap <= RETRY_WINDOW_NS:
+            want.append((a, b, gap, f"GET /{req}"))
+    old = explain._RETRY_STEP
+    explain._RETRY_STEP = step
+    try:
+        got = list(facts._retries(facts._all()))
+    finally:
+        explain._RETRY_STEP = old
+    assert sorted(got) == sorted(want)
 
 
 def _merges_as_before(stores: list[Any], parts: Any) -> _store.Records:
