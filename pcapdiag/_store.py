@@ -22,7 +22,7 @@ pass needs): the merge then never needs the records themselves.
 ``Records`` is the final sequence an ``Analysis`` holds, in id order (by first frame). It
 *adopts* the runs of the stores of a capture set (``adopt``): a stable sort of their first
 frames (numpy, ~0.1 µs a record) gives each id its run and position, and the facts are
-permuted the same way. Walking the ids in order then reads each run front to back, one
+kept as they came, with each record's id (``CrossFacts.extend``). Walking the ids in order then reads each run front to back, one
 decoded chunk per run in memory (a row's id is its position: the one it was stored with
 is the worker's). Records read from it are copies except those kept as objects: to
 change one, assign it back (``records[i] = rec``), kept as an object beside the runs. The
@@ -473,7 +473,7 @@ class Records(Sequence[ConnectionRecord]):
         self._cache: dict[int, tuple[int, list[Row], list[list[Any]] | None]] = {}  # per run
         self._ids: dict[int, tuple[int, np.ndarray]] = {}  # per fast run (``_ids_of``)
         self._outcome = array("B")  # index in OUTCOMES
-        self._count = array("q")
+        self._count = array("I")  # as a store's
         self._start = array("q")
         for r in records:
             self.append(r)
@@ -501,7 +501,7 @@ class Records(Sequence[ConnectionRecord]):
         would give); of records with the same first frame only the first is kept (a
         fast-lane copy of a connection the exact tracker also saw gives way). ``replace``:
         records that take the place of those with their first frame (decrypted ones).
-        ``facts`` gets the facts of the records kept, in id order.
+        ``facts`` adopts the stores' facts as they are, with the ids of the records kept.
 
         The stores are consumed: their runs move here, and their columns and facts are
         let go as soon as they are used, which keeps the merge's peak memory low."""
@@ -513,42 +513,55 @@ class Records(Sequence[ConnectionRecord]):
                 r.seal()
         base, k0 = len(self), len(self._runs)
         sizes = [len(r) for r in runs]
-        # every record of the runs, run after run: its first frame, its arrival
-        offs = np.cumsum([0, *[len(s) for s in stores[:-1]]]).tolist()
-        indexes = [
-            (_np(r.index, np.uint32).astype(np.int64), off, s)
-            for s, off in zip(stores, offs, strict=True)
-            for r in s.runs
-        ]
-        ff = np.concatenate([_np(s.first, np.int64)[idx] for idx, _, s in indexes])
-        arrival = np.concatenate([idx + off for idx, off, _ in indexes])
-        del indexes
-        order = np.argsort(ff, kind="stable")
-        ff = ff[order]
-        keep = np.ones(len(ff), dtype=bool)
-        keep[1:] = ff[1:] != ff[:-1]
-        order, ff = order[keep], ff[keep]
-        n = len(order)
-        starts = np.repeat(np.cumsum([0, *sizes[:-1]]), sizes)
-        self._pos.frombytes(_raw((order - starts[order]).astype(np.uint32)))
-        del starts
-        self._src.frombytes(
-            _raw(np.repeat(np.arange(k0, k0 + len(runs), dtype=np.uint32), sizes)[order])
-        )
-        take = arrival[order]  # per new id: its arrival over all stores
-        del arrival
-        outcome = np.concatenate([_np(s.outcome, np.uint8) for s in stores])
-        self._outcome.frombytes(_raw(outcome[take]))
-        count = np.concatenate([_np(s.count, np.uint32) for s in stores])
-        self._count.frombytes(_raw(count[take].astype(np.int64)))
-        del outcome, count
-        start = np.concatenate([_np(s.facts._start, np.int64) for s in stores])
-        self._start.frombytes(_raw(start[take]))
-        del start
+        bounds = np.cumsum([0, *sizes])  # where each run's records start, run after run
+        total = int(bounds[-1])
+        # every record of the runs, run after run: its first frame, its arrival (its index
+        # over all stores); whole-length temporaries are few and narrow (the merge's peak)
+        ff = np.empty(total, dtype=np.int64)
+        arrival = np.empty(total, dtype=np.uint32 if total < 2**32 else np.int64)
+        c, off = 0, 0
         for s in stores:
-            s.first, s.outcome, s.count = array("q"), array("B"), array("I")
+            first = _np(s.first, np.int64)
+            for r in s.runs:
+                idx = _np(r.index, np.uint32)
+                ff[c : c + len(idx)] = first[idx]
+                arrival[c : c + len(idx)] = idx
+                arrival[c : c + len(idx)] += off
+                c += len(idx)
+            off += len(s)
+            del first
+            s.first = array("q")  # (``len(s)`` is 0 from here)
+        order = np.argsort(ff, kind="stable")
+        keep = np.ones(total, dtype=bool)  # of records with one first frame, the first
+        step = _BLOCK
+        for lo in range(1, total, step):
+            f = ff[order[lo - 1 : lo + step]]
+            keep[lo : lo + len(f) - 1] = f[1:] != f[:-1]
+        ff = ff[order[keep]] if replace else None  # first frames by id
+        order = order.astype(np.uint32 if total < 2**32 else np.int64)[keep]
+        del keep
+        n = len(order)
+        take = np.empty(n, dtype=arrival.dtype)  # per new id: its arrival over all stores
+        for lo in range(0, n, step):  # each id's run and position there
+            o = order[lo : lo + step]
+            run = np.searchsorted(bounds, o, side="right") - 1
+            self._pos.frombytes(_raw((o - bounds[run]).astype(np.uint32)))
+            self._src.frombytes(_raw((run + k0).astype(np.uint32)))
+            take[lo : lo + step] = arrival[o]
+        del arrival
+        for name, code, col in (("_outcome", np.uint8, "outcome"), ("_count", np.uint32, "count")):
+            values = np.concatenate([_np(getattr(s, col), code) for s in stores])
+            for s in stores:
+                setattr(s, col, array(getattr(s, col).typecode))
+            for lo in range(0, n, step):
+                getattr(self, name).frombytes(_raw(values[take[lo : lo + step]]))
+            del values
+        start = np.concatenate([_np(s.facts._start, np.int64) for s in stores])
+        for lo in range(0, n, step):
+            self._start.frombytes(_raw(start[take[lo : lo + step]]))
+        del start
         if any(r.objects for r in runs):  # they take their ids now
-            ids = np.full(sum(sizes), -1, dtype=np.int64)
+            ids = np.full(total, -1, dtype=np.int64)
             ids[order] = np.arange(base, base + n)
             c = 0
             for r, size in zip(runs, sizes, strict=True):
