@@ -109,14 +109,30 @@ def _raw(a: np.ndarray) -> memoryview:
 class _Spill:
     """The temporary file chunks spill to: one per process (a file per store would run
     out of descriptors with thousands of captures), closed and gone once no store holds
-    a chunk in it."""
+    a chunk in it.
+
+    A worker forked for a local pool (``share``) spills into a named file in the folder
+    its parent made, and its stores travel to the parent with their chunks' places in
+    that file, not the chunks: the parent opens the file (``reading``) and reads them
+    there. Pickled as bytes, the chunks of eight times the benchmark's capture were most
+    of both processes' peaks with ``--jobs 2`` (a worker's whole result in one pickle,
+    and the parent's copy of it)."""
 
     current: _Spill | None = None
+    opened: dict[str, _Spill] = {}  # other processes' files read here, by path
 
-    def __init__(self) -> None:
-        self.file = tempfile.TemporaryFile(prefix="pcapdiag-records-")  # noqa: SIM115 - closed by release
+    def __init__(self, path: str | None = None) -> None:
         self.pid = os.getpid()  # a forked worker writes a file of its own
         self.users = 0
+        self.path = path  # a named file (shared, or another process's)
+        self.foreign = path is not None  # another process's: read, never written here
+        if path is not None:
+            self.file: Any = open(path, "rb")  # noqa: SIM115 - closed by release
+        elif SHARE is not None and SHARE[1] != self.pid:
+            fd, self.path = tempfile.mkstemp(prefix="records-", dir=SHARE[0])
+            self.file = os.fdopen(fd, "w+b")
+        else:
+            self.file = tempfile.TemporaryFile(prefix="pcapdiag-records-")  # noqa: SIM115 - closed by release
 
     @classmethod
     def join(cls) -> _Spill:
@@ -126,13 +142,41 @@ class _Spill:
         spill.users += 1
         return spill
 
+    @classmethod
+    def reading(cls, path: str) -> _Spill:
+        """Another process's file (``share``), opened once however many stores read it."""
+        spill = cls.opened.get(path)
+        if spill is None or spill.pid != os.getpid():
+            spill = cls.opened[path] = cls(path)
+        spill.users += 1
+        return spill
+
     def release(self) -> None:
         self.users -= 1
         if self.users == 0:
             with contextlib.suppress(OSError):  # what a full disk left in its buffer
                 self.file.close()
-            if type(self).current is self:
-                type(self).current = None
+            cls = type(self)
+            if cls.current is self:
+                cls.current = None
+            if self.path is not None and cls.opened.get(self.path) is self:
+                del cls.opened[self.path]
+
+
+SHARE: tuple[str, int] | None = None  # (folder, the pool's parent): see ``share``
+
+
+@contextlib.contextmanager
+def share(folder: str) -> Iterator[None]:
+    """While in it, workers this process forks spill into ``folder`` and send their
+    chunks by reference (``_Spill``). The folder must outlive the workers' results'
+    unpickling (a file, once opened here, outlives the folder)."""
+    global SHARE
+    old, SHARE = SHARE, (folder, os.getpid())
+    try:
+        yield
+    finally:
+        SHARE = old
 
 
 class _Blobs:
@@ -156,7 +200,11 @@ class _Blobs:
 
     def add(self, blob: bytes) -> int:
         k = len(self._items)
-        if (self._spill is None and _Blobs.held + len(blob) <= SPILL) or _Blobs.broken:
+        if (
+            (self._spill is None and _Blobs.held + len(blob) <= SPILL)
+            or _Blobs.broken
+            or (self._spill is not None and self._spill.foreign)  # (not a chunk so far)
+        ):
             self._keep(blob)
             return k
         try:
@@ -189,13 +237,26 @@ class _Blobs:
         # the file's offset
         return os.pread(self._spill.file.fileno(), length, off)
 
-    def __getstate__(self) -> list[bytes]:
-        """Every chunk as bytes (a worker's store travels to the parent process)."""
+    def __getstate__(self) -> list[bytes] | tuple[str, list[bytes | tuple[int, int]]]:
+        """Every chunk as bytes (a worker's store travels to the parent process), or the
+        file's path and the chunks' places in it, where it is shared (``_Spill``)."""
+        spill = self._spill
+        if spill is not None and spill.path is not None and not spill.foreign:
+            return spill.path, self._items
         return [self.get(k) for k in range(len(self))]
 
-    def __setstate__(self, blobs: list[bytes]) -> None:
+    def __setstate__(self, state: list[bytes] | tuple[str, list[bytes | tuple[int, int]]]) -> None:
         self.__init__()  # type: ignore[misc]
-        for b in blobs:
+        if isinstance(state, tuple):
+            path, items = state
+            self._spill = _Spill.reading(path)
+            for item in items:
+                if type(item) is bytes:
+                    self._keep(item)
+                else:
+                    self._items.append(item)
+            return
+        for b in state:
             self.add(b)
 
     def __del__(self) -> None:

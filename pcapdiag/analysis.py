@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from pcapdiag import _fastlane, _tape, decode, reader
+from pcapdiag import _fastlane, _store, _tape, decode, reader
 from pcapdiag._store import Records, RecordStore
 from pcapdiag.classify import OUTCOMES, PROBLEMS
 from pcapdiag.connections import NS, Connection, Tracker, _gc_paused
@@ -596,6 +596,11 @@ def _execute(
             n = min(workers, max(sum(not p.exact for p in parts), sum(p.exact for p in parts)))
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=n, mp_context=ctx))
             run_pool: Any = pool
+            if method == "fork":  # workers forked from here: their records by reference
+                shared = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="pcapdiag-records-")
+                )
+                stack.enter_context(_store.share(shared))
 
             def run(ps: list[Part]) -> list[Fragment]:
                 return list(pool.map(run_part, ps))

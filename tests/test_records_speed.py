@@ -386,6 +386,45 @@ def test_a_store_travels_between_processes(
     assert list(again) == list(got)
 
 
+def test_a_forked_workers_store_travels_by_reference(
+    samples: list[ConnectionRecord],
+    small_store: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker of a local pool spills into the folder its parent shares: its store
+    travels with the chunks' places in that file, and the parent reads them there."""
+    monkeypatch.setattr(_store._Spill, "current", None)
+    monkeypatch.setattr(_store, "SHARE", (str(tmp_path), -1))  # this process: a worker
+    stores, parts = _stores(_base(samples, 2), 2, random.Random(5))
+    assert any(_spilled(r.blobs) for s in stores for r in s.runs)
+    blob = pickle.dumps(stores)
+    monkeypatch.setattr(_store, "SHARE", None)  # ... and now the parent
+    as_bytes = pickle.dumps(pickle.loads(blob))  # read there, sent on as bytes
+    assert len(blob) < len(as_bytes) / 2
+    monkeypatch.setattr(_store._Spill, "current", None)
+    del stores
+    gc.collect()  # the worker's stores are gone: the file stays for the parent
+    got = pickle.loads(blob)
+    spills = {r.blobs._spill for s in got for r in s.runs if _spilled(r.blobs)}
+    assert spills and all(sp.foreign and sp.path.startswith(str(tmp_path)) for sp in spills)
+    _merges_as_before(got, parts)
+
+
+def test_records_of_pool_workers_come_by_reference(small_store: None) -> None:
+    """``analyze`` with a local pool: the workers' chunks are read from their files, and
+    the analysis is the one of a single process."""
+    one = pcapdiag.analyze(SAMPLES)
+    two = pcapdiag.analyze(SAMPLES, jobs=2)
+    assert any(_spilled(r.blobs) and r.blobs._spill.foreign for r in two.records._runs), (
+        "no chunk came by reference"
+    )
+    a, b = io.StringIO(), io.StringIO()
+    data.write_json(one, a)
+    data.write_json(two, b)
+    assert a.getvalue() == b.getvalue()
+
+
 def test_one_spill_file_per_process(samples: list[ConnectionRecord], small_store: None) -> None:
     """Thousands of captures must not hold a file each: every store of the process
     spills to one, closed once no chunk is left in it."""
