@@ -346,7 +346,6 @@ def analyze(
     across the files, as ``mergecap -a`` numbers them.
     """
     files = expand_paths(paths)
-    _big_buffers_mapped()
     if isinstance(keylog, (str, os.PathLike)):
         keylog = [keylog]
     keys = KeyLog.from_files(keylog or ())
@@ -755,34 +754,10 @@ def _give_back() -> None:
 
 
 _trim: Any = None  # glibc's malloc_trim, False where there is none
-_MMAP_THRESHOLD = 1 << 20  # bytes: glibc maps allocations this big or bigger on their own
-
-
-def _big_buffers_mapped() -> None:
-    """Have glibc map every allocation of ``_MMAP_THRESHOLD`` or more on its own, and
-    unmap it when freed. By default the threshold rises with each big buffer freed (up
-    to 32 MB), and the merge's sorts and the fast lane's tables then come from the heap,
-    whose free memory stays resident: eight times the benchmark's capture peaked 53 MB
-    higher so, in the merge, and 22 MB in the first pass. Batches' columns stay in the
-    heap, well under it. Idempotent; nothing where there is no glibc."""
-    global _mallopt
-    if _mallopt is None:
-        try:
-            import ctypes
-
-            _mallopt = ctypes.CDLL("libc.so.6").mallopt
-        except (OSError, AttributeError):
-            _mallopt = False
-    if _mallopt:
-        _mallopt(-3, _MMAP_THRESHOLD)  # M_MMAP_THRESHOLD (fixed: no longer dynamic)
-
-
-_mallopt: Any = None  # glibc's mallopt, False where there is none
 
 
 def run_part(part: Part, progress: Callable[[str, int, int], None] | None = None) -> Fragment:
     """Analyse one part (runs in a worker process, or on a Dask worker)."""
-    _big_buffers_mapped()  # (a worker not forked from ``analyze``'s process)
     frag = Fragment(part, [], {}, [])
     with _gc_paused():  # (the chain may load the compiled kernels: imports, many objects)
         chain = _Chain(part, frag, progress)
