@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from pcapdiag import _http
+from pcapdiag import _http, _resident
 from pcapdiag.classify import Ev, Side
 from pcapdiag.connections import (
     IDLE_MIN_NS,
@@ -167,6 +167,7 @@ def kernels() -> Any:
 
             _kernels = _fastlane_kernels
             _warm()
+            _resident.hand_back()  # LLVM's pages: loading is done (``_resident``)
         except Exception:  # no numba, or it cannot compile here: the exact tracker only
             _kernels = False
     return _kernels or None

@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from pcapdiag import _fastlane, _store, _tape, decode, reader
+from pcapdiag import _fastlane, _resident, _store, _tape, decode, reader
 from pcapdiag._store import Records, RecordStore
 from pcapdiag.classify import OUTCOMES, PROBLEMS
 from pcapdiag.connections import NS, Connection, Tracker, _gc_paused
@@ -991,6 +991,7 @@ class _Chain:
         self.use_lane = not part.exact and _fastlane.worth_it(sum(_size(p) for p in part.paths))
         self.lane: _fastlane.Lane | None = None
         self.tape: _tape.Tape | None = None  # what the lane's second pass reads
+        self.fed = False  # has a lane had a batch?
         # after spans: what the exact tracker is fed (read from the files: every window
         # whole, as no second reading is made if the tracker disagreed with a lane; from
         # tapes, ``_run_tapes`` makes its own)
@@ -1189,6 +1190,9 @@ class _Chain:
                         lane.flag_icmp(e)
                     keys = _fastlane.packet_hashes(p.tcp)
                     lane.feed(p.tcp, keys, self.last_tcp_ts or 0)
+                    if not self.fed:  # the reader's kernels are loaded too by now
+                        self.fed = True
+                        _resident.hand_back()
                     tape = self.tape
                     if tape is not None and tape.usable:
                         if cap.size:
