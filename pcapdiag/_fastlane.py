@@ -1464,11 +1464,11 @@ class Lines:
         self.longest = int(np.diff(self.offsets).max())
         self.python: dict[int, str] = {}  # rows the kernel could not write: their tails
         self.path, self.t0, self.block = path, t0, block
-        self.text: bytes | None = None  # every line, once rendered (``span``)
+        self.text: bytes | memoryview | None = None  # every line, once rendered (``span``)
         self.sep = b""
         self.ids = self.starts = self.ends = np.zeros(0, np.int64)
 
-    def span(self, j: int, m: int, ids: np.ndarray, sep: bytes) -> bytes:
+    def span(self, j: int, m: int, ids: np.ndarray, sep: bytes) -> bytes | memoryview:
         """Lines ``j``..``j + m``, joined by ``sep``: a slice of the whole block's lines,
         rendered once with ``ids`` (each row's id; -1: a row no id reads). Records of
         several runs interleave in id order (the exact tracker's between the lane's, the
@@ -1491,18 +1491,20 @@ class Lines:
             self.starts = np.insert(self.ends[:-1] + len(sep), 0, 0)
         return self.text[self.starts[j] : self.ends[last]]
 
-    def render(self, j: int, m: int, ids: np.ndarray, sep: bytes) -> bytes:
+    def render(self, j: int, m: int, ids: np.ndarray, sep: bytes) -> bytes | memoryview:
         """The lines of rows ``j``..``j + m`` with the ids ``ids`` (as many), joined by
-        ``sep`` (UTF-8)."""
+        ``sep`` (UTF-8; a view of the kernel's buffer unless a row needed Python)."""
         from pcapdiag import _render
 
         cols = self.cols[j : j + m].copy()
         cols[:, J_ID] = ids
         compiled, nstr = _program()
-        text, bad = _render.run(compiled, cols, self.strings, self.offsets, nstr, sep, self.longest)
+        text, bad = _render.run_view(
+            compiled, cols, self.strings, self.offsets, nstr, sep, self.longest
+        )
         if not len(bad):
             return text
-        pieces: list[bytes] = []
+        pieces: list[bytes | memoryview] = []
         at = 0
         for b in bad.tolist():
             if b > at:

@@ -394,7 +394,7 @@ class _FastRun:
         rows = block_rows(block, self.path, self.t0)
         return rows, [block_events(block, j) for j in range(len(block))] if events else None
 
-    def lines(self, c: int, j: int, m: int, ids: np.ndarray, sep: bytes) -> bytes:
+    def lines(self, c: int, j: int, m: int, ids: np.ndarray, sep: bytes) -> bytes | memoryview:
         """JSON lines of connections ``j``..``j + m`` of chunk ``c``, joined by ``sep``;
         ``ids``: the id of each connection of the chunk (``_fastlane.Lines.span``)."""
         block, lines = self._block(c)
@@ -819,7 +819,7 @@ class Records(Sequence[ConnectionRecord]):
 
     def json_lines(
         self, line: Callable[[int, Row], str], lo: int = 0, hi: int | None = None
-    ) -> Iterator[str | bytes]:
+    ) -> Iterator[str | bytes | memoryview]:
         """The JSON lines of ids ``lo``..``hi`` (every record's, by default), in id order:
         ``line(id, row)`` of its row (``rows``), but the fast lane's records take theirs
         from their blocks (``_FastRun.lines``), several at once, as UTF-8: such an item

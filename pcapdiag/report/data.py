@@ -94,7 +94,7 @@ def _forkable() -> bool:
     return hasattr(os, "fork") and threading.active_count() == 1
 
 
-def _lines(recs: Any, lo: int, hi: int) -> Iterable[str | bytes]:
+def _lines(recs: Any, lo: int, hi: int) -> Iterable[str | bytes | memoryview]:
     if not _FAST:  # pragma: no cover
         return (json.dumps(r.to_json(), ensure_ascii=False) for r in recs)
     if isinstance(recs, Records):
@@ -105,13 +105,13 @@ def _lines(recs: Any, lo: int, hi: int) -> Iterable[str | bytes]:
 _BLOCK_BYTES = 1 << 18  # lines gathered into one write at most (about)
 
 
-def _blocks(lines: Iterable[str | bytes]) -> Iterator[list[str | bytes]]:
+def _blocks(lines: Iterable[str | bytes | memoryview]) -> Iterator[list[str | bytes | memoryview]]:
     """``lines`` gathered into lists of up to 512 items or ``_BLOCK_BYTES`` (an item may
     be 2,000 lines of the fast lane already: 512 of those held at once were 15 MB of a
     4x capture's peak memory)."""
     it = iter(lines)
     while True:
-        block: list[str | bytes] = []
+        block: list[str | bytes | memoryview] = []
         size = 0
         for item in it:
             block.append(item)
@@ -123,7 +123,9 @@ def _blocks(lines: Iterable[str | bytes]) -> Iterator[list[str | bytes]]:
         yield block
 
 
-def _write_lines(lines: Iterable[str | bytes], out: IO[str], raw: Any, sep: str) -> None:
+def _write_lines(
+    lines: Iterable[str | bytes | memoryview], out: IO[str], raw: Any, sep: str
+) -> None:
     """``lines`` each after ``sep`` (then ``JSON_SEP``), to ``raw`` (bytes) if not None,
     else to ``out``, a block (``_blocks``) a write."""
     bsep = JSON_SEP.encode()
@@ -131,11 +133,12 @@ def _write_lines(lines: Iterable[str | bytes], out: IO[str], raw: Any, sep: str)
         if raw is not None:
             raw.write(sep.encode())
             raw.write(
-                bsep.join([b if type(b) is bytes else b.encode("utf-8", _ESCAPE) for b in block])
+                bsep.join([b.encode("utf-8", _ESCAPE) if type(b) is str else b for b in block])
             )
         else:
             out.write(
-                sep + JSON_SEP.join([b.decode() if type(b) is bytes else _utf8(b) for b in block])
+                sep
+                + JSON_SEP.join([_utf8(b) if type(b) is str else str(b, "utf-8") for b in block])
             )
         sep = JSON_SEP
 
@@ -367,10 +370,10 @@ def _write_csv_rows(w: Any, dicts: Iterable[dict[str, Any]]) -> None:
     w.writerows(rows)
 
 
-def _parsed(lines: Iterable[str | bytes]) -> Iterator[dict[str, Any]]:
+def _parsed(lines: Iterable[str | bytes | memoryview]) -> Iterator[dict[str, Any]]:
     """The records' JSON (``to_json``) from their lines (``_lines``: a line, or the fast
     lane's lines joined by ``JSON_SEP`` as UTF-8), parsed as one array a block
     (``_blocks``)."""
     for block in _blocks(lines):
-        text = JSON_SEP.join([b.decode() if type(b) is bytes else b for b in block])  # type: ignore[union-attr]
+        text = JSON_SEP.join([b if type(b) is str else str(b, "utf-8") for b in block])
         yield from json.loads("[" + text + "]")
