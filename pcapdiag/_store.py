@@ -658,6 +658,14 @@ class Records(Sequence[ConnectionRecord]):
         """Are some records kept as rows (not objects)?"""
         return any(r.rows or r.chunks for r in self._runs)
 
+    def outcome_counts(self) -> dict[str, tuple[int, int]]:
+        """(records, connections they stand for) per outcome, from the columns (numpy:
+        counting a million records one by one took a tenth of a second)."""
+        codes = _np(self._outcome, np.uint8)
+        rows = np.bincount(codes, minlength=len(OUTCOMES))
+        conns = np.bincount(codes, weights=_np(self._count, np.uint32), minlength=len(OUTCOMES))
+        return {o: (int(rows[k]), int(conns[k])) for k, o in enumerate(OUTCOMES) if rows[k]}
+
     def column(self, name: str) -> list[Any]:
         """``outcome``, ``count`` or ``start_ns`` of every record, without decoding any."""
         if name == "outcome":

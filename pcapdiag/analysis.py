@@ -124,10 +124,19 @@ class Analysis:
 
     @property
     def by_outcome(self) -> dict[str, int]:
+        recs = self.records
+        if isinstance(recs, Records):
+            return {o: c for o, (_, c) in recs.outcome_counts().items() if c}
         counts: Counter[str] = Counter()
         for outcome, count in self._outcomes():
             counts[outcome] += count
         return {o: counts[o] for o in OUTCOMES if counts[o]}
+
+    def _problem_rows(self) -> int:
+        recs = self.records
+        if isinstance(recs, Records):
+            return sum(n for o, (n, _) in recs.outcome_counts().items() if o in PROBLEMS)
+        return sum(1 for o, _ in self._outcomes() if o in PROBLEMS)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -135,7 +144,7 @@ class Analysis:
         return {
             "connections": sum(by_outcome.values()),
             "rows": len(self.records),
-            "problems": sum(1 for o, _ in self._outcomes() if o in PROBLEMS),
+            "problems": self._problem_rows(),
             "by_outcome": by_outcome,
             "idle_timeout_s": self.idle_timeout_s,
             "idle_timeouts": [
