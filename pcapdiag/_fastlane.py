@@ -1499,9 +1499,7 @@ class Lines:
         cols = self.cols[j : j + m].copy()
         cols[:, J_ID] = ids
         compiled, nstr = _program()
-        text, bad = _render.run_view(
-            compiled, cols, self.strings, self.offsets, nstr, sep, self.longest
-        )
+        text, bad = _render.run(compiled, cols, self.strings, self.offsets, nstr, sep, self.longest)
         if not len(bad):
             return text
         pieces: list[bytes | memoryview] = []

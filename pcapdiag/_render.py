@@ -276,27 +276,13 @@ def run(
     string_ops: int,
     sep: bytes = b"\n",
     longest: int | None = None,
-) -> tuple[bytes, np.ndarray]:
+) -> tuple[memoryview, np.ndarray]:
     """The lines of ``cols`` joined by ``sep``, with the string table ``strings`` (UTF-8
     bytes, string k at ``offsets[k]:offsets[k + 1]``); ``string_ops``: how many string
     operations the program has, and ``longest`` string (for the buffer's size).
-    Returns (UTF-8 text, bad rows)."""
-    text, bad = run_view(compiled, cols, strings, offsets, string_ops, sep, longest)
-    return text.tobytes(), bad
-
-
-def run_view(
-    compiled: tuple[np.ndarray, np.ndarray, np.ndarray, int],
-    cols: np.ndarray,
-    strings: np.ndarray,
-    offsets: np.ndarray,
-    string_ops: int,
-    sep: bytes = b"\n",
-    longest: int | None = None,
-) -> tuple[memoryview, np.ndarray]:
-    """``run``, the text as a view of the buffer it was written in, not a copy: the JSON
-    output slices it and joins the slices into its writes (``_fastlane.Lines``), and
-    copying the whole text first cost 0.1 s of a 100 MB output."""
+    Returns (UTF-8 text, bad rows). The text is a view of the buffer it was written in,
+    not a copy: the JSON output slices it and joins the slices into its writes
+    (``_fastlane.Lines``); copying it whole first cost 0.1 s of a 100 MB output."""
     ops, consts, coff, per_row = compiled
     m = len(cols)
     if not m:

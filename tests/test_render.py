@@ -41,7 +41,7 @@ def render(kind: int, values: np.ndarray) -> tuple[list[str], set[int]]:
     p.number(kind, 0)
     p.const(">")
     text, bad = R.run(p.compile(), values.reshape(-1, 1), *R.table([]), 0)
-    return [line[1:-1] for line in text.decode().split("\n")], set(bad.tolist())
+    return [line[1:-1] for line in str(text, "utf-8").split("\n")], set(bad.tolist())
 
 
 def check(kind: int, values: np.ndarray) -> int:
@@ -134,7 +134,7 @@ def test_a_template_of_strings_numbers_and_nulls(
         f'{repr(v / NS) if b else "null"}, "u": {strings[k % len(strings)] if b else ""}}}'
         for v, k, b in rows
     ]
-    got = text.decode().split("\x1e")
+    got = str(text, "utf-8").split("\x1e")
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         if i not in set(bad.tolist()):
             assert g == w
