@@ -1144,20 +1144,7 @@ class CrossFacts:
             return
         n = max((int(at.max()) + 1 for _, at, _ in parts if len(at)), default=0)
         step = _RETRY_STEP
-        picked, where, flags = [], [], []  # per part: rows of those pairs kept, positions, failed
-        for (p, at, _), idx in zip(parts, failed_at, strict=True):
-            pair = np.frombuffer(p._pair, dtype=np.int64)
-            mine = [np.zeros(0, dtype=np.int64)]
-            for lo in range(0, len(pair), step):  # a window at a time: narrow temporaries
-                c, a = pair[lo : lo + step], at[lo : lo + step]
-                near = pairs[np.searchsorted(pairs, c).clip(max=len(pairs) - 1)]
-                mine.append(np.nonzero((near == c) & (a >= 0))[0] + lo)
-            rows = np.concatenate(mine)
-            picked.append(rows)
-            where.append(at[rows])
-            failed = np.zeros(len(pair), dtype=bool)
-            failed[idx] = True
-            flags.append(failed[rows])
+        picked, where, flags = CrossFacts._candidates(parts, failed_at, pairs, step)
         for attempt in (step, max(n, 1)):
             out: list[tuple[int, int, int, str]] = []
             carry: tuple[Any, ...] | None = None
@@ -1211,6 +1198,31 @@ class CrossFacts:
             else:
                 yield from out
                 return
+
+    @staticmethod
+    def _candidates(
+        parts: list[tuple[CrossFacts, Any, Any]], failed_at: list[Any], pairs: Any, step: int
+    ) -> tuple[list[Any], list[Any], list[Any]]:
+        """Per part: the rows of records kept between the client–server ``pairs`` (sorted
+        hashes), their positions, and whether each failed (``failed_at``: the part's
+        failed rows). Compared ``step`` rows at a time: narrow temporaries."""
+        import numpy as np
+
+        picked, where, flags = [], [], []
+        for (p, at, _), idx in zip(parts, failed_at, strict=True):
+            pair = np.frombuffer(p._pair, dtype=np.int64)
+            mine = [np.zeros(0, dtype=np.int64)]
+            for lo in range(0, len(pair), step):
+                c, a = pair[lo : lo + step], at[lo : lo + step]
+                near = pairs[np.searchsorted(pairs, c).clip(max=len(pairs) - 1)]
+                mine.append(np.nonzero((near == c) & (a >= 0))[0] + lo)
+            rows = np.concatenate(mine)
+            failed = np.zeros(len(pair), dtype=bool)
+            failed[idx] = True
+            picked.append(rows)
+            where.append(at[rows])
+            flags.append(failed[rows])
+        return picked, where, flags
 
     @staticmethod
     def _server_ttls(
