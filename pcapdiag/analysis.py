@@ -104,12 +104,18 @@ class Analysis:
     errors: list[CaptureError] = field(default_factory=list)
     cwd: str = field(default_factory=os.getcwd)  # relative capture paths are relative to it
 
-    def _outcomes(self) -> Iterable[tuple[str, int]]:
-        """(outcome, count) per record, without decoding a compressed store."""
+    def _outcome_counts(self) -> dict[str, tuple[int, int]]:
+        """(records, connections they stand for) per outcome, in ``OUTCOMES`` order; a
+        compressed store counts from its columns (``Records.outcome_counts``)."""
         recs = self.records
         if isinstance(recs, Records):
-            return zip(recs.column("outcome"), recs.column("count"), strict=True)
-        return ((r.outcome, r.count) for r in recs)
+            return recs.outcome_counts()
+        rows: Counter[str] = Counter()
+        conns: Counter[str] = Counter()
+        for r in recs:
+            rows[r.outcome] += 1
+            conns[r.outcome] += r.count
+        return {o: (rows[o], conns[o]) for o in OUTCOMES if rows[o]}
 
     @property
     def problems(self) -> list[ConnectionRecord]:
@@ -124,27 +130,16 @@ class Analysis:
 
     @property
     def by_outcome(self) -> dict[str, int]:
-        recs = self.records
-        if isinstance(recs, Records):
-            return {o: c for o, (_, c) in recs.outcome_counts().items() if c}
-        counts: Counter[str] = Counter()
-        for outcome, count in self._outcomes():
-            counts[outcome] += count
-        return {o: counts[o] for o in OUTCOMES if counts[o]}
-
-    def _problem_rows(self) -> int:
-        recs = self.records
-        if isinstance(recs, Records):
-            return sum(n for o, (n, _) in recs.outcome_counts().items() if o in PROBLEMS)
-        return sum(1 for o, _ in self._outcomes() if o in PROBLEMS)
+        return {o: c for o, (_, c) in self._outcome_counts().items() if c}
 
     @property
     def summary(self) -> dict[str, Any]:
-        by_outcome = self.by_outcome  # every outcome is one of OUTCOMES: it sums them all
+        counts = self._outcome_counts()  # every outcome is one of OUTCOMES: it sums them all
+        by_outcome = {o: c for o, (_, c) in counts.items() if c}
         return {
             "connections": sum(by_outcome.values()),
             "rows": len(self.records),
-            "problems": self._problem_rows(),
+            "problems": sum(n for o, (n, _) in counts.items() if o in PROBLEMS),
             "by_outcome": by_outcome,
             "idle_timeout_s": self.idle_timeout_s,
             "idle_timeouts": [
