@@ -532,12 +532,17 @@ def plan(files: list[str], chains: list[list[int]], workers: int, lazy: bool = F
 _WALK_SHARE = 0.3
 
 
+def _rangeable(paths: tuple[str, ...], n: int) -> bool:
+    """Is a chain worth cutting into ``n`` byte ranges: one file, big enough for the lane?"""
+    return n >= 2 and len(paths) == 1 and _fastlane.worth_it(_size(paths[0]))
+
+
 def _cut_later(paths: tuple[str, ...], n: int) -> list[tuple[int, int, int]] | None:
     """Byte ranges of a one-file pcap chain to cut while the work runs: the first as a
     span from the first record, the others as placeholders (their target byte, the
     end, frame 0) for ``_execute`` to walk to, sized so that each range's walk and read
     end together (``_WALK_SHARE``); None where ``_spans`` decides."""
-    if n < 2 or len(paths) != 1 or not _fastlane.worth_it(_size(paths[0])):
+    if not _rangeable(paths, n):
         return None
     try:
         with reader.open_capture(paths[0]) as cap:
@@ -558,7 +563,7 @@ def _cut_later(paths: tuple[str, ...], n: int) -> list[tuple[int, int, int]] | N
 
 def _spans(paths: tuple[str, ...], n: int) -> list[tuple[int, int, int]] | None:
     """Byte ranges of a one-file chain the fast lane reads (``Capture.spans``), or None."""
-    if n < 2 or len(paths) != 1 or not _fastlane.worth_it(_size(paths[0])):
+    if not _rangeable(paths, n):
         return None
     try:
         with reader.open_capture(paths[0]) as cap:
