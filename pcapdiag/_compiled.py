@@ -115,6 +115,17 @@ def _prefetch(typingctx: Any, arr: types.Type, pos: types.Type) -> Any:
 _AHEAD = 4096  # bytes of lines asked for ahead of a walk (1-16 KB measured alike)
 
 
+@njit(**_OPTS)
+def _ask_ahead(buf: np.ndarray, ahead: int, upto: int) -> int:
+    """Ask for the cache lines of ``buf`` from byte ``ahead`` up to ``upto`` (``_prefetch``,
+    the walks' step ahead of the header they read); returns where the asking stopped."""
+    end = buf.shape[0]
+    while ahead < upto and ahead < end:
+        _prefetch(buf, ahead)
+        ahead += 64
+    return ahead
+
+
 _u8 = _load(8, False, types.int64)
 _be16 = _load(16, True, types.int64)
 _be32 = _load(32, True, types.int64)
@@ -475,13 +486,11 @@ def pcap_walk(
     c = -1
     t = 0
     touched = 0
-    ahead = pos  # lines asked for (``_prefetch``) up to here
+    ahead = pos  # lines asked for (``_ask_ahead``) up to here
     for i in range(k):
         if q + 4 > end:
             return -1, 0
-        while ahead < q + _AHEAD and ahead < end:
-            _prefetch(buf, ahead)
-            ahead += 64
+        ahead = _ask_ahead(buf, ahead, q + _AHEAD)
         cl = _u32(buf, q, big)
         if c < 0:
             s = q - 8
@@ -560,9 +569,7 @@ def ng_walk(
     for i in range(k):
         if q + 4 > end:
             return -1, 0
-        while ahead < q + _AHEAD and ahead < end:
-            _prefetch(buf, ahead)
-            ahead += 64
+        ahead = _ask_ahead(buf, ahead, q + _AHEAD)
         blen = _u32(buf, q, big)
         if c < 0:
             s = q - 4
@@ -629,9 +636,7 @@ def pcap_seek(
     while (pos < target or (n0 + n) % align) and pos < end:
         if pos + hlen > end:
             return -1, n
-        while ahead < pos + _AHEAD and ahead < end:
-            _prefetch(buf, ahead)
-            ahead += 64
+        ahead = _ask_ahead(buf, ahead, pos + _AHEAD)
         cl = _u32(buf, pos + 8, big)
         if cl > lim or pos + hlen + cl > end:
             return -1, n
@@ -665,9 +670,7 @@ def ng_seek(
     while (pos < target or (n0 + n) % align) and pos < end:
         if pos + 12 > end:
             return -1, n
-        while ahead < pos + _AHEAD and ahead < end:
-            _prefetch(buf, ahead)
-            ahead += 64
+        ahead = _ask_ahead(buf, ahead, pos + _AHEAD)
         bt = _u32(buf, pos, big)
         bl = _u32(buf, pos + 4, big)
         if bl < 12 or bl & 3 or bl > most or pos + bl > end or _u32(buf, pos + bl - 4, big) != bl:
