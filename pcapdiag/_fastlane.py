@@ -64,7 +64,16 @@ from pcapdiag.connections import (
     _looks_like_http,
 )
 from pcapdiag.decode import IcmpError, TcpPackets, addr_halves
-from pcapdiag.explain import CAUSES, ConnectionRecord, _at, _endpoint, _s, _shared, explain
+from pcapdiag.explain import (
+    CAUSES,
+    ConnectionRecord,
+    _at,
+    _endpoint,
+    _s,
+    _shared,
+    explain,
+    request_hash,
+)
 
 NS = 1_000_000_000
 MAX_TURNS = 4096  # data turns followed per connection (2,048 request/response exchanges)
@@ -1217,8 +1226,8 @@ def facts(block: Block) -> dict[str, Any]:
     ttls, ti = np.unique(si * 65536 + cttl, return_inverse=True)  # TTLs are 0..255
     lines = block.lines
     some = block.nex > 0
-    request = np.zeros(len(r), np.int64)
-    request[some] = [hash(lines[x]) or 1 for x in d["last"][some].tolist()]
+    request = np.zeros(len(r), np.uint32)
+    request[some] = [request_hash(lines[x]) for x in d["last"][some].tolist()]
     idle = np.flatnonzero(d["outcome"] == O_IDLE).tolist()
     six = r[:, K_IPVER] == 6
     gaps = [

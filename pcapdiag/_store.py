@@ -430,7 +430,7 @@ class RecordStore:
         # per record, in arrival order
         self.first = array("q")
         self.outcome = array("B")
-        self.count = array("I")  # rows folded into one count many, never 2**32
+        self.folds: dict[int, int] = {}  # the connections a folded record counts (not 1)
         self.facts = CrossFacts(ids=False)  # its ``_start`` is the start_ns column
         self.seed = _SEED  # the facts' hashes are comparable with the merging process's
 
@@ -442,7 +442,8 @@ class RecordStore:
         ff = rec.first_frame
         self.first.append(ff)
         self.outcome.append(_CODE[rec.outcome])
-        self.count.append(rec.count)
+        if rec.count != 1:
+            self.folds[i] = rec.count
         self.facts.add(rec)
         key = -ff
         # leftmost run whose last first frame is lower: runs' lasts decrease left to right
@@ -468,7 +469,6 @@ class RecordStore:
         ff = block.first
         self.first.frombytes(np.ascontiguousarray(ff).tobytes())
         self.outcome.frombytes(_FAST_CODES[block.derived()["outcome"]].tobytes())
-        self.count.frombytes(np.ones(m, np.uint32).tobytes())
         self.facts.add_block(block_facts(block))
         while True:
             k = np.searchsorted(np.array(self._lasts, np.int64), -ff, side="right")
@@ -521,6 +521,66 @@ class RecordStore:
         del runs[b], self._lasts[b]
 
 
+def _offsets(stores: list[RecordStore]) -> list[int]:
+    """Where each store's records start, store after store (their arrival over all)."""
+    return np.cumsum([0, *map(len, stores)])[:-1].tolist()
+
+
+def _merged(
+    stores: list[RecordStore],
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """The records of the stores' runs in order of first frame, ties in run order, of
+    each first frame the first only, a window at a time: (first frames, run, position
+    there, arrival over all stores, outcome code, start).
+
+    Each run is sorted by first frame. A window reads ``_BLOCK`` records, as many of each
+    run (more where first frames repeat, so that equal ones stay together), and keeps
+    those up to the lowest last first frame among the runs that go on past it: every
+    record up to there is in the window, and every one left is later. One sort per
+    window, of a window's records: the whole merge never holds a column of all of them."""
+    cols = []  # per run: its index (arrivals in its store), its store's columns, offset
+    for s, off in zip(stores, _offsets(stores), strict=True):
+        first, start = _np(s.first, np.int64), _np(s.facts._start, np.int64)
+        outcome = _np(s.outcome, np.uint8)
+        for r in s.runs:
+            cols.append((_np(r.index, np.uint32), first, outcome, start, off))
+    ptr = [0] * len(cols)
+    step = max(1, _BLOCK // len(cols))  # a window's records, all runs together
+    while True:
+        ends, cut = [], None
+        for k, (idx, first, *_) in enumerate(cols):
+            size = len(idx)
+            e = min(ptr[k] + step, size)
+            while e < size and first[idx[e]] == first[idx[e - 1]]:
+                e += 1
+            ends.append(e)
+            if ptr[k] < e < size:
+                last = int(first[idx[e - 1]])
+                cut = last if cut is None else min(cut, last)
+        pieces = []
+        for k, (idx, first, outcome, start, off) in enumerate(cols):
+            loc = idx[ptr[k] : ends[k]]
+            ff = first[loc]
+            if cut is not None:
+                m = int(np.searchsorted(ff, cut, side="right"))
+                loc, ff = loc[:m], ff[:m]
+            if len(loc):
+                p = ptr[k]
+                ptr[k] = p + len(loc)
+                run = np.full(len(loc), k, np.int32)
+                pos = np.arange(p, ptr[k], dtype=np.uint32)
+                pieces.append((ff, run, pos, loc + np.int64(off), outcome[loc], start[loc]))
+        if not pieces:
+            return
+        out = [np.concatenate(c) for c in zip(*pieces, strict=True)]
+        order = np.argsort(out[0], kind="stable")
+        out = [c[order] for c in out]
+        ff = out[0]
+        keep = np.ones(len(ff), dtype=bool)
+        keep[1:] = ff[1:] != ff[:-1]
+        yield tuple(c[keep] for c in out)  # type: ignore[misc]
+
+
 class Records(Sequence[ConnectionRecord]):
     """The analysis's records in id order; see the module docstring."""
 
@@ -534,7 +594,7 @@ class Records(Sequence[ConnectionRecord]):
         self._cache: dict[int, tuple[int, list[Row], list[list[Any]] | None]] = {}  # per run
         self._ids: dict[int, tuple[int, np.ndarray]] = {}  # per fast run (``_ids_of``)
         self._outcome = array("B")  # index in OUTCOMES
-        self._count = array("I")  # as a store's
+        self._folds: dict[int, int] = {}  # as a store's, by id
         self._start = array("q")
         for r in records:
             self.append(r)
@@ -548,7 +608,8 @@ class Records(Sequence[ConnectionRecord]):
         self._pos.append(len(own))
         own.add(rec)
         self._outcome.append(_CODE[rec.outcome])
-        self._count.append(rec.count)
+        if rec.count != 1:
+            self._folds[len(self._src) - 1] = rec.count
         self._start.append(rec.start_ns)
 
     def adopt(
@@ -564,8 +625,10 @@ class Records(Sequence[ConnectionRecord]):
         records that take the place of those with their first frame (decrypted ones).
         ``facts`` adopts the stores' facts as they are, with the ids of the records kept.
 
-        The stores are consumed: their runs move here, and their columns and facts are
-        let go as soon as they are used, which keeps the merge's peak memory low."""
+        The runs are merged a window at a time (``_merged``): no column as long as all
+        the records is made but those kept (the ids' runs, positions and summary
+        columns, the facts' positions), which keeps the merge's peak memory low. The
+        stores are consumed: their runs move here, their columns and facts are let go."""
         runs = [r for s in stores for r in s.runs]
         if not runs:
             return
@@ -573,85 +636,72 @@ class Records(Sequence[ConnectionRecord]):
             if isinstance(r, _FastRun):
                 r.seal()
         base, k0 = len(self), len(self._runs)
-        sizes = [len(r) for r in runs]
-        bounds = np.cumsum([0, *sizes])  # where each run's records start, run after run
-        total = int(bounds[-1])
-        # every record of the runs, run after run: its first frame, its arrival (its index
-        # over all stores); whole-length temporaries are few and narrow (the merge's peak)
-        ff = np.empty(total, dtype=np.int64)
-        arrival = np.empty(total, dtype=np.uint32 if total < 2**32 else np.int64)
-        c, off = 0, 0
-        for s in stores:
-            first = _np(s.first, np.int64)
-            for r in s.runs:
-                idx = _np(r.index, np.uint32)
-                ff[c : c + len(idx)] = first[idx]
-                arrival[c : c + len(idx)] = idx
-                arrival[c : c + len(idx)] += off
-                c += len(idx)
-            off += len(s)
-            del first
-            s.first = array("q")  # (``len(s)`` is 0 from here)
-        order = np.argsort(ff, kind="stable")
-        keep = np.ones(total, dtype=bool)  # of records with one first frame, the first
-        step = _BLOCK
-        for lo in range(1, total, step):
-            f = ff[order[lo - 1 : lo + step]]
-            keep[lo : lo + len(f) - 1] = f[1:] != f[:-1]
-        ff = ff[order[keep]] if replace else None  # first frames by id
-        order = order.astype(np.uint32 if total < 2**32 else np.int64)[keep]
-        del keep
-        n = len(order)
-        take = np.empty(n, dtype=arrival.dtype)  # per new id: its arrival over all stores
-        for lo in range(0, n, step):  # each id's run and position there
-            o = order[lo : lo + step]
-            run = np.searchsorted(bounds, o, side="right") - 1
-            self._pos.frombytes(_raw((o - bounds[run]).astype(np.uint32)))
-            self._src.frombytes(_raw((run + k0).astype(np.uint32)))
-            take[lo : lo + step] = arrival[o]
-        del arrival
-        for name, code, col in (("_outcome", np.uint8, "outcome"), ("_count", np.uint32, "count")):
-            values = np.concatenate([_np(getattr(s, col), code) for s in stores])
-            for s in stores:
-                setattr(s, col, array(getattr(s, col).typecode))
-            for lo in range(0, n, step):
-                getattr(self, name).frombytes(_raw(values[take[lo : lo + step]]))
-            del values
-        start = np.concatenate([_np(s.facts._start, np.int64) for s in stores])
-        for lo in range(0, n, step):
-            self._start.frombytes(_raw(start[take[lo : lo + step]]))
-        del start
-        if any(r.objects for r in runs):  # they take their ids now
-            ids = np.full(total, -1, dtype=np.int64)
-            ids[order] = np.arange(base, base + n)
-            c = 0
-            for r, size in zip(runs, sizes, strict=True):
-                for rec, i in zip(r.objects, ids[c : c + len(r.objects)].tolist(), strict=True):
-                    if i >= 0:
-                        rec.id = i
-                c += size
+        total = sum(len(s) for s in stores)
+        rank = np.full(total, -1, dtype=np.int32 if total < 2**31 else np.int64)
+        objects = [len(r.objects) for r in runs]
+        held = [r for r, m in enumerate(objects) if m]
+        replaced = np.fromiter(replace or (), dtype=np.int64, count=len(replace or ()))
+        hits: list[tuple[int, int]] = []  # (id, first frame) of records replaced
+        # the columns take room for every record at once, and give back what the copies
+        # left out did not use: grown window by window, they moved in memory again and
+        # again and left holes the allocator kept (30 MB at a million connections)
+        columns = (self._src, self._pos, self._outcome, self._start)
+        for c in columns:
+            c.frombytes(np.zeros(total * c.itemsize, np.uint8))
+        src, places, outcomes, starts = (np.frombuffer(c, dtype=c.typecode)[base:] for c in columns)
+        folds = sorted(
+            (off + i, c)
+            for s, off in zip(stores, _offsets(stores), strict=True)
+            for i, c in s.folds.items()
+        )  # (arrival, count) of each folded record: few
+        fold_at = np.array([a for a, _ in folds], dtype=np.int64)
+        n = 0
+        for ff, run, pos, arrival, outcome, start in _merged(stores):
+            m = len(ff)
+            ids = np.arange(n, n + m)
+            src[n : n + m] = run + k0
+            places[n : n + m] = pos
+            outcomes[n : n + m] = outcome
+            if len(fold_at):
+                j = np.searchsorted(fold_at, arrival).clip(max=len(fold_at) - 1)
+                (w,) = np.nonzero(fold_at[j] == arrival)
+                for i, k in zip(ids[w].tolist(), j[w].tolist(), strict=True):
+                    self._folds[base + i] = folds[k][1]
+            starts[n : n + m] = start
+            rank[arrival] = ids
+            if held:
+                mine = np.isin(run, held)
+                mine[mine] = pos[mine] < np.array(objects)[run[mine]]
+                for r, p, i in zip(
+                    run[mine].tolist(), pos[mine].tolist(), ids[mine].tolist(), strict=True
+                ):
+                    runs[r].objects[p].id = base + i
+            if len(replaced):
+                (w,) = np.nonzero(np.isin(ff, replaced))
+                hits += zip((ids[w] + base).tolist(), ff[w].tolist(), strict=True)
+            n += m
+        del src, places, outcomes, starts  # (their buffers: the columns can shrink)
+        for c in columns:
+            del c[base + n :]
         for r in runs:
             r.index, r.renumber = array("I"), True
         self._runs.extend(runs)
-        for s in stores:
-            s.runs, s._lasts = [], []
-        if replace:
-            firsts = np.fromiter(replace, dtype=np.int64, count=len(replace))
-            at = np.searchsorted(ff, firsts)
-            for f, i in zip(firsts.tolist(), at.tolist(), strict=True):
-                if i < n and ff[i] == f:
-                    rec = replace[f]
-                    rec.id = base + i
-                    self[base + i] = rec
         parts = [s.facts for s in stores]
         for s in stores:
+            s.runs, s._lasts = [], []
+            s.first, s.outcome, s.folds = array("q"), array("B"), {}
             s.facts = CrossFacts(ids=False)
+        assert replace is not None or not hits
+        for i, f in hits:
+            rec = replace[f]  # type: ignore[index]
+            rec.id = i
+            self[i] = rec
         if replace or any(s.seed != _SEED for s in stores):
-            del parts
+            del parts, rank
             for rec in self._walk(base, base + n, events=False):  # from the records
                 facts.add(rec)
         else:
-            facts.extend(parts, take)
+            facts.extend(parts, rank, n)
 
     @property
     def compressed(self) -> bool:
@@ -663,14 +713,21 @@ class Records(Sequence[ConnectionRecord]):
         counting a million records one by one took a tenth of a second)."""
         codes = _np(self._outcome, np.uint8)
         rows = np.bincount(codes, minlength=len(OUTCOMES))
-        conns = np.bincount(codes, weights=_np(self._count, np.uint32), minlength=len(OUTCOMES))
+        conns = rows.copy()
+        for i, c in self._folds.items():
+            conns[codes[i]] += c - 1
         return {o: (int(rows[k]), int(conns[k])) for k, o in enumerate(OUTCOMES) if rows[k]}
 
     def column(self, name: str) -> list[Any]:
         """``outcome``, ``count`` or ``start_ns`` of every record, without decoding any."""
         if name == "outcome":
             return [OUTCOMES[c] for c in self._outcome]
-        return list(self._count if name == "count" else self._start)
+        if name == "count":
+            out = [1] * len(self)
+            for i, c in self._folds.items():
+                out[i] = c
+            return out
+        return list(self._start)
 
     def __len__(self) -> int:
         return len(self._src)
@@ -786,10 +843,11 @@ class Records(Sequence[ConnectionRecord]):
         merge dropped), for as long as no record is added."""
         got = self._ids.get(k)
         if got is None or got[0] != len(self):
-            src = _np(self._src, np.uint32)
-            at = np.flatnonzero(src == k)
-            ids = np.full(len(self._runs[k]), -1, np.int64)
-            ids[_np(self._pos, np.uint32)[at].astype(np.int64)] = at
+            src, pos = _np(self._src, np.uint32), _np(self._pos, np.uint32)
+            ids = np.full(len(self._runs[k]), -1, np.int32 if len(self) < 2**31 else np.int64)
+            for lo in range(0, len(src), _BLOCK):  # narrow temporaries
+                (at,) = np.nonzero(src[lo : lo + _BLOCK] == k)
+                ids[pos[lo + at]] = at + lo
             got = self._ids[k] = (len(self), ids)
         return got[1]
 
@@ -876,7 +934,10 @@ class Records(Sequence[ConnectionRecord]):
         self._over[i] = rec
         self._edits.pop(i, None)
         self._outcome[i] = _CODE[rec.outcome]
-        self._count[i] = rec.count
+        if rec.count != 1:
+            self._folds[i] = rec.count
+        else:
+            self._folds.pop(i, None)
         self._start[i] = rec.start_ns
 
     def __iter__(self) -> Iterator[ConnectionRecord]:

@@ -965,6 +965,12 @@ class IdleTimeout:
         return txt
 
 
+def request_hash(line: str) -> int:
+    """A request line's hash for ``CrossFacts`` (never 0: no request): 32 bits are
+    enough, a retry found by it is checked against the line itself (``_retried``)."""
+    return (hash(line) & 0xFFFFFFFF) or 1
+
+
 class CrossFacts:
     """What a connection's record owes to the others in the analysis, gathered in one
     streaming pass so that a capture with millions of connections needs a few integers
@@ -998,11 +1004,11 @@ class CrossFacts:
         ``extend`` numbers them)."""
         self._start = array("q")
         self._pair = array("q")  # hash of (client address, server endpoint)
-        self._request = array("q")  # hash of the last request line, 0 when none
+        self._request = array("I")  # ``request_hash`` of the last request line, 0 when none
         self._id = array("q") if ids else None
         self._at = array("q")  # with ids: each record's position (the index ``apply`` patches)
         self._ttl_key = array("i")  # index in _ttl_keys of (server address, client TTL), or -1
-        self._ttl = array("i")  # the server's TTL (when _ttl_key is not -1)
+        self._ttl = array("B")  # the server's TTL (when _ttl_key is not -1)
         self._ttl_keys: dict[tuple[str, int | None], int] = {}
         # failed (a retry may follow), closed, with a request: (close ns, request line)
         self._failed: dict[int, tuple[int, str]] = {}
@@ -1019,7 +1025,7 @@ class CrossFacts:
         # (address, port) stands for the server endpoint: the address tells the IP version
         self._pair.append(hash((r.client_ip, r.server_ip, r.server_port)))
         req = r.last_request
-        self._request.append(0 if req is None else hash(req) or 1)
+        self._request.append(0 if req is None else request_hash(req))
         if self._id is not None:
             self._id.append(r.id)
             self._at.append(self._n)
@@ -1054,29 +1060,29 @@ class CrossFacts:
         assert self._id is None  # a worker's facts: the merge numbers them
         self._start.frombytes(f["start"].astype("<i8").tobytes())
         self._pair.frombytes(f["pair"].astype("<i8").tobytes())
-        self._request.frombytes(f["request"].astype("<i8").tobytes())
+        self._request.frombytes(f["request"].astype("<u4").tobytes())
         codes = self._ttl_keys
         own = [codes.setdefault(k, len(codes)) for k in f["ttl_keys"]]
         self._ttl_key.extend([own[k] for k in f["ttl_key"].tolist()])
-        self._ttl.frombytes(f["ttl"].astype("<i4").tobytes())
+        self._ttl.frombytes(f["ttl"].astype("u1").tobytes())
         self._gaps.extend([(i0 + j, server, idle) for j, server, idle in f["gaps"]])
 
-    def extend(self, parts: list[CrossFacts], take: Any) -> None:
-        """Adopt the facts of the records of ``parts`` (one after the other, as they are)
-        in the order of ``take`` (a numpy array: for each record added, its index over
-        ``parts``; records not in it are left out); their positions, and ids, are those
-        that order gives after the records already here. The parts are kept, not copied."""
+    def extend(self, parts: list[CrossFacts], rank: Any, n: int) -> None:
+        """Adopt the facts of the records of ``parts`` (one after the other, as they are):
+        ``rank`` (a numpy array over them, changed in place) gives each record its rank
+        among the ``n`` kept, -1 for one left out; their positions, and ids, count on
+        after the records already here. The parts are kept, not copied."""
         import numpy as np  # only the merge needs it (explain.py stays light to import)
 
         assert self._id is not None
-        n = len(take)
-        total = sum(len(p._start) for p in parts)
-        at = np.full(total, -1, dtype=np.int32 if self._n + n < 2**31 else np.int64)
-        at[take] = np.arange(self._n, self._n + n, dtype=at.dtype)
+        if self._n + n >= 2**31 and rank.dtype != np.int64:
+            rank = rank.astype(np.int64)
+        if self._n:
+            np.add(rank, self._n, out=rank, where=rank >= 0)
         off = 0
         for p in parts:
             size = len(p._start)
-            self._parts.append((p, at[off : off + size]))
+            self._parts.append((p, rank[off : off + size]))
             off += size
         self._n += n
 
@@ -1163,9 +1169,9 @@ class CrossFacts:
                             np.frombuffer(p._pair, dtype=np.int64)[rows],
                             np.frombuffer(p._start, dtype=np.int64)[rows],
                             pos[w],
-                            np.frombuffer(p._request, dtype=np.int64)[rows],
+                            np.frombuffer(p._request, dtype=np.uint32)[rows],
                             failed[w],
-                            rows * len(parts) + k,
+                            rows.astype(np.int64) * len(parts) + k,
                         ),
                         strict=True,
                     ):
@@ -1211,11 +1217,12 @@ class CrossFacts:
         picked, where, flags = [], [], []
         for (p, at, _), idx in zip(parts, failed_at, strict=True):
             pair = np.frombuffer(p._pair, dtype=np.int64)
-            mine = [np.zeros(0, dtype=np.int64)]
+            narrow = np.uint32 if len(pair) < 2**32 else np.int64  # rows: all of them, at worst
+            mine = [np.zeros(0, dtype=narrow)]
             for lo in range(0, len(pair), step):
                 c, a = pair[lo : lo + step], at[lo : lo + step]
                 near = pairs[np.searchsorted(pairs, c).clip(max=len(pairs) - 1)]
-                mine.append(np.nonzero((near == c) & (a >= 0))[0] + lo)
+                mine.append((np.nonzero((near == c) & (a >= 0))[0] + lo).astype(narrow))
             rows = np.concatenate(mine)
             failed = np.zeros(len(pair), dtype=bool)
             failed[idx] = True
@@ -1238,7 +1245,7 @@ class CrossFacts:
             if code is None:
                 continue
             ttl_key = np.frombuffer(p._ttl_key, dtype=np.int32)
-            ttl = np.frombuffer(p._ttl, dtype=np.int32)
+            ttl = np.frombuffer(p._ttl, dtype=np.uint8)
             out = (out or set()) | set(np.unique(ttl[(ttl_key == code) & (at >= 0)]).tolist())
         return out
 
