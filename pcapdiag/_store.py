@@ -428,7 +428,7 @@ class RecordStore:
         self.runs: list[_Run] = []
         self._lasts: list[int] = []  # -last first frame of each run: increasing
         # per record, in arrival order
-        self.first = array("q")
+        self.first = array("I")  # 4 bytes while frames stay under 2**32 (``_wide``)
         self.outcome = array("B")
         self.folds: dict[int, int] = {}  # the connections a folded record counts (not 1)
         self.facts = CrossFacts(ids=False)  # its ``_start`` is the start_ns column
@@ -440,6 +440,8 @@ class RecordStore:
     def append(self, rec: ConnectionRecord) -> None:
         i = len(self.first)
         ff = rec.first_frame
+        if ff >= 2**32 and self.first.typecode == "I":
+            self._wide()
         self.first.append(ff)
         self.outcome.append(_CODE[rec.outcome])
         if rec.count != 1:
@@ -467,7 +469,9 @@ class RecordStore:
         so each run takes one slice of it, found for all at once by ``searchsorted``."""
         i0, m = len(self.first), len(block)
         ff = block.first
-        self.first.frombytes(np.ascontiguousarray(ff).tobytes())
+        if len(ff) and int(ff[-1]) >= 2**32 and self.first.typecode == "I":  # (sorted)
+            self._wide()
+        self.first.frombytes(np.ascontiguousarray(ff, dtype=self.first.typecode).tobytes())
         self.outcome.frombytes(_FAST_CODES[block.derived()["outcome"]].tobytes())
         self.facts.add_block(block_facts(block))
         while True:
@@ -488,6 +492,10 @@ class RecordStore:
             run.index.frombytes(np.arange(i0 + lo, i0 + hi, dtype=np.uint32).tobytes())
             self._lasts[r] = -int(ff[hi - 1])
 
+    def _wide(self) -> None:
+        """First frames as 8 bytes from here: a capture set past 2**32 frames."""
+        self.first = array("q", _firsts(self).astype(np.int64).tobytes())
+
     def _merge_shortest(self) -> None:
         """Merge the two shortest runs into one, where the left one was (input far from
         sorted order makes more than ``MAX_RUNS``): only their records are decoded and
@@ -496,7 +504,7 @@ class RecordStore:
         runs = self.runs
         a, b = sorted(sorted(range(len(runs)), key=lambda k: len(runs[k]))[:2])
         pair = [runs[a], runs[b]]
-        first = _np(self.first, np.int64)
+        first = _firsts(self)
         index = np.concatenate([_np(r.index, np.uint32) for r in pair]).astype(np.int64)
         which = np.repeat(np.arange(2), [len(r) for r in pair])
         order = np.argsort(first[index], kind="stable")
@@ -521,6 +529,11 @@ class RecordStore:
         del runs[b], self._lasts[b]
 
 
+def _firsts(store: RecordStore) -> np.ndarray:
+    """A store's first frames, in arrival order (a view: uint32 or int64)."""
+    return _np(store.first, np.uint32 if store.first.typecode == "I" else np.int64)
+
+
 def _offsets(stores: list[RecordStore]) -> list[int]:
     """Where each store's records start, store after store (their arrival over all)."""
     return np.cumsum([0, *map(len, stores)])[:-1].tolist()
@@ -540,7 +553,7 @@ def _merged(
     window, of a window's records: the whole merge never holds a column of all of them."""
     cols = []  # per run: its index (arrivals in its store), its store's columns, offset
     for s, off in zip(stores, _offsets(stores), strict=True):
-        first, start = _np(s.first, np.int64), _np(s.facts._start, np.int64)
+        first, start = _firsts(s), _np(s.facts._start, np.int64)
         outcome = _np(s.outcome, np.uint8)
         for r in s.runs:
             cols.append((_np(r.index, np.uint32), first, outcome, start, off))
@@ -560,7 +573,7 @@ def _merged(
         pieces = []
         for k, (idx, first, outcome, start, off) in enumerate(cols):
             loc = idx[ptr[k] : ends[k]]
-            ff = first[loc]
+            ff = first[loc].astype(np.int64)
             if cut is not None:
                 m = int(np.searchsorted(ff, cut, side="right"))
                 loc, ff = loc[:m], ff[:m]
@@ -689,7 +702,7 @@ class Records(Sequence[ConnectionRecord]):
         parts = [s.facts for s in stores]
         for s in stores:
             s.runs, s._lasts = [], []
-            s.first, s.outcome, s.folds = array("q"), array("B"), {}
+            s.first, s.outcome, s.folds = array("I"), array("B"), {}
             s.facts = CrossFacts(ids=False)
         assert replace is not None or not hits
         for i, f in hits:
@@ -701,7 +714,7 @@ class Records(Sequence[ConnectionRecord]):
             for rec in self._walk(base, base + n, events=False):  # from the records
                 facts.add(rec)
         else:
-            facts.extend(parts, rank, n)
+            facts.extend(parts, rank, n, starts=False)  # they are ours (``starts``)
 
     @property
     def compressed(self) -> bool:
@@ -717,6 +730,11 @@ class Records(Sequence[ConnectionRecord]):
         for i, c in self._folds.items():
             conns[codes[i]] += c - 1
         return {o: (int(rows[k]), int(conns[k])) for k, o in enumerate(OUTCOMES) if rows[k]}
+
+    def starts(self) -> np.ndarray:
+        """Every record's start (ns) by id: ``CrossFacts.apply`` reads them here, not in
+        a copy of its own (8 bytes a connection)."""
+        return _np(self._start, np.int64)
 
     def column(self, name: str) -> list[Any]:
         """``outcome``, ``count`` or ``start_ns`` of every record, without decoding any."""

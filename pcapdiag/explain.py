@@ -1067,11 +1067,12 @@ class CrossFacts:
         self._ttl.frombytes(f["ttl"].astype("u1").tobytes())
         self._gaps.extend([(i0 + j, server, idle) for j, server, idle in f["gaps"]])
 
-    def extend(self, parts: list[CrossFacts], rank: Any, n: int) -> None:
+    def extend(self, parts: list[CrossFacts], rank: Any, n: int, starts: bool = True) -> None:
         """Adopt the facts of the records of ``parts`` (one after the other, as they are):
         ``rank`` (a numpy array over them, changed in place) gives each record its rank
         among the ``n`` kept, -1 for one left out; their positions, and ids, count on
-        after the records already here. The parts are kept, not copied."""
+        after the records already here. The parts are kept, not copied. ``starts=False``:
+        their starts go, ``apply`` has them by position from its records (``starts()``)."""
         import numpy as np  # only the merge needs it (explain.py stays light to import)
 
         assert self._id is not None
@@ -1084,6 +1085,8 @@ class CrossFacts:
             size = len(p._start)
             self._parts.append((p, rank[off : off + size]))
             off += size
+            if not starts:
+                p._start = None  # type: ignore[assignment]
         self._n += n
 
     def _all(self) -> list[tuple[CrossFacts, Any, Any]]:
@@ -1103,7 +1106,8 @@ class CrossFacts:
 
         parts = self._all()
         edit = getattr(records, "edit", None)
-        for prev, pos, gap, request in self._retries(parts):
+        starts = getattr(records, "starts", None)  # by position: parts that left theirs
+        for prev, pos, gap, request in self._retries(parts, starts() if starts else None):
             note = f"; it repeats the request of connection #{prev} {_s(gap)} after that one failed — the pattern of aiohttp's automatic retry of idempotent requests."
             self._patch(records, edit, pos, self._retried, (prev, request, note))
         seen: dict[tuple[str, int | None], set[int] | None] = {}
@@ -1123,10 +1127,14 @@ class CrossFacts:
             self._patch(records, edit, ri, self._forged, (note,))
 
     @staticmethod
-    def _retries(parts: list[tuple[CrossFacts, Any, Any]]) -> Iterator[tuple[int, int, int, str]]:
+    def _retries(
+        parts: list[tuple[CrossFacts, Any, Any]], starts: Any = None
+    ) -> Iterator[tuple[int, int, int, str]]:
         """(id of the failed record, position of its retry, ns between, request line) for
         each record that follows a failed one (by start, then position) between the same
         client and server and repeats its request within ``RETRY_WINDOW_NS`` of its close.
+        ``starts``: every record's start by position, for the parts that let theirs go
+        (``extend``).
 
         Only the pairs that had a failure are looked at, a window of positions at a time
         (records come in position order nearly by start), so that memory holds a window's
@@ -1162,13 +1170,15 @@ class CrossFacts:
                     zip((p for p, _, _ in parts), picked, where, flags, strict=True)
                 ):
                     (w,) = np.nonzero((pos >= lo) & (pos < hi))
-                    rows = mine[w]
+                    rows, at = mine[w], pos[w]
                     for col, v in zip(
                         cols,
                         (
                             np.frombuffer(p._pair, dtype=np.int64)[rows],
-                            np.frombuffer(p._start, dtype=np.int64)[rows],
-                            pos[w],
+                            starts[at]
+                            if p._start is None
+                            else np.frombuffer(p._start, np.int64)[rows],
+                            at,
                             np.frombuffer(p._request, dtype=np.uint32)[rows],
                             failed[w],
                             rows.astype(np.int64) * len(parts) + k,

@@ -466,6 +466,22 @@ def test_one_spill_file_per_process(samples: list[ConnectionRecord], small_store
     assert spill.file.closed and _store._Spill.current is not spill
 
 
+def test_first_frames_past_32_bits(samples: list[ConnectionRecord], small_store: None) -> None:
+    """A store keeps first frames in 4 bytes until one needs 8 (a capture set of more
+    than 2**32 frames): from there on, 8, and the merge is the heap merge."""
+    rng = random.Random(9)
+    base = [
+        dataclasses.replace(
+            r, first_frame=r.first_frame + 2**32 - 200, last_frame=r.last_frame + 2**32
+        )
+        for r in _base(samples, 1)
+    ]
+    stores, parts = _stores(base, 2, rng)
+    assert {s.first.typecode for s in stores} == {"q"}  # both crossed
+    _merges_as_before(stores, parts)
+    assert _store.RecordStore().first.typecode == "I"
+
+
 def test_input_far_from_sorted(samples: list[ConnectionRecord], small_store: None) -> None:
     """Reversed arrival makes a run per record: the two shortest runs are merged each
     time, so the store keeps ``MAX_RUNS`` runs and its order."""
