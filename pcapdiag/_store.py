@@ -20,9 +20,9 @@ summarises from, and the record's ``CrossFacts`` (the few integers the cross-con
 pass needs): the merge then never needs the records themselves.
 
 ``Records`` is the final sequence an ``Analysis`` holds, in id order (by first frame). It
-*adopts* the runs of the stores of a capture set (``adopt``): a stable sort of their first
-frames (numpy, ~0.1 µs a record) gives each id its run and position, and the facts are
-kept as they came, with each record's id (``CrossFacts.extend``). Walking the ids in order then reads each run front to back, one
+*adopts* the runs of the stores of a capture set (``adopt``): merged a window at a time
+(``_merged``: each run is sorted already), they give each id its run and position, and
+the facts are kept as they came, with each record's id (``CrossFacts.extend``). Walking the ids in order then reads each run front to back, one
 decoded chunk per run in memory (a row's id is its position: the one it was stored with
 is the worker's). Records read from it are copies except those kept as objects: to
 change one, assign it back (``records[i] = rec``), kept as an object beside the runs. The
@@ -638,10 +638,10 @@ class Records(Sequence[ConnectionRecord]):
         records that take the place of those with their first frame (decrypted ones).
         ``facts`` adopts the stores' facts as they are, with the ids of the records kept.
 
-        The runs are merged a window at a time (``_merged``): no column as long as all
-        the records is made but those kept (the ids' runs, positions and summary
-        columns, the facts' positions), which keeps the merge's peak memory low. The
-        stores are consumed: their runs move here, their columns and facts are let go."""
+        The runs are merged a window at a time (``_merged``): the only columns as long as
+        all the records are those kept (the ids' runs, positions and summary columns, the
+        facts' ranks), which keeps the merge's peak memory low. The stores are consumed:
+        their runs move here, their columns and facts are let go."""
         runs = [r for s in stores for r in s.runs]
         if not runs:
             return

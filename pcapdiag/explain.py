@@ -988,7 +988,7 @@ class CrossFacts:
       server's TTL is only comparable from the same point.
     - The server idle timeout is the median idle gap before a server's idle closes.
 
-    Kept per record, in columns (~32 bytes a record) and index-tagged lists for the few
+    Kept per record, in columns (25 bytes a record) and index-tagged lists for the few
     records that need more, so that the workers gather the facts of their shards as the
     records come. The merge adopts those parts as they are (``extend``), with each
     record's position among the records: nothing is copied or put in id order, which
