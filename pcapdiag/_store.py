@@ -101,11 +101,6 @@ def _np(a: Any, dtype: type) -> np.ndarray:
     return np.frombuffer(a, dtype=dtype)
 
 
-def _raw(a: np.ndarray) -> memoryview:
-    """A contiguous array's bytes without a copy (for ``array.frombytes``)."""
-    return memoryview(np.ascontiguousarray(a)).cast("B")
-
-
 class _Spill:
     """The temporary file chunks spill to: one per process (a file per store would run
     out of descriptors with thousands of captures), closed and gone once no store holds
