@@ -1,8 +1,9 @@
 """numba kernels for the hot loops: the record walk and the common-case decode.
 
-Private: ``pcapdiag.reader`` / ``pcapdiag.decode`` load this module only through
-``reader.compiled_kernels`` (``import numba`` alone costs ~0.7 s, paid only for captures
-big enough to win it back). Every kernel mirrors one piece of the pure code exactly and
+Private: ``pcapdiag.reader`` / ``pcapdiag.decode`` load these kernels only through
+``reader.compiled_kernels`` (``import numba`` alone costs ~0.3 s, paid only for captures
+big enough to win it back), which takes them built ahead of time (``pcapdiag._native``)
+where it can, without importing this module. Every kernel mirrors one piece of the pure code exactly and
 leaves out ("not handled") whatever that code would treat in any unusual way, so the
 callers hand the rest to the pure code and get byte-identical results.
 

@@ -108,6 +108,8 @@ LETTERS = "ShADadFfTt"
 C_NFREE, C_NOUT, C_NHEADS, C_STATUS, C_TFREE, C_NOUTT, C_NWIN, C_RESUMED = range(8)
 # ... and the hash tables' counts (``_fastlane_kernels``): keys held, rows deleted
 C_TABLE, C_TABLE_GONE, C_FLAGGED, C_FLAGGED_GONE = range(8, 12)
+# The hash tables' rows (``_fastlane_kernels``): a free one's value, a deleted one's
+EMPTY, GONE = -1, -2
 C_WHY = 16  # ctl[C_WHY + W_...]: connections handed to the exact tracker, by reason
 # Why a connection left the fast lane (``Lane.why``)
 WHY = (
@@ -159,8 +161,9 @@ def enabled() -> bool | None:
 
 
 def worth_it(total_bytes: int) -> bool:
-    """Use the fast lane for this much capture? numba's import (~0.7 s) and loading the
-    compiled kernels from its cache pay off from a few hundred thousand packets."""
+    """Use the fast lane for this much capture? numba's import and loading the compiled
+    kernels from its cache (~0.6 s; ~10 ms built ahead of time, ``_native``) pay off from
+    a few hundred thousand packets."""
     forced = enabled()
     if forced is not None:
         return forced and kernels() is not None
@@ -172,9 +175,9 @@ def kernels() -> Any:
     global _kernels
     if _kernels is None:
         try:
-            from pcapdiag import _fastlane_kernels
+            from pcapdiag import _native
 
-            _kernels = _fastlane_kernels
+            _kernels = _native.kernels("_fastlane_kernels")
             _warm()
             _resident.hand_back()  # LLVM's pages: loading is done (``_resident``)
         except Exception:  # no numba, or it cannot compile here: the exact tracker only
@@ -182,12 +185,16 @@ def kernels() -> Any:
     return _kernels or None
 
 
-def _warm() -> None:
+def _warm(readonly: bool = False) -> None:
     """Compile (or load from numba's cache) every kernel for the types analysis passes,
-    so that a failure shows here, where it means "no fast lane", not mid-capture."""
+    so that a failure shows here, where it means "no fast lane", not mid-capture. The
+    packets' bytes are writable, or ``readonly`` as a mapped file's (``_native`` builds
+    for both)."""
     z = np.zeros(1, np.int64)
+    data = np.zeros(64, np.uint8)
+    data.flags.writeable = not readonly
     pk = TcpPackets(
-        data=np.zeros(64, np.uint8), frame=z, ts_ns=z, ipver=np.array([4], np.uint8),
+        data=data, frame=z, ts_ns=z, ipver=np.array([4], np.uint8),
         src_hi=z.view(np.uint64), src_lo=z.view(np.uint64), dst_hi=z.view(np.uint64),
         dst_lo=z.view(np.uint64), sport=np.zeros(1, np.uint16), dport=np.zeros(1, np.uint16),
         seq=np.zeros(1, np.uint32), ack=np.zeros(1, np.uint32), flags=np.zeros(1, np.uint8),
@@ -202,6 +209,19 @@ def _warm() -> None:
     from pcapdiag import _render  # the JSON lines' kernel (``Lines``)
 
     _render.run(_program()[0], np.zeros((1, 35), np.int64), *_render.table(["x"] * 20), 12)
+
+
+def new_table(rows: int) -> np.ndarray:
+    """An empty hash table of the kernels (``_fastlane_kernels._find``): ``rows`` rows of
+    (key, value), a power of two."""
+    table = np.empty((rows, 2), np.int64)
+    table[:, 1] = EMPTY
+    return table
+
+
+def keys(table: np.ndarray) -> np.ndarray:
+    """The keys a hash table holds."""
+    return table[table[:, 1] >= 0, 0]
 
 
 _M64 = (1 << 64) - 1
@@ -448,8 +468,8 @@ class Lane:
         # Replay through Connection and explain() instead of building the record here:
         # slower, and what the tests compare the direct records with
         self.oracle = oracle
-        self.table = k.new_table(1 << 12)
-        self.flagged = k.new_table(1 << 12)
+        self.table = new_table(1 << 12)
+        self.flagged = new_table(1 << 12)
         self.cap = 0
         self.st = np.zeros((0, NF), np.int64)
         self.free = np.zeros(0, np.int64)
@@ -510,7 +530,7 @@ class Lane:
                 rows = len(table)
                 while 2 * (int(ctl[used]) + more) > rows:
                     rows *= 2
-                new = self.k.new_table(rows)
+                new = new_table(rows)
                 self.k.rehash(table, new, ctl, used)
                 setattr(self, name, new)
         n = int(ctl[C_NWIN])  # one window at most per key added

@@ -1,5 +1,6 @@
 """Compiled kernels of the fast lane (``pcapdiag._fastlane``): importing this module
-imports numba; the kernels compile on first use and are cached on disk."""
+imports numba; the kernels compile on first use and are cached on disk. The lane takes
+them built ahead of time (``pcapdiag._native``) where it can, without this module."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from pcapdiag._fastlane import (
     C_TFREE,
     C_WHY,
     CHUNK,
+    EMPTY,
     GAP_NS,
+    GONE,
     IDLE_MAX_NS,
     K_ACK_TS,
     K_CBYTES,
@@ -113,26 +116,21 @@ from pcapdiag._fastlane import (
     WN_SPORT,
     WN_START,
 )
+from pcapdiag._native import layout_digest as _layout_digest
 
 # numba's cache of these kernels is keyed on this file alone, yet they compile in the
 # constants imported above: changing one there and not this file would load kernels
 # built with the old one. So this file names them by a digest (``layout_digest``, checked
 # by tests/test_fastlane.py): a change there fails the test until it is written here,
 # which changes this file.
-LAYOUT = "4e72cfcd1636bd2b"
+LAYOUT = "4985efd6bd4909b0"
 
 
 def layout_digest() -> str:
     """A digest of the constants these kernels take from ``_fastlane``."""
-    import hashlib
-
     from pcapdiag import _fastlane
 
-    here = globals()
-    names = sorted(
-        n for n in here if n.isupper() and n in vars(_fastlane) and isinstance(here[n], int)
-    )
-    return hashlib.sha256(repr([(n, here[n]) for n in names]).encode()).hexdigest()[:16]
+    return _layout_digest(globals(), _fastlane)
 
 
 _FIN, _SYN, _RST, _ACK, _URG = 0x01, 0x02, 0x04, 0x10, 0x20
@@ -179,14 +177,7 @@ def hashes(shi: np.ndarray, slo: np.ndarray, sport: np.ndarray, dhi: np.ndarray,
 # typed dict would do, but creating one compiles its methods anew in every process
 # (~0.7 s and ~45 MB here); these compile once, into numba's cache. Their counts live in
 # ``ctl`` (used, deleted), and ``_fastlane.Lane`` grows them before a call could fill
-# them past half (``rehash``).
-EMPTY, GONE = -1, -2  # values of a free row, and of a deleted one
-
-
-def new_table(rows: int) -> np.ndarray:
-    table = np.empty((rows, 2), np.int64)
-    table[:, 1] = EMPTY
-    return table
+# them past half (``rehash``). Free and deleted rows: ``_fastlane.EMPTY``/``GONE``.
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -251,10 +242,6 @@ def rehash(old: np.ndarray, new: np.ndarray, ctl: np.ndarray, used: int) -> None
     for i in range(len(old)):
         if old[i, 1] >= 0:
             _put(new, ctl, used, old[i, 0], old[i, 1])
-
-
-def keys(table: np.ndarray) -> np.ndarray:
-    return table[table[:, 1] >= 0, 0]
 
 
 @nb.njit(cache=True, nogil=True)

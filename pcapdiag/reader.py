@@ -32,10 +32,11 @@ Compiled kernels (numba)
     errors); the pure code stays, as the fallback and for everything unusual. With them,
     uncompressed files are also mapped 64 MiB ahead of the walk in one call
     (``MADV_POPULATE_READ``), which keeps the CPU's prefetching going across pages.
-    When: ``import numba`` plus loading the cached kernels costs ~1 s (compiling them,
-    once per install, ~10 s); read+decode goes from ~1.4 to ~0.2 µs a record, so the
+    When: ``import numba`` plus loading the cached kernels costs ~0.6 s (compiling them,
+    once per install, ~10 s; the kernels built ahead of time, ``pcapdiag._native``, load
+    in ~10 ms without numba); read+decode goes from ~1.4 to ~0.2 µs a record, so the
     kernels are loaded only once at least ``COMPILE_MIN_RECORDS`` (1 M) more records are
-    expected: those win back more than the loading costs. The estimate is made after
+    expected: those win back more than numba's loading costs. The estimate is made after
     each batch from 65,536 records (a default batch) on, from the share of the file
     consumed (mmap position, or gzip's compressed bytes); for a pipe, the kernels are
     loaded once 1 M records were read. Once loaded in a process they are used for every
@@ -63,7 +64,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import mmap
 import os
 import stat
@@ -310,7 +310,9 @@ def compiled_kernels(load: bool = False) -> Any | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            kernels = importlib.import_module("pcapdiag._compiled")
+            from pcapdiag import _native
+
+            kernels = _native.kernels("_compiled")
     except Exception:
         _kernels_failed = True
         return None

@@ -138,3 +138,11 @@ def test_a_template_of_strings_numbers_and_nulls(
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         if i not in set(bad.tolist()):
             assert g == w
+
+
+def test_the_kernels_name_the_op_kinds_they_compile_in() -> None:
+    """numba caches the kernels by their file alone: the op kinds they import from
+    ``_render`` must not change without that file (``_render_kernels.LAYOUT``)."""
+    from pcapdiag import _render_kernels as k
+
+    assert k.layout_digest() == k.LAYOUT, "write the new digest into _render_kernels.LAYOUT"

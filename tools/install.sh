@@ -29,3 +29,7 @@ fi
 # PYTHONDONTWRITEBYTECODE is set, pcapdiag's modules would otherwise be compiled again at
 # every start (0.2 s of each run of the command; benchmarks/ measures the command).
 .venv/bin/python -m compileall -q pcapdiag
+# The kernels built ahead of time (pcapdiag/_native.py; about a minute, once): without a C
+# compiler or Python's headers they are not, and analysis uses numba's JIT kernels.
+.venv/bin/python -m pcapdiag._native >/dev/null ||
+    echo "compiled kernels not built (see the .failed file named above): numba's JIT kernels will be used" >&2

@@ -1,0 +1,228 @@
+"""The kernel of ``pcapdiag._render``: many lines of one template, numbers written as
+Python writes them. Importing this module imports numba (kernels compile on first use,
+cached on disk); ``pcapdiag._native`` serves them without numba once built.
+
+A *program* is a list of operations ``(kind, arg, cond, alt)``, run for each row of an
+int64 matrix ``cols``: ``CONST`` writes constant ``arg``; the others write row's column
+``arg`` as ``INT`` (``str``), ``SECONDS`` (``repr(t / 1e9)``), ``FIXED3``
+(``f"{t / 1e9:.3f}"``), ``MILLIS3`` (``repr(round(t / 1e6, 3))``) or ``STR`` (string
+``arg`` of the table). When ``cond >= 0`` and the row's column ``cond`` is 0, constant
+``alt`` is written instead (``null``, or nothing). A row with a number these kernels do
+not write exactly is marked in ``bad``; the caller writes that row in Python.
+
+Numbers, exactly (``tests/test_render.py`` compares each with Python on millions of
+values: random, boundaries, ties). ``repr`` is the shortest decimal that reads back as
+the double (of those, the nearest to it):
+
+- Durations (``t / 1e9 < 2**23``): a double there is finer than a
+  nanosecond, so no other decimal of 9 places or fewer lies in its rounding interval:
+  the text is the nanoseconds, trailing zeros dropped.
+- Timestamps of 2004 to 2038 (``2**30 <= t / 1e9 < 2**31``): the double is ``M / 2**22``;
+  its rounding interval is ``(2M ± 1) / 2**23`` (closed when M is even: a tie reads back
+  to the even mantissa), and the shortest decimal in it is found place by place (at most
+  7: the interval is wider than 1e-7), the one nearest the double. A tie between two
+  nearest is marked bad.
+- ``.3f`` and ``round(., 3)`` round the nanoseconds (microseconds) as the double would,
+  except at an exact half, where the double's binary error decides: marked bad.
+- Below 1e-4 s (``4.5e-05``): the same digits, with an exponent (from -5 to -9).
+- Anything else (negative, huge): marked bad.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from pcapdiag._native import layout_digest as _layout_digest
+from pcapdiag._render import CONST, FIXED3, INT, SECONDS, STR
+
+# numba's cache is keyed on this file alone, yet the kernels compile in the op kinds
+# imported above: the digest of them (``layout_digest``, checked by tests/test_render.py) is
+# written here, so that changing one there changes this file.
+LAYOUT = "29f795995dc1695e"
+
+
+def layout_digest() -> str:
+    """A digest of the op kinds these kernels take from ``_render``."""
+    from pcapdiag import _render
+
+    return _layout_digest(globals(), _render)
+
+
+NS = 1_000_000_000
+_SMALL_MIN = 100_000  # 1e-4 s: below it repr writes an exponent
+_SMALL_END = (1 << 23) * NS
+_TS_MIN, _TS_END = (1 << 30) * NS, (1 << 31) * NS
+_D = 1 << 23
+_HALF_D = 1 << 22
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _copy(src: np.ndarray, a: int, b: int, out: np.ndarray, p: int) -> int:
+    # unsigned indexes: no negative-index wraparound code, ~5x a signed loop and
+    # ~2x a slice assignment (the lengths here are a few to a few hundred bytes)
+    i, k, e = np.uint64(p), np.uint64(a), np.uint64(b)
+    while k < e:
+        out[i] = src[k]
+        i += np.uint64(1)
+        k += np.uint64(1)
+    return np.int64(i)
+
+
+@nb.njit(cache=True, nogil=True)
+def _int(v: int, out: np.ndarray, p: int) -> int:
+    """``str(v)`` for v >= 0."""
+    n = 1
+    x = v
+    while x >= 10:
+        x //= 10
+        n += 1
+    for k in range(n - 1, -1, -1):
+        out[p + k] = 48 + v % 10
+        v //= 10
+    return p + n
+
+
+@nb.njit(cache=True, nogil=True)
+def _frac(v: int, places: int, out: np.ndarray, p: int) -> int:
+    """``v`` zero-padded to ``places`` digits."""
+    for k in range(places - 1, -1, -1):
+        out[p + k] = 48 + v % 10
+        v //= 10
+    return p + places
+
+
+@nb.njit(cache=True, nogil=True)
+def _seconds(t: int, out: np.ndarray, p: int) -> int:
+    """``repr(t / 1e9)``; -1 when not written here (module docstring)."""
+    if t == 0 or (_SMALL_MIN <= t < _SMALL_END):
+        s, n = t // NS, t % NS
+        places = 9
+        while places > 1 and n % 10 == 0:
+            n //= 10
+            places -= 1
+        p = _int(s, out, p)
+        out[p] = 46
+        return _frac(n, places, out, p + 1)
+    if 0 < t < _SMALL_MIN:  # d.ddde-0x: the nanoseconds' digits, trailing zeros dropped
+        n, zeros = t, 0
+        while n % 10 == 0:
+            n //= 10
+            zeros += 1
+        digits, x = 1, n
+        while x >= 10:
+            x //= 10
+            digits += 1
+        p = _frac(n, digits, out, p + 1)  # from the second byte: the point goes in after
+        out[p - digits - 1] = out[p - digits]
+        if digits > 1:
+            out[p - digits] = 46
+        else:
+            p -= 1
+        exp = 9 - (digits - 1 + zeros)
+        out[p], out[p + 1], out[p + 2], out[p + 3] = 101, 45, 48, 48 + exp  # e-0x
+        return p + 4
+    if not (_TS_MIN <= t < _TS_END):
+        return -1
+    s, n = t // NS, t % NS
+    q, r = (n << 22) // NS, (n << 22) % NS  # the fraction in units of 2**-22
+    b = q
+    if 2 * r > NS or (2 * r == NS and q & 1):  # rounded half to even
+        b += 1
+    if b == 1 << 22:
+        s += 1
+        b = 0
+    if s >= 1 << 31 or (s == 1 << 30 and b == 0):  # out of range; a power of two
+        return -1
+    even = b & 1 == 0
+    pw = 1
+    for k in range(8):
+        lo, hi, mid = (2 * b - 1) * pw, (2 * b + 1) * pw, 2 * b * pw
+        # candidates c with lo <= c * 2**23 <= hi (strictly, when odd)
+        c_lo = -((-lo) >> 23) if even else (lo >> 23) + 1
+        c_hi = hi >> 23 if even else -((-hi) >> 23) - 1
+        if c_lo <= c_hi:
+            near = (mid + _HALF_D) >> 23
+            if (mid & (_D - 1)) == _HALF_D and near - 1 >= c_lo and near <= c_hi:
+                return -1  # two nearest: Python decides
+            c = min(max(near, c_lo), c_hi)
+            p = _int(s, out, p)
+            out[p] = 46
+            return _frac(c, max(k, 1), out, p + 1)
+        pw *= 10
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def _fixed3(t: int, out: np.ndarray, p: int) -> int:
+    """``f"{t / 1e9:.3f}"``; -1 when not written here."""
+    if not (0 <= t < _SMALL_END) or t % 1_000_000 == 500_000:
+        return -1
+    ms = (t + 500_000) // 1_000_000
+    p = _int(ms // 1000, out, p)
+    out[p] = 46
+    return _frac(ms % 1000, 3, out, p + 1)
+
+
+@nb.njit(cache=True, nogil=True)
+def _millis3(t: int, out: np.ndarray, p: int) -> int:
+    """``repr(round(t / 1e6, 3))``; -1 when not written here."""
+    if not (0 <= t < _SMALL_END) or t % 1000 == 500:
+        return -1
+    us = (t + 500) // 1000
+    frac, places = us % 1000, 3
+    while places > 1 and frac % 10 == 0:
+        frac //= 10
+        places -= 1
+    p = _int(us // 1000, out, p)
+    out[p] = 46
+    return _frac(frac, places, out, p + 1)
+
+
+@nb.njit(cache=True, nogil=True)
+def render(
+    ops: np.ndarray,
+    cols: np.ndarray,
+    consts: np.ndarray,
+    coff: np.ndarray,
+    strs: np.ndarray,
+    soff: np.ndarray,
+    sep: np.ndarray,
+    out: np.ndarray,
+    bad: np.ndarray,
+) -> int:
+    """Every row of ``cols`` through the program ``ops``, ``sep`` between lines, into
+    ``out`` (large enough); returns the bytes written. Rows marked in ``bad`` are
+    written as far as they went (the caller writes them again)."""
+    p = 0
+    for r in range(cols.shape[0]):
+        if r:
+            p = _copy(sep, 0, len(sep), out, p)
+        for o in range(ops.shape[0]):
+            kind, arg, cond, alt = ops[o, 0], ops[o, 1], ops[o, 2], ops[o, 3]
+            if cond >= 0 and cols[r, cond] == 0:
+                p = _copy(consts, coff[alt], coff[alt + 1], out, p)
+                continue
+            if kind == CONST:
+                p = _copy(consts, coff[arg], coff[arg + 1], out, p)
+                continue
+            v = cols[r, arg]
+            if kind == INT:
+                if v < 0:
+                    bad[r] = 1
+                else:
+                    p = _int(v, out, p)
+            elif kind == STR:
+                p = _copy(strs, soff[v], soff[v + 1], out, p)
+            else:
+                if kind == SECONDS:
+                    q = _seconds(v, out, p)
+                elif kind == FIXED3:
+                    q = _fixed3(v, out, p)
+                else:
+                    q = _millis3(v, out, p)
+                if q < 0:
+                    bad[r] = 1
+                else:
+                    p = q
+    return p
