@@ -669,6 +669,10 @@ def test_without_numba_the_pure_path_runs(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(reader, "_kernels", None)
     monkeypatch.setattr(reader, "_kernels_failed", False)
     monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+    from pcapdiag import _native
+
+    monkeypatch.setattr(_native, "_kernels", {})  # nor any built ahead of time (no numba)
+    monkeypatch.setattr(_native, "_ext", None)
     monkeypatch.delitem(sys.modules, "pcapdiag._compiled", raising=False)
     monkeypatch.delattr(pcapdiag, "_compiled", raising=False)
     monkeypatch.setenv("PCAPDIAG_COMPILED", "1")
