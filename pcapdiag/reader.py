@@ -36,7 +36,9 @@ Compiled kernels (numba)
     once per install, ~10 s; the kernels built ahead of time, ``pcapdiag._native``, load
     in ~10 ms without numba); read+decode goes from ~1.4 to ~0.2 µs a record, so the
     kernels are loaded only once at least ``COMPILE_MIN_RECORDS`` (1 M) more records are
-    expected: those win back more than numba's loading costs. The estimate is made after
+    expected: those win back more than numba's loading costs (50,000 when they are built
+    ahead of time: ``COMPILE_MIN_RECORDS_BUILT``; a 300 MB slice of the benchmark capture,
+    518,872 records, takes 0.75 s with them, 1.19 s without). The estimate is made after
     each batch from 65,536 records (a default batch) on, from the share of the file
     consumed (mmap position, or gzip's compressed bytes); for a pipe, the kernels are
     loaded once 1 M records were read. Once loaded in a process they are used for every
@@ -109,8 +111,10 @@ _EVENT_BLOCKS = frozenset({0x9, 0x204, 0x208, 0x216, 0x217, 0x221, 0x222})
 _NG_STOPS = np.array(sorted({_SHB, _IDB, _PB, _SPB, *_EVENT_BLOCKS}), np.int64)
 _MAX_IFACES = 65_536  # interface column is uint16
 
-#: Load the compiled kernels once at least this many more records are expected.
+#: Load the compiled kernels once at least this many more records are expected (numba's
+#: loading), or this many when they are built ahead of time (``_native``).
 COMPILE_MIN_RECORDS = 1_000_000
+COMPILE_MIN_RECORDS_BUILT = 50_000
 _COMPILE_PROBE = 65_536  # records read before the estimate is made
 _COMPILED_ENV = "PCAPDIAG_COMPILED"
 #: dtypes of the TCP columns the compiled kernels fill (``decode._TCP_FIELDS`` order)
@@ -1747,11 +1751,12 @@ class Capture:
         n = self.info.packets
         if n < _COMPILE_PROBE:
             return
-        if done is None:
-            ahead = COMPILE_MIN_RECORDS if n >= COMPILE_MIN_RECORDS else 0
-        else:
-            ahead = int(n / max(done, 1e-9)) - n
-        if ahead >= COMPILE_MIN_RECORDS:
+        from pcapdiag import _native
+
+        least = COMPILE_MIN_RECORDS_BUILT if _native.ready() else COMPILE_MIN_RECORDS
+        # a pipe: as many again as were read
+        ahead = n if done is None else int(n / max(done, 1e-9)) - n
+        if ahead >= least:
             self._deciding = False
             p.kern = compiled_kernels(load=True)
 

@@ -580,6 +580,7 @@ def _unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reader, "_kernels_failed", False)
     monkeypatch.setattr(reader, "_COMPILE_PROBE", 100)
     monkeypatch.setattr(reader, "COMPILE_MIN_RECORDS", 2500)
+    monkeypatch.setattr(reader, "COMPILE_MIN_RECORDS_BUILT", 2500)
 
 
 def test_big_capture_loads_the_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -673,6 +674,7 @@ def test_without_numba_the_pure_path_runs(tmp_path: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(_native, "_kernels", {})  # nor any built ahead of time (no numba)
     monkeypatch.setattr(_native, "_ext", None)
+    monkeypatch.setattr(_native, "_name", None)
     monkeypatch.delitem(sys.modules, "pcapdiag._compiled", raising=False)
     monkeypatch.delattr(pcapdiag, "_compiled", raising=False)
     monkeypatch.setenv("PCAPDIAG_COMPILED", "1")
