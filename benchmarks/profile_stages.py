@@ -6,7 +6,8 @@ on the path a big capture takes (the fast lane, byte ranges with ``--jobs``).
 Stages, as wall time from the start of this process (the best of ``--repeat`` runs, each
 in a fresh process, as the CLI runs):
 
-  start       imports, and numba with the compiled kernels loaded from its cache
+  start       imports, and the compiled kernels (built ahead of time, ``pcapdiag._native``;
+              with ``PCAPDIAG_NATIVE=0``, numba and its cached kernels)
   plan        the work cut into parts (with ``--jobs``: the byte ranges, ``Capture.spans``)
   first pass  read, decode and the fast lane's walk, then its connections as columns
   exact pass  the exact tracker on the 4-tuples the lane handed over, from a second read

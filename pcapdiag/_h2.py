@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from hpack import Decoder
+if TYPE_CHECKING:
+    from hpack import Decoder
 
 __all__ = [
     "ERROR_NAMES",
@@ -1066,6 +1068,8 @@ class H2Observer:
     def _decode(self, side: _Side, block: bytes, ts: int, frame: int) -> tuple | None:
         dec = side.decoder
         if dec is None:
+            from hpack import Decoder  # at the first header block: ~10 ms of every start
+
             dec = side.decoder = Decoder(MAX_HEADER_LIST)
             dec.max_allowed_table_size = side.table_limit
         try:

@@ -225,7 +225,12 @@ def build(folder: Path | None = None) -> Path | None:
         cmd = [sys.executable, "-m", "pcapdiag._native", "--into", str(folder)]
         try:
             run = subprocess.run(
-                cmd, env=env, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S
+                cmd,
+                env=env,
+                stdin=subprocess.DEVNULL,  # a capture read from standard input stays ours
+                capture_output=True,
+                text=True,
+                timeout=_BUILD_TIMEOUT_S,
             )
             why = None if so.exists() else f"exit status {run.returncode}\n{run.stderr[-4000:]}"
         except (OSError, subprocess.SubprocessError) as e:
