@@ -1,4 +1,4 @@
-"""The numba kernels built ahead of time, as one CPython extension: loaded in ~1 ms with
+"""The numba kernels built ahead of time, as one CPython extension: loaded in ~10 ms with
 numpy alone, where numba's JIT path costs ~0.6 s of every big run.
 
 Why: with the JIT kernels, a run pays ``import numba`` (~0.27 s) and, at the first kernel
@@ -7,15 +7,16 @@ kernels' unpickling: about a sixth of analyzing the 2.7 M-packet benchmark captu
 (``benchmarks/profile_stages.py``: "start"). numba's ``pycc`` compiles the same Python
 functions with the same LLVM into an extension that needs neither.
 
-Build (``build``, or ``python -m pcapdiag._native``): once per kernel sources, numba,
-numpy, Python and CPU (all in the extension's name), in a child process that loads the
-JIT kernels, calls every entry point (``ENTRIES``) with the types analysis passes
-(``_signatures``), and compiles each signature numba saw. The first run that wants the
-kernels builds it (~15 s with numba's cache warm, a file lock keeps concurrent runs to
-one build); ``tools/install.sh`` builds it at install. It needs a C compiler and
-Python's headers (pycc compiles its module glue): without them the build fails once,
-is remembered (``<name>.failed``, with the compiler's last words), and the JIT kernels
-are used, as before. ``PCAPDIAG_NATIVE=0``: the JIT kernels only.
+Build (``build``, or ``python -m pcapdiag._native``, which also tries again after a
+failure): once per kernel sources, numba, numpy, Python and CPU (all in the extension's
+name), in a child process that loads the JIT kernels, calls every entry point
+(``ENTRIES``) with the types analysis passes (``_signatures``), and compiles each
+signature numba saw. The first run that wants the kernels builds it (~15 s with
+numba's cache warm, a file lock keeps concurrent runs to one build);
+``tools/install.sh`` builds it at install. It needs a C compiler and Python's headers
+(pycc compiles its module glue): without them the build fails once, is remembered
+(``<name>.failed``, with the compiler's last words), and the JIT kernels are used, as
+before. ``PCAPDIAG_NATIVE=0``: the JIT kernels only.
 
 CPU: the kernels are compiled for this CPU's features, as numba's JIT compiles them.
 pycc itself would take the CPU model's default features, which a virtual machine may
@@ -426,7 +427,11 @@ if __name__ == "__main__":
     ns = parser.parse_args()
     if ns.into is not None:
         _main(ns.into)
-    else:
-        got = build()
-        print(got or "not built: see the .failed file beside where it would be")
+    else:  # by hand: a failure noted before is tried again
+        folder = _writable()
+        if folder is not None:
+            (folder / (name() + ".failed")).unlink(missing_ok=True)
+        got = build(folder)
+        where = folder / (name() + ".failed") if folder else "no writable folder"
+        print(got or f"not built: {where}")
         sys.exit(0 if got else 1)
