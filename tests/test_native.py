@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_pcaps"
 
 # One process: every sample (pcap and pcapng) and a replicated keep-alive capture (many
-# batches, the tables grown), one process and two with byte ranges, the JSON of each.
+# batches, the tables grown): as pcap with one process and two (byte ranges), as pcapng
+# with two (byte ranges), gzipped with one; the JSON of each.
 _RUN = r"""
-import json, sys
+import gzip, json, struct, sys
 from pathlib import Path
 import pcapdiag
 from pcapdiag import _native, analysis, reader
@@ -31,11 +32,33 @@ from tests.test_scale import replicate
 reader.BATCH = 1000  # byte ranges and batches on small captures
 samples, big = Path(sys.argv[1]), Path(sys.argv[2])
 replicate(samples / "keepalive-idle-requests.pcap", big, 300)
+raw = big.read_bytes()
+assert raw[:4] == bytes.fromhex("d4c3b2a1")  # little-endian, microseconds
+blocks = []
+def block(kind, body):
+    pad = bytes(-len(body) % 4)
+    n = 12 + len(body) + len(pad)
+    blocks.append(struct.pack("<II", kind, n) + body + pad + struct.pack("<I", n))
+block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+block(1, struct.pack("<HHI", struct.unpack_from("<I", raw, 20)[0], 0, 262144))
+pos = 24
+while pos + 16 <= len(raw):
+    sec, usec, cl, wl = struct.unpack_from("<IIII", raw, pos)
+    us = sec * 1_000_000 + usec
+    head = struct.pack("<IIIII", 0, us >> 32, us & 0xFFFFFFFF, cl, wl)
+    block(6, head + raw[pos + 16 : pos + 16 + cl])
+    pos += 16 + cl
+ng = big.with_suffix(".pcapng")
+ng.write_bytes(b"".join(blocks))
+gz = big.with_suffix(".pcap.gz")
+gz.write_bytes(gzip.compress(raw))
 out = {
     "samples": pcapdiag.analyze(samples).to_json(),
     "big": pcapdiag.analyze(big).to_json(),
     "big2": pcapdiag.analyze(big, jobs=2).to_json(),
-    "spans": any(p.span for p in analysis.plan([str(big)], [[0]], 2)),
+    "ng2": pcapdiag.analyze(ng, jobs=2).to_json(),
+    "gz": pcapdiag.analyze(gz).to_json(),
+    "spans": all(any(p.span for p in analysis.plan([str(f)], [[0]], 2)) for f in (big, ng)),
 }
 out["numba"] = "numba" in sys.modules
 out["fallbacks"] = _native.fallbacks
@@ -72,8 +95,8 @@ def test_built_kernels_give_the_jit_answers_without_numba(tmp_path: Path) -> Non
     _built()
     native = _analyses(tmp_path, native=True)
     jit = _analyses(tmp_path, native=False)
-    assert native["spans"]  # -j 2 cut the capture into byte ranges
-    for key in ("samples", "big", "big2"):
+    assert native["spans"]  # -j 2 cut the pcap and the pcapng into byte ranges
+    for key in ("samples", "big", "big2", "ng2", "gz"):
         assert native[key] == jit[key], key
     assert native["big"]["summary"]["connections"] == 900
     assert not native["numba"] and jit["numba"]
