@@ -165,8 +165,8 @@ def worth_it(total_bytes: int) -> bool:
     """Use the fast lane for this much capture? numba's import and loading the compiled
     kernels from its cache (~0.6 s) pay off from a few hundred thousand packets; the
     kernels built ahead of time (``_native``: ~10 ms) from a few tens of thousands (a
-    40 MB slice of the benchmark capture, 63,604 packets: 0.99 s without the lane, 0.29 s
-    with it; 12 MB: 0.33 s either way)."""
+    40 MB slice of the benchmark capture, 63,604 packets: 0.99 s without the lane,
+    0.29–0.43 s with it; 12 MB: 0.33 s either way)."""
     forced = enabled()
     if forced is not None:
         return forced and kernels() is not None

@@ -38,10 +38,10 @@ Compiled kernels (numba)
     kernels are loaded only once at least ``COMPILE_MIN_RECORDS`` (1 M) more records are
     expected: those win back more than numba's loading costs (50,000 when they are built
     ahead of time: ``COMPILE_MIN_RECORDS_BUILT``; a 300 MB slice of the benchmark capture,
-    518,872 records, takes 0.75 s with them, 1.19 s without). The estimate is made after
-    each batch from 65,536 records (a default batch) on, from the share of the file
+    518,872 records, takes 0.75–1.06 s with them, 1.19 s without). The estimate is made
+    after each batch from 65,536 records (a default batch) on, from the share of the file
     consumed (mmap position, or gzip's compressed bytes); for a pipe, the kernels are
-    loaded once 1 M records were read. Once loaded in a process they are used for every
+    loaded once as many records were read. Once loaded in a process they are used for every
     capture (small ones included: they cost nothing more then).
     ``PCAPDIAG_COMPILED=0`` forces the pure path, ``=1`` the kernels even for tiny
     captures (the tests compare both). If numba is missing or fails (no writable cache
