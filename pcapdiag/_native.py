@@ -91,10 +91,9 @@ def ready() -> bool:
     if _ext is not None:
         return bool(_ext)
     try:
-        mod = name()
+        return _found(name()) is not None
     except Exception:
         return False
-    return any((f / (mod + _SUFFIX)).exists() for f in folders())
 
 
 def layout_digest(kernels: dict[str, Any], source: ModuleType) -> str:
@@ -170,19 +169,20 @@ def folders() -> list[Path]:
     return [Path(__file__).parent / "__pycache__", user]
 
 
+def _found(mod: str) -> Path | None:
+    """The first of ``folders`` that holds the build ``mod``."""
+    return next((f for f in folders() if (f / (mod + _SUFFIX)).exists()), None)
+
+
 def _load() -> tuple[ModuleType, dict[str, Any]] | None:
     mod = name()
-    found = [f for f in folders() if (f / (mod + _SUFFIX)).exists()]
-    if not found:
+    folder = _found(mod)
+    if folder is None:
         folder = _writable()
-        if folder is None or (folder / (mod + ".failed")).exists():
+        if folder is None or (folder / (mod + ".failed")).exists() or build(folder) is None:
             return None
-        build(folder)
-        if not (folder / (mod + _SUFFIX)).exists():
-            return None
-        found = [folder]
-    so = found[0] / (mod + _SUFFIX)
-    specs = json.loads((found[0] / (mod + ".json")).read_text())
+    so = folder / (mod + _SUFFIX)
+    specs = json.loads((folder / (mod + ".json")).read_text())
     spec = importlib.util.spec_from_file_location(mod, so)
     assert spec is not None and spec.loader is not None
     ext = importlib.util.module_from_spec(spec)
@@ -353,8 +353,35 @@ def _signatures() -> dict[str, dict[str, list[Any]]]:
             sigs = list(getattr(mod, entry).nopython_signatures)
             if not sigs:
                 raise RuntimeError(f"{module}.{entry} was not compiled")
-            out.setdefault(module, {})[entry] = sigs
+            out.setdefault(module, {})[entry] = _read_only_merged(sigs)
     return out
+
+
+def _read_only_merged(sigs: list[Any]) -> list[Any]:
+    """Signatures that differ only in whether an array is writable (the fast lane's walk
+    gets the packets' bytes writable from ``_warm``, read-only from a mapped file) become
+    one whose array is read-only: that one takes either."""
+    from numba.core import types
+
+    if len(sigs) < 2:
+        return sigs
+    read_only = {
+        i
+        for s in sigs
+        for i, t in enumerate(s.args)
+        if isinstance(t, types.Array) and not t.mutable
+    }
+    merged = dict.fromkeys(
+        (
+            s.return_type,
+            tuple(
+                t.copy(readonly=True) if i in read_only and isinstance(t, types.Array) else t
+                for i, t in enumerate(s.args)
+            ),
+        )
+        for s in sigs
+    )
+    return [rt(*args) for rt, args in merged] if len(merged) < len(sigs) else sigs
 
 
 def _main(folder: Path) -> None:
@@ -364,7 +391,6 @@ def _main(folder: Path) -> None:
     warnings.simplefilter("ignore")  # pycc's and distutils' deprecations
     mod = name()
     sigs = _signatures()
-    readonly = _readonly_walk(sigs)
     from numba.core import codegen
     from numba.pycc import CC
 
@@ -378,7 +404,6 @@ def _main(folder: Path) -> None:
         for module, entries in sigs.items():
             jit = importlib.import_module(f"pcapdiag.{module}")
             for entry, ss in entries.items():
-                ss = readonly.get((module, entry), ss)
                 for i, sig in enumerate(ss):
                     cc.export(f"{module}__{entry}__{i}", sig)(getattr(jit, entry).py_func)
                 specs.setdefault(module, {})[entry] = [[_spec(t) for t in s.args] for s in ss]
@@ -391,32 +416,6 @@ def _main(folder: Path) -> None:
         for old in folder.glob("_pcapdiag_native_*"):
             if not old.name.startswith(mod + "."):
                 old.unlink(missing_ok=True)
-
-
-def _readonly_walk(sigs: dict[str, dict[str, list[Any]]]) -> dict[tuple[str, str], list[Any]]:
-    """The fast lane's walk gets the packets' bytes writable (``_warm``) or read-only (a
-    mapped file): one signature taking both (a read-only parameter) serves either."""
-    from numba.core import types
-
-    out = {}
-    for module, entries in sigs.items():
-        for entry, ss in entries.items():
-            args = [
-                tuple(
-                    t.copy(readonly=True)
-                    if isinstance(t, types.Array)
-                    and any(
-                        isinstance(s.args[i], types.Array) and not s.args[i].mutable for s in ss
-                    )
-                    else t
-                    for i, t in enumerate(s.args)
-                )
-                for s in ss
-            ]
-            merged = list(dict.fromkeys((s.return_type, a) for s, a in zip(ss, args, strict=True)))
-            if len(merged) < len(ss):
-                out[(module, entry)] = [rt(*a) for rt, a in merged]
-    return out
 
 
 if __name__ == "__main__":

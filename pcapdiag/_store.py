@@ -646,8 +646,8 @@ class Records(Sequence[ConnectionRecord]):
         base, k0 = len(self), len(self._runs)
         total = sum(len(s) for s in stores)
         rank = np.full(total, -1, dtype=np.int32 if total < 2**31 else np.int64)
-        objects = [len(r.objects) for r in runs]
-        held = [r for r, m in enumerate(objects) if m]
+        objects = np.array([len(r.objects) for r in runs], dtype=np.int64)
+        held = np.flatnonzero(objects)
         replaced = np.fromiter(replace or (), dtype=np.int64, count=len(replace or ()))
         hits: list[tuple[int, int]] = []  # (id, first frame) of records replaced
         # the columns take room for every record at once, and give back what the copies
@@ -677,9 +677,9 @@ class Records(Sequence[ConnectionRecord]):
                     self._folds[base + i] = folds[k][1]
             starts[n : n + m] = start
             rank[arrival] = ids
-            if held:
+            if len(held):
                 mine = np.isin(run, held)
-                mine[mine] = pos[mine] < np.array(objects)[run[mine]]
+                mine[mine] = pos[mine] < objects[run[mine]]
                 for r, p, i in zip(
                     run[mine].tolist(), pos[mine].tolist(), ids[mine].tolist(), strict=True
                 ):
