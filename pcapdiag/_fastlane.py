@@ -1517,37 +1517,24 @@ class Lines:
             or ids[j] != self.ids[j]
             or ids[last] != self.ids[last]
         ):
-            self.text = self.render(0, len(self.cols), np.maximum(ids, 0), sep)
+            self.text, self.ends = self.render(np.maximum(ids, 0), sep)
             self.sep, self.ids = sep, ids.copy()
-            # where each line ends: its separator's newline (a JSON line holds none)
-            nl = np.flatnonzero(np.frombuffer(self.text, np.uint8) == 10)
-            nl -= sep.index(b"\n")
-            self.ends = np.append(nl, len(self.text))
             self.starts = np.insert(self.ends[:-1] + len(sep), 0, 0)
         return self.text[self.starts[j] : self.ends[last]]
 
-    def render(self, j: int, m: int, ids: np.ndarray, sep: bytes) -> bytes | memoryview:
-        """The lines of rows ``j``..``j + m`` with the ids ``ids`` (as many), joined by
-        ``sep`` (UTF-8; a view of the kernel's buffer unless a row needed Python)."""
+    def render(self, ids: np.ndarray, sep: bytes) -> tuple[bytes | memoryview, np.ndarray]:
+        """Every line, with the ids ``ids``, joined by ``sep`` (UTF-8; a view of the
+        kernel's buffer unless a row needed Python), and where each line ends."""
         from pcapdiag import _render
 
-        cols = self.cols[j : j + m].copy()
+        cols = self.cols.copy()
         cols[:, J_ID] = ids
         compiled, nstr = _program()
-        text, bad = _render.run(compiled, cols, self.strings, self.offsets, nstr, sep, self.longest)
-        if not len(bad):
-            return text
-        pieces: list[bytes | memoryview] = []
-        at = 0
+        text, bad, ends = _render.run(compiled, cols, self.strings, self.offsets, nstr, sep, self.longest)  # fmt: skip
+        lines: dict[int, bytes] = {}
         for b in bad.tolist():
-            if b > at:
-                pieces.append(self.render(j + at, b - at, ids[at:b], sep))
-            tail = self.python.get(j + b)
+            tail = self.python.get(b)
             if tail is None:
-                one = self.block.select(np.array([j + b]))
-                tail = self.python[j + b] = json_tails(one, self.path, self.t0)[0]
-            pieces.append(f'{{"id": {ids[b]}, {tail}'.encode())
-            at = b + 1
-        if at < m:
-            pieces.append(self.render(j + at, m - at, ids[at:], sep))
-        return sep.join(pieces)
+                tail = self.python[b] = json_tails(self.block.select(np.array([b])), self.path, self.t0)[0]  # fmt: skip
+            lines[b] = f'{{"id": {ids[b]}, {tail}'.encode()
+        return _render.splice(text, ends, sep, lines)

@@ -190,10 +190,12 @@ def render(
     sep: np.ndarray,
     out: np.ndarray,
     bad: np.ndarray,
+    ends: np.ndarray,
 ) -> int:
     """Every row of ``cols`` through the program ``ops``, ``sep`` between lines, into
-    ``out`` (large enough); returns the bytes written. Rows marked in ``bad`` are
-    written as far as they went (the caller writes them again)."""
+    ``out`` (large enough); returns the bytes written. Row r's text ends at ``ends[r]``
+    (the separator follows). Rows marked in ``bad`` are written as far as they went (the
+    caller replaces their text)."""
     p = 0
     for r in range(cols.shape[0]):
         if r:
@@ -225,4 +227,5 @@ def render(
                     bad[r] = 1
                 else:
                     p = q
+        ends[r] = p
     return p

@@ -40,7 +40,7 @@ def render(kind: int, values: np.ndarray) -> tuple[list[str], set[int]]:
     p.const("<")
     p.number(kind, 0)
     p.const(">")
-    text, bad = R.run(p.compile(), values.reshape(-1, 1), *R.table([]), 0)
+    text, bad, _ = R.run(p.compile(), values.reshape(-1, 1), *R.table([]), 0)
     return [line[1:-1] for line in str(text, "utf-8").split("\n")], set(bad.tolist())
 
 
@@ -128,16 +128,33 @@ def test_a_template_of_strings_numbers_and_nulls(
     p.string(1, 2, "")
     p.const("}")
     cols = np.array([(v, k % len(strings), int(b)) for v, k, b in rows], np.int64)
-    text, bad = R.run(p.compile(), cols, *R.table(strings), 2, b"\x1e")
+    text, bad, ends = R.run(p.compile(), cols, *R.table(strings), 2, b"\x1e")
     want = [
         f'{{"n": {v}, "s": {strings[k % len(strings)]}, "t": '
         f'{repr(v / NS) if b else "null"}, "u": {strings[k % len(strings)] if b else ""}}}'
         for v, k, b in rows
     ]
-    got = str(text, "utf-8").split("\x1e")
-    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+    raw = bytes(text)
+    for i, w in enumerate(want):  # each row's text ends where the kernel says
+        start = 0 if i == 0 else int(ends[i - 1]) + 1
         if i not in set(bad.tolist()):
-            assert g == w
+            assert raw[start : ends[i]].decode() == w
+    # the rows left to Python spliced in: the whole text, and where each line ends now
+    whole, new_ends = R.splice(text, ends, b"\x1e", {i: want[i].encode() for i in bad.tolist()})
+    assert bytes(whole).decode() == "\x1e".join(want)
+    assert new_ends.tolist() == (np.cumsum([len(w.encode()) + 1 for w in want]) - 1).tolist()
+
+
+def test_splice_replaces_any_rows() -> None:
+    """Lines of any lengths replaced by longer or shorter ones, first and last included."""
+    lines = [b"a", b"bcd", b"", b"efgh", b"ij"]
+    text = memoryview(b"\n".join(lines))
+    ends = np.cumsum([len(x) + 1 for x in lines]) - 1
+    for repl in ({}, {0: b"XYZ"}, {4: b""}, {1: b"q", 2: b"long line", 4: b"zz"}):
+        got, got_ends = R.splice(text, ends, b"\n", repl)
+        want = [repl.get(i, x) for i, x in enumerate(lines)]
+        assert bytes(got) == b"\n".join(want)
+        assert got_ends.tolist() == (np.cumsum([len(x) + 1 for x in want]) - 1).tolist()
 
 
 def test_the_kernels_name_the_op_kinds_they_compile_in() -> None:
