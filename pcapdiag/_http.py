@@ -641,6 +641,16 @@ class HttpObserver:
                     return
         self._run(side, data, ts_ns, frame, pos)  # the rest, or all of it the strict way
 
+    def count(self, from_client: bool, n: int) -> bool:
+        """``feed`` of ``n`` bytes without them, where feed would only count them off
+        (its first case: inside a body, a tunnel or a lost direction); False, and
+        nothing done, elsewhere. Saves the caller copying out a body's segments."""
+        side = self._client if from_client else self._server
+        if side is None or n >= side.remaining:
+            return False
+        side.remaining -= n
+        return True
+
     def gap(self, from_client: bool, nbytes: int, ts_ns: int, frame: int) -> None:
         """``nbytes`` on the wire that were not captured: fine inside a body only."""
         side = self._client if from_client else self._server

@@ -112,16 +112,12 @@ def splice(
     by ``lines[r]``: (the text, where each line ends now)."""
     if not lines:
         return text, ends
-    gap = len(sep)
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + gap
     pieces: list[bytes | memoryview] = []
     grow = np.zeros(len(ends), np.int64)
     at = 0  # the text's first byte not yet taken
     for r in sorted(lines):
         line = lines[r]
-        a, b = int(starts[r]), int(ends[r])
+        a, b = int(ends[r - 1]) + len(sep) if r else 0, int(ends[r])
         pieces += [text[at:a], line]
         at = b
         grow[r] = len(line) - (b - a)

@@ -422,6 +422,29 @@ class Connection:
         else:
             stream.push(seq, data, wire_len, frame, ts, self._sink_s)
 
+    def counted(self, from_client: bool, seq: int, n: int) -> bool:
+        """``on_payload`` of ``n`` whole bytes at ``seq`` without them, where all it would
+        do is have the HTTP observer count them off: in order with nothing held back (its
+        usual segment), inside a body longer than them (``HttpObserver.count``), no
+        event waiting and the framing intact (nothing for ``_sink`` to act on after).
+        False, and nothing done, elsewhere. The exact tracker's most common data
+        segment, a big response's, then costs no copy and no observer calls."""
+        obs, streams = self.http, self.streams
+        if (
+            self.mode != "http"
+            or streams is None
+            or obs.events  # type: ignore[union-attr]
+            or obs.opaque_reason is not None  # type: ignore[union-attr]
+            or obs.is_http is False  # type: ignore[union-attr]
+            or not obs.synced  # type: ignore[union-attr]
+        ):
+            return False
+        stream = streams[0] if from_client else streams[1]
+        if seq != stream.next_seq or stream.pending or not obs.count(from_client, n):  # type: ignore[union-attr]
+            return False
+        stream.next_seq = (seq + n) & _MASK32
+        return True
+
     def _sink_c(self, kind: str, payload: object, ts: int, frame: int) -> None:
         self._sink(True, kind, payload, ts, frame)
 
@@ -835,31 +858,6 @@ def _gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _counted(conn: Connection, from_client: bool, seq: int, n: int) -> bool:
-    """Count off ``n`` payload bytes at ``seq`` inside an HTTP body, when that is all
-    ``Connection.on_payload`` would do with them: in order, nothing held back, the
-    observer inside a body longer than them (``HttpObserver.feed``'s first case), no
-    event waiting, its framing intact. A big response's segments then cost no copy and
-    no calls (the exact tracker's most common data segment)."""
-    stream = conn.streams[0] if from_client else conn.streams[1]  # type: ignore[index]
-    obs = conn.http
-    side = obs._client if from_client else obs._server  # type: ignore[union-attr]
-    if (
-        side is None
-        or n >= side.remaining
-        or seq != stream.next_seq
-        or stream.pending
-        or obs.events  # type: ignore[union-attr]
-        or obs.opaque_reason is not None  # type: ignore[union-attr]
-        or obs.is_http is False  # type: ignore[union-attr]
-        or not obs.synced  # type: ignore[union-attr]
-    ):
-        return False
-    side.remaining -= n
-    stream.next_seq = (seq + n) & _MASK32
-    return True
-
-
 class Tracker:
     """Streams decoded batches into connections; calls ``on_finished(conn)`` per connection."""
 
@@ -997,12 +995,7 @@ class Tracker:
                 elif not flags & RST:
                     cap = pcap[i]
                     sq = (seqs[i] + (1 if flags & SYN else 0)) & _MASK32
-                    if not (
-                        cap == pl
-                        and conn.mode == "http"
-                        and conn.streams is not None
-                        and _counted(conn, from_client, sq, pl)
-                    ):
+                    if not (cap == pl and conn.counted(from_client, sq, pl)):
                         if cap > 0:
                             if raw is None:
                                 raw = memoryview(data)  # its slices cost half a numpy slice's
