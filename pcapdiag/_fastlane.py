@@ -26,8 +26,11 @@ The template (anything else: the exact tracker)
     captured whole, never a zero window, no RST, no URG, no silence over 100 s while
     open nor over 5 s once a side closed (Zeek would start a new row, and the exact
     tracker's sweeps come into play); payload only before the first FIN, starting with
-    the client; at most one FIN per side; both FINs seen; after them only pure ACKs (a new SYN starts the next
-    connection on the 4-tuple). Data turns alternate client, server: each client turn is
+    the client; at most one FIN per side; both FINs seen, after them only pure ACKs; or
+    instead of any FIN the client's RST, in sequence, on a connection it acknowledged,
+    with nothing after it (``client_reset``, Zeek's ``RSTO``; nothing outstanding: a
+    request unanswered or a response cut short leaves the template). A new SYN starts
+    the next connection on the 4-tuple. Data turns alternate client, server: each client turn is
     one segment holding one whole request head without a body (not CONNECT, no
     upgrade), each server turn one final response whose first segment holds its whole
     head and whose Content-Length (or no body: HEAD, 204, 304) accounts for the turn's
@@ -92,18 +95,19 @@ OUT_ROWS = 4096  # connections a kernel's call hands out at most (``Lane.out``)
  K_SNEXT, K_LAST_FRAME, K_END_TS, K_LAST_TS, K_CPKTS, K_SPKTS, K_CBYTES, K_SBYTES,
  K_CTTL, K_STTL, K_HIST, K_NHIST, K_CFIN_FRAME, K_CFIN_TS, K_SFIN_FRAME, K_SFIN_TS,
  K_TURN, K_NTURNS, K_CLDATA_TS, K_CLDATA_FRAME, K_SLDATA_TS, K_SLDATA_FRAME,
- K_CFDATA_FRAME, K_SFDATA_FRAME, K_USED, K_TFIRST, K_TLAST, K_TOFF, K_CRETX, K_SRETX
- ) = range(47)  # fmt: skip
-NF = 47
+ K_CFDATA_FRAME, K_SFDATA_FRAME, K_USED, K_TFIRST, K_TLAST, K_TOFF, K_CRETX, K_SRETX,
+ K_RST_FRAME, K_RST_TS, K_RST_TTL) = range(50)  # fmt: skip
+NF = 50
 # Turn columns: direction (0 client, 1 server), first segment's frame and time, bytes,
 # last segment's frame and time, segments.
 # and its key (``_fastlane_kernels._head_key``: two hashes) and captured bytes
 T_DIR, T_FRAME, T_TS, T_BYTES, T_LFRAME, T_LTS, T_NSEG, T_H1, T_H2, T_HLEN = range(10)
 NT = 10
-# Phases
-P_SYN, P_EST, P_DONE = 1, 2, 3
+# Phases: the handshake, open, both FINs seen, the client's RST seen (nothing may follow
+# it but the next connection's SYN)
+P_SYN, P_EST, P_DONE, P_RST = 1, 2, 3, 4
 # Zeek history letters, as codes packed 4 bits each into K_HIST in order of appearance
-LETTERS = "ShADadFfTt"
+LETTERS = "ShADadFfTtR"
 # ctl: free slots, emitted rows, head rows, status, free turn chunks, emitted turns,
 # windows opened, windows the lane ended (the 4-tuple taken back at a fresh SYN)
 C_NFREE, C_NOUT, C_NHEADS, C_STATUS, C_TFREE, C_NOUTT, C_NWIN, C_RESUMED = range(8)
@@ -129,9 +133,11 @@ WHY = (
     "ICMP error",
     "no SYN seen (mid-stream)",
     "HTTP outside the template",
+    "a packet after the client's RST",
 )
 (W_TUPLE, W_TIME, W_RSTURG, W_WINDOW, W_DONE_SYN, W_DONE_SEG, W_HANDSHAKE, W_SEQ,
- W_FIN_TWICE, W_DATA_CLOSED, W_TURNS, W_OPEN, W_ICMP, W_MIDSTREAM, W_HTTP) = range(15)  # fmt: skip
+ W_FIN_TWICE, W_DATA_CLOSED, W_TURNS, W_OPEN, W_ICMP, W_MIDSTREAM, W_HTTP, W_AFTER_RST
+ ) = range(16)  # fmt: skip
 ST_DONE, ST_GROW, ST_FULL = 0, 1, 2
 # Windows (``Lane.wins``, one row each): the frames of a 4-tuple the exact tracker is fed,
 # from the first frame of the connection that left the template (0: from the capture's
@@ -214,7 +220,7 @@ def _warm(readonly: bool = False) -> None:
     lane.close()
     from pcapdiag import _render  # the JSON lines' kernel (``Lines``)
 
-    _render.run(_program()[0], np.zeros((1, 35), np.int64), *_render.table(["x"] * 20), 12)
+    _render.run(_program()[0], np.zeros((1, NJ), np.int64), *_render.table(["x"] * 20), 12)
 
 
 def new_table(rows: int) -> np.ndarray:
@@ -353,12 +359,12 @@ def _parse_response(data: bytes, method: str) -> _Verdict | None:
 
 
 class _Zeek:
-    """What ``explain`` reads of a ``ZeekConn``: one row, ``SF``, and its history."""
+    """What ``explain`` reads of a ``ZeekConn``: one row, its state and history."""
 
     __slots__ = ("rows",)
 
-    def __init__(self, ts: int, history: str) -> None:
-        self.rows = [(ts, _ZeekRow(history))]
+    def __init__(self, ts: int, state: str, history: str) -> None:
+        self.rows = [(ts, _ZeekRow(state, history))]
 
     @property
     def first(self) -> _ZeekRow:
@@ -366,13 +372,13 @@ class _Zeek:
 
 
 class _ZeekRow:
-    __slots__ = ("history",)
+    __slots__ = ("state", "history")
 
-    def __init__(self, history: str) -> None:
-        self.history = history
+    def __init__(self, state: str, history: str) -> None:
+        self.state, self.history = state, history
 
     def conn_state(self) -> str:
-        return "SF"
+        return self.state
 
     def history_str(self) -> str:
         return self.history
@@ -688,14 +694,6 @@ class Lane:
         head = is_head[at]
         ok &= (ah2[aat] == a[:, T_H2]) & (a[:, T_BYTES] == total[aat, head.astype(np.int64)])
         ok &= a[:, T_HLEN] <= a[:, T_BYTES]
-        # a connection goes with all its exchanges
-        bad |= np.bincount(owner[~ok], minlength=m) > 0
-        for row in rows[bad]:
-            self._reject(row)
-        keep = np.flatnonzero(~bad)
-        if not len(keep):
-            return None
-        kept = ~bad[owner]
         # what each exchange's heads said, gathered from the distinct keys' verdicts by
         # numpy (a list made exchange by exchange cost 0.1 s of 300,000 exchanges)
         line_of = np.empty(len(rv), object)
@@ -707,6 +705,19 @@ class Lane:
                 v = None if e is None else e[1 + c]
                 if v is not None:
                     detail_of[k, c], close_of[k, c] = v.detail, v.close
+        closes = close_of[aat, head.astype(np.int64)]
+        # a connection goes with all its exchanges; one the client reset after a response
+        # that asked to close is the client's close (``classify``: CLOSE_ANNOUNCED)
+        bad |= np.bincount(owner[~ok], minlength=m) > 0
+        if len(closes):
+            last = np.maximum(np.cumsum(nex) - 1, 0)
+            bad |= (rows[:, K_RST_FRAME] > 0) & (nex > 0) & closes[last]
+        for row in rows[bad]:
+            self._reject(row)
+        keep = np.flatnonzero(~bad)
+        if not len(keep):
+            return None
+        kept = ~bad[owner]
         which = (aat[kept], head[kept].astype(np.int64))
         qx, ax = q[kept], a[kept]
         ex = np.empty((len(qx), NX), np.int64)
@@ -751,6 +762,8 @@ class Lane:
             if a[T_HLEN] > a[T_BYTES]:
                 return None
             exchanges.append((q, req, a, resp))
+        if row[K_RST_FRAME] and exchanges and exchanges[-1][3].close:
+            return None  # reset after a response that asked to close: see ``_block``
         conn = self._replay(row, exchanges)
         return None if conn is None else explain(conn, self.path, self.t0)
 
@@ -761,8 +774,11 @@ class Lane:
             actions.append((q[T_FRAME], 0, 0, q, req))
             actions.append((a[T_FRAME], 1, 1, a, resp))
             actions.append((a[T_LFRAME], 2, 2, a, resp))
-        actions.append((row[K_CFIN_FRAME], 3, 3, True, None))
-        actions.append((row[K_SFIN_FRAME], 3, 3, False, None))
+        if row[K_RST_FRAME]:
+            actions.append((row[K_RST_FRAME], 3, 4, True, None))
+        else:
+            actions.append((row[K_CFIN_FRAME], 3, 3, True, None))
+            actions.append((row[K_SFIN_FRAME], 3, 3, False, None))
         actions.sort(key=lambda x: (x[0], x[1]))
         nturns = 2 * len(exchanges)
 
@@ -776,7 +792,8 @@ class Lane:
         conn.c_addr, conn.c_port = _addr(ipver, chi, clo), cport
         conn.s_addr, conn.s_port = _addr(ipver, shi, slo), sport
         conn.keys = ((chi, clo, cport, shi, slo, sport), (shi, slo, sport, chi, clo, cport))
-        conn.zeek = _Zeek(row[K_SYN_TS], _history(row[K_HIST], row[K_NHIST]))  # type: ignore[assignment]
+        state = "RSTO" if row[K_RST_FRAME] else "SF"
+        conn.zeek = _Zeek(row[K_SYN_TS], state, _history(row[K_HIST], row[K_NHIST]))  # type: ignore[assignment]
         conn.start_ts = row[K_SYN_TS]
         conn.end_ts = row[K_END_TS]
         conn.first_frame = row[K_SYN_FRAME]
@@ -818,6 +835,8 @@ class Lane:
                 kind_ev = Ev.RESPONSE_END_CLOSE if conn.response_close else Ev.RESPONSE_END
                 conn.emit(_S, kind_ev, t[T_LTS], frame)
                 conn.last_activity_ts = t[T_LTS]
+            elif kind == 4:
+                conn.rst(True, frame, row[K_RST_TS], row[K_RST_TTL])
             else:
                 side = c if t else s
                 ts = row[K_CFIN_TS] if t else row[K_SFIN_TS]
@@ -836,10 +855,11 @@ class Lane:
 X_QTS, X_QFRAME, X_ATS, X_AFRAME, X_LTS, X_LFRAME = range(6)
 NX = 6
 # How a connection of the template ends (``Block.derived``): who sent the first FIN, and
-# whether the server's came after an idle gap
-O_CLIENT, O_IDLE, O_SERVER = range(3)
-_OUTCOMES = ("client_close", "server_idle_close", "server_close")
-_CLOSED_BY = ("client", "server", "server")
+# whether the server's came after an idle gap; or the client's RST
+O_CLIENT, O_IDLE, O_SERVER, O_CRESET = range(4)
+_OUTCOMES = ("client_close", "server_idle_close", "server_close", "client_reset")
+_CLOSED_BY = ("client", "server", "server", "client")
+_STATES = ("SF", "SF", "SF", "RSTO")  # Zeek's conn_state of each
 
 
 # The slot columns a block keeps once sealed (``Block.__getstate__``): what ``record``,
@@ -848,7 +868,7 @@ _KEPT = [
     K_HASH, K_CHI, K_CLO, K_SHI, K_SLO, K_CPORT, K_SPORT, K_IPVER, K_SYN_TS, K_SYN_FRAME,
     K_SYNACK_TS, K_SYNACK_FRAME, K_ACK_TS, K_LAST_FRAME, K_END_TS, K_CPKTS, K_SPKTS,
     K_CBYTES, K_SBYTES, K_CTTL, K_STTL, K_HIST, K_NHIST, K_CFIN_FRAME, K_CFIN_TS,
-    K_SFIN_FRAME, K_SFIN_TS,
+    K_SFIN_FRAME, K_SFIN_TS, K_RST_FRAME, K_RST_TS, K_RST_TTL,
 ]  # fmt: skip
 
 
@@ -960,7 +980,8 @@ class Block:
 
     def derived(self) -> dict[str, np.ndarray]:
         """What the machine decides for each connection, as columns (``_record`` walks
-        the same path one event at a time): the first FIN decides who closed; the server
+        the same path one event at a time): the first FIN (or the client's RST) decides
+        who closed; the server
         closed an idle connection when its FIN follows the last response (not one that
         asked to close) by the idle threshold or more."""
         d = self._derived
@@ -972,8 +993,11 @@ class Block:
         rtt = np.maximum(0, ack - syn)
         threshold = np.where(has_ack, np.maximum(IDLE_MIN_NS, IDLE_RTT_FACTOR * rtt), IDLE_MIN_NS)
         server_first = r[:, K_SFIN_FRAME] < r[:, K_CFIN_FRAME]
+        reset = r[:, K_RST_FRAME] > 0  # the client's RST, no FIN
         f1 = np.where(server_first, r[:, K_SFIN_FRAME], r[:, K_CFIN_FRAME])
         t1 = np.where(server_first, r[:, K_SFIN_TS], r[:, K_CFIN_TS])
+        f1 = np.where(reset, r[:, K_RST_FRAME], f1)
+        t1 = np.where(reset, r[:, K_RST_TS], t1)
         some = n > 0
         last = np.maximum(np.cumsum(n) - 1, 0)
         if len(ex):
@@ -986,6 +1010,7 @@ class Block:
         idle = t1 - lts
         idle_close = server_first & some & ~lclose & (idle >= threshold)
         outcome = np.where(server_first, np.where(idle_close, O_IDLE, O_SERVER), O_CLIENT)
+        outcome = np.where(reset, O_CRESET, outcome)
         d = self._derived = {
             "has_ack": has_ack, "rtt": rtt, "f1": f1, "t1": t1, "outcome": outcome,
             "idle": idle, "reused": reused, "last": last,
@@ -997,6 +1022,10 @@ def _evidence(outcome: int, f1: int, t1: int, t0: int, idle: int, n: int) -> str
     at = _at(t1, t0)
     if outcome == O_CLIENT:
         return f"The client closed (FIN at frame {f1}, {at}) with nothing outstanding."
+    if outcome == O_CRESET:
+        return (
+            f"The client reset the connection (RST at frame {f1}, {at}) before closing it cleanly."
+        )
     if outcome == O_IDLE:
         return (
             f"The server closed the idle connection (FIN at frame {f1}, {at}) after "
@@ -1052,19 +1081,25 @@ def _path(
                  "response_end_close" if close else "response_end", ""))  # fmt: skip
         state = _CLOSING if close else _IDLE
         last = x[X_LTS]
-    # the FINs, in frame order; the first decides who closed and when
-    cf, sf = row[K_CFIN_FRAME], row[K_SFIN_FRAME]
+    # the FINs, in frame order; the first decides who closed and when (or the client's RST)
+    cf, sf, rf = row[K_CFIN_FRAME], row[K_SFIN_FRAME], row[K_RST_FRAME]
     fins = [(cf, row[K_CFIN_TS], "client"), (sf, row[K_SFIN_TS], "server")]
-    if sf < cf:
+    if rf:
+        fins = [(rf, row[K_RST_TS], "client")]
+    elif sf < cf:
         fins.reverse()
-    (f1, t1, who), (f2, t2, other) = fins
+    f1, t1, who = fins[0]
     if last is not None and state is not _KEEPALIVE and t1 - last >= threshold:
         if len(events) < MAX_EVENTS:
             add((last + threshold, None, "none", "idle_gap", f"idle {(t1 - last) / NS:.3f} s"))
         if state is _IDLE:
             state = _KEEPALIVE
-    add((t1, f1, who, "fin", ""))
-    add((t2, f2, other, "fin", ""))  # the outcome: no idle gap is looked for
+    if rf:  # as ``Connection.rst`` writes it
+        add((t1, f1, who, "rst", f"ttl {row[K_RST_TTL]} vs {row[K_CTTL]}"))
+    else:
+        add((t1, f1, who, "fin", ""))
+        f2, t2, other = fins[1]
+        add((t2, f2, other, "fin", ""))  # the outcome: no idle gap is looked for
     return events, state, last, idle_before, line, (f1, t1, who)
 
 
@@ -1079,7 +1114,10 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
     rtt = max(0, ack_ts - syn_ts) if ack_ts >= 0 else None
     events, state, last, idle_before, line, (f1, t1, who) = _path(block, j, row)
     idle_close = None if last is None else t1 - last
-    code = O_CLIENT if who == "client" else O_IDLE if state is _KEEPALIVE else O_SERVER
+    if row[K_RST_FRAME]:
+        code = O_CRESET
+    else:
+        code = O_CLIENT if who == "client" else O_IDLE if state is _KEEPALIVE else O_SERVER
     outcome = _OUTCOMES[code]
     ipver = row[K_IPVER]
     history = _history(row[K_HIST], row[K_NHIST])
@@ -1107,9 +1145,9 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
         handshake="full",
         first_frame=row[K_SYN_FRAME],
         last_frame=row[K_LAST_FRAME],
-        zeek_conn_state="SF",
+        zeek_conn_state=_STATES[code],
         zeek_history=history,
-        zeek_rows=[(syn_ts, "SF", history)],
+        zeek_rows=[(syn_ts, _STATES[code], history)],
         client_errors=_NONE_ERRORS,
         syn_count=1,
         rtt_ms=None if rtt is None else round(rtt / 1e6, 3),
@@ -1184,7 +1222,11 @@ def rows(block: Block, path: str, t0: int) -> list[tuple[Any, ...]]:
         last_request=last,
     )
     cols["anomalies"] = [[] for _ in range(m)]
-    cols["zeek_rows"] = [[(t, "SF", h)] for t, h in zip(cols["start_ns"], histories, strict=True)]
+    states = [_STATES[o] for o in outcome]
+    cols["zeek_conn_state"] = states
+    cols["zeek_rows"] = [
+        [(t, z, h)] for t, z, h in zip(cols["start_ns"], states, histories, strict=True)
+    ]
     # every field not set above is the same in every row: the first record's
     columns = [cols.get(name) or repeat(v, m) for name, v in zip(ROW, template, strict=True)]
     return list(zip(*columns, strict=True))
@@ -1312,8 +1354,8 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
         f'"client_bytes": {cby}, "server_bytes": {sby}, "requests": {k}, "responses": {k}, '
         '"handshake": "full", "tls": null, "icmp": null, "client_errors": {"stdlib": null, '
         '"requests": null, "aiohttp": null, "httpx": null, "errno": null}, '
-        f'"zeek_conn_state": "SF", "zeek_history": "{h}", "zeek_rows": [{{"ts": {start}, '
-        f'"conn_state": "SF", "history": "{h}"}}], "frames": [{first}, {lastf}], '
+        f'"zeek_conn_state": "{_STATES[o]}", "zeek_history": "{h}", "zeek_rows": [{{"ts": '
+        f'{start}, "conn_state": "{_STATES[o]}", "history": "{h}"}}], "frames": [{first}, {lastf}], '
         f'{_CAUSE_JSON[o]}, "keepalive_race": false, "retry_of": null, '
         f'"reused_after_idle_s": {ru}, "idle_before_close_s": {ic}, "syn_count": 1, '
         f'"rtt_ms": {rt}, "last_request": {rq}, "count": 1, "decrypted": false, '
@@ -1334,11 +1376,15 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
 (J_ID, J_CAP, J_CADDR, J_CPORT, J_SADDR, J_SPORT, J_START, J_END, J_DUR, J_OUTCOME,
  J_CLOSE, J_F1, J_EVHEAD, J_AT, J_EVMID, J_EXTRA, J_HASEXTRA, J_N, J_SERVER, J_EVTAIL,
  J_CPK, J_SPK, J_CBY, J_SBY, J_HIST, J_FIRST, J_LAST, J_CAUSE, J_REUSED, J_MULTI, J_IDLE,
- J_SOME, J_RTT, J_HASACK, J_REQ) = range(35)  # fmt: skip
+ J_SOME, J_RTT, J_HASACK, J_REQ, J_STATE) = range(36)  # fmt: skip
+NJ = 36
+# each outcome's (``O_*``) evidence around its frame and time, and around its numbers
 _EV_HEAD = ("The client closed (FIN at frame ", "The server closed the idle connection "
-            "(FIN at frame ", "The server closed (FIN at frame ")  # fmt: skip
-_EV_MID = ("with nothing outstanding.", "after ", "after completing ")
-_EV_TAIL = ("", " without traffic; no request was outstanding.", " response(s).")
+            "(FIN at frame ", "The server closed (FIN at frame ",
+            "The client reset the connection (RST at frame ")  # fmt: skip
+_EV_MID = ("with nothing outstanding.", "after ", "after completing ",
+           "before closing it cleanly.")  # fmt: skip
+_EV_TAIL = ("", " without traffic; no request was outstanding.", " response(s).", "")
 _PROGRAM: Any = None
 
 
@@ -1387,12 +1433,16 @@ def _program() -> Any:
         p.const(
             ', "handshake": "full", "tls": null, "icmp": null, "client_errors": {"stdlib": '
             'null, "requests": null, "aiohttp": null, "httpx": null, "errno": null}, '
-            '"zeek_conn_state": "SF", "zeek_history": "'
+            '"zeek_conn_state": "'
         )
+        p.string(J_STATE)
+        p.const('", "zeek_history": "')
         p.string(J_HIST)
         p.const('", "zeek_rows": [{"ts": ')
         p.number(R.SECONDS, J_START)
-        p.const(', "conn_state": "SF", "history": "')
+        p.const(', "conn_state": "')
+        p.string(J_STATE)
+        p.const('", "history": "')
         p.string(J_HIST)
         p.const('"}], "frames": [')
         p.number(R.INT, J_FIRST)
@@ -1451,15 +1501,18 @@ class Lines:
         n = block.nex
         o = d["outcome"]
         texts: list[str] = [_es(path)]
-        texts += [f'"outcome": "{a}", "closed_by": "{b}"' for a, b in zip(_OUTCOMES, _CLOSED_BY, strict=True)]  # fmt: skip
-        texts += [*_EV_HEAD, *_EV_MID, *_EV_TAIL, *_CAUSE_JSON]
-        cols = np.zeros((m, 35), np.int64)
+        cols = np.zeros((m, NJ), np.int64)
         cols[:, J_CAP] = 0
-        cols[:, J_OUTCOME] = 1 + o
-        cols[:, J_EVHEAD] = 4 + o
-        cols[:, J_EVMID] = 7 + o
-        cols[:, J_EVTAIL] = 10 + o
-        cols[:, J_CAUSE] = 13 + o
+        # each outcome's strings, in blocks of one entry per outcome
+        k = len(_OUTCOMES)
+        for col, strings in (
+            (J_OUTCOME, [f'"outcome": "{a}", "closed_by": "{b}"' for a, b in zip(_OUTCOMES, _CLOSED_BY, strict=True)]),
+            (J_EVHEAD, _EV_HEAD), (J_EVMID, _EV_MID), (J_EVTAIL, _EV_TAIL),
+            (J_CAUSE, _CAUSE_JSON), (J_STATE, _STATES),
+        ):  # fmt: skip
+            assert len(strings) == k
+            cols[:, col] = len(texts) + o
+            texts += strings
         six = r[:, K_IPVER] == 6
         for col, hi, lo in ((J_CADDR, K_CHI, K_CLO), (J_SADDR, K_SHI, K_SLO)):
             uniq, at = _distinct(block, hi, lo)

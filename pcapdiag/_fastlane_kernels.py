@@ -48,6 +48,9 @@ from pcapdiag._fastlane import (
     K_NHIST,
     K_NTURNS,
     K_PHASE,
+    K_RST_FRAME,
+    K_RST_TS,
+    K_RST_TTL,
     K_SBYTES,
     K_SFDATA_FRAME,
     K_SFIN_FRAME,
@@ -74,6 +77,7 @@ from pcapdiag._fastlane import (
     MAX_TURNS,
     P_DONE,
     P_EST,
+    P_RST,
     P_SYN,
     ST_DONE,
     ST_FULL,
@@ -88,6 +92,7 @@ from pcapdiag._fastlane import (
     T_LTS,
     T_NSEG,
     T_TS,
+    W_AFTER_RST,
     W_DATA_CLOSED,
     W_DONE_SEG,
     W_DONE_SYN,
@@ -123,7 +128,7 @@ from pcapdiag._native import layout_digest as _layout_digest
 # built with the old one. So this file names them by a digest (``layout_digest``, checked
 # by tests/test_fastlane.py): a change there fails the test until it is written here,
 # which changes this file.
-LAYOUT = "4985efd6bd4909b0"
+LAYOUT = "d484dbe1fb5d7488"
 
 
 def layout_digest() -> str:
@@ -136,7 +141,7 @@ def layout_digest() -> str:
 _FIN, _SYN, _RST, _ACK, _URG = 0x01, 0x02, 0x04, 0x10, 0x20
 _M32 = 0xFFFFFFFF
 # letter codes (index in _fastlane.LETTERS)
-_L_S, _L_h, _L_A, _L_D, _L_a, _L_d, _L_F, _L_f, _L_T, _L_t = range(10)
+_L_S, _L_h, _L_A, _L_D, _L_a, _L_d, _L_F, _L_f, _L_T, _L_t, _L_R = range(11)
 _HALF = 0x80000000
 
 
@@ -600,14 +605,31 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
         if t < last or t - last > _quiet_max(st, s):
             _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TIME, wins)
             continue
+        phase = st[s, K_PHASE]
         if fl & (_RST | _URG):
-            _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_RSTURG, wins)
+            # the client's RST, in sequence, on an open connection nothing closed yet, whose
+            # client has acknowledged the handshake or sent data (a full one): Zeek's RSTO
+            if ((fl & (_RST | _URG | _SYN | _FIN)) == _RST and d == 0 and phase == P_EST
+                    and pl == 0 and seq[i] == st[s, K_CNEXT] and st[s, K_CFIN_FRAME] == 0
+                    and st[s, K_SFIN_FRAME] == 0
+                    and (st[s, K_ACK_TS] >= 0 or st[s, K_CBYTES] > 0)):  # fmt: skip
+                st[s, K_PHASE] = P_RST
+                st[s, K_RST_FRAME] = frame[i]
+                st[s, K_RST_TS] = t
+                st[s, K_RST_TTL] = ttl[i]
+                _letter(st, s, _L_R)
+                st[s, K_CPKTS] += 1
+                st[s, K_LAST_FRAME] = frame[i]
+                if t > st[s, K_END_TS]:
+                    st[s, K_END_TS] = t
+                st[s, K_LAST_TS] = t
+            else:
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_RSTURG, wins)
             continue
         if win[i] == 0 and not fl & _SYN:
             _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_WINDOW, wins)
             continue
-        phase = st[s, K_PHASE]
-        if phase == P_DONE:
+        if phase >= P_DONE:  # both FINs, or the client's RST
             if fl & _SYN:
                 if fl == _SYN and pl == 0:  # the next connection on this 4-tuple
                     _emit(s, st, tu, tnext, tfree, out, out_t, ctl)
@@ -617,6 +639,9 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                     _put(table, ctl, C_TABLE, key, s)
                 else:
                     _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_DONE_SYN, wins)
+                continue
+            if phase == P_RST:
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_AFTER_RST, wins)
                 continue
             nxt = st[s, K_CNEXT] if d == 0 else st[s, K_SNEXT]
             if fl != _ACK or pl != 0 or seq[i] != nxt:
@@ -778,7 +803,7 @@ def sweep(clock: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, fr
     for s in range(len(st)):
         if st[s, K_USED] == 0 or clock - st[s, K_LAST_TS] <= _quiet_max(st, s):
             continue
-        if st[s, K_PHASE] == P_DONE:
+        if st[s, K_PHASE] >= P_DONE:  # both FINs, or the client's RST
             if _room(out, out_t, ctl):
                 _let_go(s, table, st, tu, tnext, tfree, free, out, out_t, ctl)
         else:
@@ -795,7 +820,7 @@ def finish(table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndar
     for s in range(len(st)):
         if st[s, K_USED] == 0:
             continue
-        if st[s, K_PHASE] == P_DONE:
+        if st[s, K_PHASE] >= P_DONE:
             if not _room(out, out_t, ctl):
                 ctl[C_STATUS] = ST_FULL
                 return

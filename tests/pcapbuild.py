@@ -129,6 +129,10 @@ class Conversation:
         self._add(False, RST, dt=dt)
         return self
 
+    def client_rst(self, dt: float = 0.001, ack: bool = True) -> Conversation:
+        self._add(True, RST | ACK if ack else RST, dt=dt)
+        return self
+
 
 def write_pcap(path: Path, packets: list[tuple[float, bytes]], linktype: int = 1) -> Path:
     with open(path, "wb") as fh:

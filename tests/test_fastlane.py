@@ -174,6 +174,20 @@ def test_every_sample(monkeypatch: pytest.MonkeyPatch) -> None:
     assert replayed >= 15  # the lane did take the ordinary ones
 
 
+def test_client_resets_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients that reset a connection with nothing outstanding (Zeek's RSTO): a raw
+    socket closed with SO_LINGER 0 after its response, over IPv4 and IPv6, and requests
+    closing a streamed response whose body had all arrived but was not read (the kernel
+    answers unread data with RST). Each is the lane's, and the same as the exact
+    tracker's; the manifest says the client raised nothing."""
+    for name in ("client_reset-raw-linger.pcap", "client_reset-raw-v6-linger.pcap",
+                 "client_reset-requests-stream.pcap"):  # fmt: skip
+        assert _same(SAMPLES / name, monkeypatch) == 1, name
+        got = _run(SAMPLES / name, "direct", monkeypatch)
+        assert [(r.outcome, r.zeek_conn_state) for r in got.records] == [("client_reset", "RSTO")]
+        assert not any(got.records[0].client_errors.values())
+
+
 @pytest.mark.skipif(not ORACLE.exists(), reason="../shared/oracle not beside the repository")
 def test_peer_corpora(monkeypatch: pytest.MonkeyPatch) -> None:
     files = [
@@ -494,7 +508,8 @@ def test_a_reused_4_tuple_handed_over_late(tmp_path: Path, monkeypatch: pytest.M
 
 ACTIONS = st.lists(
     st.sampled_from(
-        ["get", "ok", "ok_close", "short", "gap", "long_gap", "cfin", "sfin", "rst", "again"]
+        ["get", "ok", "ok_close", "short", "gap", "long_gap", "cfin", "sfin", "rst", "crst",
+         "crst_bare", "again"]  # fmt: skip
     ),
     max_size=12,
 )
@@ -533,6 +548,8 @@ def test_random_conversations(
                 c.server_fin()
             elif a == "rst":
                 c.server_rst()
+            elif a in ("crst", "crst_bare"):
+                c.client_rst(ack=a == "crst")
             elif a == "again":  # a retransmission of the last packet
                 c.packets.append((c.t + 0.001, c.packets[-1][1]))
                 c.t += 0.001
