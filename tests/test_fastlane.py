@@ -506,13 +506,21 @@ def test_a_reused_4_tuple_handed_over_late(tmp_path: Path, monkeypatch: pytest.M
     _same(path, monkeypatch)
 
 
-ACTIONS = st.lists(
-    st.sampled_from(
-        ["get", "ok", "ok_close", "short", "gap", "long_gap", "cfin", "sfin", "rst", "crst",
-         "crst_bare", "again"]  # fmt: skip
-    ),
-    max_size=12,
-)
+_ACTS = [
+    "get",
+    "ok",
+    "ok_close",
+    "short",
+    "gap",
+    "long_gap",
+    "cfin",
+    "sfin",
+    "rst",
+    "crst",
+    "crst_bare",
+    "again",
+]
+ACTIONS = st.lists(st.sampled_from(_ACTS), max_size=12)
 
 
 @settings(
