@@ -46,6 +46,7 @@ compilation (``worth_it``).
 
 from __future__ import annotations
 
+import json
 import os
 from itertools import repeat
 from json.encoder import encode_basestring as _es
@@ -69,6 +70,8 @@ from pcapdiag.connections import (
 from pcapdiag.decode import IcmpError, TcpPackets, addr_halves
 from pcapdiag.explain import (
     CAUSES,
+    RACE_CAUSE,
+    REMOTE_DISCONNECTED,
     ConnectionRecord,
     _at,
     _endpoint,
@@ -96,18 +99,18 @@ OUT_ROWS = 4096  # connections a kernel's call hands out at most (``Lane.out``)
  K_CTTL, K_STTL, K_HIST, K_NHIST, K_CFIN_FRAME, K_CFIN_TS, K_SFIN_FRAME, K_SFIN_TS,
  K_TURN, K_NTURNS, K_CLDATA_TS, K_CLDATA_FRAME, K_SLDATA_TS, K_SLDATA_FRAME,
  K_CFDATA_FRAME, K_SFDATA_FRAME, K_USED, K_TFIRST, K_TLAST, K_TOFF, K_CRETX, K_SRETX,
- K_RST_FRAME, K_RST_TS, K_RST_TTL) = range(50)  # fmt: skip
-NF = 50
+ K_RST_FRAME, K_RST_TS, K_RST_TTL, K_LATE_FRAME, K_LATE_TS) = range(52)  # fmt: skip
+NF = 52
 # Turn columns: direction (0 client, 1 server), first segment's frame and time, bytes,
 # last segment's frame and time, segments.
 # and its key (``_fastlane_kernels._head_key``: two hashes) and captured bytes
 T_DIR, T_FRAME, T_TS, T_BYTES, T_LFRAME, T_LTS, T_NSEG, T_H1, T_H2, T_HLEN = range(10)
 NT = 10
-# Phases: the handshake, open, both FINs seen, the client's RST seen (nothing may follow
-# it but the next connection's SYN)
+# Phases: the handshake, open, both FINs seen, the RST that ended it seen (nothing may
+# follow it but the next connection's SYN)
 P_SYN, P_EST, P_DONE, P_RST = 1, 2, 3, 4
 # Zeek history letters, as codes packed 4 bits each into K_HIST in order of appearance
-LETTERS = "ShADadFfTtR"
+LETTERS = "ShADadFfTtRr"
 # ctl: free slots, emitted rows, head rows, status, free turn chunks, emitted turns,
 # windows opened, windows the lane ended (the 4-tuple taken back at a fresh SYN)
 C_NFREE, C_NOUT, C_NHEADS, C_STATUS, C_TFREE, C_NOUTT, C_NWIN, C_RESUMED = range(8)
@@ -133,11 +136,12 @@ WHY = (
     "ICMP error",
     "no SYN seen (mid-stream)",
     "HTTP outside the template",
-    "a packet after the client's RST",
+    "a packet after the RST that ended it",
+    "a packet after a request sent after the server's FIN",
 )
 (W_TUPLE, W_TIME, W_RSTURG, W_WINDOW, W_DONE_SYN, W_DONE_SEG, W_HANDSHAKE, W_SEQ,
- W_FIN_TWICE, W_DATA_CLOSED, W_TURNS, W_OPEN, W_ICMP, W_MIDSTREAM, W_HTTP, W_AFTER_RST
- ) = range(16)  # fmt: skip
+ W_FIN_TWICE, W_DATA_CLOSED, W_TURNS, W_OPEN, W_ICMP, W_MIDSTREAM, W_HTTP, W_AFTER_RST,
+ W_AFTER_LATE) = range(17)  # fmt: skip
 ST_DONE, ST_GROW, ST_FULL = 0, 1, 2
 # Windows (``Lane.wins``, one row each): the frames of a 4-tuple the exact tracker is fed,
 # from the first frame of the connection that left the template (0: from the capture's
@@ -663,7 +667,11 @@ class Lane:
         distinct head's verdict is looked up once (``_Verdicts``); the checks are columns."""
         m = len(rows)
         nturns = rows[:, K_NTURNS]
-        bad = ((nturns % 2) == 1) | (rows[:, K_NHIST] > 16)  # Zeek keeps 16 letters
+        # exchanges, then for a race one request more (after the server's FIN)
+        race = rows[:, K_LATE_FRAME] > 0
+        bad = (
+            ((nturns % 2) != race) | (race & (nturns < 3)) | (rows[:, K_NHIST] > 16)
+        )  # Zeek keeps 16 letters
         nex = np.where(bad, 0, nturns // 2)
         owner = np.repeat(np.arange(m), nex)  # each exchange's connection
         within = np.arange(len(owner)) - np.repeat(np.cumsum(nex) - nex, nex)
@@ -712,6 +720,15 @@ class Lane:
         if len(closes):
             last = np.maximum(np.cumsum(nex) - 1, 0)
             bad |= (rows[:, K_RST_FRAME] > 0) & (nex > 0) & closes[last]
+        late: list[str | None] = [None] * m  # a race's request after the server's FIN
+        for j in np.flatnonzero(race & ~bad).tolist():
+            t = turns[rows[j, K_TOFF] + rows[j, K_NTURNS] - 1]
+            got = self.verdicts.request(int(t[T_H1]), int(t[T_H2]))
+            v = None if got is None else got[0]
+            if v is None or t[T_NSEG] != 1 or t[T_BYTES] != v.size:
+                bad[j] = True
+            else:
+                late[j] = v.line
         for row in rows[bad]:
             self._reject(row)
         keep = np.flatnonzero(~bad)
@@ -725,7 +742,8 @@ class Lane:
         ex[:, X_ATS], ex[:, X_AFRAME] = ax[:, T_TS], ax[:, T_FRAME]
         ex[:, X_LTS], ex[:, X_LFRAME] = ax[:, T_LTS], ax[:, T_LFRAME]
         return Block(rows[keep], ex, nex[keep], line_of[at[kept]].tolist(),
-                     detail_of[which].tolist(), close_of[which])  # fmt: skip
+                     detail_of[which].tolist(), close_of[which],
+                     [late[j] for j in keep.tolist()])  # fmt: skip
 
     def _replay_rows(self, rows: np.ndarray, turns: list[list[int]]) -> None:
         """The oracle: each connection replayed through ``Connection`` and ``explain``."""
@@ -741,12 +759,20 @@ class Lane:
         """The record the exact tracker would make of a connection the walk followed to
         its end, replayed; None when its HTTP does not fit the template after all."""
         nturns = row[K_NTURNS]
-        if nturns % 2 or row[K_NHIST] > 16:  # Zeek's history outgrew its 16 letters
+        race = row[K_LATE_FRAME] != 0  # a request after the server's FIN closes the turns
+        if nturns % 2 != race or (race and nturns < 3) or row[K_NHIST] > 16:  # (16 letters)
             return None
         off = row[K_TOFF]
         turns = tu[off : off + nturns]
         exchanges = []
-        for t in range(0, nturns, 2):
+        late = None
+        if race:
+            q = turns[-1]
+            got = self.verdicts.request(q[T_H1], q[T_H2])
+            if got is None or got[0] is None or q[T_NSEG] != 1 or q[T_BYTES] != got[0].size:
+                return None
+            late = (q, got[0])
+        for t in range(0, nturns - race, 2):
             q, a = turns[t], turns[t + 1]
             got = self.verdicts.request(q[T_H1], q[T_H2])
             if got is None:
@@ -764,17 +790,22 @@ class Lane:
             exchanges.append((q, req, a, resp))
         if row[K_RST_FRAME] and exchanges and exchanges[-1][3].close:
             return None  # reset after a response that asked to close: see ``_block``
-        conn = self._replay(row, exchanges)
+        conn = self._replay(row, exchanges, late)
         return None if conn is None else explain(conn, self.path, self.t0)
 
-    def _replay(self, row: list[int], exchanges: list) -> Connection | None:
-        """The connection the exact tracker would finish, from its significant events."""
+    def _replay(self, row: list[int], exchanges: list, late: Any = None) -> Connection | None:
+        """The connection the exact tracker would finish, from its significant events
+        (``late``: a request after the server's FIN, its turn and verdict)."""
         actions: list[tuple[int, int, int, Any, Any]] = []
         for q, req, a, resp in exchanges:
             actions.append((q[T_FRAME], 0, 0, q, req))
             actions.append((a[T_FRAME], 1, 1, a, resp))
             actions.append((a[T_LFRAME], 2, 2, a, resp))
-        if row[K_RST_FRAME]:
+        if late is not None:  # the server's FIN, the request, the server's RST
+            actions.append((late[0][T_FRAME], 0, 0, late[0], late[1]))
+            actions.append((row[K_SFIN_FRAME], 3, 3, False, None))
+            actions.append((row[K_RST_FRAME], 3, 5, False, None))
+        elif row[K_RST_FRAME]:
             actions.append((row[K_RST_FRAME], 3, 4, True, None))
         else:
             actions.append((row[K_CFIN_FRAME], 3, 3, True, None))
@@ -792,7 +823,7 @@ class Lane:
         conn.c_addr, conn.c_port = _addr(ipver, chi, clo), cport
         conn.s_addr, conn.s_port = _addr(ipver, shi, slo), sport
         conn.keys = ((chi, clo, cport, shi, slo, sport), (shi, slo, sport, chi, clo, cport))
-        state = "RSTO" if row[K_RST_FRAME] else "SF"
+        state = "RSTR" if late is not None else "RSTO" if row[K_RST_FRAME] else "SF"
         conn.zeek = _Zeek(row[K_SYN_TS], state, _history(row[K_HIST], row[K_NHIST]))  # type: ignore[assignment]
         conn.start_ts = row[K_SYN_TS]
         conn.end_ts = row[K_END_TS]
@@ -835,8 +866,8 @@ class Lane:
                 kind_ev = Ev.RESPONSE_END_CLOSE if conn.response_close else Ev.RESPONSE_END
                 conn.emit(_S, kind_ev, t[T_LTS], frame)
                 conn.last_activity_ts = t[T_LTS]
-            elif kind == 4:
-                conn.rst(True, frame, row[K_RST_TS], row[K_RST_TTL])
+            elif kind in (4, 5):  # the client's RST, the server's
+                conn.rst(kind == 4, frame, row[K_RST_TS], row[K_RST_TTL])
             else:
                 side = c if t else s
                 ts = row[K_CFIN_TS] if t else row[K_SFIN_TS]
@@ -855,11 +886,17 @@ class Lane:
 X_QTS, X_QFRAME, X_ATS, X_AFRAME, X_LTS, X_LFRAME = range(6)
 NX = 6
 # How a connection of the template ends (``Block.derived``): who sent the first FIN, and
-# whether the server's came after an idle gap; or the client's RST
-O_CLIENT, O_IDLE, O_SERVER, O_CRESET = range(4)
-_OUTCOMES = ("client_close", "server_idle_close", "server_close", "client_reset")
-_CLOSED_BY = ("client", "server", "server", "client")
-_STATES = ("SF", "SF", "SF", "RSTO")  # Zeek's conn_state of each
+# whether the server's came after an idle gap; or the client's RST; or a request sent after
+# the server's FIN, answered by the server's RST (the keep-alive race)
+O_CLIENT, O_IDLE, O_SERVER, O_CRESET, O_RACE = range(5)
+_OUTCOMES = ("client_close", "server_idle_close", "server_close", "client_reset",
+             "server_close_after_request")  # fmt: skip
+_CLOSED_BY = ("client", "server", "server", "client", "server")
+_STATES = ("SF", "SF", "SF", "RSTO", "RSTR")  # Zeek's conn_state of each
+_NONE = _NONE_ERRORS
+_ERRORS = (_NONE, _NONE, _NONE, _NONE, _shared(REMOTE_DISCONNECTED))  # what clients raise
+_CAUSES = tuple(RACE_CAUSE if o == O_RACE else CAUSES.get(_OUTCOMES[o], (None, None))
+                for o in range(len(_OUTCOMES)))  # fmt: skip
 
 
 # The slot columns a block keeps once sealed (``Block.__getstate__``): what ``record``,
@@ -868,7 +905,7 @@ _KEPT = [
     K_HASH, K_CHI, K_CLO, K_SHI, K_SLO, K_CPORT, K_SPORT, K_IPVER, K_SYN_TS, K_SYN_FRAME,
     K_SYNACK_TS, K_SYNACK_FRAME, K_ACK_TS, K_LAST_FRAME, K_END_TS, K_CPKTS, K_SPKTS,
     K_CBYTES, K_SBYTES, K_CTTL, K_STTL, K_HIST, K_NHIST, K_CFIN_FRAME, K_CFIN_TS,
-    K_SFIN_FRAME, K_SFIN_TS, K_RST_FRAME, K_RST_TS, K_RST_TTL,
+    K_SFIN_FRAME, K_SFIN_TS, K_RST_FRAME, K_RST_TS, K_RST_TTL, K_LATE_FRAME, K_LATE_TS,
 ]  # fmt: skip
 
 
@@ -898,11 +935,12 @@ class Block:
     """Connections the lane followed to their end, as columns: their slot rows (``K_*``,
     in order of first frame), their exchanges (``X_*``, connection after connection,
     ``nex`` each) and what the heads said (request lines, response details, whether the
-    response asked to close). A record (``record``) or a JSON line (``json_tails``) is
+    response asked to close; per connection, the line of a request sent after the
+    server's FIN, or None). A record (``record``) or a JSON line (``json_tails``) is
     made from it when asked for: the lane itself makes no Python object per connection
     beyond its heads' verdicts."""
 
-    __slots__ = ("rows", "ex", "nex", "lines", "details", "close", "_derived")
+    __slots__ = ("rows", "ex", "nex", "lines", "details", "close", "late", "_derived")
 
     def __init__(
         self,
@@ -912,9 +950,11 @@ class Block:
         lines: list[str],
         details: list[str],
         close: np.ndarray,
+        late: list[str | None],
     ) -> None:
         self.rows, self.ex, self.nex = rows, ex, nex
         self.lines, self.details, self.close = lines, details, close
+        self.late = late
         self._derived: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -925,10 +965,10 @@ class Block:
         # in the narrowest type that holds it: what is kept and handed between processes
         # (ports, addresses, TTLs and counts take a byte or two, not eight)
         return (_narrow(self.rows[:, _KEPT]), _narrow(self.ex), self.nex, self.lines,
-                self.details, self.close)  # fmt: skip
+                self.details, self.close, self.late)  # fmt: skip
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        kept, ex, self.nex, self.lines, self.details, self.close = state
+        kept, ex, self.nex, self.lines, self.details, self.close, self.late = state
         kept = _widen(kept)
         self.rows = np.zeros((len(kept), NF), np.int64)
         self.rows[:, _KEPT] = kept
@@ -948,7 +988,7 @@ class Block:
         a = int(start[lo]) if lo < len(self) else len(self.ex)
         b = int(start[hi]) if hi < len(self) else len(self.ex)
         return Block(self.rows[lo:hi], self.ex[a:b], self.nex[lo:hi], self.lines[a:b],
-                     self.details[a:b], self.close[a:b])  # fmt: skip
+                     self.details[a:b], self.close[a:b], self.late[lo:hi])  # fmt: skip
 
     def select(self, idx: np.ndarray) -> Block:
         """Connections ``idx``, in that order."""
@@ -957,13 +997,15 @@ class Block:
             np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
         )
         at = xi.tolist()
+        late = self.late
         return Block(self.rows[idx], self.ex[xi], n, [self.lines[x] for x in at],
-                     [self.details[x] for x in at], self.close[xi])  # fmt: skip
+                     [self.details[x] for x in at], self.close[xi],
+                     [late[j] for j in idx.tolist()])  # fmt: skip
 
     def copy(self) -> Block:
         """A block of its own arrays (``take`` gives views of this one's)."""
         return Block(self.rows.copy(), self.ex.copy(), self.nex.copy(), self.lines,
-                     self.details, self.close.copy())  # fmt: skip
+                     self.details, self.close.copy(), self.late)  # fmt: skip
 
     @classmethod
     def concat(cls, blocks: list[Block]) -> Block:
@@ -976,6 +1018,7 @@ class Block:
             [x for b in blocks for x in b.lines],
             [x for b in blocks for x in b.details],
             np.concatenate([b.close for b in blocks]),
+            [x for b in blocks for x in b.late],
         )
 
     def derived(self) -> dict[str, np.ndarray]:
@@ -992,8 +1035,9 @@ class Block:
         has_ack = ack >= 0
         rtt = np.maximum(0, ack - syn)
         threshold = np.where(has_ack, np.maximum(IDLE_MIN_NS, IDLE_RTT_FACTOR * rtt), IDLE_MIN_NS)
-        server_first = r[:, K_SFIN_FRAME] < r[:, K_CFIN_FRAME]
-        reset = r[:, K_RST_FRAME] > 0  # the client's RST, no FIN
+        race = r[:, K_LATE_FRAME] > 0  # the server's FIN, a request, the server's RST
+        server_first = (r[:, K_SFIN_FRAME] < r[:, K_CFIN_FRAME]) | race
+        reset = (r[:, K_RST_FRAME] > 0) & ~race  # the client's RST, no FIN
         f1 = np.where(server_first, r[:, K_SFIN_FRAME], r[:, K_CFIN_FRAME])
         t1 = np.where(server_first, r[:, K_SFIN_TS], r[:, K_CFIN_TS])
         f1 = np.where(reset, r[:, K_RST_FRAME], f1)
@@ -1004,18 +1048,56 @@ class Block:
             lts = np.where(some, ex[last, X_LTS], 0)
             lclose = some & self.close[last]
             reused = np.where(n > 1, ex[last, X_QTS] - ex[np.maximum(last - 1, 0), X_LTS], 0)
+            reused = np.where(race, r[:, K_LATE_TS] - lts, reused)  # (n >= 1 with a race)
         else:
             lts = reused = np.zeros(len(r), np.int64)
             lclose = np.zeros(len(r), bool)
         idle = t1 - lts
         idle_close = server_first & some & ~lclose & (idle >= threshold)
         outcome = np.where(server_first, np.where(idle_close, O_IDLE, O_SERVER), O_CLIENT)
-        outcome = np.where(reset, O_CRESET, outcome)
+        outcome = np.where(reset, O_CRESET, np.where(race, O_RACE, outcome))
         d = self._derived = {
             "has_ack": has_ack, "rtt": rtt, "f1": f1, "t1": t1, "outcome": outcome,
-            "idle": idle, "reused": reused, "last": last,
+            "idle": idle, "reused": reused, "last": last, "race": race,
+            "requests": n + race,
         }  # fmt: skip
         return d
+
+
+def _race_tail(idle: int, line: str, qf: int, qts: int, t0: int, fin_ts: int, rf: int) -> str:
+    """A keep-alive race's evidence after its FIN's time (``explain._evidence``)."""
+    return (
+        f", after {_s(idle)} idle), then the client wrote request '{line}' at frame {qf} "
+        f"({_at(qts, t0)}), {_s(qts - fin_ts)} after the FIN; no response came, the server "
+        f"answered with RST at frame {rf}."
+    )
+
+
+def _race_evidence(block: Block, j: int, f1: int, t1: int, t0: int, idle: int) -> str:
+    r = block.rows[j]
+    tail = _race_tail(idle, block.late[j] or "", int(r[K_LATE_FRAME]), int(r[K_LATE_TS]), t0,
+                      t1, int(r[K_RST_FRAME]))  # fmt: skip
+    return f"Keep-alive race: the server closed the idle connection (FIN at frame {f1}, {_at(t1, t0)}{tail}"
+
+
+def _evidences(block: Block, t0: int) -> list[str]:
+    """Each connection's evidence."""
+    d = block.derived()
+    out = list(map(_evidence, d["outcome"].tolist(), d["f1"].tolist(), d["t1"].tolist(),
+                   repeat(t0), d["idle"].tolist(), block.nex.tolist()))  # fmt: skip
+    for j in np.flatnonzero(d["race"]).tolist():
+        out[j] = _race_evidence(block, j, int(d["f1"][j]), int(d["t1"][j]), t0, int(d["idle"][j]))
+    return out
+
+
+def _last_requests(block: Block) -> list[str | None]:
+    """Each connection's last request line (None: no request)."""
+    d = block.derived()
+    lines, late = block.lines, block.late
+    return [
+        q if q is not None else lines[x] if k else None
+        for q, x, k in zip(late, d["last"].tolist(), block.nex.tolist(), strict=True)
+    ]
 
 
 def _evidence(outcome: int, f1: int, t1: int, t0: int, idle: int, n: int) -> str:
@@ -1082,9 +1164,11 @@ def _path(
         state = _CLOSING if close else _IDLE
         last = x[X_LTS]
     # the FINs, in frame order; the first decides who closed and when (or the client's RST)
-    cf, sf, rf = row[K_CFIN_FRAME], row[K_SFIN_FRAME], row[K_RST_FRAME]
+    cf, sf, rf, qf = row[K_CFIN_FRAME], row[K_SFIN_FRAME], row[K_RST_FRAME], row[K_LATE_FRAME]
     fins = [(cf, row[K_CFIN_TS], "client"), (sf, row[K_SFIN_TS], "server")]
-    if rf:
+    if qf:  # the server's FIN, then a request, then the server's RST
+        fins = [(sf, row[K_SFIN_TS], "server")]
+    elif rf:
         fins = [(rf, row[K_RST_TS], "client")]
     elif sf < cf:
         fins.reverse()
@@ -1094,7 +1178,14 @@ def _path(
             add((last + threshold, None, "none", "idle_gap", f"idle {(t1 - last) / NS:.3f} s"))
         if state is _IDLE:
             state = _KEEPALIVE
-    if rf:  # as ``Connection.rst`` writes it
+    if qf:
+        add((t1, f1, who, "fin", ""))
+        qts, line = row[K_LATE_TS], block.late[j]
+        idle_before = None if last is None else qts - last
+        if len(events) < MAX_EVENTS:  # (in a closing state: no idle gap is looked for)
+            add((qts, qf, "client", "request", line))
+        add((row[K_RST_TS], rf, "server", "rst", f"ttl {row[K_RST_TTL]} vs {row[K_STTL]}"))
+    elif rf:  # as ``Connection.rst`` writes it
         add((t1, f1, who, "rst", f"ttl {row[K_RST_TTL]} vs {row[K_CTTL]}"))
     else:
         add((t1, f1, who, "fin", ""))
@@ -1114,10 +1205,16 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
     rtt = max(0, ack_ts - syn_ts) if ack_ts >= 0 else None
     events, state, last, idle_before, line, (f1, t1, who) = _path(block, j, row)
     idle_close = None if last is None else t1 - last
-    if row[K_RST_FRAME]:
+    race = row[K_LATE_FRAME] != 0
+    if race:
+        code = O_RACE
+        evidence = _race_evidence(block, j, f1, t1, t0, idle_close or 0)
+    elif row[K_RST_FRAME]:
         code = O_CRESET
     else:
         code = O_CLIENT if who == "client" else O_IDLE if state is _KEEPALIVE else O_SERVER
+    if not race:
+        evidence = _evidence(code, f1, t1, t0, idle_close or 0, n)
     outcome = _OUTCOMES[code]
     ipver = row[K_IPVER]
     history = _history(row[K_HIST], row[K_NHIST])
@@ -1135,12 +1232,12 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
         closed_by=who,
         close_ns=t1,
         close_frame=f1,
-        evidence=_evidence(code, f1, t1, t0, idle_close or 0, n),
+        evidence=evidence,
         client_packets=row[K_CPKTS],
         server_packets=row[K_SPKTS],
         client_bytes=row[K_CBYTES],
         server_bytes=row[K_SBYTES],
-        requests=n,
+        requests=n + race,
         responses=n,
         handshake="full",
         first_frame=row[K_SYN_FRAME],
@@ -1148,19 +1245,21 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
         zeek_conn_state=_STATES[code],
         zeek_history=history,
         zeek_rows=[(syn_ts, _STATES[code], history)],
-        client_errors=_NONE_ERRORS,
+        client_errors=_ERRORS[code],
         syn_count=1,
         rtt_ms=None if rtt is None else round(rtt / 1e6, 3),
         idle_before_close_s=None if idle_close is None else idle_close / NS,
+        keepalive_race=race,
         last_request=line,
         anomalies=[],
         events=events,
     )
-    if n > 1 and idle_before is not None:
+    if n + race > 1 and idle_before is not None:
         rec.reused_after_idle_s = idle_before / NS
     rec.server_ttl, rec.client_ttl = row[K_STTL], row[K_CTTL]
-    if outcome in CAUSES:
-        rec.cause, rec.fix = CAUSES[outcome]
+    if race:
+        rec.reset_ttl = row[K_RST_TTL]
+    rec.cause, rec.fix = _CAUSES[code]
     return rec
 
 
@@ -1185,8 +1284,6 @@ def rows(block: Block, path: str, t0: int) -> list[tuple[Any, ...]]:
     rtt = d["rtt"].tolist()
     has_ack = d["has_ack"].tolist()
     reused = d["reused"].tolist()
-    lines = block.lines
-    last = [lines[x] if k else None for x, k in zip(d["last"].tolist(), some, strict=True)]
     hist, hat = _distinct_pairs(r[:, K_HIST], r[:, K_NHIST])
     htexts = [_history(a, b) for a, b in hist]
     histories = [htexts[k] for k in hat.tolist()]
@@ -1200,6 +1297,8 @@ def rows(block: Block, path: str, t0: int) -> list[tuple[Any, ...]]:
         ("client_ttl", K_CTTL),
     )}  # fmt: skip
     nx = n.tolist()
+    nq = d["requests"].tolist()
+    race = d["race"]
     cols.update(
         client_ip=caddrs,
         server_ip=saddrs,
@@ -1207,19 +1306,21 @@ def rows(block: Block, path: str, t0: int) -> list[tuple[Any, ...]]:
         closed_by=[_CLOSED_BY[o] for o in outcome],
         close_ns=t1,
         close_frame=f1,
-        evidence=[
-            _evidence(o, f, t, t0, i if k else 0, x)
-            for o, f, t, i, k, x in zip(outcome, f1, t1, idle, some, nx, strict=True)
-        ],
-        requests=nx,
+        evidence=_evidences(block, t0),
+        requests=nq,
         responses=nx,
         zeek_history=histories,
-        cause=[CAUSES[_OUTCOMES[o]][0] if _OUTCOMES[o] in CAUSES else None for o in outcome],
-        fix=[CAUSES[_OUTCOMES[o]][1] if _OUTCOMES[o] in CAUSES else None for o in outcome],
+        client_errors=[_ERRORS[o] for o in outcome],
+        cause=[_CAUSES[o][0] for o in outcome],
+        fix=[_CAUSES[o][1] for o in outcome],
         rtt_ms=[round(v / 1e6, 3) if a else None for v, a in zip(rtt, has_ack, strict=True)],
         idle_before_close_s=[i / NS if k else None for i, k in zip(idle, some, strict=True)],
-        reused_after_idle_s=[u / NS if x > 1 else None for u, x in zip(reused, nx, strict=True)],
-        last_request=last,
+        keepalive_race=race.tolist(),
+        reused_after_idle_s=[u / NS if x > 1 else None for u, x in zip(reused, nq, strict=True)],
+        last_request=_last_requests(block),
+        reset_ttl=[
+            t if q else None for t, q in zip(r[:, K_RST_TTL].tolist(), race.tolist(), strict=True)
+        ],
     )
     cols["anomalies"] = [[] for _ in range(m)]
     states = [_STATES[o] for o in outcome]
@@ -1292,16 +1393,23 @@ def facts(block: Block) -> dict[str, Any]:
         for k in pairs.tolist()
     ]
     ttls, ti = np.unique(si * 65536 + cttl, return_inverse=True)  # TTLs are 0..255
-    lines = block.lines
-    some = block.nex > 0
-    request = np.zeros(len(r), np.uint32)
-    request[some] = [request_hash(lines[x]) for x in d["last"][some].tolist()]
-    idle = np.flatnonzero(d["outcome"] == O_IDLE).tolist()
+    last = _last_requests(block)
+    distinct, at = _unique(last)  # a capture's request lines are few: each hashed once
+    hashes = np.array([0 if q is None else request_hash(q) for q in distinct], np.uint32)
+    request = hashes[np.array(at, np.int64)] if len(at) else np.zeros(0, np.uint32)
+    race = d["race"]
     six = r[:, K_IPVER] == 6
-    gaps = [
-        (j, _endpoint(stexts[si[j]], int(sport[j]), 6 if six[j] else 4), int(d["idle"][j]) / NS)
-        for j in idle
-    ]
+
+    def server(j: int) -> str:
+        return _endpoint(stexts[si[j]], int(sport[j]), 6 if six[j] else 4)
+
+    # the idle gaps before a server's close (idle closes and races), the races' reuse
+    gapped = np.flatnonzero((d["outcome"] == O_IDLE) | race).tolist()
+    gaps = [(j, server(j), int(d["idle"][j]) / NS) for j in gapped]
+    raced = np.flatnonzero(race).tolist()
+    reuse = [(j, server(j), int(d["reused"][j]) / NS) for j in raced]
+    t1 = d["t1"]
+    failed = [(j, int(t1[j]), last[j]) for j in raced]  # a retry may follow
     return {
         "start": r[:, K_SYN_TS],
         "pair": np.array(pair_hash, np.int64)[pi.reshape(-1)],
@@ -1310,15 +1418,18 @@ def facts(block: Block) -> dict[str, Any]:
         "ttl_key": ti.reshape(-1),
         "ttl": r[:, K_STTL],
         "gaps": gaps,
+        "reuse": reuse,
+        "failed": failed,
     }
 
 
 _CAUSE_JSON = [
-    f'"cause": {_es(CAUSES[o][0])}, "fix": {_es(CAUSES[o][1])}'
-    if o in CAUSES
-    else '"cause": null, "fix": null'
-    for o in _OUTCOMES
+    '"cause": null, "fix": null' if c is None else f'"cause": {_es(c)}, "fix": {_es(f)}'
+    for c, f in _CAUSES
 ]
+# each outcome's client_errors and keepalive_race, as ``report.data._line`` writes them
+_ERRORS_JSON = [json.JSONEncoder(ensure_ascii=False).encode(e) for e in _ERRORS]
+_RACE_JSON = ["true" if o == O_RACE else "false" for o in range(len(_OUTCOMES))]
 
 
 def json_tails(block: Block, path: str, t0: int) -> list[str]:
@@ -1329,10 +1440,10 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
     r = block.rows
     clients, servers, _, _ = _endpoints(block)
     cap = _es(path)
-    lines = block.lines
     n = block.nex.tolist()
+    nq = d["requests"].tolist()
     reused = [
-        repr(v / NS) if k > 1 else "null" for v, k in zip(d["reused"].tolist(), n, strict=True)
+        repr(v / NS) if k > 1 else "null" for v, k in zip(d["reused"].tolist(), nq, strict=True)
     ]
     idle = d["idle"].tolist()
     idles = [repr(v / NS) if k else "null" for v, k in zip(idle, n, strict=True)]
@@ -1340,9 +1451,9 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
         repr(round(v / 1e6, 3)) if a else "null"
         for v, a in zip(d["rtt"].tolist(), d["has_ack"].tolist(), strict=True)
     ]
-    request = [_es(lines[x]) if k else "null" for x, k in zip(d["last"].tolist(), n, strict=True)]
+    request = ["null" if q is None else _es(q) for q in _last_requests(block)]
     outcome, f1, t1 = d["outcome"].tolist(), d["f1"].tolist(), d["t1"].tolist()
-    evidence = list(map(_evidence, outcome, f1, t1, [t0] * len(n), idle, n))
+    evidence = _evidences(block, t0)
     hist = list(map(_history, r[:, K_HIST].tolist(), r[:, K_NHIST].tolist()))
     syn = r[:, K_SYN_TS].tolist()
     starts = [repr(t / NS) for t in syn]
@@ -1350,21 +1461,20 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
         f'"capture": {cap}, "client": "{client}", "server": "{server}", "start": {start}, '
         f'"end": {end / NS!r}, "duration_s": {(end - syn) / NS!r}, "outcome": "{_OUTCOMES[o]}", '
         f'"closed_by": "{_CLOSED_BY[o]}", "close_time": {t / NS!r}, "close_frame": {f}, '
-        f'"evidence": "{ev}", "client_packets": {cpk}, "server_packets": {spk}, '
-        f'"client_bytes": {cby}, "server_bytes": {sby}, "requests": {k}, "responses": {k}, '
-        '"handshake": "full", "tls": null, "icmp": null, "client_errors": {"stdlib": null, '
-        '"requests": null, "aiohttp": null, "httpx": null, "errno": null}, '
+        f'"evidence": {_es(ev)}, "client_packets": {cpk}, "server_packets": {spk}, '
+        f'"client_bytes": {cby}, "server_bytes": {sby}, "requests": {q}, "responses": {k}, '
+        f'"handshake": "full", "tls": null, "icmp": null, "client_errors": {_ERRORS_JSON[o]}, '
         f'"zeek_conn_state": "{_STATES[o]}", "zeek_history": "{h}", "zeek_rows": [{{"ts": '
         f'{start}, "conn_state": "{_STATES[o]}", "history": "{h}"}}], "frames": [{first}, {lastf}], '
-        f'{_CAUSE_JSON[o]}, "keepalive_race": false, "retry_of": null, '
+        f'{_CAUSE_JSON[o]}, "keepalive_race": {_RACE_JSON[o]}, "retry_of": null, '
         f'"reused_after_idle_s": {ru}, "idle_before_close_s": {ic}, "syn_count": 1, '
         f'"rtt_ms": {rt}, "last_request": {rq}, "count": 1, "decrypted": false, '
         '"stale": false, "h2": null, "proxy": null, "anomalies": []}'
-        for (client, server, syn, start, end, o, t, f, ev, cpk, spk, cby, sby, k, h, first,
+        for (client, server, syn, start, end, o, t, f, ev, cpk, spk, cby, sby, q, k, h, first,
              lastf, ru, ic, rt, rq) in zip(
             clients, servers, syn, starts, r[:, K_END_TS].tolist(), outcome, t1,
             f1, evidence, r[:, K_CPKTS].tolist(), r[:, K_SPKTS].tolist(),
-            r[:, K_CBYTES].tolist(), r[:, K_SBYTES].tolist(), n, hist,
+            r[:, K_CBYTES].tolist(), r[:, K_SBYTES].tolist(), nq, n, hist,
             r[:, K_SYN_FRAME].tolist(), r[:, K_LAST_FRAME].tolist(), reused, idles, rtt,
             request, strict=True,
         )
@@ -1376,15 +1486,19 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
 (J_ID, J_CAP, J_CADDR, J_CPORT, J_SADDR, J_SPORT, J_START, J_END, J_DUR, J_OUTCOME,
  J_CLOSE, J_F1, J_EVHEAD, J_AT, J_EVMID, J_EXTRA, J_HASEXTRA, J_N, J_SERVER, J_EVTAIL,
  J_CPK, J_SPK, J_CBY, J_SBY, J_HIST, J_FIRST, J_LAST, J_CAUSE, J_REUSED, J_MULTI, J_IDLE,
- J_SOME, J_RTT, J_HASACK, J_REQ, J_STATE) = range(36)  # fmt: skip
-NJ = 36
+ J_SOME, J_RTT, J_HASACK, J_REQ, J_STATE, J_EVSEP, J_NREQ, J_ERRORS, J_RACE
+ ) = range(40)  # fmt: skip
+NJ = 40
 # each outcome's (``O_*``) evidence around its frame and time, and around its numbers
+# (a race's evidence goes on in a string of its own, in ``J_EXTRA``)
 _EV_HEAD = ("The client closed (FIN at frame ", "The server closed the idle connection "
             "(FIN at frame ", "The server closed (FIN at frame ",
-            "The client reset the connection (RST at frame ")  # fmt: skip
+            "The client reset the connection (RST at frame ",
+            "Keep-alive race: the server closed the idle connection (FIN at frame ")  # fmt: skip
+_EV_SEP = (" s) ", " s) ", " s) ", " s) ", " s")
 _EV_MID = ("with nothing outstanding.", "after ", "after completing ",
-           "before closing it cleanly.")  # fmt: skip
-_EV_TAIL = ("", " without traffic; no request was outstanding.", " response(s).", "")
+           "before closing it cleanly.", "")  # fmt: skip
+_EV_TAIL = ("", " without traffic; no request was outstanding.", " response(s).", "", "")
 _PROGRAM: Any = None
 
 
@@ -1419,7 +1533,7 @@ def _program() -> Any:
         p.number(R.INT, J_F1)
         p.const(", t=")
         p.number(R.FIXED3, J_AT)
-        p.const(" s) ")
+        p.string(J_EVSEP)
         p.string(J_EVMID)
         p.string(J_EXTRA, J_HASEXTRA, "")
         p.number(R.INT, J_N, J_SERVER, "")
@@ -1427,14 +1541,12 @@ def _program() -> Any:
         p.const('"')
         for name, col in (("client_packets", J_CPK), ("server_packets", J_SPK),
                           ("client_bytes", J_CBY), ("server_bytes", J_SBY),
-                          ("requests", J_N), ("responses", J_N)):  # fmt: skip
+                          ("requests", J_NREQ), ("responses", J_N)):  # fmt: skip
             p.const(f', "{name}": ')
             p.number(R.INT, col)
-        p.const(
-            ', "handshake": "full", "tls": null, "icmp": null, "client_errors": {"stdlib": '
-            'null, "requests": null, "aiohttp": null, "httpx": null, "errno": null}, '
-            '"zeek_conn_state": "'
-        )
+        p.const(', "handshake": "full", "tls": null, "icmp": null, "client_errors": ')
+        p.string(J_ERRORS)
+        p.const(', "zeek_conn_state": "')
         p.string(J_STATE)
         p.const('", "zeek_history": "')
         p.string(J_HIST)
@@ -1450,7 +1562,9 @@ def _program() -> Any:
         p.number(R.INT, J_LAST)
         p.const("], ")
         p.string(J_CAUSE)
-        p.const(', "keepalive_race": false, "retry_of": null, "reused_after_idle_s": ')
+        p.const(', "keepalive_race": ')
+        p.string(J_RACE)
+        p.const(', "retry_of": null, "reused_after_idle_s": ')
         p.number(R.SECONDS, J_REUSED, J_MULTI)
         p.const(', "idle_before_close_s": ')
         p.number(R.SECONDS, J_IDLE, J_SOME)
@@ -1507,8 +1621,9 @@ class Lines:
         k = len(_OUTCOMES)
         for col, strings in (
             (J_OUTCOME, [f'"outcome": "{a}", "closed_by": "{b}"' for a, b in zip(_OUTCOMES, _CLOSED_BY, strict=True)]),
-            (J_EVHEAD, _EV_HEAD), (J_EVMID, _EV_MID), (J_EVTAIL, _EV_TAIL),
-            (J_CAUSE, _CAUSE_JSON), (J_STATE, _STATES),
+            (J_EVHEAD, _EV_HEAD), (J_EVSEP, _EV_SEP), (J_EVMID, _EV_MID),
+            (J_EVTAIL, _EV_TAIL), (J_CAUSE, _CAUSE_JSON), (J_STATE, _STATES),
+            (J_ERRORS, _ERRORS_JSON), (J_RACE, _RACE_JSON),
         ):  # fmt: skip
             assert len(strings) == k
             cols[:, col] = len(texts) + o
@@ -1524,8 +1639,7 @@ class Lines:
         cols[:, J_HIST] = len(texts) + at
         texts += [_history(a, b) for a, b in hist]
         some = n > 0
-        lines = block.lines
-        reqs, at = _unique([lines[x] if k else None for x, k in zip(d["last"].tolist(), n.tolist(), strict=True)])  # fmt: skip
+        reqs, at = _unique(_last_requests(block))
         cols[:, J_REQ] = len(texts) + np.array(at, np.int64)
         texts += [_es(q) if q is not None else "null" for q in reqs]
         idle_rows = np.flatnonzero(o == O_IDLE)
@@ -1533,6 +1647,16 @@ class Lines:
             cols[idle_rows, J_EXTRA] = len(texts) + np.arange(len(idle_rows))
             cols[idle_rows, J_HASEXTRA] = 1
             texts += [_s(v) for v in d["idle"][idle_rows].tolist()]
+        race_rows = np.flatnonzero(d["race"])
+        if len(race_rows):  # the rest of a race's evidence, JSON-escaped
+            cols[race_rows, J_EXTRA] = len(texts) + np.arange(len(race_rows))
+            cols[race_rows, J_HASEXTRA] = 1
+            texts += [
+                _es(_race_tail(int(d["idle"][j]), block.late[j] or "", int(r[j, K_LATE_FRAME]),
+                               int(r[j, K_LATE_TS]), t0, int(d["t1"][j]),
+                               int(r[j, K_RST_FRAME])))[1:-1]
+                for j in race_rows.tolist()
+            ]  # fmt: skip
         syn = r[:, K_SYN_TS]
         cols[:, J_CPORT], cols[:, J_SPORT] = r[:, K_CPORT], r[:, K_SPORT]
         cols[:, J_START], cols[:, J_END] = syn, r[:, K_END_TS]
@@ -1540,11 +1664,12 @@ class Lines:
         cols[:, J_CLOSE], cols[:, J_F1] = d["t1"], d["f1"]
         cols[:, J_AT] = d["t1"] - t0
         cols[:, J_N] = n
+        cols[:, J_NREQ] = d["requests"]
         cols[:, J_SERVER] = o == O_SERVER
         cols[:, J_CPK], cols[:, J_SPK] = r[:, K_CPKTS], r[:, K_SPKTS]
         cols[:, J_CBY], cols[:, J_SBY] = r[:, K_CBYTES], r[:, K_SBYTES]
         cols[:, J_FIRST], cols[:, J_LAST] = r[:, K_SYN_FRAME], r[:, K_LAST_FRAME]
-        cols[:, J_REUSED], cols[:, J_MULTI] = d["reused"], n > 1
+        cols[:, J_REUSED], cols[:, J_MULTI] = d["reused"], d["requests"] > 1
         cols[:, J_IDLE], cols[:, J_SOME] = d["idle"], some
         cols[:, J_RTT], cols[:, J_HASACK] = d["rtt"], d["has_ack"]
         self.cols = cols

@@ -45,6 +45,8 @@ from pcapdiag._fastlane import (
     K_ISN,
     K_LAST_FRAME,
     K_LAST_TS,
+    K_LATE_FRAME,
+    K_LATE_TS,
     K_NHIST,
     K_NTURNS,
     K_PHASE,
@@ -92,6 +94,7 @@ from pcapdiag._fastlane import (
     T_LTS,
     T_NSEG,
     T_TS,
+    W_AFTER_LATE,
     W_AFTER_RST,
     W_DATA_CLOSED,
     W_DONE_SEG,
@@ -128,7 +131,7 @@ from pcapdiag._native import layout_digest as _layout_digest
 # built with the old one. So this file names them by a digest (``layout_digest``, checked
 # by tests/test_fastlane.py): a change there fails the test until it is written here,
 # which changes this file.
-LAYOUT = "d484dbe1fb5d7488"
+LAYOUT = "da51214dbc7e5374"
 
 
 def layout_digest() -> str:
@@ -141,7 +144,7 @@ def layout_digest() -> str:
 _FIN, _SYN, _RST, _ACK, _URG = 0x01, 0x02, 0x04, 0x10, 0x20
 _M32 = 0xFFFFFFFF
 # letter codes (index in _fastlane.LETTERS)
-_L_S, _L_h, _L_A, _L_D, _L_a, _L_d, _L_F, _L_f, _L_T, _L_t, _L_R = range(11)
+_L_S, _L_h, _L_A, _L_D, _L_a, _L_d, _L_F, _L_f, _L_T, _L_t, _L_R, _L_r = range(12)
 _HALF = 0x80000000
 
 
@@ -607,29 +610,38 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
             continue
         phase = st[s, K_PHASE]
         if fl & (_RST | _URG):
-            # the client's RST, in sequence, on an open connection nothing closed yet, whose
-            # client has acknowledged the handshake or sent data (a full one): Zeek's RSTO
-            if ((fl & (_RST | _URG | _SYN | _FIN)) == _RST and d == 0 and phase == P_EST
-                    and pl == 0 and seq[i] == st[s, K_CNEXT] and st[s, K_CFIN_FRAME] == 0
-                    and st[s, K_SFIN_FRAME] == 0
+            bare = (fl & (_RST | _URG | _SYN | _FIN)) == _RST and pl == 0 and phase == P_EST
+            late = st[s, K_LATE_FRAME] != 0
+            if (bare and d == 0 and not late and seq[i] == st[s, K_CNEXT]
+                    and st[s, K_CFIN_FRAME] == 0 and st[s, K_SFIN_FRAME] == 0
                     and (st[s, K_ACK_TS] >= 0 or st[s, K_CBYTES] > 0)):  # fmt: skip
-                st[s, K_PHASE] = P_RST
-                st[s, K_RST_FRAME] = frame[i]
-                st[s, K_RST_TS] = t
-                st[s, K_RST_TTL] = ttl[i]
+                # the client's RST, in sequence, on an open connection nothing closed yet,
+                # whose client acknowledged the handshake or sent data (a full one): RSTO
                 _letter(st, s, _L_R)
-                st[s, K_CPKTS] += 1
-                st[s, K_LAST_FRAME] = frame[i]
-                if t > st[s, K_END_TS]:
-                    st[s, K_END_TS] = t
-                st[s, K_LAST_TS] = t
+            elif bare and d == 1 and late and seq[i] == st[s, K_SNEXT] and ttl[i] == st[s, K_STTL]:
+                # the server's RST answering the request sent after its FIN (its own: the
+                # TTL of its other packets): the keep-alive race, Zeek's RSTR
+                _letter(st, s, _L_r)
             else:
                 _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_RSTURG, wins)
+                continue
+            st[s, K_PHASE] = P_RST
+            st[s, K_RST_FRAME] = frame[i]
+            st[s, K_RST_TS] = t
+            st[s, K_RST_TTL] = ttl[i]
+            if d == 0:
+                st[s, K_CPKTS] += 1
+            else:
+                st[s, K_SPKTS] += 1
+            st[s, K_LAST_FRAME] = frame[i]
+            if t > st[s, K_END_TS]:
+                st[s, K_END_TS] = t
+            st[s, K_LAST_TS] = t
             continue
         if win[i] == 0 and not fl & _SYN:
             _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_WINDOW, wins)
             continue
-        if phase >= P_DONE:  # both FINs, or the client's RST
+        if phase >= P_DONE:  # both FINs, or the RST that ended it
             if fl & _SYN:
                 if fl == _SYN and pl == 0:  # the next connection on this 4-tuple
                     _emit(s, st, tu, tnext, tfree, out, out_t, ctl)
@@ -664,6 +676,9 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_HANDSHAKE, wins)
                 continue
         else:
+            if st[s, K_LATE_FRAME] != 0:  # after the late request, only the server's RST
+                _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_AFTER_LATE, wins)
+                continue
             nxt = st[s, K_CNEXT] if d == 0 else st[s, K_SNEXT]
             fin = fl & _FIN
             if fl & _SYN or not fl & _ACK:
@@ -701,7 +716,12 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_FIN_TWICE, wins)
                 continue
             if pl:
-                if pcap[i] != pl or st[s, K_CFIN_FRAME] != 0 or st[s, K_SFIN_FRAME] != 0:
+                # a request after the server's FIN (and its answers): one whole segment
+                # opening a client turn, the client not closed
+                late = (st[s, K_SFIN_FRAME] != 0 and d == 0 and not fin
+                        and st[s, K_TURN] == 2)  # fmt: skip
+                if pcap[i] != pl or st[s, K_CFIN_FRAME] != 0 or (
+                        st[s, K_SFIN_FRAME] != 0 and not late):  # fmt: skip
                     _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_DATA_CLOSED, wins)
                     continue
                 nt = st[s, K_NTURNS]
@@ -741,6 +761,9 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                     heads[j, 2] = h1
                     heads[j, 3] = h2
                     ctl[C_NHEADS] = j + 1
+                if late:  # (set here: the walk may stop above to grow, and resume)
+                    st[s, K_LATE_FRAME] = frame[i]
+                    st[s, K_LATE_TS] = t
                 c = st[s, K_TLAST]
                 k = (nt - 1) % CHUNK
                 tu[c, k, T_BYTES] += pl

@@ -362,18 +362,18 @@ def explain(conn: Connection, capture: str, t0_ns: int) -> ConnectionRecord:
         rec.evidence += " " + rec.h2["summary"]
     rec.client_errors = _shared(client_errors(conn, rec))
     if outcome in CAUSES:
-        rec.cause, rec.fix = CAUSES[outcome]
-        if race:
-            rec.cause = (
-                "Keep-alive race: the client reused a pooled connection that the server "
-                "was closing for being idle."
-            )
-            rec.fix = (
-                "Keep the client pool's idle timeout below the server's keep-alive timeout "
-                "(httpx Limits(keepalive_expiry=…), aiohttp TCPConnector(keepalive_timeout=…)), "
-                "and retry idempotent requests once on a new connection."
-            )
+        rec.cause, rec.fix = RACE_CAUSE if race else CAUSES[outcome]
     return rec
+
+
+# The cause and fix of a keep-alive race (``ConnectionRecord.keepalive_race``)
+RACE_CAUSE = (
+    "Keep-alive race: the client reused a pooled connection that the server was closing "
+    "for being idle.",
+    "Keep the client pool's idle timeout below the server's keep-alive timeout (httpx "
+    "Limits(keepalive_expiry=…), aiohttp TCPConnector(keepalive_timeout=…)), and retry "
+    "idempotent requests once on a new connection.",
+)
 
 
 _SHARED: dict[tuple, dict[str, Any]] = {}
@@ -757,6 +757,16 @@ def _proxy_errors(rec: ConnectionRecord) -> dict[str, Any]:
     }
 
 
+# What each client raises when the server closed after a request, without a response
+REMOTE_DISCONNECTED: dict[str, Any] = {
+    "stdlib": "http.client.RemoteDisconnected: Remote end closed connection without response",
+    "requests": "requests.exceptions.ConnectionError: ('Connection aborted.', RemoteDisconnected('Remote end closed connection without response'))",
+    "aiohttp": "aiohttp.ServerDisconnectedError: Server disconnected (idempotent requests are first retried once on a new connection)",
+    "httpx": "httpx.RemoteProtocolError: Server disconnected without sending a response.",
+    "errno": None,
+}
+
+
 def _client_errors(conn: Connection, rec: ConnectionRecord) -> dict[str, Any]:
     o = rec.outcome
     if o == "proxy_refused":
@@ -814,13 +824,7 @@ def _client_errors(conn: Connection, rec: ConnectionRecord) -> dict[str, Any]:
             "errno": None,
         }
     if o == "server_close_after_request":
-        return {
-            "stdlib": "http.client.RemoteDisconnected: Remote end closed connection without response",
-            "requests": "requests.exceptions.ConnectionError: ('Connection aborted.', RemoteDisconnected('Remote end closed connection without response'))",
-            "aiohttp": "aiohttp.ServerDisconnectedError: Server disconnected (idempotent requests are first retried once on a new connection)",
-            "httpx": "httpx.RemoteProtocolError: Server disconnected without sending a response.",
-            "errno": None,
-        }
+        return REMOTE_DISCONNECTED
     if o == "truncated_response":
         h = conn.http
         exp = getattr(h, "response_expected_bytes", None) if h else None
@@ -1055,7 +1059,8 @@ class CrossFacts:
 
     def add_block(self, f: dict[str, Any]) -> None:
         """``add`` for each connection of a fast-lane block, from its columns (numpy, from
-        ``_fastlane.facts``): none of them failed, was refused or raced."""
+        ``_fastlane.facts``): none of them was refused; its failures are keep-alive
+        races."""
         i0 = len(self._start)
         assert self._id is None  # a worker's facts: the merge numbers them
         self._start.frombytes(f["start"].astype("<i8").tobytes())
@@ -1066,6 +1071,9 @@ class CrossFacts:
         self._ttl_key.extend([own[k] for k in f["ttl_key"].tolist()])
         self._ttl.frombytes(f["ttl"].astype("u1").tobytes())
         self._gaps.extend([(i0 + j, server, idle) for j, server, idle in f["gaps"]])
+        self._reuse.extend([(i0 + j, server, idle) for j, server, idle in f["reuse"]])
+        for j, close_ns, request in f["failed"]:
+            self._failed[i0 + j] = (close_ns, request)
 
     def extend(self, parts: list[CrossFacts], rank: Any, n: int, starts: bool = True) -> None:
         """Adopt the facts of the records of ``parts`` (one after the other, as they are):

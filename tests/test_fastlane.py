@@ -188,6 +188,36 @@ def test_client_resets_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
         assert not any(got.records[0].client_errors.values())
 
 
+def test_keepalive_races_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keep-alive race as recorded: the server closed an idle keep-alive connection,
+    the client (http.client, over IPv4 and IPv6) wrote its next request after the FIN,
+    the server answered with RST, and the client raised RemoteDisconnected (the
+    manifest). The lane takes it, and says what the exact tracker says."""
+    for name in ("server_close_after_request-stdlib-keepalive_race.pcap",
+                 "server_close_after_request-stdlib-v6-keepalive_race.pcap"):  # fmt: skip
+        assert _same(SAMPLES / name, monkeypatch) == 1, name
+        (rec,) = _run(SAMPLES / name, "direct", monkeypatch).records
+        assert (rec.outcome, rec.keepalive_race, rec.zeek_conn_state) == (
+            "server_close_after_request", True, "RSTR")  # fmt: skip
+        assert rec.client_errors["stdlib"].startswith("http.client.RemoteDisconnected")
+
+
+def test_a_race_retried_on_a_new_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A race the lane ends, then the same request on a new connection at once (aiohttp's
+    retry): the retry names the race's connection, as when the exact tracker made both."""
+    a = Conversation(cport=40000).handshake().client_sends(GET).server_sends(_http_ok())
+    a.server_fin(dt=2.5)._add(True, 0x10)  # idle, the server's FIN, the client's ACK
+    a.client_sends(GET, dt=0.3).server_rst()
+    b = Conversation(cport=40001, t=a.t + 0.005, cseq=7000).handshake().client_sends(GET)
+    b.server_sends(_http_ok()).client_fin().server_fin()
+    path = write_pcap(tmp_path / "retry.pcap", a.packets + b.packets)
+    assert _same(path, monkeypatch) == 2
+    first, second = _run(path, "direct", monkeypatch).records
+    assert first.keepalive_race and second.retry_of == first.id
+
+
 @pytest.mark.skipif(not ORACLE.exists(), reason="../shared/oracle not beside the repository")
 def test_peer_corpora(monkeypatch: pytest.MonkeyPatch) -> None:
     files = [
