@@ -29,7 +29,10 @@ The template (anything else: the exact tracker)
     the client; at most one FIN per side; both FINs seen, after them only pure ACKs; or
     instead of any FIN the client's RST, in sequence, on a connection it acknowledged,
     with nothing after it (``client_reset``, Zeek's ``RSTO``; nothing outstanding: a
-    request unanswered or a response cut short leaves the template). A new SYN starts
+    request unanswered or a response cut short leaves the template); or the keep-alive
+    race: after the server's FIN (and no FIN of the client's) one more request, a whole
+    segment, answered by nothing but the server's RST in sequence, with the TTL of its
+    other packets (``server_close_after_request``, Zeek's ``RSTR``). A new SYN starts
     the next connection on the 4-tuple. Data turns alternate client, server: each client turn is
     one segment holding one whole request head without a body (not CONNECT, no
     upgrade), each server turn one final response whose first segment holds its whole
@@ -1394,9 +1397,9 @@ def facts(block: Block) -> dict[str, Any]:
     ]
     ttls, ti = np.unique(si * 65536 + cttl, return_inverse=True)  # TTLs are 0..255
     last = _last_requests(block)
-    distinct, at = _unique(last)  # a capture's request lines are few: each hashed once
-    hashes = np.array([0 if q is None else request_hash(q) for q in distinct], np.uint32)
-    request = hashes[np.array(at, np.int64)] if len(at) else np.zeros(0, np.uint32)
+    # a capture's request lines are few: each hashed once
+    hashes = {q: 0 if q is None else request_hash(q) for q in set(last)}
+    request = np.fromiter(map(hashes.__getitem__, last), np.uint32, len(last))
     race = d["race"]
     six = r[:, K_IPVER] == 6
 

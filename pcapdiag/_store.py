@@ -866,9 +866,9 @@ class Records(Sequence[ConnectionRecord]):
 
     def not_fast(self) -> Iterator[ConnectionRecord]:
         """The records the exact tracker made, in id order, without making one of the fast
-        lane's: its template holds plain HTTP/1.x connections closed cleanly, so only
-        these can have HTTP/2, TLS, ICMP or a problem (reading every record of a big
-        capture costs ~40 µs each, most of a minute for a million)."""
+        lane's: its template holds plain HTTP/1.x connections, so only these can have
+        HTTP/2, TLS or ICMP (reading every record of a big capture costs ~40 µs each,
+        most of a minute for a million)."""
         fast = [k for k, r in enumerate(self._runs) if isinstance(r, _FastRun)]
         ids = np.flatnonzero(~np.isin(_np(self._src, np.uint32), fast))
         if self._over:
