@@ -606,6 +606,16 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
             continue
         last = st[s, K_LAST_TS]
         if t < last or t - last > _quiet_max(st, s):
+            if (st[s, K_PHASE] >= P_DONE and t >= last and fl == _SYN and pl == 0
+                    and _get(flagged, key) < 0):  # fmt: skip
+                # the next connection on a 4-tuple whose last one ended and went quiet:
+                # as if a sweep (``sweep``) had let that one go just before
+                _emit(s, st, tu, tnext, tfree, out, out_t, ctl)
+                _pop(table, ctl, C_TABLE, key)
+                _start(s, key, i, frame, ts, ipver, shi, slo, dhi, dlo, sport, dport, seq, ttl,
+                       st)  # fmt: skip
+                _put(table, ctl, C_TABLE, key, s)
+                continue
             _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TIME, wins)
             continue
         phase = st[s, K_PHASE]

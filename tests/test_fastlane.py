@@ -202,6 +202,20 @@ def test_keepalive_races_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
         assert rec.client_errors["stdlib"].startswith("http.client.RemoteDisconnected")
 
 
+def test_a_4_tuple_reused_after_a_quiet_spell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client port used again 6 s after its connection ended (longer than the lane
+    keeps a finished connection, in one batch: no sweep between): the lane lets the
+    first go at the fresh SYN and follows the second, as a sweep would have."""
+    a = Conversation().handshake().client_sends(GET).server_sends(_http_ok())
+    a.client_fin().server_fin()._add(True, 0x10)
+    b = Conversation(t=a.t + 6.0, cseq=90000, sseq=70000).handshake().client_sends(GET)
+    b.server_sends(_http_ok()).server_fin().client_fin()._add(False, 0x10)
+    path = write_pcap(tmp_path / "reuse.pcap", a.packets + b.packets)
+    assert _same(path, monkeypatch) == 2
+
+
 def test_a_race_retried_on_a_new_connection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
