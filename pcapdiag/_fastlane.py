@@ -53,6 +53,7 @@ import json
 import os
 from itertools import repeat
 from json.encoder import encode_basestring as _es
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -1094,13 +1095,21 @@ def _evidences(block: Block, t0: int) -> list[str]:
 
 
 def _last_requests(block: Block) -> list[str | None]:
-    """Each connection's last request line (None: no request)."""
+    """Each connection's last request line (None: no request), gathered in C
+    (``itemgetter``): a comprehension cost 0.15 µs a connection."""
     d = block.derived()
-    lines, late = block.lines, block.late
-    return [
-        q if q is not None else lines[x] if k else None
-        for q, x, k in zip(late, d["last"].tolist(), block.nex.tolist(), strict=True)
-    ]
+    m = len(block)
+    if not len(block.lines):
+        out: list[str | None] = [None] * m
+    elif m == 1:
+        out = [block.lines[int(d["last"][0])]]
+    else:
+        out = list(itemgetter(*d["last"].tolist())(block.lines))
+    for j in np.flatnonzero(block.nex == 0).tolist():
+        out[j] = None
+    for j in np.flatnonzero(d["race"]).tolist():
+        out[j] = block.late[j]
+    return out
 
 
 def _evidence(outcome: int, f1: int, t1: int, t0: int, idle: int, n: int) -> str:
@@ -1595,13 +1604,6 @@ def _distinct_pairs(a: np.ndarray, b: np.ndarray) -> tuple[list[tuple[int, int]]
     return list(zip(sa[new].tolist(), sb[new].tolist(), strict=True)), inverse
 
 
-def _unique(values: list[Any]) -> tuple[list[Any], list[int]]:
-    """The distinct values (in first-seen order) and each value's index among them."""
-    index: dict[Any, int] = {}
-    at = [index.setdefault(v, len(index)) for v in values]
-    return list(index), at
-
-
 class Lines:
     """A block's JSON lines, ready to render (``_render``) for any span of ids: its
     columns, its string table, and the rows the kernel leaves to Python."""
@@ -1642,8 +1644,10 @@ class Lines:
         cols[:, J_HIST] = len(texts) + at
         texts += [_history(a, b) for a, b in hist]
         some = n > 0
-        reqs, at = _unique(_last_requests(block))
-        cols[:, J_REQ] = len(texts) + np.array(at, np.int64)
+        last = _last_requests(block)
+        reqs = list(set(last))  # a capture's request lines are few
+        index = {q: k for k, q in enumerate(reqs)}
+        cols[:, J_REQ] = len(texts) + np.fromiter(map(index.__getitem__, last), np.int64, m)
         texts += [_es(q) if q is not None else "null" for q in reqs]
         idle_rows = np.flatnonzero(o == O_IDLE)
         if len(idle_rows):
