@@ -354,6 +354,20 @@ def _log_letter(st: np.ndarray, s: int, code: int, count: int) -> bool:
     return True
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _counted(st: np.ndarray, s: int, d: int, f: int, t: int) -> None:
+    """A packet of slot ``s`` from side ``d`` counted: its side's packets, the last frame,
+    the latest and the last time."""
+    if d == 0:
+        st[s, K_CPKTS] += 1
+    else:
+        st[s, K_SPKTS] += 1
+    st[s, K_LAST_FRAME] = f
+    if t > st[s, K_END_TS]:
+        st[s, K_END_TS] = t
+    st[s, K_LAST_TS] = t
+
+
 @nb.njit(cache=True, nogil=True)
 def _quiet_max(st: np.ndarray, s: int) -> int:
     """The longest silence the template allows this connection now."""
@@ -639,14 +653,7 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
             st[s, K_RST_FRAME] = frame[i]
             st[s, K_RST_TS] = t
             st[s, K_RST_TTL] = ttl[i]
-            if d == 0:
-                st[s, K_CPKTS] += 1
-            else:
-                st[s, K_SPKTS] += 1
-            st[s, K_LAST_FRAME] = frame[i]
-            if t > st[s, K_END_TS]:
-                st[s, K_END_TS] = t
-            st[s, K_LAST_TS] = t
+            _counted(st, s, d, frame[i], t)
             continue
         if win[i] == 0 and not fl & _SYN:
             _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_WINDOW, wins)
@@ -815,14 +822,7 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 st[s, K_CNEXT] = nxt
             else:
                 st[s, K_SNEXT] = nxt
-        if d == 0:
-            st[s, K_CPKTS] += 1
-        else:
-            st[s, K_SPKTS] += 1
-        st[s, K_LAST_FRAME] = frame[i]
-        if t > st[s, K_END_TS]:
-            st[s, K_END_TS] = t
-        st[s, K_LAST_TS] = t
+        _counted(st, s, d, frame[i], t)
     return n
 
 
