@@ -69,6 +69,7 @@ MIX_SOURCES = (
     "sample_pcaps/server_idle_close-requests-stale_pool.pcap",
     "sample_pcaps/client_reset-requests-stream.pcap",
     "sample_pcaps/client_reset-raw-linger.pcap",
+    "sample_pcaps/server_reset-aiohttp.pcap",
     "sample_pcaps/server_close_after_request-stdlib-keepalive_race.pcap",
     "../shared/oracle/zeek/traces/ssh.pcap",
     "../shared/oracle/zeek/traces/wikipedia.pcap",

@@ -76,6 +76,7 @@ from pcapdiag.explain import (
     CAUSES,
     RACE_CAUSE,
     REMOTE_DISCONNECTED,
+    RESET_AWAITING,
     ConnectionRecord,
     _at,
     _endpoint,
@@ -83,6 +84,7 @@ from pcapdiag.explain import (
     _shared,
     explain,
     request_hash,
+    stale_note,
 )
 
 NS = 1_000_000_000
@@ -671,11 +673,13 @@ class Lane:
         distinct head's verdict is looked up once (``_Verdicts``); the checks are columns."""
         m = len(rows)
         nturns = rows[:, K_NTURNS]
-        # exchanges, then for a race one request more (after the server's FIN)
+        # exchanges, then for a race or a server's reset one request more, unanswered (an
+        # RST with turns odd is the server's: the walk takes the client's only between them)
         race = rows[:, K_LATE_FRAME] > 0
-        bad = (
-            ((nturns % 2) != race) | (race & (nturns < 3)) | (rows[:, K_NHIST] > 16)
-        )  # Zeek keeps 16 letters
+        odd = (nturns % 2) == 1
+        unanswered = race | (odd & (rows[:, K_RST_FRAME] > 0))
+        bad = (odd != unanswered) | (race & (nturns < 3))
+        bad |= rows[:, K_NHIST] > 16  # Zeek keeps 16 letters
         nex = np.where(bad, 0, nturns // 2)
         owner = np.repeat(np.arange(m), nex)  # each exchange's connection
         within = np.arange(len(owner)) - np.repeat(np.cumsum(nex) - nex, nex)
@@ -724,15 +728,17 @@ class Lane:
         if len(closes):
             last = np.maximum(np.cumsum(nex) - 1, 0)
             bad |= (rows[:, K_RST_FRAME] > 0) & (nex > 0) & closes[last]
-        late: list[str | None] = [None] * m  # a race's request after the server's FIN
-        for j in np.flatnonzero(race & ~bad).tolist():
+        late: list[str | None] = [None] * m  # the unanswered request's line
+        for j in np.flatnonzero(unanswered & ~bad).tolist():
             t = turns[rows[j, K_TOFF] + rows[j, K_NTURNS] - 1]
             got = self.verdicts.request(int(t[T_H1]), int(t[T_H2]))
             v = None if got is None else got[0]
-            if v is None or t[T_NSEG] != 1 or t[T_BYTES] != v.size:
+            if v is None or t[T_NSEG] != 1 or t[T_BYTES] != v.size or not (got[1] or nex[j]):
                 bad[j] = True
             else:
                 late[j] = v.line
+                # a reset request's frame and time where a race's are (the walk's)
+                rows[j, K_LATE_FRAME], rows[j, K_LATE_TS] = t[T_FRAME], t[T_TS]
         for row in rows[bad]:
             self._reject(row)
         keep = np.flatnonzero(~bad)
@@ -764,19 +770,23 @@ class Lane:
         its end, replayed; None when its HTTP does not fit the template after all."""
         nturns = row[K_NTURNS]
         race = row[K_LATE_FRAME] != 0  # a request after the server's FIN closes the turns
-        if nturns % 2 != race or (race and nturns < 3) or row[K_NHIST] > 16:  # (16 letters)
+        # ... or one the server reset (an RST with turns odd is the server's)
+        unanswered = race or (nturns % 2 == 1 and row[K_RST_FRAME] != 0)
+        if nturns % 2 != unanswered or (race and nturns < 3) or row[K_NHIST] > 16:  # (16)
             return None
         off = row[K_TOFF]
         turns = tu[off : off + nturns]
         exchanges = []
         late = None
-        if race:
+        if unanswered:
             q = turns[-1]
             got = self.verdicts.request(q[T_H1], q[T_H2])
             if got is None or got[0] is None or q[T_NSEG] != 1 or q[T_BYTES] != got[0].size:
                 return None
+            if nturns == 1 and not got[1]:
+                return None
             late = (q, got[0])
-        for t in range(0, nturns - race, 2):
+        for t in range(0, nturns - unanswered, 2):
             q, a = turns[t], turns[t + 1]
             got = self.verdicts.request(q[T_H1], q[T_H2])
             if got is None:
@@ -805,9 +815,10 @@ class Lane:
             actions.append((q[T_FRAME], 0, 0, q, req))
             actions.append((a[T_FRAME], 1, 1, a, resp))
             actions.append((a[T_LFRAME], 2, 2, a, resp))
-        if late is not None:  # the server's FIN, the request, the server's RST
+        if late is not None:  # the (server's FIN,) the request, the server's RST
             actions.append((late[0][T_FRAME], 0, 0, late[0], late[1]))
-            actions.append((row[K_SFIN_FRAME], 3, 3, False, None))
+            if row[K_SFIN_FRAME]:
+                actions.append((row[K_SFIN_FRAME], 3, 3, False, None))
             actions.append((row[K_RST_FRAME], 3, 5, False, None))
         elif row[K_RST_FRAME]:
             actions.append((row[K_RST_FRAME], 3, 4, True, None))
@@ -891,14 +902,16 @@ X_QTS, X_QFRAME, X_ATS, X_AFRAME, X_LTS, X_LFRAME = range(6)
 NX = 6
 # How a connection of the template ends (``Block.derived``): who sent the first FIN, and
 # whether the server's came after an idle gap; or the client's RST; or a request sent after
-# the server's FIN, answered by the server's RST (the keep-alive race)
-O_CLIENT, O_IDLE, O_SERVER, O_CRESET, O_RACE = range(5)
+# the server's FIN, answered by the server's RST (the keep-alive race); or the server's RST
+# while a request awaited its response
+O_CLIENT, O_IDLE, O_SERVER, O_CRESET, O_RACE, O_SRESET = range(6)
 _OUTCOMES = ("client_close", "server_idle_close", "server_close", "client_reset",
-             "server_close_after_request")  # fmt: skip
-_CLOSED_BY = ("client", "server", "server", "client", "server")
-_STATES = ("SF", "SF", "SF", "RSTO", "RSTR")  # Zeek's conn_state of each
+             "server_close_after_request", "server_reset")  # fmt: skip
+_CLOSED_BY = ("client", "server", "server", "client", "server", "server")
+_STATES = ("SF", "SF", "SF", "RSTO", "RSTR", "RSTR")  # Zeek's conn_state of each
 _NONE = _NONE_ERRORS
-_ERRORS = (_NONE, _NONE, _NONE, _NONE, _shared(REMOTE_DISCONNECTED))  # what clients raise
+_ERRORS = (_NONE, _NONE, _NONE, _NONE, _shared(REMOTE_DISCONNECTED),
+           _shared(RESET_AWAITING))  # what clients raise  # fmt: skip
 _CAUSES = tuple(RACE_CAUSE if o == O_RACE else CAUSES.get(_OUTCOMES[o], (None, None))
                 for o in range(len(_OUTCOMES)))  # fmt: skip
 
@@ -939,8 +952,8 @@ class Block:
     """Connections the lane followed to their end, as columns: their slot rows (``K_*``,
     in order of first frame), their exchanges (``X_*``, connection after connection,
     ``nex`` each) and what the heads said (request lines, response details, whether the
-    response asked to close; per connection, the line of a request sent after the
-    server's FIN, or None). A record (``record``) or a JSON line (``json_tails``) is
+    response asked to close; per connection, the line of the last request if no response
+    answered it, or None: one written after the server's FIN, or one the server reset). A record (``record``) or a JSON line (``json_tails``) is
     made from it when asked for: the lane itself makes no Python object per connection
     beyond its heads' verdicts."""
 
@@ -1039,31 +1052,39 @@ class Block:
         has_ack = ack >= 0
         rtt = np.maximum(0, ack - syn)
         threshold = np.where(has_ack, np.maximum(IDLE_MIN_NS, IDLE_RTT_FACTOR * rtt), IDLE_MIN_NS)
-        race = r[:, K_LATE_FRAME] > 0  # the server's FIN, a request, the server's RST
+        # a request no response answered: after the server's FIN (then its RST: a race),
+        # or before the server's RST (a reset)
+        unanswered = r[:, K_LATE_FRAME] > 0
+        race = unanswered & (r[:, K_SFIN_FRAME] > 0)
+        sreset = unanswered & ~race
         server_first = (r[:, K_SFIN_FRAME] < r[:, K_CFIN_FRAME]) | race
-        reset = (r[:, K_RST_FRAME] > 0) & ~race  # the client's RST, no FIN
+        reset = (r[:, K_RST_FRAME] > 0) & ~unanswered  # the client's RST, no FIN
         f1 = np.where(server_first, r[:, K_SFIN_FRAME], r[:, K_CFIN_FRAME])
         t1 = np.where(server_first, r[:, K_SFIN_TS], r[:, K_CFIN_TS])
-        f1 = np.where(reset, r[:, K_RST_FRAME], f1)
-        t1 = np.where(reset, r[:, K_RST_TS], t1)
+        f1 = np.where(reset | sreset, r[:, K_RST_FRAME], f1)
+        t1 = np.where(reset | sreset, r[:, K_RST_TS], t1)
         some = n > 0
         last = np.maximum(np.cumsum(n) - 1, 0)
         if len(ex):
             lts = np.where(some, ex[last, X_LTS], 0)
             lclose = some & self.close[last]
             reused = np.where(n > 1, ex[last, X_QTS] - ex[np.maximum(last - 1, 0), X_LTS], 0)
-            reused = np.where(race, r[:, K_LATE_TS] - lts, reused)  # (n >= 1 with a race)
         else:
             lts = reused = np.zeros(len(r), np.int64)
             lclose = np.zeros(len(r), bool)
-        idle = t1 - lts
+        reused = np.where(unanswered, r[:, K_LATE_TS] - lts, reused)  # (used when n >= 1)
+        # the idle time at the close: since the last response's end, or the reset request
+        idle = t1 - np.where(sreset, r[:, K_LATE_TS], lts)
         idle_close = server_first & some & ~lclose & (idle >= threshold)
         outcome = np.where(server_first, np.where(idle_close, O_IDLE, O_SERVER), O_CLIENT)
         outcome = np.where(reset, O_CRESET, np.where(race, O_RACE, outcome))
+        outcome = np.where(sreset, O_SRESET, outcome)
+        # a reset request that came after an idle spell (``explain._stale``)
+        stale = sreset & some & (reused >= threshold)
         d = self._derived = {
             "has_ack": has_ack, "rtt": rtt, "f1": f1, "t1": t1, "outcome": outcome,
-            "idle": idle, "reused": reused, "last": last, "race": race,
-            "requests": n + race,
+            "idle": idle, "reused": reused, "last": last, "race": race, "sreset": sreset,
+            "requests": n + unanswered, "stale": stale,
         }  # fmt: skip
         return d
 
@@ -1075,6 +1096,13 @@ def _race_tail(idle: int, line: str, qf: int, qts: int, t0: int, fin_ts: int, rf
         f"({_at(qts, t0)}), {_s(qts - fin_ts)} after the FIN; no response came, the server "
         f"answered with RST at frame {rf}."
     )
+
+
+def _reset_tail(line: str, qf: int, qts: int, t0: int, stale: int | None) -> str:
+    """A server reset's evidence after its RST's time (``explain._evidence``, ``_stale``:
+    ``stale``, the idle time before the request when stale)."""
+    tail = f"while the request '{line}' at frame {qf} ({_at(qts, t0)}) awaited a response."
+    return tail if stale is None else tail + stale_note(stale, False)
 
 
 def _race_evidence(block: Block, j: int, f1: int, t1: int, t0: int, idle: int) -> str:
@@ -1091,7 +1119,19 @@ def _evidences(block: Block, t0: int) -> list[str]:
                    repeat(t0), d["idle"].tolist(), block.nex.tolist()))  # fmt: skip
     for j in np.flatnonzero(d["race"]).tolist():
         out[j] = _race_evidence(block, j, int(d["f1"][j]), int(d["t1"][j]), t0, int(d["idle"][j]))
+    for j in np.flatnonzero(d["sreset"]).tolist():
+        out[j] = _reset_evidence(block, j, t0)
     return out
+
+
+def _reset_evidence(block: Block, j: int, t0: int) -> str:
+    d = block.derived()
+    r = block.rows[j]
+    stale = int(d["reused"][j]) if d["stale"][j] else None
+    head = _evidence(O_SRESET, int(r[K_RST_FRAME]), int(r[K_RST_TS]), t0, 0, 0)
+    return head + _reset_tail(
+        block.late[j] or "", int(r[K_LATE_FRAME]), int(r[K_LATE_TS]), t0, stale
+    )
 
 
 def _last_requests(block: Block) -> list[str | None]:
@@ -1107,7 +1147,7 @@ def _last_requests(block: Block) -> list[str | None]:
         out = list(itemgetter(*d["last"].tolist())(block.lines))
     for j in np.flatnonzero(block.nex == 0).tolist():
         out[j] = None
-    for j in np.flatnonzero(d["race"]).tolist():
+    for j in np.flatnonzero(d["requests"] > block.nex).tolist():  # an unanswered request
         out[j] = block.late[j]
     return out
 
@@ -1120,6 +1160,8 @@ def _evidence(outcome: int, f1: int, t1: int, t0: int, idle: int, n: int) -> str
         return (
             f"The client reset the connection (RST at frame {f1}, {at}) before closing it cleanly."
         )
+    if outcome == O_SRESET:  # (then ``_reset_tail``)
+        return f"The server reset the connection (RST at frame {f1}, {at}) "
     if outcome == O_IDLE:
         return (
             f"The server closed the idle connection (FIN at frame {f1}, {at}) after "
@@ -1156,18 +1198,24 @@ def _path(
     last: int | None = None  # last activity
     idle_before: int | None = None
     line = None
-    for k, x in enumerate(ex):
-        ts = x[X_QTS]
-        idle_before = None if last is None else ts - last
+
+    def request(ts: int, frame: int, line: str | None) -> None:
+        """A request, after the idle gap before it if there was one."""
+        nonlocal state
         if last is not None and state is not _KEEPALIVE and ts - last >= threshold:
             if len(events) < MAX_EVENTS:
                 add((last + threshold, None, "none", "idle_gap", f"idle {(ts - last) / NS:.3f} s"))
             if state is _IDLE:
                 state = _KEEPALIVE
+        if len(events) < MAX_EVENTS:
+            add((ts, frame, "client", "request", line))
+
+    for k, x in enumerate(ex):
+        ts = x[X_QTS]
+        idle_before = None if last is None else ts - last
         line = block.lines[x0 + k]
         close = bool(block.close[x0 + k])
-        if len(events) < MAX_EVENTS:
-            add((ts, x[X_QFRAME], "client", "request", line))
+        request(ts, x[X_QFRAME], line)
         if len(events) < MAX_EVENTS:
             add((x[X_ATS], x[X_AFRAME], "server", "response", block.details[x0 + k]))
         if len(events) < MAX_EVENTS:
@@ -1175,8 +1223,15 @@ def _path(
                  "response_end_close" if close else "response_end", ""))  # fmt: skip
         state = _CLOSING if close else _IDLE
         last = x[X_LTS]
-    # the FINs, in frame order; the first decides who closed and when (or the client's RST)
     cf, sf, rf, qf = row[K_CFIN_FRAME], row[K_SFIN_FRAME], row[K_RST_FRAME], row[K_LATE_FRAME]
+    if qf and not sf:  # a request, then the server's RST
+        qts, line = row[K_LATE_TS], block.late[j]
+        idle_before = None if last is None else qts - last
+        request(qts, qf, line)
+        t1 = row[K_RST_TS]
+        add((t1, rf, "server", "rst", f"ttl {row[K_RST_TTL]} vs {row[K_STTL]}"))
+        return events, state, qts, idle_before, line, (rf, t1, "server")
+    # the FINs, in frame order; the first decides who closed and when (or the client's RST)
     fins = [(cf, row[K_CFIN_TS], "client"), (sf, row[K_SFIN_TS], "server")]
     if qf:  # the server's FIN, then a request, then the server's RST
         fins = [(sf, row[K_SFIN_TS], "server")]
@@ -1217,15 +1272,17 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
     rtt = max(0, ack_ts - syn_ts) if ack_ts >= 0 else None
     events, state, last, idle_before, line, (f1, t1, who) = _path(block, j, row)
     idle_close = None if last is None else t1 - last
-    race = row[K_LATE_FRAME] != 0
+    unanswered = row[K_LATE_FRAME] != 0  # a request: then a race, or the server's reset
+    race = unanswered and row[K_SFIN_FRAME] != 0
     if race:
         code = O_RACE
         evidence = _race_evidence(block, j, f1, t1, t0, idle_close or 0)
-    elif row[K_RST_FRAME]:
-        code = O_CRESET
+    elif unanswered:
+        code = O_SRESET
+        evidence = _reset_evidence(block, j, t0)
     else:
-        code = O_CLIENT if who == "client" else O_IDLE if state is _KEEPALIVE else O_SERVER
-    if not race:
+        code = O_CRESET if row[K_RST_FRAME] else O_CLIENT if who == "client" else (
+            O_IDLE if state is _KEEPALIVE else O_SERVER)  # fmt: skip
         evidence = _evidence(code, f1, t1, t0, idle_close or 0, n)
     outcome = _OUTCOMES[code]
     ipver = row[K_IPVER]
@@ -1249,7 +1306,7 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
         server_packets=row[K_SPKTS],
         client_bytes=row[K_CBYTES],
         server_bytes=row[K_SBYTES],
-        requests=n + race,
+        requests=n + unanswered,
         responses=n,
         handshake="full",
         first_frame=row[K_SYN_FRAME],
@@ -1266,11 +1323,12 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
         anomalies=[],
         events=events,
     )
-    if n + race > 1 and idle_before is not None:
+    if n + unanswered > 1 and idle_before is not None:
         rec.reused_after_idle_s = idle_before / NS
     rec.server_ttl, rec.client_ttl = row[K_STTL], row[K_CTTL]
-    if race:
+    if unanswered:  # the server's RST
         rec.reset_ttl = row[K_RST_TTL]
+        rec.stale = bool(block.derived()["stale"][j])
     rec.cause, rec.fix = _CAUSES[code]
     return rec
 
@@ -1291,7 +1349,7 @@ def rows(block: Block, path: str, t0: int) -> list[tuple[Any, ...]]:
     template = list(row_of(record(block, 0, path, t0)))
     outcome = d["outcome"].tolist()
     f1, t1 = d["f1"].tolist(), d["t1"].tolist()
-    some = (n > 0).tolist()
+    some = (d["requests"] > 0).tolist()  # a request made the idle time
     idle = d["idle"].tolist()
     rtt = d["rtt"].tolist()
     has_ack = d["has_ack"].tolist()
@@ -1331,8 +1389,9 @@ def rows(block: Block, path: str, t0: int) -> list[tuple[Any, ...]]:
         reused_after_idle_s=[u / NS if x > 1 else None for u, x in zip(reused, nq, strict=True)],
         last_request=_last_requests(block),
         reset_ttl=[
-            t if q else None for t, q in zip(r[:, K_RST_TTL].tolist(), race.tolist(), strict=True)
+            t if q > k else None for t, q, k in zip(r[:, K_RST_TTL].tolist(), nq, nx, strict=True)
         ],
+        stale=d["stale"].tolist(),
     )
     cols["anomalies"] = [[] for _ in range(m)]
     states = [_STATES[o] for o in outcome]
@@ -1421,7 +1480,8 @@ def facts(block: Block) -> dict[str, Any]:
     raced = np.flatnonzero(race).tolist()
     reuse = [(j, server(j), int(d["reused"][j]) / NS) for j in raced]
     t1 = d["t1"]
-    failed = [(j, int(t1[j]), last[j]) for j in raced]  # a retry may follow
+    failing = np.flatnonzero(race | d["sreset"]).tolist()
+    failed = [(j, int(t1[j]), last[j]) for j in failing]  # a retry may follow
     return {
         "start": r[:, K_SYN_TS],
         "pair": np.array(pair_hash, np.int64)[pi.reshape(-1)],
@@ -1458,7 +1518,7 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
         repr(v / NS) if k > 1 else "null" for v, k in zip(d["reused"].tolist(), nq, strict=True)
     ]
     idle = d["idle"].tolist()
-    idles = [repr(v / NS) if k else "null" for v, k in zip(idle, n, strict=True)]
+    idles = [repr(v / NS) if k else "null" for v, k in zip(idle, nq, strict=True)]
     rtt = [
         repr(round(v / 1e6, 3)) if a else "null"
         for v, a in zip(d["rtt"].tolist(), d["has_ack"].tolist(), strict=True)
@@ -1481,14 +1541,14 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
         f'{_CAUSE_JSON[o]}, "keepalive_race": {_RACE_JSON[o]}, "retry_of": null, '
         f'"reused_after_idle_s": {ru}, "idle_before_close_s": {ic}, "syn_count": 1, '
         f'"rtt_ms": {rt}, "last_request": {rq}, "count": 1, "decrypted": false, '
-        '"stale": false, "h2": null, "proxy": null, "anomalies": []}'
+        f'"stale": {"true" if sl else "false"}, "h2": null, "proxy": null, "anomalies": []}}'
         for (client, server, syn, start, end, o, t, f, ev, cpk, spk, cby, sby, q, k, h, first,
-             lastf, ru, ic, rt, rq) in zip(
+             lastf, ru, ic, rt, rq, sl) in zip(
             clients, servers, syn, starts, r[:, K_END_TS].tolist(), outcome, t1,
             f1, evidence, r[:, K_CPKTS].tolist(), r[:, K_SPKTS].tolist(),
             r[:, K_CBYTES].tolist(), r[:, K_SBYTES].tolist(), nq, n, hist,
             r[:, K_SYN_FRAME].tolist(), r[:, K_LAST_FRAME].tolist(), reused, idles, rtt,
-            request, strict=True,
+            request, d["stale"].tolist(), strict=True,
         )
     ]  # fmt: skip
 
@@ -1498,19 +1558,20 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
 (J_ID, J_CAP, J_CADDR, J_CPORT, J_SADDR, J_SPORT, J_START, J_END, J_DUR, J_OUTCOME,
  J_CLOSE, J_F1, J_EVHEAD, J_AT, J_EVMID, J_EXTRA, J_HASEXTRA, J_N, J_SERVER, J_EVTAIL,
  J_CPK, J_SPK, J_CBY, J_SBY, J_HIST, J_FIRST, J_LAST, J_CAUSE, J_REUSED, J_MULTI, J_IDLE,
- J_SOME, J_RTT, J_HASACK, J_REQ, J_STATE, J_EVSEP, J_NREQ, J_ERRORS, J_RACE
- ) = range(40)  # fmt: skip
-NJ = 40
+ J_SOME, J_RTT, J_HASACK, J_REQ, J_STATE, J_EVSEP, J_NREQ, J_ERRORS, J_RACE, J_STALE
+ ) = range(41)  # fmt: skip
+NJ = 41
 # each outcome's (``O_*``) evidence around its frame and time, and around its numbers
 # (a race's evidence goes on in a string of its own, in ``J_EXTRA``)
 _EV_HEAD = ("The client closed (FIN at frame ", "The server closed the idle connection "
             "(FIN at frame ", "The server closed (FIN at frame ",
             "The client reset the connection (RST at frame ",
-            "Keep-alive race: the server closed the idle connection (FIN at frame ")  # fmt: skip
-_EV_SEP = (" s) ", " s) ", " s) ", " s) ", " s")
+            "Keep-alive race: the server closed the idle connection (FIN at frame ",
+            "The server reset the connection (RST at frame ")  # fmt: skip
+_EV_SEP = (" s) ", " s) ", " s) ", " s) ", " s", " s) ")
 _EV_MID = ("with nothing outstanding.", "after ", "after completing ",
-           "before closing it cleanly.", "")  # fmt: skip
-_EV_TAIL = ("", " without traffic; no request was outstanding.", " response(s).", "", "")
+           "before closing it cleanly.", "", "")  # fmt: skip
+_EV_TAIL = ("", " without traffic; no request was outstanding.", " response(s).", "", "", "")
 _PROGRAM: Any = None
 
 
@@ -1584,10 +1645,9 @@ def _program() -> Any:
         p.number(R.MILLIS3, J_RTT, J_HASACK)
         p.const(', "last_request": ')
         p.string(J_REQ, J_SOME)
-        p.const(
-            ', "count": 1, "decrypted": false, "stale": false, "h2": null, "proxy": null, '
-            '"anomalies": []}'
-        )
+        p.const(', "count": 1, "decrypted": false, "stale": ')
+        p.string(J_STALE)
+        p.const(', "h2": null, "proxy": null, "anomalies": []}')
         _PROGRAM = (p.compile(), sum(1 for it in p.items if not isinstance(it, str)
                                      and it[0] == R.STR))  # fmt: skip
     return _PROGRAM
@@ -1643,7 +1703,7 @@ class Lines:
         hist, at = _distinct_pairs(r[:, K_HIST], r[:, K_NHIST])
         cols[:, J_HIST] = len(texts) + at
         texts += [_history(a, b) for a, b in hist]
-        some = n > 0
+        some = d["requests"] > 0  # (a request: its line, and the idle time at the close)
         last = _last_requests(block)
         reqs = list(set(last))  # a capture's request lines are few
         index = {q: k for k, q in enumerate(reqs)}
@@ -1664,6 +1724,18 @@ class Lines:
                                int(r[j, K_RST_FRAME])))[1:-1]
                 for j in race_rows.tolist()
             ]  # fmt: skip
+        reset_rows = np.flatnonzero(d["sreset"])
+        if len(reset_rows):  # ... and a server reset's
+            cols[reset_rows, J_EXTRA] = len(texts) + np.arange(len(reset_rows))
+            cols[reset_rows, J_HASEXTRA] = 1
+            texts += [
+                _es(_reset_tail(block.late[j] or "", int(r[j, K_LATE_FRAME]),
+                                int(r[j, K_LATE_TS]), t0,
+                                int(d["reused"][j]) if d["stale"][j] else None))[1:-1]
+                for j in reset_rows.tolist()
+            ]  # fmt: skip
+        cols[:, J_STALE] = len(texts) + d["stale"]
+        texts += ["false", "true"]
         syn = r[:, K_SYN_TS]
         cols[:, J_CPORT], cols[:, J_SPORT] = r[:, K_CPORT], r[:, K_SPORT]
         cols[:, J_START], cols[:, J_END] = syn, r[:, K_END_TS]

@@ -636,15 +636,19 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
         if fl & (_RST | _URG):
             bare = (fl & (_RST | _URG | _SYN | _FIN)) == _RST and pl == 0 and phase == P_EST
             late = st[s, K_LATE_FRAME] != 0
-            if (bare and d == 0 and not late and seq[i] == st[s, K_CNEXT]
-                    and st[s, K_CFIN_FRAME] == 0 and st[s, K_SFIN_FRAME] == 0
+            closed = st[s, K_CFIN_FRAME] != 0 or st[s, K_SFIN_FRAME] != 0
+            if (bare and d == 0 and not late and seq[i] == st[s, K_CNEXT] and not closed
+                    and st[s, K_TURN] != 1
                     and (st[s, K_ACK_TS] >= 0 or st[s, K_CBYTES] > 0)):  # fmt: skip
                 # the client's RST, in sequence, on an open connection nothing closed yet,
-                # whose client acknowledged the handshake or sent data (a full one): RSTO
+                # no request outstanding, whose client acknowledged the handshake or sent
+                # data (a full one): RSTO
                 _letter(st, s, _L_R)
-            elif bare and d == 1 and late and seq[i] == st[s, K_SNEXT] and ttl[i] == st[s, K_STTL]:
-                # the server's RST answering the request sent after its FIN (its own: the
-                # TTL of its other packets): the keep-alive race, Zeek's RSTR
+            elif (bare and d == 1 and seq[i] == st[s, K_SNEXT] and ttl[i] == st[s, K_STTL]
+                    and (late or (st[s, K_TURN] == 1 and not closed))):  # fmt: skip
+                # the server's RST (its own: the TTL of its other packets) answering the
+                # request sent after its FIN (the keep-alive race), or a request it had
+                # not answered on an open connection: Zeek's RSTR
                 _letter(st, s, _L_r)
             else:
                 _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_RSTURG, wins)

@@ -431,8 +431,13 @@ def _stale(conn: Connection, rec: ConnectionRecord) -> None:
     if conn.machine.prior_state.name != "AWAITING":
         return
     rec.stale = True
-    who = "a middlebox on the path" if rec.outcome == "network_reset" else "the server"
-    rec.evidence += (
+    rec.evidence += stale_note(idle, rec.outcome == "network_reset")
+
+
+def stale_note(idle: int, network: bool) -> str:
+    """What a stale connection's evidence ends with (``_stale``)."""
+    who = "a middlebox on the path" if network else "the server"
+    return (
         f" Stale connection: the request came after {_s(idle)} idle and {who} no longer "
         "knew the connection (an idle timeout that sent no FIN)."
     )
@@ -767,6 +772,16 @@ REMOTE_DISCONNECTED: dict[str, Any] = {
 }
 
 
+# ... and when it reset the connection while a request awaited a response
+RESET_AWAITING: dict[str, Any] = {
+    "stdlib": "ConnectionResetError: [Errno 104] Connection reset by peer",
+    "requests": "requests.exceptions.ConnectionError: ('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))",
+    "aiohttp": "aiohttp.ClientOSError: [Errno 104] Connection reset by peer (idempotent requests are first retried once on a new connection)",
+    "httpx": "httpx.ReadError: [Errno 104] Connection reset by peer",
+    "errno": 104,
+}
+
+
 def _client_errors(conn: Connection, rec: ConnectionRecord) -> dict[str, Any]:
     o = rec.outcome
     if o == "proxy_refused":
@@ -865,13 +880,7 @@ def _client_errors(conn: Connection, rec: ConnectionRecord) -> dict[str, Any]:
                 "errno": 104,
             }
         if prior == "AWAITING":
-            return {
-                "stdlib": "ConnectionResetError: [Errno 104] Connection reset by peer",
-                "requests": "requests.exceptions.ConnectionError: ('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))",
-                "aiohttp": "aiohttp.ClientOSError: [Errno 104] Connection reset by peer (idempotent requests are first retried once on a new connection)",
-                "httpx": "httpx.ReadError: [Errno 104] Connection reset by peer",
-                "errno": 104,
-            }
+            return RESET_AWAITING
         return {  # idle: only the next use of the pooled connection would notice
             "stdlib": "ConnectionResetError: [Errno 104] Connection reset by peer (on the next request over this connection)",
             "requests": None,

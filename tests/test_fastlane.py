@@ -216,6 +216,32 @@ def test_a_4_tuple_reused_after_a_quiet_spell(
     assert _same(path, monkeypatch) == 2
 
 
+SERVER_RESETS = {  # recorded: the exception each client raised (the manifest)
+    "server_reset-stdlib.pcap": ("stdlib", "ConnectionResetError: [Errno 104]"),
+    "server_reset-requests.pcap": ("requests", "requests.exceptions.ConnectionError"),
+    "server_reset-requests-v6.pcap": ("requests", "requests.exceptions.ConnectionError"),
+    "server_reset-httpx-v6.pcap": ("httpx", "httpx.ReadError"),
+    "server_reset-aiohttp.pcap": ("aiohttp", "aiohttp.ClientOSError"),
+    "server_reset-requests-stale.pcap": ("requests", "requests.exceptions.ConnectionError"),
+}
+
+
+def test_server_resets_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that reset the connection while a request awaited its response: every
+    such recording is the lane's, the same as the exact tracker's, with the exception
+    the client raised. aiohttp retried once on a new connection, reset again: the retry
+    names the first. requests reused a pooled connection the server had forgotten: stale."""
+    for name, (lib, raised) in SERVER_RESETS.items():
+        recs = list(_run(SAMPLES / name, "direct", monkeypatch).records)
+        assert _same(SAMPLES / name, monkeypatch) == len(recs), name
+        assert {(r.outcome, r.zeek_conn_state) for r in recs} == {("server_reset", "RSTR")}
+        assert recs[-1].client_errors[lib].startswith(raised), name
+    first, retry = _run(SAMPLES / "server_reset-aiohttp.pcap", "direct", monkeypatch).records
+    assert retry.retry_of == first.id
+    (stale,) = _run(SAMPLES / "server_reset-requests-stale.pcap", "direct", monkeypatch).records
+    assert stale.stale and "Stale connection" in stale.evidence
+
+
 def test_a_race_retried_on_a_new_connection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -839,8 +865,8 @@ def test_the_kernels_file_names_the_layout_it_was_compiled_with() -> None:
 def _record_reused_port(path: Path, paths: list[str]) -> list[str]:
     """Record (tcpdump on loopback) one client port asking ``paths`` in turn of a small
     server, each on a new connection from the same 4-tuple: ``/ok`` answers and closes,
-    ``/reset`` resets, ``/close`` closes without an answer. Returns what the client got:
-    the status, or the exception's name."""
+    ``/reset`` resets, ``/cut`` resets after a part of its answer, ``/close`` closes
+    without an answer. Returns what the client got: the status, or the exception's name."""
     import socket
     import threading
     import time
@@ -859,6 +885,11 @@ def _record_reused_port(path: Path, paths: list[str]) -> list[str]:
             data = read_head(c)
             what = data.split(b" ")[1] if data.count(b" ") else b""
             if what == b"/reset":
+                linger_close(c)
+                continue
+            if what == b"/cut":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")
+                time.sleep(0.05)
                 linger_close(c)
                 continue
             if what != b"/close":
@@ -912,19 +943,21 @@ def _record_reused_port(path: Path, paths: list[str]) -> list[str]:
 def test_a_4_tuple_reused_after_a_reset_goes_back_to_the_lane(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A real client port reused for seven connections, recorded: after the reset and
-    after the one closed without an answer, the lane takes the 4-tuple back at the next
-    fresh SYN, the exact tracker is fed only the connection it was handed (a window) and
-    starts none at that SYN, and every answer is the exact tracker's alone. The client's
-    own exceptions say what the two failures were."""
+    """A real client port reused for eight connections, recorded: after the response cut
+    short by a reset and after the one closed without an answer, the lane takes the
+    4-tuple back at the next fresh SYN, the exact tracker is fed only the connection it
+    was handed (a window) and starts none at that SYN, and every answer is the exact
+    tracker's alone. A reset before any answer is the lane's own. The client's own
+    exceptions say what the three failures were."""
     import os
 
     if os.geteuid() != 0 or shutil.which("tcpdump") is None:
         pytest.skip("needs root and tcpdump to record on loopback")
-    paths = ["/ok", "/reset", "/ok", "/ok", "/close", "/ok", "/ok"]
+    paths = ["/ok", "/reset", "/ok", "/cut", "/ok", "/close", "/ok", "/ok"]
     path = tmp_path / "reuse.pcap"
     got = _record_reused_port(path, paths)
-    assert got == ["200", "ConnectionResetError", "200", "200", "RemoteDisconnected", "200", "200"]
+    assert got == ["200", "ConnectionResetError", "200", "ConnectionResetError", "200",
+                   "RemoteDisconnected", "200", "200"]  # fmt: skip
     seen: dict[str, int] = {"resumed": 0, "ends": 0, "missed": 0, "wholes": 0}
     close, windowed = _fastlane.Lane.close, analysis._Chain._windowed
 
@@ -945,19 +978,21 @@ def test_a_4_tuple_reused_after_a_reset_goes_back_to_the_lane(
     monkeypatch.setattr(_fastlane.Lane, "close", counting)
     monkeypatch.setattr(analysis._Chain, "_windowed", spying)
     took = _same(path, monkeypatch)
-    assert took == 5  # the five answered connections, each once
-    # in each mode (direct, oracle): the reset's window ended by the walk at the next
+    assert took == 6  # the five answered connections and the first reset, each once
+    # in each mode (direct, oracle): the cut one's window ended by the walk at the next
     # SYN; the unanswered one's made when its HTTP was read, the next connection under
     # way already, so ending at its SYN; the tracker agreed, no whole re-run
     assert seen == {"resumed": 2, "ends": 4, "missed": 0, "wholes": 0}
     monkeypatch.setenv("PCAPDIAG_FASTLANE", "0")
     recs = sorted(pcapdiag.analyze(str(path)).records, key=lambda r: r.first_frame)
     outcomes = [r.outcome for r in recs]
-    assert outcomes[1] == "server_reset" and outcomes[4] == "server_close_after_request"
+    assert outcomes[1] == outcomes[3] == "server_reset"
+    assert outcomes[5] == "server_close_after_request"
     # the answered ones: either side's FIN may come first (the server closes as it answers)
-    assert {outcomes[k] for k in (0, 2, 3, 5, 6)} <= {"server_close", "client_close"}
+    assert {outcomes[k] for k in (0, 2, 4, 6, 7)} <= {"server_close", "client_close"}
     assert "ConnectionResetError" in recs[1].client_errors["stdlib"]
-    assert "RemoteDisconnected" in recs[4].client_errors["stdlib"]
+    assert "ConnectionResetError" in recs[3].client_errors["stdlib"]
+    assert "RemoteDisconnected" in recs[5].client_errors["stdlib"]
 
 
 def test_a_lane_wrong_about_a_fresh_syn_is_tracked_again_whole(
