@@ -29,11 +29,12 @@ The template (anything else: the exact tracker)
     the client; at most one FIN per side; both FINs seen, after them only pure ACKs; or
     instead of any FIN the client's RST, in sequence, on a connection it acknowledged,
     with nothing after it (``client_reset``, Zeek's ``RSTO``; nothing outstanding: a
-    request unanswered or a response cut short leaves the template); or the keep-alive
-    race: after the server's FIN (and no FIN of the client's) one more request, a whole
-    segment, answered by nothing but the server's RST in sequence, with the TTL of its
-    other packets (``server_close_after_request``, Zeek's ``RSTR``). A new SYN starts
-    the next connection on the 4-tuple. Data turns alternate client, server: each client turn is
+    request unanswered or a response cut short leaves the template); or one request more,
+    a whole segment, that nothing but the server's RST answers, in sequence and with the
+    TTL of the server's other packets (Zeek's ``RSTR``): after the server's FIN (and no
+    FIN of the client's) that is the keep-alive race (``server_close_after_request``),
+    on an open connection a reset (``server_reset``). A new SYN starts the next
+    connection on the 4-tuple. Data turns alternate client, server: each client turn is
     one segment holding one whole request head without a body (not CONNECT, no
     upgrade), each server turn one final response whose first segment holds its whole
     head and whose Content-Length (or no body: HEAD, 204, 304) accounts for the turn's
