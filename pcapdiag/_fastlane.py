@@ -954,9 +954,9 @@ class Block:
     in order of first frame), their exchanges (``X_*``, connection after connection,
     ``nex`` each) and what the heads said (request lines, response details, whether the
     response asked to close; per connection, the line of the last request if no response
-    answered it, or None: one written after the server's FIN, or one the server reset). A record (``record``) or a JSON line (``json_tails``) is
-    made from it when asked for: the lane itself makes no Python object per connection
-    beyond its heads' verdicts."""
+    answered it, or None: one written after the server's FIN, or one the server reset).
+    A record (``record``) or a JSON line (``json_tails``) is made from it when asked for:
+    the lane itself makes no Python object per connection beyond its heads' verdicts."""
 
     __slots__ = ("rows", "ex", "nex", "lines", "details", "close", "late", "_derived")
 
@@ -1041,10 +1041,10 @@ class Block:
 
     def derived(self) -> dict[str, np.ndarray]:
         """What the machine decides for each connection, as columns (``_record`` walks
-        the same path one event at a time): the first FIN (or the client's RST) decides
-        who closed; the server
-        closed an idle connection when its FIN follows the last response (not one that
-        asked to close) by the idle threshold or more."""
+        the same path one event at a time): the first FIN decides who closed, or the RST
+        that ended it; the server closed an idle connection when its FIN follows the last
+        response (not one that asked to close) by the idle threshold or more; a request
+        no response answered makes a race (after the server's FIN) or a reset."""
         d = self._derived
         if d is not None:
             return d
@@ -1090,27 +1090,32 @@ class Block:
         return d
 
 
-def _race_tail(idle: int, line: str, qf: int, qts: int, t0: int, fin_ts: int, rf: int) -> str:
-    """A keep-alive race's evidence after its FIN's time (``explain._evidence``)."""
-    return (
-        f", after {_s(idle)} idle), then the client wrote request '{line}' at frame {qf} "
-        f"({_at(qts, t0)}), {_s(qts - fin_ts)} after the FIN; no response came, the server "
-        f"answered with RST at frame {rf}."
-    )
-
-
-def _reset_tail(line: str, qf: int, qts: int, t0: int, stale: int | None) -> str:
-    """A server reset's evidence after its RST's time (``explain._evidence``, ``_stale``:
-    ``stale``, the idle time before the request when stale)."""
-    tail = f"while the request '{line}' at frame {qf} ({_at(qts, t0)}) awaited a response."
-    return tail if stale is None else tail + stale_note(stale, False)
-
-
-def _race_evidence(block: Block, j: int, f1: int, t1: int, t0: int, idle: int) -> str:
+def _tail(block: Block, j: int, t0: int) -> str:
+    """The evidence of connection ``j``, a race or a server's reset (an unanswered
+    request), after its close's time, as ``explain._evidence`` (and ``_stale``) write it:
+    the JSON template takes it as a string (``J_EXTRA``)."""
+    d = block.derived()
     r = block.rows[j]
-    tail = _race_tail(idle, block.late[j] or "", int(r[K_LATE_FRAME]), int(r[K_LATE_TS]), t0,
-                      t1, int(r[K_RST_FRAME]))  # fmt: skip
-    return f"Keep-alive race: the server closed the idle connection (FIN at frame {f1}, {_at(t1, t0)}{tail}"
+    line, qf, qts = block.late[j] or "", int(r[K_LATE_FRAME]), int(r[K_LATE_TS])
+    if d["race"][j]:
+        fin = int(d["t1"][j])
+        return (
+            f", after {_s(int(d['idle'][j]))} idle), then the client wrote request '{line}' at "
+            f"frame {qf} ({_at(qts, t0)}), {_s(qts - fin)} after the FIN; no response came, "
+            f"the server answered with RST at frame {int(r[K_RST_FRAME])}."
+        )
+    tail = f"while the request '{line}' at frame {qf} ({_at(qts, t0)}) awaited a response."
+    return tail + stale_note(int(d["reused"][j]), False) if d["stale"][j] else tail
+
+
+def _unanswered_evidence(block: Block, j: int, t0: int) -> str:
+    """The whole evidence of a race or a server's reset: its head as the JSON template
+    writes it (``_EV_HEAD``, ``_EV_SEP``, ``_EV_MID``), then ``_tail``."""
+    d = block.derived()
+    o = int(d["outcome"][j])
+    at = (int(d["t1"][j]) - t0) / NS
+    head = f"{_EV_HEAD[o]}{int(d['f1'][j])}, t={at:.3f}{_EV_SEP[o]}{_EV_MID[o]}"
+    return head + _tail(block, j, t0)
 
 
 def _evidences(block: Block, t0: int) -> list[str]:
@@ -1118,21 +1123,9 @@ def _evidences(block: Block, t0: int) -> list[str]:
     d = block.derived()
     out = list(map(_evidence, d["outcome"].tolist(), d["f1"].tolist(), d["t1"].tolist(),
                    repeat(t0), d["idle"].tolist(), block.nex.tolist()))  # fmt: skip
-    for j in np.flatnonzero(d["race"]).tolist():
-        out[j] = _race_evidence(block, j, int(d["f1"][j]), int(d["t1"][j]), t0, int(d["idle"][j]))
-    for j in np.flatnonzero(d["sreset"]).tolist():
-        out[j] = _reset_evidence(block, j, t0)
+    for j in np.flatnonzero(d["race"] | d["sreset"]).tolist():
+        out[j] = _unanswered_evidence(block, j, t0)
     return out
-
-
-def _reset_evidence(block: Block, j: int, t0: int) -> str:
-    d = block.derived()
-    r = block.rows[j]
-    stale = int(d["reused"][j]) if d["stale"][j] else None
-    head = _evidence(O_SRESET, int(r[K_RST_FRAME]), int(r[K_RST_TS]), t0, 0, 0)
-    return head + _reset_tail(
-        block.late[j] or "", int(r[K_LATE_FRAME]), int(r[K_LATE_TS]), t0, stale
-    )
 
 
 def _last_requests(block: Block) -> list[str | None]:
@@ -1161,8 +1154,6 @@ def _evidence(outcome: int, f1: int, t1: int, t0: int, idle: int, n: int) -> str
         return (
             f"The client reset the connection (RST at frame {f1}, {at}) before closing it cleanly."
         )
-    if outcome == O_SRESET:  # (then ``_reset_tail``)
-        return f"The server reset the connection (RST at frame {f1}, {at}) "
     if outcome == O_IDLE:
         return (
             f"The server closed the idle connection (FIN at frame {f1}, {at}) after "
@@ -1275,12 +1266,9 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
     idle_close = None if last is None else t1 - last
     unanswered = row[K_LATE_FRAME] != 0  # a request: then a race, or the server's reset
     race = unanswered and row[K_SFIN_FRAME] != 0
-    if race:
-        code = O_RACE
-        evidence = _race_evidence(block, j, f1, t1, t0, idle_close or 0)
-    elif unanswered:
-        code = O_SRESET
-        evidence = _reset_evidence(block, j, t0)
+    if unanswered:
+        code = O_RACE if race else O_SRESET
+        evidence = _unanswered_evidence(block, j, t0)
     else:
         code = O_CRESET if row[K_RST_FRAME] else O_CLIENT if who == "client" else (
             O_IDLE if state is _KEEPALIVE else O_SERVER)  # fmt: skip
@@ -1715,26 +1703,11 @@ class Lines:
             cols[idle_rows, J_EXTRA] = len(texts) + np.arange(len(idle_rows))
             cols[idle_rows, J_HASEXTRA] = 1
             texts += [_s(v) for v in d["idle"][idle_rows].tolist()]
-        race_rows = np.flatnonzero(d["race"])
-        if len(race_rows):  # the rest of a race's evidence, JSON-escaped
-            cols[race_rows, J_EXTRA] = len(texts) + np.arange(len(race_rows))
-            cols[race_rows, J_HASEXTRA] = 1
-            texts += [
-                _es(_race_tail(int(d["idle"][j]), block.late[j] or "", int(r[j, K_LATE_FRAME]),
-                               int(r[j, K_LATE_TS]), t0, int(d["t1"][j]),
-                               int(r[j, K_RST_FRAME])))[1:-1]
-                for j in race_rows.tolist()
-            ]  # fmt: skip
-        reset_rows = np.flatnonzero(d["sreset"])
-        if len(reset_rows):  # ... and a server reset's
-            cols[reset_rows, J_EXTRA] = len(texts) + np.arange(len(reset_rows))
-            cols[reset_rows, J_HASEXTRA] = 1
-            texts += [
-                _es(_reset_tail(block.late[j] or "", int(r[j, K_LATE_FRAME]),
-                                int(r[j, K_LATE_TS]), t0,
-                                int(d["reused"][j]) if d["stale"][j] else None))[1:-1]
-                for j in reset_rows.tolist()
-            ]  # fmt: skip
+        tail_rows = np.flatnonzero(d["race"] | d["sreset"])
+        if len(tail_rows):  # the rest of a race's or a reset's evidence, JSON-escaped
+            cols[tail_rows, J_EXTRA] = len(texts) + np.arange(len(tail_rows))
+            cols[tail_rows, J_HASEXTRA] = 1
+            texts += [_es(_tail(block, j, t0))[1:-1] for j in tail_rows.tolist()]
         cols[:, J_STALE] = len(texts) + d["stale"]
         texts += ["false", "true"]
         syn = r[:, K_SYN_TS]

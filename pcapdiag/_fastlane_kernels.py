@@ -619,17 +619,11 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
             _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TUPLE, wins)
             continue
         last = st[s, K_LAST_TS]
-        if t < last or t - last > _quiet_max(st, s):
-            if (st[s, K_PHASE] >= P_DONE and t >= last and fl == _SYN and pl == 0
-                    and _get(flagged, key) < 0):  # fmt: skip
-                # the next connection on a 4-tuple whose last one ended and went quiet:
-                # as if a sweep (``sweep``) had let that one go just before
-                _emit(s, st, tu, tnext, tfree, out, out_t, ctl)
-                _pop(table, ctl, C_TABLE, key)
-                _start(s, key, i, frame, ts, ipver, shi, slo, dhi, dlo, sport, dport, seq, ttl,
-                       st)  # fmt: skip
-                _put(table, ctl, C_TABLE, key, s)
-                continue
+        if (t < last or t - last > _quiet_max(st, s)) and not (
+                st[s, K_PHASE] >= P_DONE and t >= last and fl == _SYN and pl == 0
+                and _get(flagged, key) < 0):  # fmt: skip
+            # (but the next connection on a 4-tuple whose last one ended and went quiet
+            # starts below, as if a sweep had let that one go just before)
             _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TIME, wins)
             continue
         phase = st[s, K_PHASE]
@@ -840,7 +834,7 @@ def sweep(clock: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, fr
     for s in range(len(st)):
         if st[s, K_USED] == 0 or clock - st[s, K_LAST_TS] <= _quiet_max(st, s):
             continue
-        if st[s, K_PHASE] >= P_DONE:  # both FINs, or the client's RST
+        if st[s, K_PHASE] >= P_DONE:  # both FINs, or the RST that ended it
             if _room(out, out_t, ctl):
                 _let_go(s, table, st, tu, tnext, tfree, free, out, out_t, ctl)
         else:

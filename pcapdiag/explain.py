@@ -1069,7 +1069,7 @@ class CrossFacts:
     def add_block(self, f: dict[str, Any]) -> None:
         """``add`` for each connection of a fast-lane block, from its columns (numpy, from
         ``_fastlane.facts``): none of them was refused; its failures are keep-alive
-        races."""
+        races and server resets."""
         i0 = len(self._start)
         assert self._id is None  # a worker's facts: the merge numbers them
         self._start.frombytes(f["start"].astype("<i8").tobytes())
