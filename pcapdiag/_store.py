@@ -30,7 +30,9 @@ retries and forged refusals ``CrossFacts.apply`` finds are spread over every chu
 hands them over as edits (``edit``), made whenever the record is read.
 
 Chunks beyond ``SPILL`` bytes in memory (all stores of the process together) go to a
-temporary file, so memory stays flat however many connections there are.
+temporary file, and so do the per-record columns once big (``_columns.Column``: the
+stores', the ids' and the facts'), so memory stays flat however many connections there
+are.
 """
 
 from __future__ import annotations
@@ -42,13 +44,15 @@ import os
 import pickle
 import tempfile
 import zlib
-from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import attrgetter
 from typing import Any, overload
 
 import numpy as np
 
+from pcapdiag import _columns
+from pcapdiag._columns import Column, settle
+from pcapdiag._columns import full as full_column
 from pcapdiag._fastlane import _OUTCOMES as _FAST_OUTCOMES
 from pcapdiag._fastlane import Block, Lines
 from pcapdiag._fastlane import events as block_events
@@ -99,7 +103,7 @@ def _record(row: Row, events: list[Any], rec_id: int | None) -> ConnectionRecord
 
 
 def _np(a: Any, dtype: type) -> np.ndarray:
-    return np.frombuffer(a, dtype=dtype)
+    return a.view() if isinstance(a, Column) else np.frombuffer(a, dtype=dtype)
 
 
 class _Spill:
@@ -165,14 +169,15 @@ SHARE: tuple[str, int] | None = None  # (folder, the pool's parent): see ``share
 @contextlib.contextmanager
 def share(folder: str) -> Iterator[None]:
     """While in it, workers this process forks spill into ``folder`` and send their
-    chunks by reference (``_Spill``). The folder must outlive the workers' results'
+    chunks by reference (``_Spill``), and their big columns (``_columns.Column``). The folder must outlive the workers' results'
     unpickling (a file, once opened here, outlives the folder)."""
     global SHARE
     old, SHARE = SHARE, (folder, os.getpid())
+    _columns.SHARE = SHARE  # (their big columns too)
     try:
         yield
     finally:
-        SHARE = old
+        SHARE = _columns.SHARE = old
 
 
 class _Blobs:
@@ -277,7 +282,7 @@ class _Run:
         self.chunks: list[int] = []
         self.rows: list[Row] = []
         self.events: list[list[Any]] = []
-        self.index = array("I")  # arrival number of each record in its store
+        self.index = Column("I")  # arrival number of each record in its store
         self.renumber = False  # ids are positions in the ``Records`` that adopted the run
 
     def __len__(self) -> int:
@@ -338,7 +343,7 @@ class _FastRun:
         self.chunks: list[int] = []
         self.rows: list[Row] = []  # ... nor an open tail once sealed (``seal``)
         self.events: list[list[Any]] = []
-        self.index = array("I")
+        self.index = Column("I")
         self.renumber = False
         self.path, self.t0 = path, t0
         self.sealed = 0  # connections in sealed chunks
@@ -429,8 +434,8 @@ class RecordStore:
         self.runs: list[_Run] = []
         self._lasts: list[int] = []  # -last first frame of each run: increasing
         # per record, in arrival order
-        self.first = array("I")  # 4 bytes while frames stay under 2**32 (``_wide``)
-        self.outcome = array("B")
+        self.first = Column("I")  # 4 bytes while frames stay under 2**32 (``_wide``)
+        self.outcome = Column("B")
         self.folds: dict[int, int] = {}  # the connections a folded record counts (not 1)
         self.facts = CrossFacts(ids=False)  # its ``_start`` is the start_ns column
         self.seed = _SEED  # the facts' hashes are comparable with the merging process's
@@ -495,7 +500,7 @@ class RecordStore:
 
     def _wide(self) -> None:
         """First frames as 8 bytes from here: a capture set past 2**32 frames."""
-        self.first = array("q", _firsts(self).astype(np.int64).tobytes())
+        self.first = Column("q", _firsts(self).astype(np.int64).tobytes())
 
     def _merge_shortest(self) -> None:
         """Merge the two shortest runs into one, where the left one was (input far from
@@ -512,12 +517,12 @@ class RecordStore:
         if isinstance(pair[0], _FastRun):  # a fast store's runs are all fast
             fast = _FastRun(pair[0].path, pair[0].t0)
             fast.add_block(Block.concat([b for r in pair for b in r.blocks()]).select(order))
-            fast.index = array("I", index[order].astype(np.uint32).tobytes())
+            fast.index = Column("I", index[order].astype(np.uint32).tobytes())
             runs[a] = fast
             del runs[b], self._lasts[b]
             return
         merged = _Run()
-        merged.index = array("I", index[order].astype(np.uint32).tobytes())
+        merged.index = Column("I", index[order].astype(np.uint32).tobytes())
         if not any(r.rows or r.chunks for r in pair):  # objects still: they stay objects
             objects = pair[0].objects + pair[1].objects
             merged.objects = [objects[k] for k in order.tolist()]
@@ -586,6 +591,7 @@ def _merged(
                 pieces.append((ff, run, pos, loc + np.int64(off), outcome[loc], start[loc]))
         if not pieces:
             return
+        settle(sum(len(p[0]) for p in pieces) * 17)
         out = [np.concatenate(c) for c in zip(*pieces, strict=True)]
         order = np.argsort(out[0], kind="stable")
         out = [c[order] for c in out]
@@ -600,16 +606,16 @@ class Records(Sequence[ConnectionRecord]):
 
     def __init__(self, records: Iterable[ConnectionRecord] = ()) -> None:
         self._runs: list[_Run] = []
-        self._src = array("I")  # per id: its run
-        self._pos = array("I")  # ... and its position there
+        self._src = Column("I")  # per id: its run
+        self._pos = Column("I")  # ... and its position there
         self._own = -1  # the run ``append`` fills, once it does
         self._over: dict[int, ConnectionRecord] = {}  # records assigned after the merge
         self._edits: dict[int, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
         self._cache: dict[int, tuple[int, list[Row], list[list[Any]] | None]] = {}  # per run
-        self._ids: dict[int, tuple[int, np.ndarray]] = {}  # per fast run (``_ids_of``)
-        self._outcome = array("B")  # index in OUTCOMES
+        self._ids: dict[int, tuple[int, Column]] = {}  # per fast run (``_ids_of``)
+        self._outcome = Column("B")  # index in OUTCOMES
         self._folds: dict[int, int] = {}  # as a store's, by id
-        self._start = array("q")
+        self._start = Column("q")
         for r in records:
             self.append(r)
 
@@ -651,7 +657,8 @@ class Records(Sequence[ConnectionRecord]):
                 r.seal()
         base, k0 = len(self), len(self._runs)
         total = sum(len(s) for s in stores)
-        rank = np.full(total, -1, dtype=np.int32 if total < 2**31 else np.int64)
+        ranks = full_column("i" if total < 2**31 else "q", total, -1)
+        rank = ranks.view()
         objects = np.array([len(r.objects) for r in runs], dtype=np.int64)
         held = np.flatnonzero(objects)
         replaced = np.fromiter(replace or (), dtype=np.int64, count=len(replace or ()))
@@ -661,8 +668,8 @@ class Records(Sequence[ConnectionRecord]):
         # again and left holes the allocator kept (30 MB at a million connections)
         columns = (self._src, self._pos, self._outcome, self._start)
         for c in columns:
-            c.frombytes(np.zeros(total * c.itemsize, np.uint8))
-        src, places, outcomes, starts = (np.frombuffer(c, dtype=c.typecode)[base:] for c in columns)
+            c.zeros(total)
+        src, places, outcomes, starts = (c.view()[base:] for c in columns)
         folds = sorted(
             (off + i, c)
             for s, off in zip(stores, _offsets(stores), strict=True)
@@ -694,16 +701,17 @@ class Records(Sequence[ConnectionRecord]):
                 (w,) = np.nonzero(np.isin(ff, replaced))
                 hits += zip((ids[w] + base).tolist(), ff[w].tolist(), strict=True)
             n += m
+            settle(m * 32)  # (the columns' pages this window wrote and read)
         del src, places, outcomes, starts  # (their buffers: the columns can shrink)
         for c in columns:
             del c[base + n :]
         for r in runs:
-            r.index, r.renumber = array("I"), True
+            r.index, r.renumber = Column("I"), True
         self._runs.extend(runs)
         parts = [s.facts for s in stores]
         for s in stores:
             s.runs, s._lasts = [], []
-            s.first, s.outcome, s.folds = array("I"), array("B"), {}
+            s.first, s.outcome, s.folds = Column("I"), Column("B"), {}
             s.facts = CrossFacts(ids=False)
         assert replace is not None or not hits
         for i, f in hits:
@@ -715,7 +723,7 @@ class Records(Sequence[ConnectionRecord]):
             for rec in self._walk(base, base + n, events=False):  # from the records
                 facts.add(rec)
         else:
-            facts.extend(parts, rank, n, starts=False)  # they are ours (``starts``)
+            facts.extend(parts, ranks, n, starts=False)  # they are ours (``starts``)
 
     @property
     def compressed(self) -> bool:
@@ -871,12 +879,14 @@ class Records(Sequence[ConnectionRecord]):
         got = self._ids.get(k)
         if got is None or got[0] != len(self):
             src, pos = _np(self._src, np.uint32), _np(self._pos, np.uint32)
-            ids = np.full(len(self._runs[k]), -1, np.int32 if len(self) < 2**31 else np.int64)
+            col = full_column("i" if len(self) < 2**31 else "q", len(self._runs[k]), -1)
+            ids = col.view()
             for lo in range(0, len(src), _BLOCK):  # narrow temporaries
                 (at,) = np.nonzero(src[lo : lo + _BLOCK] == k)
                 ids[pos[lo + at]] = at + lo
-            got = self._ids[k] = (len(self), ids)
-        return got[1]
+                settle(_BLOCK * 12)
+            got = self._ids[k] = (len(self), col)
+        return got[1].view()
 
     def not_fast(self) -> Iterator[ConnectionRecord]:
         """The records the exact tracker made, in id order, without making one of the fast

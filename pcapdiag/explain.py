@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import statistics
 import sys
-from array import array
 from collections.abc import Iterable, Iterator, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pcapdiag._columns import Column, settle
 from pcapdiag._tls import ALERT_NAMES
 from pcapdiag.classify import PROBLEMS, Ev, Side
 from pcapdiag.connections import NS, Connection
@@ -1001,9 +1001,9 @@ class CrossFacts:
       server's TTL is only comparable from the same point.
     - The server idle timeout is the median idle gap before a server's idle closes.
 
-    Kept per record, in columns (25 bytes a record) and index-tagged lists for the few
-    records that need more, so that the workers gather the facts of their shards as the
-    records come. The merge adopts those parts as they are (``extend``), with each
+    Kept per record, in columns (25 bytes a record, in a temporary file once big:
+    ``_columns``), and index-tagged columns and lists for the few records that need more,
+    so that the workers gather the facts of their shards as the records come. The merge adopts those parts as they are (``extend``), with each
     record's position among the records: nothing is copied or put in id order, which
     kept a second set of columns and a sort of all of them in memory at the merge's
     peak. ``apply`` finds the retries among the connections of the client and server
@@ -1015,20 +1015,27 @@ class CrossFacts:
     def __init__(self, ids: bool = True) -> None:
         """``ids``: keep the records' ids and positions (a worker's facts need not:
         ``extend`` numbers them)."""
-        self._start = array("q")
-        self._pair = array("q")  # hash of (client address, server endpoint)
-        self._request = array("I")  # ``request_hash`` of the last request line, 0 when none
-        self._id = array("q") if ids else None
-        self._at = array("q")  # with ids: each record's position (the index ``apply`` patches)
-        self._ttl_key = array("i")  # index in _ttl_keys of (server address, client TTL), or -1
-        self._ttl = array("B")  # the server's TTL (when _ttl_key is not -1)
+        # (``Column``: in a temporary file once big, see ``_columns``)
+        self._start = Column("q")
+        self._pair = Column("q")  # hash of (client address, server endpoint)
+        self._request = Column("I")  # ``request_hash`` of the last request line, 0 when none
+        self._id = Column("q") if ids else None
+        self._at = Column("q")  # with ids: each record's position (the index ``apply`` patches)
+        self._ttl_key = Column("i")  # index in _ttl_keys of (server address, client TTL), or -1
+        self._ttl = Column("B")  # the server's TTL (when _ttl_key is not -1)
         self._ttl_keys: dict[tuple[str, int | None], int] = {}
-        # failed (a retry may follow), closed, with a request: (close ns, request line)
-        self._failed: dict[int, tuple[int, str]] = {}
+        # failed (a retry may follow), closed, with a request: index, close ns, request line
+        # (code in _lines); in index order
+        self._fail_at, self._fail_close, self._fail_line = Column("q"), Column("q"), Column("i")
+        self._lines: dict[str, int] = {}
         # refused with a RST of known TTL: (index, server address, client TTL, RST's TTL)
         self._refused: list[tuple[int, str, int | None, int]] = []
-        self._gaps: list[tuple[int, str, float]] = []  # (index, server, idle gap)
-        self._reuse: list[tuple[int, str, float]] = []  # (index, server, idle reused)
+        # idle gaps before a server's close, and idle spells reused when a close raced:
+        # index, server (code in _servers), seconds
+        self._gap_at, self._gap_server, self._gap_s = Column("q"), Column("i"), Column("d")
+        self._reuse_at, self._reuse_server, self._reuse_s = Column("q"), Column("i"), Column("d")
+        self._servers: dict[str, int] = {}
+        self._names: list[str] = []  # _lines by code, once read (``_failure``)
         self._parts: list[tuple[CrossFacts, Any]] = []  # adopted (``extend``), positions
         self._n = 0  # positions given so far
 
@@ -1045,7 +1052,7 @@ class CrossFacts:
             self._n += 1
         outcome = r.outcome
         if outcome in _RETRIED and r.close_ns is not None and req is not None:
-            self._failed[i] = (r.close_ns, req)
+            self._fail(i, r.close_ns, req)
         ttl = r.server_ttl
         if ttl is not None and r.handshake == "full":
             key = (r.server_ip, r.client_ttl)
@@ -1062,9 +1069,37 @@ class CrossFacts:
         race = r.keepalive_race
         idle = r.idle_before_close_s
         if idle is not None and (race or outcome == "server_idle_close"):
-            self._gaps.append((i, r.server, idle))
+            self._gaps([(i, r.server, idle)])
         if race and r.reused_after_idle_s is not None:
-            self._reuse.append((i, r.server, r.reused_after_idle_s))
+            self._reused([(i, r.server, r.reused_after_idle_s)])
+
+    def _fail(self, i: int, close_ns: int, request: str) -> None:
+        self._fail_at.append(i)
+        self._fail_close.append(close_ns)
+        self._fail_line.append(self._lines.setdefault(request, len(self._lines)))
+
+    def _gaps(self, entries: list[tuple[int, str, float]]) -> None:
+        self._entries(entries, self._gap_at, self._gap_server, self._gap_s)
+
+    def _reused(self, entries: list[tuple[int, str, float]]) -> None:
+        self._entries(entries, self._reuse_at, self._reuse_server, self._reuse_s)
+
+    def _entries(self, entries: list[tuple[int, str, float]], *cols: Column) -> None:
+        codes = self._servers
+        at, server, sec = cols
+        for i, name, v in entries:
+            at.append(i)
+            server.append(codes.setdefault(name, len(codes)))
+            sec.append(v)
+
+    def _failure(self, i: int) -> tuple[int, str]:
+        """(close ns, request line) of failed record ``i`` (an index here)."""
+        import numpy as np
+
+        k = int(np.flatnonzero(self._fail_at.view() == i)[0])
+        if len(self._names) != len(self._lines):
+            self._names = list(self._lines)
+        return self._fail_close[k], self._names[self._fail_line[k]]
 
     def add_block(self, f: dict[str, Any]) -> None:
         """``add`` for each connection of a fast-lane block, from its columns (numpy, from
@@ -1079,24 +1114,29 @@ class CrossFacts:
         own = [codes.setdefault(k, len(codes)) for k in f["ttl_keys"]]
         self._ttl_key.extend([own[k] for k in f["ttl_key"].tolist()])
         self._ttl.frombytes(f["ttl"].astype("u1").tobytes())
-        self._gaps.extend([(i0 + j, server, idle) for j, server, idle in f["gaps"]])
-        self._reuse.extend([(i0 + j, server, idle) for j, server, idle in f["reuse"]])
+        self._gaps([(i0 + j, server, idle) for j, server, idle in f["gaps"]])
+        self._reused([(i0 + j, server, idle) for j, server, idle in f["reuse"]])
         for j, close_ns, request in f["failed"]:
-            self._failed[i0 + j] = (close_ns, request)
+            self._fail(i0 + j, close_ns, request)
 
-    def extend(self, parts: list[CrossFacts], rank: Any, n: int, starts: bool = True) -> None:
+    def extend(self, parts: list[CrossFacts], ranks: Column, n: int, starts: bool = True) -> None:
         """Adopt the facts of the records of ``parts`` (one after the other, as they are):
-        ``rank`` (a numpy array over them, changed in place) gives each record its rank
+        ``ranks`` (a column over them, changed in place) gives each record its rank
         among the ``n`` kept, -1 for one left out; their positions, and ids, count on
         after the records already here. The parts are kept, not copied. ``starts=False``:
         their starts go, ``apply`` has them by position from its records (``starts()``)."""
         import numpy as np  # only the merge needs it (explain.py stays light to import)
 
         assert self._id is not None
+        rank = ranks.view() if isinstance(ranks, Column) else ranks
         if self._n + n >= 2**31 and rank.dtype != np.int64:
             rank = rank.astype(np.int64)
         if self._n:
-            np.add(rank, self._n, out=rank, where=rank >= 0)
+            step = 1 << 20  # (narrow temporaries)
+            for lo in range(0, len(rank), step):
+                r = rank[lo : lo + step]
+                np.add(r, self._n, out=r, where=r >= 0)
+                settle(step * rank.itemsize)
         off = 0
         for p in parts:
             size = len(p._start)
@@ -1108,12 +1148,11 @@ class CrossFacts:
 
     def _all(self) -> list[tuple[CrossFacts, Any, Any]]:
         """Every part of the facts with its records' positions (-1: left out) and ids."""
-        import numpy as np
 
         assert self._id is not None
-        own = np.frombuffer(self._at, dtype=np.int64)
+        own = self._at.view()
         out = [(p, at, at) for p, at in self._parts]
-        return [(self, own, np.frombuffer(self._id, dtype=np.int64)), *out]
+        return [(self, own, self._id.view()), *out]
 
     def apply(self, records: MutableSequence[ConnectionRecord]) -> None:
         """Patch ``records`` (the ones added, at their positions): each changed record is
@@ -1128,7 +1167,7 @@ class CrossFacts:
             note = f"; it repeats the request of connection #{prev} {_s(gap)} after that one failed — the pattern of aiohttp's automatic retry of idempotent requests."
             self._patch(records, edit, pos, self._retried, (prev, request, note))
         seen: dict[tuple[str, int | None], set[int] | None] = {}
-        refused = sorted(e for p, at, _ in parts for e in _kept(p._refused, at))
+        refused = sorted(e for p, at, _ in parts for e in _tagged(p._refused, at))
         for ri, server_ip, client_ttl, reset_ttl in refused:
             key = (server_ip, client_ttl)
             if key not in seen:
@@ -1160,20 +1199,18 @@ class CrossFacts:
         in one analysis), a single window takes them all."""
         import numpy as np
 
-        failed_at = [
-            np.fromiter(p._failed, dtype=np.int64, count=len(p._failed)) for p, _, _ in parts
-        ]
+        failed_at = [p._fail_at.view() for p, _, _ in parts]
         pairs = np.unique(
             np.concatenate(
                 [
-                    np.frombuffer(p._pair, dtype=np.int64)[idx[at[idx] >= 0]]
+                    p._pair.view()[idx[at[idx] >= 0]]
                     for (p, at, _), idx in zip(parts, failed_at, strict=True)
                 ]
             )
         )
         if not len(pairs):
             return
-        n = max((int(at.max()) + 1 for _, at, _ in parts if len(at)), default=0)
+        n = sum(len(at) for _, at, _ in parts)  # positions are fewer (records left out)
         step = _RETRY_STEP
         picked, where, flags = CrossFacts._candidates(parts, failed_at, pairs, step)
         for attempt in (step, max(n, 1)):
@@ -1191,12 +1228,10 @@ class CrossFacts:
                     for col, v in zip(
                         cols,
                         (
-                            np.frombuffer(p._pair, dtype=np.int64)[rows],
-                            starts[at]
-                            if p._start is None
-                            else np.frombuffer(p._start, np.int64)[rows],
+                            p._pair.view()[rows],
+                            starts[at] if p._start is None else p._start.view()[rows],
                             at,
-                            np.frombuffer(p._request, dtype=np.uint32)[rows],
+                            p._request.view()[rows],
                             failed[w],
                             rows.astype(np.int64) * len(parts) + k,
                         ),
@@ -1221,7 +1256,7 @@ class CrossFacts:
                 for j in np.nonzero(hit)[0].tolist():
                     owner, _, ids = parts[int(row[j]) % len(parts)]
                     local = int(row[j]) // len(parts)
-                    close, request = owner._failed[local]
+                    close, request = owner._failure(local)
                     gap = int(start[j + 1]) - close
                     if 0 <= gap <= RETRY_WINDOW_NS:
                         out.append((int(ids[local]), int(pos[j + 1]), gap, request))
@@ -1243,19 +1278,18 @@ class CrossFacts:
 
         picked, where, flags = [], [], []
         for (p, at, _), idx in zip(parts, failed_at, strict=True):
-            pair = np.frombuffer(p._pair, dtype=np.int64)
+            pair = p._pair.view()
             narrow = np.uint32 if len(pair) < 2**32 else np.int64  # rows: all of them, at worst
             mine = [np.zeros(0, dtype=narrow)]
             for lo in range(0, len(pair), step):
                 c, a = pair[lo : lo + step], at[lo : lo + step]
                 near = pairs[np.searchsorted(pairs, c).clip(max=len(pairs) - 1)]
                 mine.append((np.nonzero((near == c) & (a >= 0))[0] + lo).astype(narrow))
+                settle(len(c) * (8 + at.itemsize))
             rows = np.concatenate(mine)
-            failed = np.zeros(len(pair), dtype=bool)
-            failed[idx] = True
             picked.append(rows)
             where.append(at[rows])
-            flags.append(failed[rows])
+            flags.append(np.isin(rows, idx))
         return picked, where, flags
 
     @staticmethod
@@ -1271,9 +1305,14 @@ class CrossFacts:
             code = p._ttl_keys.get(key)
             if code is None:
                 continue
-            ttl_key = np.frombuffer(p._ttl_key, dtype=np.int32)
-            ttl = np.frombuffer(p._ttl, dtype=np.uint8)
-            out = (out or set()) | set(np.unique(ttl[(ttl_key == code) & (at >= 0)]).tolist())
+            ttl_key, ttl = p._ttl_key.view(), p._ttl.view()
+            out = out or set()
+            step = 1 << 20  # (narrow temporaries)
+            for lo in range(0, len(ttl), step):
+                hi = lo + step
+                w = (ttl_key[lo:hi] == code) & (at[lo:hi] >= 0)
+                out |= set(np.unique(ttl[lo:hi][w]).tolist())
+                settle(step * (5 + at.itemsize))
         return out
 
     @staticmethod
@@ -1306,11 +1345,11 @@ class CrossFacts:
         """Median idle gap before a server's idle close, per server, most samples first."""
         parts = self._all()
         gaps: dict[str, list[float]] = {}
-        kept = sorted(e for p, at, _ in parts for e in _kept(p._gaps, at))
-        for _, server, gap in kept:  # in position order: the servers' order among ties
+        kept = _kept(parts, "_gap_at", "_gap_server", "_gap_s")
+        for server, gap in kept:  # in position order: the servers' order among ties
             gaps.setdefault(server, []).append(gap)
         reuse: dict[str, float] = {}
-        for _, server, idle in (e for p, at, _ in parts for e in _kept(p._reuse, at)):
+        for server, idle in _kept(parts, "_reuse_at", "_reuse_server", "_reuse_s"):
             reuse[server] = max(reuse.get(server, 0.0), idle)
         out = []
         for server, vals in gaps.items():
@@ -1320,7 +1359,7 @@ class CrossFacts:
         return out
 
 
-def _kept(entries: list[tuple[Any, ...]], at: Any) -> list[tuple[Any, ...]]:
+def _tagged(entries: list[tuple[Any, ...]], at: Any) -> list[tuple[Any, ...]]:
     """Index-tagged ``entries`` of a part of ``CrossFacts``, tagged with their record's
     position instead; those of records left out go."""
     import numpy as np
@@ -1329,6 +1368,29 @@ def _kept(entries: list[tuple[Any, ...]], at: Any) -> list[tuple[Any, ...]]:
         return []
     pos = at[np.fromiter((e[0] for e in entries), dtype=np.int64, count=len(entries))].tolist()
     return [(i, *e[1:]) for i, e in zip(pos, entries, strict=True) if i >= 0]
+
+
+def _kept(parts: list[tuple[CrossFacts, Any, Any]], *names: str) -> Iterator[tuple[str, float]]:
+    """(server, seconds) of the index-tagged columns ``names`` (index, server, seconds)
+    of every part of ``CrossFacts``, in order of their record's position; those of
+    records left out go."""
+    import numpy as np
+
+    pos, codes, secs, servers = [], [], [], []
+    for p, at, _ in parts:
+        index, server, sec = (getattr(p, name).view() for name in names)
+        where = at[index]
+        keep = where >= 0
+        pos.append(where[keep])
+        codes.append(server[keep] + len(servers))
+        secs.append(sec[keep])
+        servers += list(p._servers)  # (a dict keeps its codes' order)
+    if not servers:
+        return
+    order = np.argsort(np.concatenate(pos), kind="stable")
+    code, sec = np.concatenate(codes)[order].tolist(), np.concatenate(secs)[order].tolist()
+    for c, v in zip(code, sec, strict=True):
+        yield servers[c], v
 
 
 def _facts(records: Iterable[ConnectionRecord]) -> CrossFacts:

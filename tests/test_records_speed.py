@@ -323,7 +323,7 @@ def test_retries_windowed_are_the_sort_of_every_record(
         p._ttl_key.append(-1)
         p._ttl.append(0)
         if fail:
-            p._failed[i] = (start + (fail - 1) * s, f"GET /{req}")
+            p._fail(i, start + (fail - 1) * s, f"GET /{req}")
         if not out:
             kept.append((offs[part] + seen[part], pair, start, req, fail))
         seen[part] += 1
