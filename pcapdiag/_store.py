@@ -612,7 +612,7 @@ class Records(Sequence[ConnectionRecord]):
         self._over: dict[int, ConnectionRecord] = {}  # records assigned after the merge
         self._edits: dict[int, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
         self._cache: dict[int, tuple[int, list[Row], list[list[Any]] | None]] = {}  # per run
-        self._ids: dict[int, tuple[int, Column]] = {}  # per fast run (``_ids_of``)
+        self._ids: dict[int, tuple[int, Column, np.ndarray]] = {}  # per fast run (``_ids_of``)
         self._outcome = Column("B")  # index in OUTCOMES
         self._folds: dict[int, int] = {}  # as a store's, by id
         self._start = Column("q")
@@ -885,8 +885,8 @@ class Records(Sequence[ConnectionRecord]):
                 (at,) = np.nonzero(src[lo : lo + _BLOCK] == k)
                 ids[pos[lo + at]] = at + lo
                 settle(_BLOCK * 12)
-            got = self._ids[k] = (len(self), col)
-        return got[1].view()
+            got = self._ids[k] = (len(self), col, col.view())
+        return got[2]
 
     def not_fast(self) -> Iterator[ConnectionRecord]:
         """The records the exact tracker made, in id order, without making one of the fast
