@@ -71,6 +71,7 @@ MIX_SOURCES = (
     "sample_pcaps/client_reset-raw-linger.pcap",
     "sample_pcaps/server_reset-aiohttp.pcap",
     "sample_pcaps/server_close_after_request-stdlib-keepalive_race.pcap",
+    "sample_pcaps/server_close_after_request-aiohttp.pcap",
     "../shared/oracle/zeek/traces/ssh.pcap",
     "../shared/oracle/zeek/traces/wikipedia.pcap",
     "../shared/oracle/zeek/traces/django-cloud.pcapng",

@@ -678,7 +678,10 @@ class Lane:
         # RST with turns odd is the server's: the walk takes the client's only between them)
         race = rows[:, K_LATE_FRAME] > 0
         odd = (nturns % 2) == 1
-        unanswered = race | (odd & (rows[:, K_RST_FRAME] > 0))
+        # ... or the first request, then the server's FIN and the client's
+        sfin, cfin = rows[:, K_SFIN_FRAME], rows[:, K_CFIN_FRAME]
+        sclose = (nturns == 1) & (rows[:, K_RST_FRAME] == 0) & ~race & (sfin > 0) & (cfin > sfin)
+        unanswered = race | (odd & (rows[:, K_RST_FRAME] > 0)) | sclose
         bad = (odd != unanswered) | (race & (nturns < 3))
         bad |= rows[:, K_NHIST] > 16  # Zeek keeps 16 letters
         nex = np.where(bad, 0, nturns // 2)
@@ -736,6 +739,11 @@ class Lane:
             v = None if got is None else got[0]
             if v is None or t[T_NSEG] != 1 or t[T_BYTES] != v.size or not (got[1] or nex[j]):
                 bad[j] = True
+            elif sclose[j] and (
+                t[T_LFRAME] > sfin[j] or t[T_TS] - rows[j, K_SYN_TS] >= IDLE_MIN_NS
+            ):  # the request before the server's FIN, and never after an idle spell: a
+                # race (``explain._race``) needs one of IDLE_MIN_NS at least
+                bad[j] = True
             else:
                 late[j] = v.line
                 # a reset request's frame and time where a race's are (the walk's)
@@ -771,8 +779,11 @@ class Lane:
         its end, replayed; None when its HTTP does not fit the template after all."""
         nturns = row[K_NTURNS]
         race = row[K_LATE_FRAME] != 0  # a request after the server's FIN closes the turns
-        # ... or one the server reset (an RST with turns odd is the server's)
-        unanswered = race or (nturns % 2 == 1 and row[K_RST_FRAME] != 0)
+        # ... or one the server reset (an RST with turns odd is the server's), or the first
+        # request before the server's FIN, then the client's
+        sfin, cfin = row[K_SFIN_FRAME], row[K_CFIN_FRAME]
+        sclose = nturns == 1 and not row[K_RST_FRAME] and not race and 0 < sfin < cfin
+        unanswered = race or (nturns % 2 == 1 and row[K_RST_FRAME] != 0) or sclose
         if nturns % 2 != unanswered or (race and nturns < 3) or row[K_NHIST] > 16:  # (16)
             return None
         off = row[K_TOFF]
@@ -786,6 +797,8 @@ class Lane:
                 return None
             if nturns == 1 and not got[1]:
                 return None
+            if sclose and (q[T_LFRAME] > sfin or q[T_TS] - row[K_SYN_TS] >= IDLE_MIN_NS):
+                return None  # (as ``_block``: no race)
             late = (q, got[0])
         for t in range(0, nturns - unanswered, 2):
             q, a = turns[t], turns[t + 1]
@@ -820,7 +833,10 @@ class Lane:
             actions.append((late[0][T_FRAME], 0, 0, late[0], late[1]))
             if row[K_SFIN_FRAME]:
                 actions.append((row[K_SFIN_FRAME], 3, 3, False, None))
-            actions.append((row[K_RST_FRAME], 3, 5, False, None))
+            if row[K_RST_FRAME]:
+                actions.append((row[K_RST_FRAME], 3, 5, False, None))
+            else:  # ... or the request, then both FINs
+                actions.append((row[K_CFIN_FRAME], 3, 3, True, None))
         elif row[K_RST_FRAME]:
             actions.append((row[K_RST_FRAME], 3, 4, True, None))
         else:
@@ -839,7 +855,7 @@ class Lane:
         conn.c_addr, conn.c_port = _addr(ipver, chi, clo), cport
         conn.s_addr, conn.s_port = _addr(ipver, shi, slo), sport
         conn.keys = ((chi, clo, cport, shi, slo, sport), (shi, slo, sport, chi, clo, cport))
-        state = "RSTR" if late is not None else "RSTO" if row[K_RST_FRAME] else "SF"
+        state = "SF" if not row[K_RST_FRAME] else "RSTR" if late is not None else "RSTO"
         conn.zeek = _Zeek(row[K_SYN_TS], state, _history(row[K_HIST], row[K_NHIST]))  # type: ignore[assignment]
         conn.start_ts = row[K_SYN_TS]
         conn.end_ts = row[K_END_TS]
@@ -904,15 +920,16 @@ NX = 6
 # How a connection of the template ends (``Block.derived``): who sent the first FIN, and
 # whether the server's came after an idle gap; or the client's RST; or a request sent after
 # the server's FIN, answered by the server's RST (the keep-alive race); or the server's RST
-# while a request awaited its response
-O_CLIENT, O_IDLE, O_SERVER, O_CRESET, O_RACE, O_SRESET = range(6)
+# while a request awaited its response; or the server's FIN, then the client's, while the
+# first request awaited its response (``Lane._block``: never a race)
+O_CLIENT, O_IDLE, O_SERVER, O_CRESET, O_RACE, O_SRESET, O_SCLOSE = range(7)
 _OUTCOMES = ("client_close", "server_idle_close", "server_close", "client_reset",
-             "server_close_after_request", "server_reset")  # fmt: skip
-_CLOSED_BY = ("client", "server", "server", "client", "server", "server")
-_STATES = ("SF", "SF", "SF", "RSTO", "RSTR", "RSTR")  # Zeek's conn_state of each
+             "server_close_after_request", "server_reset", "server_close_after_request")  # fmt: skip
+_CLOSED_BY = ("client", "server", "server", "client", "server", "server", "server")
+_STATES = ("SF", "SF", "SF", "RSTO", "RSTR", "RSTR", "SF")  # Zeek's conn_state of each
 _NONE = _NONE_ERRORS
 _ERRORS = (_NONE, _NONE, _NONE, _NONE, _shared(REMOTE_DISCONNECTED),
-           _shared(RESET_AWAITING))  # what clients raise  # fmt: skip
+           _shared(RESET_AWAITING), _shared(REMOTE_DISCONNECTED))  # what clients raise  # fmt: skip
 _CAUSES = tuple(RACE_CAUSE if o == O_RACE else CAUSES.get(_OUTCOMES[o], (None, None))
                 for o in range(len(_OUTCOMES)))  # fmt: skip
 
@@ -1054,12 +1071,14 @@ class Block:
         rtt = np.maximum(0, ack - syn)
         threshold = np.where(has_ack, np.maximum(IDLE_MIN_NS, IDLE_RTT_FACTOR * rtt), IDLE_MIN_NS)
         # a request no response answered: after the server's FIN (then its RST: a race),
-        # or before the server's RST (a reset)
+        # or before the server's RST (a reset), or before both FINs (no RST)
         unanswered = r[:, K_LATE_FRAME] > 0
-        race = unanswered & (r[:, K_SFIN_FRAME] > 0)
-        sreset = unanswered & ~race
+        rst = r[:, K_RST_FRAME] > 0
+        sclose = unanswered & ~rst
+        race = unanswered & rst & (r[:, K_SFIN_FRAME] > 0)
+        sreset = unanswered & rst & ~race
         server_first = (r[:, K_SFIN_FRAME] < r[:, K_CFIN_FRAME]) | race
-        reset = (r[:, K_RST_FRAME] > 0) & ~unanswered  # the client's RST, no FIN
+        reset = rst & ~unanswered  # the client's RST, no FIN
         f1 = np.where(server_first, r[:, K_SFIN_FRAME], r[:, K_CFIN_FRAME])
         t1 = np.where(server_first, r[:, K_SFIN_TS], r[:, K_CFIN_TS])
         f1 = np.where(reset | sreset, r[:, K_RST_FRAME], f1)
@@ -1074,29 +1093,35 @@ class Block:
             lts = reused = np.zeros(len(r), np.int64)
             lclose = np.zeros(len(r), bool)
         reused = np.where(unanswered, r[:, K_LATE_TS] - lts, reused)  # (used when n >= 1)
-        # the idle time at the close: since the last response's end, or the reset request
-        idle = t1 - np.where(sreset, r[:, K_LATE_TS], lts)
+        # the idle time at the close: since the last response's end, or the unanswered
+        # request (before the server's RST or FIN)
+        idle = t1 - np.where(sreset | sclose, r[:, K_LATE_TS], lts)
         idle_close = server_first & some & ~lclose & (idle >= threshold)
         outcome = np.where(server_first, np.where(idle_close, O_IDLE, O_SERVER), O_CLIENT)
         outcome = np.where(reset, O_CRESET, np.where(race, O_RACE, outcome))
-        outcome = np.where(sreset, O_SRESET, outcome)
+        outcome = np.where(sreset, O_SRESET, np.where(sclose, O_SCLOSE, outcome))
         # a reset request that came after an idle spell (``explain._stale``)
         stale = sreset & some & (reused >= threshold)
         d = self._derived = {
             "has_ack": has_ack, "rtt": rtt, "f1": f1, "t1": t1, "outcome": outcome,
             "idle": idle, "reused": reused, "last": last, "race": race, "sreset": sreset,
-            "requests": n + unanswered, "stale": stale,
+            "sclose": sclose, "requests": n + unanswered, "stale": stale,
         }  # fmt: skip
         return d
 
 
 def _tail(block: Block, j: int, t0: int) -> str:
-    """The evidence of connection ``j``, a race or a server's reset (an unanswered
-    request), after its close's time, as ``explain._evidence`` (and ``_stale``) write it:
-    the JSON template takes it as a string (``J_EXTRA``)."""
+    """The evidence of connection ``j``, a race, a server's reset or its close with the
+    request unanswered, after its close's time, as ``explain._evidence`` (and ``_stale``)
+    write it: the JSON template takes it as a string (``J_EXTRA``)."""
     d = block.derived()
     r = block.rows[j]
     line, qf, qts = block.late[j] or "", int(r[K_LATE_FRAME]), int(r[K_LATE_TS])
+    if d["sclose"][j]:
+        return (
+            f"{_s(int(d['t1'][j]) - qts)} after the request '{line}' at frame {qf} "
+            f"({_at(qts, t0)}), without responding."
+        )
     if d["race"][j]:
         fin = int(d["t1"][j])
         return (
@@ -1109,12 +1134,12 @@ def _tail(block: Block, j: int, t0: int) -> str:
 
 
 def _unanswered_evidence(block: Block, j: int, t0: int) -> str:
-    """The whole evidence of a race or a server's reset: its head as the JSON template
-    writes it (``_EV_HEAD``, ``_EV_SEP``, ``_EV_MID``), then ``_tail``."""
+    """The whole evidence of an unanswered request: its head as the JSON template writes
+    it (``_EV_HEAD``, ``_EV_AT``, ``_EV_SEP``, ``_EV_MID``), then ``_tail``."""
     d = block.derived()
     o = int(d["outcome"][j])
     at = (int(d["t1"][j]) - t0) / NS
-    head = f"{_EV_HEAD[o]}{int(d['f1'][j])}, t={at:.3f}{_EV_SEP[o]}{_EV_MID[o]}"
+    head = f"{_EV_HEAD[o]}{int(d['f1'][j])}{_EV_AT[o]}{at:.3f}{_EV_SEP[o]}{_EV_MID[o]}"
     return head + _tail(block, j, t0)
 
 
@@ -1123,7 +1148,7 @@ def _evidences(block: Block, t0: int) -> list[str]:
     d = block.derived()
     out = list(map(_evidence, d["outcome"].tolist(), d["f1"].tolist(), d["t1"].tolist(),
                    repeat(t0), d["idle"].tolist(), block.nex.tolist()))  # fmt: skip
-    for j in np.flatnonzero(d["race"] | d["sreset"]).tolist():
+    for j in np.flatnonzero(d["race"] | d["sreset"] | d["sclose"]).tolist():
         out[j] = _unanswered_evidence(block, j, t0)
     return out
 
@@ -1216,6 +1241,14 @@ def _path(
         state = _CLOSING if close else _IDLE
         last = x[X_LTS]
     cf, sf, rf, qf = row[K_CFIN_FRAME], row[K_SFIN_FRAME], row[K_RST_FRAME], row[K_LATE_FRAME]
+    if qf and not rf:  # a request, then the server's FIN and the client's (never idle)
+        qts, line = row[K_LATE_TS], block.late[j]
+        idle_before = None if last is None else qts - last
+        request(qts, qf, line)
+        last = qts  # (the request: the idle time at the close is since it)
+        add((row[K_SFIN_TS], sf, "server", "fin", ""))
+        add((row[K_CFIN_TS], cf, "client", "fin", ""))
+        return events, state, last, idle_before, line, (sf, row[K_SFIN_TS], "server")
     if qf and not sf:  # a request, then the server's RST
         qts, line = row[K_LATE_TS], block.late[j]
         idle_before = None if last is None else qts - last
@@ -1264,10 +1297,11 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
     rtt = max(0, ack_ts - syn_ts) if ack_ts >= 0 else None
     events, state, last, idle_before, line, (f1, t1, who) = _path(block, j, row)
     idle_close = None if last is None else t1 - last
-    unanswered = row[K_LATE_FRAME] != 0  # a request: then a race, or the server's reset
-    race = unanswered and row[K_SFIN_FRAME] != 0
+    # a request: then a race, the server's reset, or its FIN
+    unanswered = row[K_LATE_FRAME] != 0
+    race = unanswered and row[K_RST_FRAME] != 0 and row[K_SFIN_FRAME] != 0
     if unanswered:
-        code = O_RACE if race else O_SRESET
+        code = O_SCLOSE if not row[K_RST_FRAME] else O_RACE if race else O_SRESET
         evidence = _unanswered_evidence(block, j, t0)
     else:
         code = O_CRESET if row[K_RST_FRAME] else O_CLIENT if who == "client" else (
@@ -1315,7 +1349,7 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
     if n + unanswered > 1 and idle_before is not None:
         rec.reused_after_idle_s = idle_before / NS
     rec.server_ttl, rec.client_ttl = row[K_STTL], row[K_CTTL]
-    if unanswered:  # the server's RST
+    if unanswered and row[K_RST_FRAME]:  # the server's RST
         rec.reset_ttl = row[K_RST_TTL]
         rec.stale = bool(block.derived()["stale"][j])
     rec.cause, rec.fix = _CAUSES[code]
@@ -1378,7 +1412,10 @@ def rows(block: Block, path: str, t0: int) -> list[tuple[Any, ...]]:
         reused_after_idle_s=[u / NS if x > 1 else None for u, x in zip(reused, nq, strict=True)],
         last_request=_last_requests(block),
         reset_ttl=[
-            t if q > k else None for t, q, k in zip(r[:, K_RST_TTL].tolist(), nq, nx, strict=True)
+            t if q > k and f else None
+            for t, f, q, k in zip(
+                r[:, K_RST_TTL].tolist(), r[:, K_RST_FRAME].tolist(), nq, nx, strict=True
+            )
         ],
         stale=d["stale"].tolist(),
     )
@@ -1469,7 +1506,7 @@ def facts(block: Block) -> dict[str, Any]:
     raced = np.flatnonzero(race).tolist()
     reuse = [(j, server(j), int(d["reused"][j]) / NS) for j in raced]
     t1 = d["t1"]
-    failing = np.flatnonzero(race | d["sreset"]).tolist()
+    failing = np.flatnonzero(race | d["sreset"] | d["sclose"]).tolist()
     failed = [(j, int(t1[j]), last[j]) for j in failing]  # a retry may follow
     return {
         "start": r[:, K_SYN_TS],
@@ -1547,20 +1584,23 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
 (J_ID, J_CAP, J_CADDR, J_CPORT, J_SADDR, J_SPORT, J_START, J_END, J_DUR, J_OUTCOME,
  J_CLOSE, J_F1, J_EVHEAD, J_AT, J_EVMID, J_EXTRA, J_HASEXTRA, J_N, J_SERVER, J_EVTAIL,
  J_CPK, J_SPK, J_CBY, J_SBY, J_HIST, J_FIRST, J_LAST, J_CAUSE, J_REUSED, J_MULTI, J_IDLE,
- J_SOME, J_RTT, J_HASACK, J_REQ, J_STATE, J_EVSEP, J_NREQ, J_ERRORS, J_RACE, J_STALE
- ) = range(41)  # fmt: skip
-NJ = 41
+ J_SOME, J_RTT, J_HASACK, J_REQ, J_STATE, J_EVSEP, J_NREQ, J_ERRORS, J_RACE, J_STALE,
+ J_EVAT) = range(42)  # fmt: skip
+NJ = 42
 # each outcome's (``O_*``) evidence around its frame and time, and around its numbers
 # (a race's evidence goes on in a string of its own, in ``J_EXTRA``)
 _EV_HEAD = ("The client closed (FIN at frame ", "The server closed the idle connection "
             "(FIN at frame ", "The server closed (FIN at frame ",
             "The client reset the connection (RST at frame ",
             "Keep-alive race: the server closed the idle connection (FIN at frame ",
-            "The server reset the connection (RST at frame ")  # fmt: skip
-_EV_SEP = (" s) ", " s) ", " s) ", " s) ", " s", " s) ")
+            "The server reset the connection (RST at frame ",
+            "The server sent FIN at frame ")  # fmt: skip
+_EV_AT = (", t=", ", t=", ", t=", ", t=", ", t=", ", t=", " (t=")
+_EV_SEP = (" s) ", " s) ", " s) ", " s) ", " s", " s) ", " s), ")
 _EV_MID = ("with nothing outstanding.", "after ", "after completing ",
-           "before closing it cleanly.", "", "")  # fmt: skip
-_EV_TAIL = ("", " without traffic; no request was outstanding.", " response(s).", "", "", "")
+           "before closing it cleanly.", "", "", "")  # fmt: skip
+_EV_TAIL = ("", " without traffic; no request was outstanding.", " response(s).", "", "", "",
+            "")  # fmt: skip
 _PROGRAM: Any = None
 
 
@@ -1593,7 +1633,7 @@ def _program() -> Any:
         p.const(', "evidence": "')
         p.string(J_EVHEAD)
         p.number(R.INT, J_F1)
-        p.const(", t=")
+        p.string(J_EVAT)
         p.number(R.FIXED3, J_AT)
         p.string(J_EVSEP)
         p.string(J_EVMID)
@@ -1675,7 +1715,7 @@ class Lines:
         k = len(_OUTCOMES)
         for col, strings in (
             (J_OUTCOME, [f'"outcome": "{a}", "closed_by": "{b}"' for a, b in zip(_OUTCOMES, _CLOSED_BY, strict=True)]),
-            (J_EVHEAD, _EV_HEAD), (J_EVSEP, _EV_SEP), (J_EVMID, _EV_MID),
+            (J_EVHEAD, _EV_HEAD), (J_EVAT, _EV_AT), (J_EVSEP, _EV_SEP), (J_EVMID, _EV_MID),
             (J_EVTAIL, _EV_TAIL), (J_CAUSE, _CAUSE_JSON), (J_STATE, _STATES),
             (J_ERRORS, _ERRORS_JSON), (J_RACE, _RACE_JSON),
         ):  # fmt: skip
@@ -1703,8 +1743,8 @@ class Lines:
             cols[idle_rows, J_EXTRA] = len(texts) + np.arange(len(idle_rows))
             cols[idle_rows, J_HASEXTRA] = 1
             texts += [_s(v) for v in d["idle"][idle_rows].tolist()]
-        tail_rows = np.flatnonzero(d["race"] | d["sreset"])
-        if len(tail_rows):  # the rest of a race's or a reset's evidence, JSON-escaped
+        tail_rows = np.flatnonzero(d["race"] | d["sreset"] | d["sclose"])
+        if len(tail_rows):  # the rest of an unanswered request's evidence, JSON-escaped
             cols[tail_rows, J_EXTRA] = len(texts) + np.arange(len(tail_rows))
             cols[tail_rows, J_HASEXTRA] = 1
             texts += [_es(_tail(block, j, t0))[1:-1] for j in tail_rows.tolist()]

@@ -242,6 +242,63 @@ def test_server_resets_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
     assert stale.stale and "Stale connection" in stale.evidence
 
 
+SERVER_CLOSES = {  # recorded: the client that raised, as the manifest names it
+    "server_close_after_request-stdlib.pcap": "stdlib",
+    "server_close_after_request-requests.pcap": "requests",
+    "server_close_after_request-requests-v6.pcap": "requests",
+    "server_close_after_request-requests-serverside.pcap": "requests",
+    "server_close_after_request-httpx.pcap": "httpx",
+    "server_close_after_request-httpx-v6.pcap": "httpx",
+    "server_close_after_request-aiohttp.pcap": "aiohttp",
+    "server_close_after_request-aiohttp-v6.pcapng": "aiohttp",
+}
+
+
+def test_servers_closing_on_a_request_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that closed the connection (FIN) as soon as the first request came, the
+    client's FIN after it (Zeek's ShADafF): every such recording is the lane's, the same
+    as the exact tracker's, and the exception predicted for the client is the one it
+    raised (the manifest: its type, and its message where ours quotes one). aiohttp
+    retried once on a new connection, closed on again: the retry names the first."""
+    manifest = json.loads((SAMPLES / "manifest.json").read_text())
+    entries = manifest if isinstance(manifest, dict) else {e["file"]: e for e in manifest}
+    for name, lib in SERVER_CLOSES.items():
+        recs = list(_run(SAMPLES / name, "direct", monkeypatch).records)
+        assert _same(SAMPLES / name, monkeypatch) == len(recs), name
+        assert {(r.outcome, r.zeek_conn_state, r.zeek_history, r.keepalive_race)
+                for r in recs} == {("server_close_after_request", "SF", "ShADafF", False)}  # fmt: skip
+        raised = entries[name]["exception"]
+        assert raised["type"] in recs[-1].client_errors[lib], name
+        assert raised["chain_detail"][-1]["message"] in recs[-1].client_errors[lib], name
+        assert recs[-1].evidence.startswith("The server sent FIN at frame "), name
+    first, retry = _run(
+        SAMPLES / "server_close_after_request-aiohttp.pcap", "direct", monkeypatch
+    ).records
+    assert retry.retry_of == first.id
+
+
+def test_a_request_closed_on_that_the_lane_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the lane leaves to the exact tracker of a request the server closed on: one
+    sent after an idle spell (the FIN may have crossed it: a race), the client's FIN
+    before the server's, a second request on the connection. Every one is the same
+    either way."""
+    a = Conversation().handshake().client_sends(GET, dt=0.5).server_fin().client_fin()
+    a._add(False, 0x10)
+    b = Conversation(t=a.t + 1, cport=40001).handshake().client_sends(GET).client_fin()
+    b.server_fin()._add(True, 0x10)
+    c = Conversation(t=b.t + 1, cport=40002).handshake().client_sends(GET)
+    c.server_sends(_http_ok()).client_sends(GET).server_fin().client_fin()._add(False, 0x10)
+    d = Conversation(t=c.t + 1, cport=40003).handshake().client_sends(GET).server_fin()
+    d.client_fin()._add(False, 0x10)
+    path = write_pcap(tmp_path / "closed.pcap", a.packets + b.packets + c.packets + d.packets)
+    assert _same(path, monkeypatch) == 1  # the last only
+    got = list(_run(path, "direct", monkeypatch).records)
+    assert got[-1].evidence.startswith("The server sent FIN at frame ")
+    assert got[1].outcome != "server_close_after_request"  # the client closed first
+
+
 def test_a_race_retried_on_a_new_connection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -944,11 +1001,11 @@ def test_a_4_tuple_reused_after_a_reset_goes_back_to_the_lane(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A real client port reused for eight connections, recorded: after the response cut
-    short by a reset and after the one closed without an answer, the lane takes the
-    4-tuple back at the next fresh SYN, the exact tracker is fed only the connection it
-    was handed (a window) and starts none at that SYN, and every answer is the exact
-    tracker's alone. A reset before any answer is the lane's own. The client's own
-    exceptions say what the three failures were."""
+    short by a reset, the lane takes the 4-tuple back at the next fresh SYN, the exact
+    tracker is fed only the connection it was handed (a window) and starts none at that
+    SYN, and every answer is the exact tracker's alone. A reset before any answer, and
+    the request the server closed on without an answer, are the lane's own. The client's
+    own exceptions say what the three failures were."""
     import os
 
     if os.geteuid() != 0 or shutil.which("tcpdump") is None:
@@ -978,11 +1035,10 @@ def test_a_4_tuple_reused_after_a_reset_goes_back_to_the_lane(
     monkeypatch.setattr(_fastlane.Lane, "close", counting)
     monkeypatch.setattr(analysis._Chain, "_windowed", spying)
     took = _same(path, monkeypatch)
-    assert took == 6  # the five answered connections and the first reset, each once
+    assert took == 7  # the five answered connections, the first reset, the one closed on
     # in each mode (direct, oracle): the cut one's window ended by the walk at the next
-    # SYN; the unanswered one's made when its HTTP was read, the next connection under
-    # way already, so ending at its SYN; the tracker agreed, no whole re-run
-    assert seen == {"resumed": 2, "ends": 4, "missed": 0, "wholes": 0}
+    # SYN; the tracker agreed, no whole re-run
+    assert seen == {"resumed": 2, "ends": 2, "missed": 0, "wholes": 0}
     monkeypatch.setenv("PCAPDIAG_FASTLANE", "0")
     recs = sorted(pcapdiag.analyze(str(path)).records, key=lambda r: r.first_frame)
     outcomes = [r.outcome for r in recs]
