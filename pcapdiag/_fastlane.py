@@ -261,7 +261,7 @@ class _Discard:
 _NONE_ERRORS = _shared(
     {"stdlib": None, "requests": None, "aiohttp": None, "httpx": None, "errno": None}
 )
-_IDLE, _KEEPALIVE, _CLOSING = (object() for _ in range(3))
+_IDLE, _KEEPALIVE, _CLOSING, _RECEIVING = (object() for _ in range(4))
 
 
 _P1, _P2, _P3 = 0xD6E8FEB86659FD93, 0xA0761D6478BD642F, 0xE7037ED1A0B428DB
@@ -711,8 +711,20 @@ class Lane:
              for e in resp],
             np.int64,
         ).reshape(-1, 2)  # fmt: skip
+        hsize = np.array(
+            [[-1 if e is None or e[c] is None else e[c].size for c in (1, 2)] for e in resp],
+            np.int64,
+        ).reshape(-1, 2)  # fmt: skip
         head = is_head[at]
-        ok &= (ah2[aat] == a[:, T_H2]) & (a[:, T_BYTES] == total[aat, head.astype(np.int64)])
+        hcol = head.astype(np.int64)
+        got = a[:, T_BYTES]
+        # the client's RST in the middle of the last response: its head whole, its body
+        # short (the machine is still receiving it: no response end)
+        partial = (
+            (within == nex[owner] - 1) & (rows[owner, K_RST_FRAME] > 0) & ~unanswered[owner]
+            & (hsize[aat, hcol] >= 0) & (got >= hsize[aat, hcol]) & (got < total[aat, hcol])
+        )  # fmt: skip
+        ok &= (ah2[aat] == a[:, T_H2]) & ((got == total[aat, hcol]) | partial)
         ok &= a[:, T_HLEN] <= a[:, T_BYTES]
         # what each exchange's heads said, gathered from the distinct keys' verdicts by
         # numpy (a list made exchange by exchange cost 0.1 s of 300,000 exchanges)
@@ -760,6 +772,8 @@ class Lane:
         ex[:, X_QTS], ex[:, X_QFRAME] = qx[:, T_TS], qx[:, T_FRAME]
         ex[:, X_ATS], ex[:, X_AFRAME] = ax[:, T_TS], ax[:, T_FRAME]
         ex[:, X_LTS], ex[:, X_LFRAME] = ax[:, T_LTS], ax[:, T_LFRAME]
+        cut = partial[kept]  # no response end: the last activity is the response's start
+        ex[cut, X_LTS], ex[cut, X_LFRAME] = ex[cut, X_ATS], -1
         return Block(rows[keep], ex, nex[keep], line_of[at[kept]].tolist(),
                      detail_of[which].tolist(), close_of[which],
                      [late[j] for j in keep.tolist()])  # fmt: skip
@@ -811,11 +825,18 @@ class Lane:
             if t == 0 and not http:
                 return None
             resp = self.verdicts.response(a[T_H1], a[T_H2], req.method == "HEAD")
-            if resp is None or a[T_BYTES] != resp.size + resp.body:
+            if resp is None:
+                return None
+            # the client's RST in the middle of the last response (its head whole)
+            partial = (
+                t == nturns - 2 and row[K_RST_FRAME] != 0 and not unanswered
+                and resp.size <= a[T_BYTES] < resp.size + resp.body
+            )  # fmt: skip
+            if a[T_BYTES] != resp.size + resp.body and not partial:
                 return None
             if a[T_HLEN] > a[T_BYTES]:
                 return None
-            exchanges.append((q, req, a, resp))
+            exchanges.append((q, req, a, resp, partial))
         if row[K_RST_FRAME] and exchanges and exchanges[-1][3].close:
             return None  # reset after a response that asked to close: see ``_block``
         conn = self._replay(row, exchanges, late)
@@ -825,10 +846,11 @@ class Lane:
         """The connection the exact tracker would finish, from its significant events
         (``late``: a request after the server's FIN, its turn and verdict)."""
         actions: list[tuple[int, int, int, Any, Any]] = []
-        for q, req, a, resp in exchanges:
+        for q, req, a, resp, partial in exchanges:
             actions.append((q[T_FRAME], 0, 0, q, req))
             actions.append((a[T_FRAME], 1, 1, a, resp))
-            actions.append((a[T_LFRAME], 2, 2, a, resp))
+            if not partial:
+                actions.append((a[T_LFRAME], 2, 2, a, resp))
         if late is not None:  # the (server's FIN,) the request, the server's RST
             actions.append((late[0][T_FRAME], 0, 0, late[0], late[1]))
             if row[K_SFIN_FRAME]:
@@ -1219,7 +1241,7 @@ def _path(
     def request(ts: int, frame: int, line: str | None) -> None:
         """A request, after the idle gap before it if there was one."""
         nonlocal state
-        if last is not None and state is not _KEEPALIVE and ts - last >= threshold:
+        if last is not None and (state is _IDLE or state is _CLOSING) and ts - last >= threshold:
             if len(events) < MAX_EVENTS:
                 add((last + threshold, None, "none", "idle_gap", f"idle {(ts - last) / NS:.3f} s"))
             if state is _IDLE:
@@ -1235,10 +1257,13 @@ def _path(
         request(ts, x[X_QFRAME], line)
         if len(events) < MAX_EVENTS:
             add((x[X_ATS], x[X_AFRAME], "server", "response", block.details[x0 + k]))
-        if len(events) < MAX_EVENTS:
-            add((x[X_LTS], x[X_LFRAME], "server",
-                 "response_end_close" if close else "response_end", ""))  # fmt: skip
-        state = _CLOSING if close else _IDLE
+        if x[X_LFRAME] < 0:  # cut short by the client's RST (``Lane._block``)
+            state = _RECEIVING
+        else:
+            if len(events) < MAX_EVENTS:
+                add((x[X_LTS], x[X_LFRAME], "server",
+                     "response_end_close" if close else "response_end", ""))  # fmt: skip
+            state = _CLOSING if close else _IDLE
         last = x[X_LTS]
     cf, sf, rf, qf = row[K_CFIN_FRAME], row[K_SFIN_FRAME], row[K_RST_FRAME], row[K_LATE_FRAME]
     if qf and not rf:  # a request, then the server's FIN and the client's (never idle)
@@ -1265,7 +1290,7 @@ def _path(
     elif sf < cf:
         fins.reverse()
     f1, t1, who = fins[0]
-    if last is not None and state is not _KEEPALIVE and t1 - last >= threshold:
+    if last is not None and (state is _IDLE or state is _CLOSING) and t1 - last >= threshold:
         if len(events) < MAX_EVENTS:
             add((last + threshold, None, "none", "idle_gap", f"idle {(t1 - last) / NS:.3f} s"))
         if state is _IDLE:

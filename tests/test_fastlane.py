@@ -277,6 +277,67 @@ def test_servers_closing_on_a_request_take_the_lane(monkeypatch: pytest.MonkeyPa
     assert retry.retry_of == first.id
 
 
+def test_a_client_reset_in_the_middle_of_a_response(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recorded (tcpdump on loopback): a server sends a response's head and the first
+    60,000 of its 100,000 body bytes, then waits; requests (``stream=True``) reads ten
+    bytes of the body and closes the response, the rest unread: the kernel resets the
+    connection. The lane takes it, the same as the exact tracker: the client's reset,
+    the response begun and never ended, nothing raised (the client closed it itself)."""
+    import os
+    import socket
+    import threading
+    import time
+
+    if os.geteuid() != 0 or shutil.which("tcpdump") is None:
+        pytest.skip("needs root and tcpdump to record on loopback")
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    sport = srv.getsockname()[1]
+    path = tmp_path / "cut.pcap"
+
+    def serve() -> None:
+        c, _ = srv.accept()
+        c.recv(4096)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 60000)
+        time.sleep(1.0)
+        c.close()
+
+    dump = subprocess.Popen(
+        ["tcpdump", "-i", "lo", "-w", str(path), "-U", "--immediate-mode", "-Z", "root",
+         "-s", "0", f"tcp port {sport}"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert dump.stderr is not None
+        for line in dump.stderr:
+            if "listening on" in line:
+                break
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        import requests
+
+        with requests.Session() as session:
+            resp = session.get(f"http://127.0.0.1:{sport}/big", stream=True, timeout=5)
+            assert resp.raw.read(10) == b"x" * 10
+            time.sleep(0.2)  # the 60,000 bytes in: more than the reader buffers
+            resp.close()
+        server.join(5)
+        time.sleep(0.5)
+    finally:
+        dump.terminate()
+        dump.wait(5)
+        srv.close()
+    assert _same(path, monkeypatch) == 1
+    (rec,) = _run(path, "direct", monkeypatch).records
+    assert (rec.outcome, rec.zeek_conn_state, rec.closed_by) == ("client_reset", "RSTO", "client")
+    kinds = [e[3] for e in rec.events]
+    assert "response" in kinds and not any(k.startswith("response_end") for k in kinds)
+    assert not any(rec.client_errors.values())
+
+
 def test_a_request_closed_on_that_the_lane_leaves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
