@@ -62,6 +62,7 @@ MIX_SOURCES = (
     "sample_pcaps/h2_goaway-httpx-h2c.pcap",
     "sample_pcaps/h2_goaway-httpx-tls.pcap",
     "sample_pcaps/truncated_response-requests-chunked.pcap",
+    "sample_pcaps/truncated_response-requests.pcap",
     "sample_pcaps/client_timeout-requests.pcap",
     "sample_pcaps/refused-requests.pcap",
     "sample_pcaps/syn_timeout-requests.pcap",

@@ -86,6 +86,8 @@ from pcapdiag.explain import (
     explain,
     request_hash,
     stale_note,
+    truncated_errors,
+    truncated_size,
 )
 
 NS = 1_000_000_000
@@ -367,6 +369,16 @@ def _parse_response(data: bytes, method: str) -> _Verdict | None:
     v.close = bool(f.close or (version == "1.0" and not f.keep_alive))
     v.timeout = f.timeout
     return v
+
+
+class _CutBody:
+    """What ``explain`` reads of the HTTP observer of a response cut short."""
+
+    __slots__ = ("response_expected_bytes", "response_received_bytes")
+    request_in_progress = False
+
+    def __init__(self, expected: int, received: int) -> None:
+        self.response_expected_bytes, self.response_received_bytes = expected, received
 
 
 class _Zeek:
@@ -718,10 +730,13 @@ class Lane:
         head = is_head[at]
         hcol = head.astype(np.int64)
         got = a[:, T_BYTES]
-        # the client's RST in the middle of the last response: its head whole, its body
-        # short (the machine is still receiving it: no response end)
+        # the client's RST in the middle of the last response, or the server's FIN (then
+        # the client's) after its last segment: its head whole, its body short (the
+        # machine is still receiving it: no response end)
+        rst_o, sfin_o, cfin_o = (rows[owner, c] for c in (K_RST_FRAME, K_SFIN_FRAME, K_CFIN_FRAME))
+        cut_by = (rst_o > 0) | ((sfin_o > 0) & (cfin_o > sfin_o) & (sfin_o >= a[:, T_LFRAME]))
         partial = (
-            (within == nex[owner] - 1) & (rows[owner, K_RST_FRAME] > 0) & ~unanswered[owner]
+            (within == nex[owner] - 1) & cut_by & ~unanswered[owner]
             & (hsize[aat, hcol] >= 0) & (got >= hsize[aat, hcol]) & (got < total[aat, hcol])
         )  # fmt: skip
         ok &= (ah2[aat] == a[:, T_H2]) & ((got == total[aat, hcol]) | partial)
@@ -774,6 +789,9 @@ class Lane:
         ex[:, X_LTS], ex[:, X_LFRAME] = ax[:, T_LTS], ax[:, T_LFRAME]
         cut = partial[kept]  # no response end: the last activity is the response's start
         ex[cut, X_LTS], ex[cut, X_LFRAME] = ex[cut, X_ATS], -1
+        hs = hsize[aat, hcol][kept]
+        ex[:, X_GOT] = np.where(cut, ax[:, T_BYTES] - hs, 0)
+        ex[:, X_EXP] = np.where(cut, total[aat, hcol][kept] - hs, 0)
         return Block(rows[keep], ex, nex[keep], line_of[at[kept]].tolist(),
                      detail_of[which].tolist(), close_of[which],
                      [late[j] for j in keep.tolist()])  # fmt: skip
@@ -827,9 +845,11 @@ class Lane:
             resp = self.verdicts.response(a[T_H1], a[T_H2], req.method == "HEAD")
             if resp is None:
                 return None
-            # the client's RST in the middle of the last response (its head whole)
+            # the client's RST in the middle of the last response, or the server's FIN
+            # after its last segment (then the client's): its head whole
             partial = (
-                t == nturns - 2 and row[K_RST_FRAME] != 0 and not unanswered
+                t == nturns - 2 and not unanswered
+                and (row[K_RST_FRAME] != 0 or 0 < sfin < cfin and sfin >= a[T_LFRAME])
                 and resp.size <= a[T_BYTES] < resp.size + resp.body
             )  # fmt: skip
             if a[T_BYTES] != resp.size + resp.body and not partial:
@@ -930,6 +950,12 @@ class Lane:
                 conn.emit(_C if t else _S, Ev.FIN, ts, frame)
         if conn.machine.outcome is None or conn.anomalies or conn.machine.anomalies:
             return None
+        if exchanges and exchanges[-1][4]:  # what the HTTP observer knows of the cut body
+            _, _, a, resp, _ = exchanges[-1]
+            got = a[T_BYTES] - resp.size
+            conn.http = _CutBody(resp.body, got)  # type: ignore[assignment]
+            if not row[K_RST_FRAME]:  # the server's FIN in the middle of it
+                conn._note(_cut_note(got, resp.body))
         return conn
 
 
@@ -937,21 +963,26 @@ class Lane:
 # What the lane writes: blocks of columns, made into records or JSON lines on demand
 
 # Exchange columns: the request's time and frame, the response's first segment's, its last's
-X_QTS, X_QFRAME, X_ATS, X_AFRAME, X_LTS, X_LFRAME = range(6)
-NX = 6
+# (-1: a response cut short, ``Lane._block``: its first's time), and of a response cut
+# short, the body bytes that came and those its head announced
+X_QTS, X_QFRAME, X_ATS, X_AFRAME, X_LTS, X_LFRAME, X_GOT, X_EXP = range(8)
+NX = 8
 # How a connection of the template ends (``Block.derived``): who sent the first FIN, and
 # whether the server's came after an idle gap; or the client's RST; or a request sent after
 # the server's FIN, answered by the server's RST (the keep-alive race); or the server's RST
 # while a request awaited its response; or the server's FIN, then the client's, while the
-# first request awaited its response (``Lane._block``: never a race)
-O_CLIENT, O_IDLE, O_SERVER, O_CRESET, O_RACE, O_SRESET, O_SCLOSE = range(7)
+# first request awaited its response (``Lane._block``: never a race); or the server's FIN,
+# then the client's, in the middle of the last response (its ``client_errors`` are each
+# row's: ``_errors``)
+O_CLIENT, O_IDLE, O_SERVER, O_CRESET, O_RACE, O_SRESET, O_SCLOSE, O_TRUNC = range(8)
 _OUTCOMES = ("client_close", "server_idle_close", "server_close", "client_reset",
-             "server_close_after_request", "server_reset", "server_close_after_request")  # fmt: skip
-_CLOSED_BY = ("client", "server", "server", "client", "server", "server", "server")
-_STATES = ("SF", "SF", "SF", "RSTO", "RSTR", "RSTR", "SF")  # Zeek's conn_state of each
+             "server_close_after_request", "server_reset", "server_close_after_request",
+             "truncated_response")  # fmt: skip
+_CLOSED_BY = ("client", "server", "server", "client", "server", "server", "server", "server")
+_STATES = ("SF", "SF", "SF", "RSTO", "RSTR", "RSTR", "SF", "SF")  # Zeek's conn_state of each
 _NONE = _NONE_ERRORS
 _ERRORS = (_NONE, _NONE, _NONE, _NONE, _shared(REMOTE_DISCONNECTED),
-           _shared(RESET_AWAITING), _shared(REMOTE_DISCONNECTED))  # what clients raise  # fmt: skip
+           _shared(RESET_AWAITING), _shared(REMOTE_DISCONNECTED), _NONE)  # what clients raise  # fmt: skip
 _CAUSES = tuple(RACE_CAUSE if o == O_RACE else CAUSES.get(_OUTCOMES[o], (None, None))
                 for o in range(len(_OUTCOMES)))  # fmt: skip
 
@@ -1111,15 +1142,18 @@ class Block:
             lts = np.where(some, ex[last, X_LTS], 0)
             lclose = some & self.close[last]
             reused = np.where(n > 1, ex[last, X_QTS] - ex[np.maximum(last - 1, 0), X_LTS], 0)
+            cut = some & (ex[last, X_LFRAME] < 0)  # the last response cut short
         else:
             lts = reused = np.zeros(len(r), np.int64)
-            lclose = np.zeros(len(r), bool)
+            lclose = cut = np.zeros(len(r), bool)
         reused = np.where(unanswered, r[:, K_LATE_TS] - lts, reused)  # (used when n >= 1)
         # the idle time at the close: since the last response's end, or the unanswered
         # request (before the server's RST or FIN)
         idle = t1 - np.where(sreset | sclose, r[:, K_LATE_TS], lts)
         idle_close = server_first & some & ~lclose & (idle >= threshold)
         outcome = np.where(server_first, np.where(idle_close, O_IDLE, O_SERVER), O_CLIENT)
+        trunc = cut & server_first & ~rst & ~unanswered  # the server's FIN: truncated
+        outcome = np.where(trunc, O_TRUNC, outcome)
         outcome = np.where(reset, O_CRESET, np.where(race, O_RACE, outcome))
         outcome = np.where(sreset, O_SRESET, np.where(sclose, O_SCLOSE, outcome))
         # a reset request that came after an idle spell (``explain._stale``)
@@ -1127,7 +1161,7 @@ class Block:
         d = self._derived = {
             "has_ack": has_ack, "rtt": rtt, "f1": f1, "t1": t1, "outcome": outcome,
             "idle": idle, "reused": reused, "last": last, "race": race, "sreset": sreset,
-            "sclose": sclose, "requests": n + unanswered, "stale": stale,
+            "sclose": sclose, "trunc": trunc, "requests": n + unanswered, "stale": stale,
         }  # fmt: skip
         return d
 
@@ -1165,6 +1199,35 @@ def _unanswered_evidence(block: Block, j: int, t0: int) -> str:
     return head + _tail(block, j, t0)
 
 
+def _cut(block: Block, j: int) -> tuple[int, int]:
+    """(body bytes that came, those announced) of connection ``j``'s last response."""
+    x = block.ex[int(block.derived()["last"][j])]
+    return int(x[X_GOT]), int(x[X_EXP])
+
+
+def _truncated_evidence(block: Block, j: int, t0: int) -> str:
+    """A truncated response's evidence, as ``explain._evidence`` writes it: its head as
+    the JSON template writes it, then how much of the body came (``J_EXTRA``)."""
+    d = block.derived()
+    at = (int(d["t1"][j]) - t0) / NS
+    o = O_TRUNC
+    head = f"{_EV_HEAD[o]}{int(d['f1'][j])}{_EV_AT[o]}{at:.3f}{_EV_SEP[o]}{_EV_MID[o]}"
+    return head + truncated_size(*_cut(block, j)) + "."
+
+
+def _cut_note(got: int, exp: int) -> str:
+    """The HTTP observer's anomaly at the server's FIN in the middle of a body."""
+    return f"HTTP: server closed after {got} of {exp} body bytes"
+
+
+def _errors(block: Block, outcome: list[int]) -> list[dict[str, Any]]:
+    """Each connection's ``client_errors``: its outcome's, or a truncated response's own."""
+    out = [_ERRORS[o] for o in outcome]
+    for j in np.flatnonzero(block.derived()["trunc"]).tolist():
+        out[j] = truncated_errors(*_cut(block, j))
+    return out
+
+
 def _evidences(block: Block, t0: int) -> list[str]:
     """Each connection's evidence."""
     d = block.derived()
@@ -1172,6 +1235,8 @@ def _evidences(block: Block, t0: int) -> list[str]:
                    repeat(t0), d["idle"].tolist(), block.nex.tolist()))  # fmt: skip
     for j in np.flatnonzero(d["race"] | d["sreset"] | d["sclose"]).tolist():
         out[j] = _unanswered_evidence(block, j, t0)
+    for j in np.flatnonzero(d["trunc"]).tolist():
+        out[j] = _truncated_evidence(block, j, t0)
     return out
 
 
@@ -1330,8 +1395,11 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
         evidence = _unanswered_evidence(block, j, t0)
     else:
         code = O_CRESET if row[K_RST_FRAME] else O_CLIENT if who == "client" else (
-            O_IDLE if state is _KEEPALIVE else O_SERVER)  # fmt: skip
-        evidence = _evidence(code, f1, t1, t0, idle_close or 0, n)
+            O_TRUNC if state is _RECEIVING else O_IDLE if state is _KEEPALIVE else O_SERVER)  # fmt: skip
+        if code == O_TRUNC:
+            evidence = _truncated_evidence(block, j, t0)
+        else:
+            evidence = _evidence(code, f1, t1, t0, idle_close or 0, n)
     outcome = _OUTCOMES[code]
     ipver = row[K_IPVER]
     history = _history(row[K_HIST], row[K_NHIST])
@@ -1362,13 +1430,13 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
         zeek_conn_state=_STATES[code],
         zeek_history=history,
         zeek_rows=[(syn_ts, _STATES[code], history)],
-        client_errors=_ERRORS[code],
+        client_errors=truncated_errors(*_cut(block, j)) if code == O_TRUNC else _ERRORS[code],
         syn_count=1,
         rtt_ms=None if rtt is None else round(rtt / 1e6, 3),
         idle_before_close_s=None if idle_close is None else idle_close / NS,
         keepalive_race=race,
         last_request=line,
-        anomalies=[],
+        anomalies=[_cut_note(*_cut(block, j))] if code == O_TRUNC else [],
         events=events,
     )
     if n + unanswered > 1 and idle_before is not None:
@@ -1428,7 +1496,7 @@ def rows(block: Block, path: str, t0: int) -> list[tuple[Any, ...]]:
         requests=nq,
         responses=nx,
         zeek_history=histories,
-        client_errors=[_ERRORS[o] for o in outcome],
+        client_errors=_errors(block, outcome),
         cause=[_CAUSES[o][0] for o in outcome],
         fix=[_CAUSES[o][1] for o in outcome],
         rtt_ms=[round(v / 1e6, 3) if a else None for v, a in zip(rtt, has_ack, strict=True)],
@@ -1445,6 +1513,8 @@ def rows(block: Block, path: str, t0: int) -> list[tuple[Any, ...]]:
         stale=d["stale"].tolist(),
     )
     cols["anomalies"] = [[] for _ in range(m)]
+    for j in np.flatnonzero(d["trunc"]).tolist():
+        cols["anomalies"][j] = [_cut_note(*_cut(block, j))]
     states = [_STATES[o] for o in outcome]
     cols["zeek_conn_state"] = states
     cols["zeek_rows"] = [
@@ -1551,7 +1621,8 @@ _CAUSE_JSON = [
     for c, f in _CAUSES
 ]
 # each outcome's client_errors and keepalive_race, as ``report.data._line`` writes them
-_ERRORS_JSON = [json.JSONEncoder(ensure_ascii=False).encode(e) for e in _ERRORS]
+_JSON = json.JSONEncoder(ensure_ascii=False)
+_ERRORS_JSON = [_JSON.encode(e) for e in _ERRORS]
 _RACE_JSON = ["true" if o == O_RACE else "false" for o in range(len(_OUTCOMES))]
 
 
@@ -1577,6 +1648,11 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
     request = ["null" if q is None else _es(q) for q in _last_requests(block)]
     outcome, f1, t1 = d["outcome"].tolist(), d["f1"].tolist(), d["t1"].tolist()
     evidence = _evidences(block, t0)
+    errors = [_ERRORS_JSON[o] for o in outcome]
+    notes = ["[]"] * len(outcome)
+    for j in np.flatnonzero(d["trunc"]).tolist():
+        errors[j] = _JSON.encode(truncated_errors(*_cut(block, j)))
+        notes[j] = _JSON.encode([_cut_note(*_cut(block, j))])
     hist = list(map(_history, r[:, K_HIST].tolist(), r[:, K_NHIST].tolist()))
     syn = r[:, K_SYN_TS].tolist()
     starts = [repr(t / NS) for t in syn]
@@ -1586,20 +1662,20 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
         f'"closed_by": "{_CLOSED_BY[o]}", "close_time": {t / NS!r}, "close_frame": {f}, '
         f'"evidence": {_es(ev)}, "client_packets": {cpk}, "server_packets": {spk}, '
         f'"client_bytes": {cby}, "server_bytes": {sby}, "requests": {q}, "responses": {k}, '
-        f'"handshake": "full", "tls": null, "icmp": null, "client_errors": {_ERRORS_JSON[o]}, '
+        f'"handshake": "full", "tls": null, "icmp": null, "client_errors": {er}, '
         f'"zeek_conn_state": "{_STATES[o]}", "zeek_history": "{h}", "zeek_rows": [{{"ts": '
         f'{start}, "conn_state": "{_STATES[o]}", "history": "{h}"}}], "frames": [{first}, {lastf}], '
         f'{_CAUSE_JSON[o]}, "keepalive_race": {_RACE_JSON[o]}, "retry_of": null, '
         f'"reused_after_idle_s": {ru}, "idle_before_close_s": {ic}, "syn_count": 1, '
         f'"rtt_ms": {rt}, "last_request": {rq}, "count": 1, "decrypted": false, '
-        f'"stale": {"true" if sl else "false"}, "h2": null, "proxy": null, "anomalies": []}}'
+        f'"stale": {"true" if sl else "false"}, "h2": null, "proxy": null, "anomalies": {no}}}'
         for (client, server, syn, start, end, o, t, f, ev, cpk, spk, cby, sby, q, k, h, first,
-             lastf, ru, ic, rt, rq, sl) in zip(
+             lastf, ru, ic, rt, rq, sl, er, no) in zip(
             clients, servers, syn, starts, r[:, K_END_TS].tolist(), outcome, t1,
             f1, evidence, r[:, K_CPKTS].tolist(), r[:, K_SPKTS].tolist(),
             r[:, K_CBYTES].tolist(), r[:, K_SBYTES].tolist(), nq, n, hist,
             r[:, K_SYN_FRAME].tolist(), r[:, K_LAST_FRAME].tolist(), reused, idles, rtt,
-            request, d["stale"].tolist(), strict=True,
+            request, d["stale"].tolist(), errors, notes, strict=True,
         )
     ]  # fmt: skip
 
@@ -1610,8 +1686,8 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
  J_CLOSE, J_F1, J_EVHEAD, J_AT, J_EVMID, J_EXTRA, J_HASEXTRA, J_N, J_SERVER, J_EVTAIL,
  J_CPK, J_SPK, J_CBY, J_SBY, J_HIST, J_FIRST, J_LAST, J_CAUSE, J_REUSED, J_MULTI, J_IDLE,
  J_SOME, J_RTT, J_HASACK, J_REQ, J_STATE, J_EVSEP, J_NREQ, J_ERRORS, J_RACE, J_STALE,
- J_EVAT) = range(42)  # fmt: skip
-NJ = 42
+ J_EVAT, J_NOTES) = range(43)  # fmt: skip
+NJ = 43
 # each outcome's (``O_*``) evidence around its frame and time, and around its numbers
 # (a race's evidence goes on in a string of its own, in ``J_EXTRA``)
 _EV_HEAD = ("The client closed (FIN at frame ", "The server closed the idle connection "
@@ -1619,13 +1695,13 @@ _EV_HEAD = ("The client closed (FIN at frame ", "The server closed the idle conn
             "The client reset the connection (RST at frame ",
             "Keep-alive race: the server closed the idle connection (FIN at frame ",
             "The server reset the connection (RST at frame ",
-            "The server sent FIN at frame ")  # fmt: skip
-_EV_AT = (", t=", ", t=", ", t=", ", t=", ", t=", ", t=", " (t=")
-_EV_SEP = (" s) ", " s) ", " s) ", " s) ", " s", " s) ", " s), ")
+            "The server sent FIN at frame ", "The server sent FIN at frame ")  # fmt: skip
+_EV_AT = (", t=", ", t=", ", t=", ", t=", ", t=", ", t=", " (t=", " (t=")
+_EV_SEP = (" s) ", " s) ", " s) ", " s) ", " s", " s) ", " s), ", " s) ")
 _EV_MID = ("with nothing outstanding.", "after ", "after completing ",
-           "before closing it cleanly.", "", "", "")  # fmt: skip
+           "before closing it cleanly.", "", "", "", "in the middle of a response")  # fmt: skip
 _EV_TAIL = ("", " without traffic; no request was outstanding.", " response(s).", "", "", "",
-            "")  # fmt: skip
+            "", "")  # fmt: skip
 _PROGRAM: Any = None
 
 
@@ -1701,7 +1777,9 @@ def _program() -> Any:
         p.string(J_REQ, J_SOME)
         p.const(', "count": 1, "decrypted": false, "stale": ')
         p.string(J_STALE)
-        p.const(', "h2": null, "proxy": null, "anomalies": []}')
+        p.const(', "h2": null, "proxy": null, "anomalies": ')
+        p.string(J_NOTES)
+        p.const("}")
         _PROGRAM = (p.compile(), sum(1 for it in p.items if not isinstance(it, str)
                                      and it[0] == R.STR))  # fmt: skip
     return _PROGRAM
@@ -1773,6 +1851,19 @@ class Lines:
             cols[tail_rows, J_EXTRA] = len(texts) + np.arange(len(tail_rows))
             cols[tail_rows, J_HASEXTRA] = 1
             texts += [_es(_tail(block, j, t0))[1:-1] for j in tail_rows.tolist()]
+        cut_rows = np.flatnonzero(d["trunc"])
+        if len(cut_rows):  # a truncated response's body bytes, and its own client_errors
+            cuts = [_cut(block, j) for j in cut_rows.tolist()]
+            cols[cut_rows, J_EXTRA] = len(texts) + np.arange(len(cut_rows))
+            cols[cut_rows, J_HASEXTRA] = 1
+            texts += [_es(truncated_size(*c) + ".")[1:-1] for c in cuts]
+            cols[cut_rows, J_ERRORS] = len(texts) + np.arange(len(cut_rows))
+            texts += [_JSON.encode(truncated_errors(*c)) for c in cuts]
+        cols[:, J_NOTES] = len(texts)
+        texts.append("[]")
+        if len(cut_rows):  # ... and its HTTP anomaly
+            cols[cut_rows, J_NOTES] = len(texts) + np.arange(len(cut_rows))
+            texts += [_JSON.encode([_cut_note(*c)]) for c in cuts]
         cols[:, J_STALE] = len(texts) + d["stale"]
         texts += ["false", "true"]
         syn = r[:, K_SYN_TS]

@@ -434,6 +434,32 @@ def _stale(conn: Connection, rec: ConnectionRecord) -> None:
     rec.evidence += stale_note(idle, rec.outcome == "network_reset")
 
 
+def truncated_size(got: int | None, exp: int | None) -> str:
+    """How much of an announced body came before the close (the evidence's words)."""
+    return f" after {got} of {exp} announced body bytes" if exp is not None else ""
+
+
+def truncated_errors(got: int | None, exp: int | None) -> dict[str, Any]:
+    """What each client raises when the response ends after ``got`` of ``exp`` announced
+    body bytes (unknown: a chunked body)."""
+    if exp is not None and got is not None:
+        missing = max(0, exp - got)
+        return {
+            "stdlib": f"http.client.IncompleteRead: IncompleteRead({got} bytes read, {missing} more expected)",
+            "requests": f"requests.exceptions.ChunkedEncodingError: ('Connection broken: IncompleteRead({got} bytes read, {missing} more expected)', IncompleteRead({got} bytes read, {missing} more expected))",
+            "aiohttp": f"aiohttp.ClientPayloadError: Response payload is not completed: <ContentLengthError: 400, message='Not enough data to satisfy content length header (received {got} of {exp} bytes).'>",
+            "httpx": f"httpx.RemoteProtocolError: peer closed connection without sending complete message body (received {got} bytes, expected {exp})",
+            "errno": None,
+        }
+    return {
+        "stdlib": "http.client.IncompleteRead: IncompleteRead(… bytes read)",
+        "requests": "requests.exceptions.ChunkedEncodingError: ('Connection broken: IncompleteRead(… bytes read)', …)",
+        "aiohttp": "aiohttp.ClientPayloadError: Response payload is not completed: <TransferEncodingError: 400, message='Not enough data to satisfy transfer length header.'>",
+        "httpx": "httpx.RemoteProtocolError: peer closed connection without sending complete message body (incomplete chunked read)",
+        "errno": None,
+    }
+
+
 def stale_note(idle: int, network: bool) -> str:
     """What a stale connection's evidence ends with (``_stale``)."""
     who = "a middlebox on the path" if network else "the server"
@@ -705,8 +731,7 @@ def _evidence(conn: Connection, rec: ConnectionRecord, t0: int) -> str:
         h = conn.http
         exp = getattr(h, "response_expected_bytes", None) if h else None
         got = getattr(h, "response_received_bytes", None) if h else None
-        size = f" after {got} of {exp} announced body bytes" if exp is not None else ""
-        return f"The server sent FIN at frame {frame} ({_at(dec.ts_ns if dec else None, t0)}) in the middle of a response{size}."
+        return f"The server sent FIN at frame {frame} ({_at(dec.ts_ns if dec else None, t0)}) in the middle of a response{truncated_size(got, exp)}."
     if o == "server_reset":
         ctx = {"AWAITING": f" while the {req_txt} awaited a response",
                "RECEIVING": " in the middle of a response"}.get(
@@ -844,22 +869,7 @@ def _client_errors(conn: Connection, rec: ConnectionRecord) -> dict[str, Any]:
         h = conn.http
         exp = getattr(h, "response_expected_bytes", None) if h else None
         got = getattr(h, "response_received_bytes", None) if h else None
-        if exp is not None and got is not None:
-            missing = max(0, exp - got)
-            return {
-                "stdlib": f"http.client.IncompleteRead: IncompleteRead({got} bytes read, {missing} more expected)",
-                "requests": f"requests.exceptions.ChunkedEncodingError: ('Connection broken: IncompleteRead({got} bytes read, {missing} more expected)', IncompleteRead({got} bytes read, {missing} more expected))",
-                "aiohttp": f"aiohttp.ClientPayloadError: Response payload is not completed: <ContentLengthError: 400, message='Not enough data to satisfy content length header (received {got} of {exp} bytes).'>",
-                "httpx": f"httpx.RemoteProtocolError: peer closed connection without sending complete message body (received {got} bytes, expected {exp})",
-                "errno": None,
-            }
-        return {
-            "stdlib": "http.client.IncompleteRead: IncompleteRead(… bytes read)",
-            "requests": "requests.exceptions.ChunkedEncodingError: ('Connection broken: IncompleteRead(… bytes read)', …)",
-            "aiohttp": "aiohttp.ClientPayloadError: Response payload is not completed: <TransferEncodingError: 400, message='Not enough data to satisfy transfer length header.'>",
-            "httpx": "httpx.RemoteProtocolError: peer closed connection without sending complete message body (incomplete chunked read)",
-            "errno": None,
-        }
+        return truncated_errors(got, exp)
     if o in ("server_reset", "network_reset"):
         prior = conn.machine.prior_state.name if conn.machine.prior_state else ""
         if prior == "RECEIVING":

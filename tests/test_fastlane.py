@@ -277,6 +277,36 @@ def test_servers_closing_on_a_request_take_the_lane(monkeypatch: pytest.MonkeyPa
     assert retry.retry_of == first.id
 
 
+TRUNCATED = {  # recorded: the client that raised, as the manifest names it
+    "truncated_response-stdlib.pcap": "stdlib",
+    "truncated_response-requests.pcap": "requests",
+    "truncated_response-requests-v6.pcap": "requests",
+    "truncated_response-httpx.pcap": "httpx",
+    "truncated_response-aiohttp.pcap": "aiohttp",
+    "truncated_response-aiohttp-v6.pcap": "aiohttp",
+}
+
+
+def test_truncated_responses_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that closed (FIN) after 3 of the 100 body bytes its head announced, the
+    client's FIN after it: every such recording is the lane's, the same as the exact
+    tracker's (the HTTP observer's anomaly included), and the exception predicted for
+    the client is the one it raised, byte counts and all (the manifest). Chunked bodies
+    stay with the exact tracker: their length is the parser's."""
+    manifest = json.loads((SAMPLES / "manifest.json").read_text())
+    entries = manifest if isinstance(manifest, dict) else {e["file"]: e for e in manifest}
+    for name, lib in TRUNCATED.items():
+        (rec,) = _run(SAMPLES / name, "direct", monkeypatch).records
+        assert _same(SAMPLES / name, monkeypatch) == 1, name
+        assert (rec.outcome, rec.zeek_conn_state, rec.closed_by) == (
+            "truncated_response", "SF", "server")  # fmt: skip
+        raised = entries[name]["exception"]
+        assert raised["type"] in rec.client_errors[lib], name
+        assert raised["message"] in rec.client_errors[lib], name
+        assert rec.evidence.endswith("after 3 of 100 announced body bytes."), name
+    assert _same(SAMPLES / "truncated_response-requests-chunked.pcap", monkeypatch) == 0
+
+
 def test_a_client_reset_in_the_middle_of_a_response(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
