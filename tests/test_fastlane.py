@@ -11,6 +11,7 @@ a 4-tuple reused after an ordinary connection, late packets, random conversation
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -18,6 +19,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -335,30 +337,18 @@ def test_a_client_reset_in_the_middle_of_a_response(
         time.sleep(1.0)
         c.close()
 
-    dump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-w", str(path), "-U", "--immediate-mode", "-Z", "root",
-         "-s", "0", f"tcp port {sport}"],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert dump.stderr is not None
-        for line in dump.stderr:
-            if "listening on" in line:
-                break
-        server = threading.Thread(target=serve, daemon=True)
-        server.start()
-        import requests
+    import requests
 
-        with requests.Session() as session:
+    try:
+        with _recording(path, sport), requests.Session() as session:
+            server = threading.Thread(target=serve, daemon=True)
+            server.start()
             resp = session.get(f"http://127.0.0.1:{sport}/big", stream=True, timeout=5)
             assert resp.raw.read(10) == b"x" * 10
             time.sleep(0.2)  # the 60,000 bytes in: more than the reader buffers
             resp.close()
-        server.join(5)
-        time.sleep(0.5)
+            server.join(5)
     finally:
-        dump.terminate()
-        dump.wait(5)
         srv.close()
     assert _same(path, monkeypatch) == 1
     (rec,) = _run(path, "direct", monkeypatch).records
@@ -1010,13 +1000,34 @@ def test_the_kernels_file_names_the_layout_it_was_compiled_with() -> None:
     assert k.layout_digest() == k.LAYOUT, "write the new digest into _fastlane_kernels.LAYOUT"
 
 
+@contextlib.contextmanager
+def _recording(path: Path, port: int) -> Iterator[None]:
+    """tcpdump on loopback, writing the packets of TCP ``port`` to ``path`` while in it."""
+    import time
+
+    dump = subprocess.Popen(
+        ["tcpdump", "-i", "lo", "-w", str(path), "-U", "--immediate-mode", "-Z", "root",
+         "-s", "0", f"tcp port {port}"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert dump.stderr is not None
+        for line in dump.stderr:
+            if "listening on" in line:
+                break
+        yield
+        time.sleep(0.5)
+    finally:
+        dump.terminate()
+        dump.wait(5)
+
+
 def _record_reused_port(path: Path, paths: list[str]) -> list[str]:
     """Record (tcpdump on loopback) one client port asking ``paths`` in turn of a small
     server, each on a new connection from the same 4-tuple: ``/ok`` answers and closes,
     ``/reset`` resets, ``/cut`` resets after a part of its answer, ``/close`` closes
     without an answer. Returns what the client got: the status, or the exception's name."""
     import socket
-    import threading
     import time
 
     sys.path.insert(0, str(ROOT / "tools" / "samples"))
@@ -1048,43 +1059,43 @@ def _record_reused_port(path: Path, paths: list[str]) -> list[str]:
     probe.bind(("127.0.0.1", 0))
     cport = probe.getsockname()[1]
     probe.close()
-    dump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-w", str(path), "-U", "--immediate-mode", "-Z", "root",
-         "-s", "0", f"tcp port {sport}"],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
     try:
-        assert dump.stderr is not None
-        for line in dump.stderr:
-            if "listening on" in line:
-                break
-        server = threading.Thread(target=serve, daemon=True)
-        server.start()
-        got = []
-        import http.client
-
-        for p in paths:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", cport))
-            s.connect(("127.0.0.1", sport))
-            conn = http.client.HTTPConnection("127.0.0.1", sport, timeout=5)
-            conn.sock = s
-            try:
-                conn.request("GET", p)
-                resp = conn.getresponse()
-                resp.read()
-                got.append(str(resp.status))
-            except (OSError, http.client.HTTPException) as exc:
-                got.append(type(exc).__name__)
-            conn.close()
-            time.sleep(0.05)
-        server.join(5)
-        time.sleep(0.5)
+        with _recording(path, sport):
+            got = _ask_from_one_port(paths, cport, sport, serve)
     finally:
-        dump.terminate()
-        dump.wait(5)
         srv.close()
+    return got
+
+
+def _ask_from_one_port(
+    paths: list[str], cport: int, sport: int, serve: Callable[[], None]
+) -> list[str]:
+    """Each of ``paths`` asked from client port ``cport`` of the server ``serve`` runs."""
+    import http.client
+    import socket
+    import threading
+    import time
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    got = []
+    for p in paths:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", cport))
+        s.connect(("127.0.0.1", sport))
+        conn = http.client.HTTPConnection("127.0.0.1", sport, timeout=5)
+        conn.sock = s
+        try:
+            conn.request("GET", p)
+            resp = conn.getresponse()
+            resp.read()
+            got.append(str(resp.status))
+        except (OSError, http.client.HTTPException) as exc:
+            got.append(type(exc).__name__)
+        conn.close()
+        time.sleep(0.05)
+    server.join(5)
     return got
 
 
