@@ -686,8 +686,9 @@ class Lane:
         distinct head's verdict is looked up once (``_Verdicts``); the checks are columns."""
         m = len(rows)
         nturns = rows[:, K_NTURNS]
-        # exchanges, then for a race or a server's reset one request more, unanswered (an
-        # RST with turns odd is the server's: the walk takes the client's only between them)
+        # exchanges, then for a race, a server's reset or its FIN one request more,
+        # unanswered (an RST with turns odd is the server's: the walk takes the client's
+        # only between them); the last response may be cut short (below)
         race = rows[:, K_LATE_FRAME] > 0
         odd = (nturns % 2) == 1
         # ... or the first request, then the server's FIN and the client's
@@ -1024,7 +1025,9 @@ class Block:
     in order of first frame), their exchanges (``X_*``, connection after connection,
     ``nex`` each) and what the heads said (request lines, response details, whether the
     response asked to close; per connection, the line of the last request if no response
-    answered it, or None: one written after the server's FIN, or one the server reset).
+    answered it, or None: one written after the server's FIN, or one the server reset or
+    closed on). A last response cut short has no end (``X_LFRAME`` -1) and its body's
+    bytes (``X_GOT``, ``X_EXP``).
     A record (``record``) or a JSON line (``json_tails``) is made from it when asked for:
     the lane itself makes no Python object per connection beyond its heads' verdicts."""
 
@@ -1114,7 +1117,9 @@ class Block:
         the same path one event at a time): the first FIN decides who closed, or the RST
         that ended it; the server closed an idle connection when its FIN follows the last
         response (not one that asked to close) by the idle threshold or more; a request
-        no response answered makes a race (after the server's FIN) or a reset."""
+        no response answered makes a race (after the server's FIN), a reset, or a close
+        on a request (both FINs after it); a last response cut short by the server's FIN
+        is truncated (by the client's RST: the client's reset)."""
         d = self._derived
         if d is not None:
             return d
