@@ -12,10 +12,11 @@ than ``DROP_BYTES`` touched since the last time.
 
 Why not ``numpy.memmap`` or ``np.lib.format.open_memmap``: they map a file of a fixed
 size, and these columns grow a record at a time; and a column that is small (nearly
-every capture) must cost no file at all. A file that cannot be made or grown (a full
-temporary directory) leaves the columns in memory: the analysis goes on, in more memory. Why a file and not a compressed list of chunks:
+every capture) must cost no file at all. Why a file and not a compressed list of chunks:
 every reader here takes whole numpy views of a column (``view``) and indexes them at
-random; a mapping gives that at the speed of memory, with no decoding step.
+random; a mapping gives that at the speed of memory, with no decoding step. A file that
+cannot be made or grown (a full temporary directory) leaves the columns in memory: the
+analysis goes on, in more memory.
 
 Appends of one value (the exact tracker's records) go to a short ``array`` tail, written
 to the file ``TAIL`` values at a time. A column's file is unlinked at once (its mapping

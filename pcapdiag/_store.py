@@ -169,8 +169,9 @@ SHARE: tuple[str, int] | None = None  # (folder, the pool's parent): see ``share
 @contextlib.contextmanager
 def share(folder: str) -> Iterator[None]:
     """While in it, workers this process forks spill into ``folder`` and send their
-    chunks by reference (``_Spill``), and their big columns (``_columns.Column``). The folder must outlive the workers' results'
-    unpickling (a file, once opened here, outlives the folder)."""
+    chunks (``_Spill``) and big columns (``_columns.Column``) by reference. The folder
+    must outlive the workers' results' unpickling (a file, once opened here, outlives
+    the folder)."""
     global SHARE
     old, SHARE = SHARE, (folder, os.getpid())
     _columns.SHARE = SHARE  # (their big columns too)

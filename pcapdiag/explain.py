@@ -1013,10 +1013,10 @@ class CrossFacts:
 
     Kept per record, in columns (25 bytes a record, in a temporary file once big:
     ``_columns``), and index-tagged columns and lists for the few records that need more,
-    so that the workers gather the facts of their shards as the records come. The merge adopts those parts as they are (``extend``), with each
-    record's position among the records: nothing is copied or put in id order, which
-    kept a second set of columns and a sort of all of them in memory at the merge's
-    peak. ``apply`` finds the retries among the connections of the client and server
+    so that the workers gather the facts of their shards as the records come. The merge
+    adopts those parts as they are (``extend``), with each record's position among the
+    records: nothing is copied or put in id order, which kept a second set of columns
+    and a sort of all of them in memory at the merge's peak. ``apply`` finds the retries among the connections of the client and server
     pairs that had a failure (a sort of those alone) and reads no record. The hashes
     (``hash()`` of strings) are only comparable between processes forked from one
     another; see ``_store.RecordStore.seed``.
