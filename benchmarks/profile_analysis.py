@@ -64,6 +64,7 @@ MIX_SOURCES = (
     "sample_pcaps/truncated_response-requests-chunked.pcap",
     "sample_pcaps/truncated_response-requests.pcap",
     "sample_pcaps/client_timeout-requests.pcap",
+    "sample_pcaps/client_timeout-httpx.pcap",
     "sample_pcaps/refused-requests.pcap",
     "sample_pcaps/syn_timeout-requests.pcap",
     "sample_pcaps/server_reset-requests-midresponse.pcap",

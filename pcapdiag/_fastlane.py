@@ -86,6 +86,7 @@ from pcapdiag.explain import (
     explain,
     request_hash,
     stale_note,
+    timeout_errors,
     truncated_errors,
     truncated_size,
 )
@@ -697,6 +698,18 @@ class Lane:
         unanswered = race | (odd & (rows[:, K_RST_FRAME] > 0)) | sclose
         bad = (odd != unanswered) | (race & (nturns < 3))
         bad |= rows[:, K_NHIST] > 16  # Zeek keeps 16 letters
+        # a turn that began after the client's FIN (the walk lets the server's come): only
+        # the response to a first request the client gave up on, then the client's RST
+        cfin_r, some_t = rows[:, K_CFIN_FRAME], nturns > 0
+        if len(turns):  # each connection's first and last turn's first frame
+            tf = turns[np.where(some_t, rows[:, K_TOFF], 0), T_FRAME]
+            tl = turns[np.where(some_t, rows[:, K_TOFF] + nturns - 1, 0), T_FRAME]
+        else:
+            tf = tl = np.zeros(m, np.int64)
+        after = (cfin_r > 0) & some_t & (tl > cfin_r)
+        gaveup = (after & (nturns == 2) & (rows[:, K_RST_FRAME] > 0) & ~race
+                  & (rows[:, K_SFIN_FRAME] == 0) & (tf < cfin_r))  # fmt: skip
+        bad |= after & ~gaveup
         nex = np.where(bad, 0, nturns // 2)
         owner = np.repeat(np.arange(m), nex)  # each exchange's connection
         within = np.arange(len(owner)) - np.repeat(np.cumsum(nex) - nex, nex)
@@ -736,6 +749,7 @@ class Lane:
         # machine is still receiving it: no response end)
         rst_o, sfin_o, cfin_o = (rows[owner, c] for c in (K_RST_FRAME, K_SFIN_FRAME, K_CFIN_FRAME))
         cut_by = (rst_o > 0) | ((sfin_o > 0) & (cfin_o > sfin_o) & (sfin_o >= a[:, T_LFRAME]))
+        cut_by &= ~gaveup[owner]  # (that response whole)
         partial = (
             (within == nex[owner] - 1) & cut_by & ~unanswered[owner]
             & (hsize[aat, hcol] >= 0) & (got >= hsize[aat, hcol]) & (got < total[aat, hcol])
@@ -759,7 +773,7 @@ class Lane:
         bad |= np.bincount(owner[~ok], minlength=m) > 0
         if len(closes):
             last = np.maximum(np.cumsum(nex) - 1, 0)
-            bad |= (rows[:, K_RST_FRAME] > 0) & (nex > 0) & closes[last]
+            bad |= (rows[:, K_RST_FRAME] > 0) & (nex > 0) & closes[last] & ~gaveup
         late: list[str | None] = [None] * m  # the unanswered request's line
         for j in np.flatnonzero(unanswered & ~bad).tolist():
             t = turns[rows[j, K_TOFF] + rows[j, K_NTURNS] - 1]
@@ -858,7 +872,15 @@ class Lane:
             if a[T_HLEN] > a[T_BYTES]:
                 return None
             exchanges.append((q, req, a, resp, partial))
-        if row[K_RST_FRAME] and exchanges and exchanges[-1][3].close:
+        # the client's FIN while its first request awaited the response, the response after
+        # it, then its RST (``_block``: nothing else after the client's FIN)
+        gaveup = nturns == 2 and row[K_RST_FRAME] != 0 and not unanswered and not sfin and (
+            turns[0][T_FRAME] < cfin < turns[1][T_FRAME])  # fmt: skip
+        if cfin and nturns and turns[-1][T_FRAME] > cfin and not gaveup:
+            return None
+        if gaveup and exchanges[-1][4]:
+            return None  # (that response whole)
+        if row[K_RST_FRAME] and exchanges and exchanges[-1][3].close and not gaveup:
             return None  # reset after a response that asked to close: see ``_block``
         conn = self._replay(row, exchanges, late)
         return None if conn is None else explain(conn, self.path, self.t0)
@@ -882,6 +904,8 @@ class Lane:
                 actions.append((row[K_CFIN_FRAME], 3, 3, True, None))
         elif row[K_RST_FRAME]:
             actions.append((row[K_RST_FRAME], 3, 4, True, None))
+            if row[K_CFIN_FRAME]:  # the client's FIN before it (it gave up)
+                actions.append((row[K_CFIN_FRAME], 3, 3, True, None))
         else:
             actions.append((row[K_CFIN_FRAME], 3, 3, True, None))
             actions.append((row[K_SFIN_FRAME], 3, 3, False, None))
@@ -975,15 +999,18 @@ NX = 8
 # first request awaited its response (``Lane._block``: never a race); or the server's FIN,
 # then the client's, in the middle of the last response (its ``client_errors`` are each
 # row's: ``_errors``)
-O_CLIENT, O_IDLE, O_SERVER, O_CRESET, O_RACE, O_SRESET, O_SCLOSE, O_TRUNC = range(8)
+# ... or the client's FIN while its first request awaited a response, the response after
+# it, then the client's RST (a read timeout; its ``client_errors`` name the server too)
+O_CLIENT, O_IDLE, O_SERVER, O_CRESET, O_RACE, O_SRESET, O_SCLOSE, O_TRUNC, O_GAVEUP = range(9)
 _OUTCOMES = ("client_close", "server_idle_close", "server_close", "client_reset",
              "server_close_after_request", "server_reset", "server_close_after_request",
-             "truncated_response")  # fmt: skip
-_CLOSED_BY = ("client", "server", "server", "client", "server", "server", "server", "server")
-_STATES = ("SF", "SF", "SF", "RSTO", "RSTR", "RSTR", "SF", "SF")  # Zeek's conn_state of each
+             "truncated_response", "client_timeout")  # fmt: skip
+_CLOSED_BY = ("client", "server", "server", "client", "server", "server", "server", "server",
+              "client")  # fmt: skip
+_STATES = ("SF", "SF", "SF", "RSTO", "RSTR", "RSTR", "SF", "SF", "RSTO")  # Zeek's conn_state
 _NONE = _NONE_ERRORS
 _ERRORS = (_NONE, _NONE, _NONE, _NONE, _shared(REMOTE_DISCONNECTED),
-           _shared(RESET_AWAITING), _shared(REMOTE_DISCONNECTED), _NONE)  # what clients raise  # fmt: skip
+           _shared(RESET_AWAITING), _shared(REMOTE_DISCONNECTED), _NONE, _NONE)  # what clients raise  # fmt: skip
 _CAUSES = tuple(RACE_CAUSE if o == O_RACE else CAUSES.get(_OUTCOMES[o], (None, None))
                 for o in range(len(_OUTCOMES)))  # fmt: skip
 
@@ -1135,8 +1162,10 @@ class Block:
         sclose = unanswered & ~rst
         race = unanswered & rst & (r[:, K_SFIN_FRAME] > 0)
         sreset = unanswered & rst & ~race
-        server_first = (r[:, K_SFIN_FRAME] < r[:, K_CFIN_FRAME]) | race
-        reset = rst & ~unanswered  # the client's RST, no FIN
+        # the client's FIN while its request awaited the response, its RST at the response
+        gaveup = rst & (r[:, K_CFIN_FRAME] > 0) & ~unanswered
+        server_first = ((r[:, K_SFIN_FRAME] < r[:, K_CFIN_FRAME]) | race) & ~gaveup
+        reset = rst & ~unanswered & ~gaveup  # the client's RST, no FIN
         f1 = np.where(server_first, r[:, K_SFIN_FRAME], r[:, K_CFIN_FRAME])
         t1 = np.where(server_first, r[:, K_SFIN_TS], r[:, K_CFIN_TS])
         f1 = np.where(reset | sreset, r[:, K_RST_FRAME], f1)
@@ -1155,10 +1184,12 @@ class Block:
         # the idle time at the close: since the last response's end, or the unanswered
         # request (before the server's RST or FIN)
         idle = t1 - np.where(sreset | sclose, r[:, K_LATE_TS], lts)
+        if len(ex):  # ... or the request the client gave up on
+            idle = np.where(gaveup, t1 - ex[last, X_QTS], idle)
         idle_close = server_first & some & ~lclose & (idle >= threshold)
         outcome = np.where(server_first, np.where(idle_close, O_IDLE, O_SERVER), O_CLIENT)
         trunc = cut & server_first & ~rst & ~unanswered  # the server's FIN: truncated
-        outcome = np.where(trunc, O_TRUNC, outcome)
+        outcome = np.where(trunc, O_TRUNC, np.where(gaveup, O_GAVEUP, outcome))
         outcome = np.where(reset, O_CRESET, np.where(race, O_RACE, outcome))
         outcome = np.where(sreset, O_SRESET, np.where(sclose, O_SCLOSE, outcome))
         # a reset request that came after an idle spell (``explain._stale``)
@@ -1166,7 +1197,8 @@ class Block:
         d = self._derived = {
             "has_ack": has_ack, "rtt": rtt, "f1": f1, "t1": t1, "outcome": outcome,
             "idle": idle, "reused": reused, "last": last, "race": race, "sreset": sreset,
-            "sclose": sclose, "trunc": trunc, "requests": n + unanswered, "stale": stale,
+            "sclose": sclose, "trunc": trunc, "gaveup": gaveup, "requests": n + unanswered,
+            "stale": stale,
         }  # fmt: skip
         return d
 
@@ -1225,11 +1257,38 @@ def _cut_note(got: int, exp: int) -> str:
     return f"HTTP: server closed after {got} of {exp} body bytes"
 
 
+def _gaveup_tail(block: Block, j: int, t0: int) -> str:
+    """A client that gave up: its evidence after the FIN's frame (``J_EXTRA``)."""
+    d = block.derived()
+    x = block.ex[int(d["last"][j])]
+    q, line = int(x[X_QTS]), block.lines[int(d["last"][j])]
+    waited = _s(int(d["t1"][j]) - q)
+    return (
+        f"{waited} after its request '{line}' at frame {int(x[X_QFRAME])} ({_at(q, t0)}), "
+        f"while no complete response had arrived — a read timeout of about {waited}."
+    )
+
+
+def _gaveup_evidence(block: Block, j: int, t0: int) -> str:
+    o = O_GAVEUP
+    head = f"{_EV_HEAD[o]}{int(block.derived()['f1'][j])}{_EV_AT[o]}{_EV_SEP[o]}{_EV_MID[o]}"
+    return head + _gaveup_tail(block, j, t0)
+
+
+def _server_of(block: Block, j: int) -> tuple[str, int]:
+    r = block.rows[j]
+    return _addr(int(r[K_IPVER]), int(r[K_SHI]) & _M64, int(r[K_SLO]) & _M64), int(r[K_SPORT])
+
+
 def _errors(block: Block, outcome: list[int]) -> list[dict[str, Any]]:
-    """Each connection's ``client_errors``: its outcome's, or a truncated response's own."""
+    """Each connection's ``client_errors``: its outcome's, or a truncated response's or a
+    timed-out client's own."""
     out = [_ERRORS[o] for o in outcome]
-    for j in np.flatnonzero(block.derived()["trunc"]).tolist():
+    d = block.derived()
+    for j in np.flatnonzero(d["trunc"]).tolist():
         out[j] = truncated_errors(*_cut(block, j))
+    for j in np.flatnonzero(d["gaveup"]).tolist():
+        out[j] = timeout_errors(*_server_of(block, j))
     return out
 
 
@@ -1242,6 +1301,8 @@ def _evidences(block: Block, t0: int) -> list[str]:
         out[j] = _unanswered_evidence(block, j, t0)
     for j in np.flatnonzero(d["trunc"]).tolist():
         out[j] = _truncated_evidence(block, j, t0)
+    for j in np.flatnonzero(d["gaveup"]).tolist():
+        out[j] = _gaveup_evidence(block, j, t0)
     return out
 
 
@@ -1319,6 +1380,16 @@ def _path(
         if len(events) < MAX_EVENTS:
             add((ts, frame, "client", "request", line))
 
+    cf, rf, qf = row[K_CFIN_FRAME], row[K_RST_FRAME], row[K_LATE_FRAME]
+    if rf and cf and not qf:  # a client that gave up on its request (``Block.derived``)
+        x, line = ex[0], block.lines[x0]
+        add((x[X_QTS], x[X_QFRAME], "client", "request", line))
+        add((row[K_CFIN_TS], cf, "client", "fin", ""))
+        add((x[X_ATS], x[X_AFRAME], "server", "response", block.details[x0]))
+        add((x[X_LTS], x[X_LFRAME], "server",
+             "response_end_close" if block.close[x0] else "response_end", ""))  # fmt: skip
+        add((row[K_RST_TS], rf, "client", "rst", f"ttl {row[K_RST_TTL]} vs {row[K_CTTL]}"))
+        return events, state, x[X_QTS], None, line, (cf, row[K_CFIN_TS], "client")
     for k, x in enumerate(ex):
         ts = x[X_QTS]
         idle_before = None if last is None else ts - last
@@ -1335,7 +1406,7 @@ def _path(
                      "response_end_close" if close else "response_end", ""))  # fmt: skip
             state = _CLOSING if close else _IDLE
         last = x[X_LTS]
-    cf, sf, rf, qf = row[K_CFIN_FRAME], row[K_SFIN_FRAME], row[K_RST_FRAME], row[K_LATE_FRAME]
+    sf = row[K_SFIN_FRAME]
     if qf and not rf:  # a request, then the server's FIN and the client's (never idle)
         qts, line = row[K_LATE_TS], block.late[j]
         idle_before = None if last is None else qts - last
@@ -1399,10 +1470,14 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
         code = O_SCLOSE if not row[K_RST_FRAME] else O_RACE if race else O_SRESET
         evidence = _unanswered_evidence(block, j, t0)
     else:
-        code = O_CRESET if row[K_RST_FRAME] else O_CLIENT if who == "client" else (
-            O_TRUNC if state is _RECEIVING else O_IDLE if state is _KEEPALIVE else O_SERVER)  # fmt: skip
+        rst = row[K_RST_FRAME]
+        code = (O_GAVEUP if rst and row[K_CFIN_FRAME] else O_CRESET if rst else
+                O_CLIENT if who == "client" else O_TRUNC if state is _RECEIVING else
+                O_IDLE if state is _KEEPALIVE else O_SERVER)  # fmt: skip
         if code == O_TRUNC:
             evidence = _truncated_evidence(block, j, t0)
+        elif code == O_GAVEUP:
+            evidence = _gaveup_evidence(block, j, t0)
         else:
             evidence = _evidence(code, f1, t1, t0, idle_close or 0, n)
     outcome = _OUTCOMES[code]
@@ -1435,7 +1510,11 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
         zeek_conn_state=_STATES[code],
         zeek_history=history,
         zeek_rows=[(syn_ts, _STATES[code], history)],
-        client_errors=truncated_errors(*_cut(block, j)) if code == O_TRUNC else _ERRORS[code],
+        client_errors=truncated_errors(*_cut(block, j))
+        if code == O_TRUNC
+        else (
+            timeout_errors(*_server_of(block, j)) if code == O_GAVEUP else _ERRORS[code]
+        ),  # fmt: skip
         syn_count=1,
         rtt_ms=None if rtt is None else round(rtt / 1e6, 3),
         idle_before_close_s=None if idle_close is None else idle_close / NS,
@@ -1658,6 +1737,8 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
     for j in np.flatnonzero(d["trunc"]).tolist():
         errors[j] = _JSON.encode(truncated_errors(*_cut(block, j)))
         notes[j] = _JSON.encode([_cut_note(*_cut(block, j))])
+    for j in np.flatnonzero(d["gaveup"]).tolist():
+        errors[j] = _JSON.encode(timeout_errors(*_server_of(block, j)))
     hist = list(map(_history, r[:, K_HIST].tolist(), r[:, K_NHIST].tolist()))
     syn = r[:, K_SYN_TS].tolist()
     starts = [repr(t / NS) for t in syn]
@@ -1691,8 +1772,8 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
  J_CLOSE, J_F1, J_EVHEAD, J_AT, J_EVMID, J_EXTRA, J_HASEXTRA, J_N, J_SERVER, J_EVTAIL,
  J_CPK, J_SPK, J_CBY, J_SBY, J_HIST, J_FIRST, J_LAST, J_CAUSE, J_REUSED, J_MULTI, J_IDLE,
  J_SOME, J_RTT, J_HASACK, J_REQ, J_STATE, J_EVSEP, J_NREQ, J_ERRORS, J_RACE, J_STALE,
- J_EVAT, J_NOTES) = range(43)  # fmt: skip
-NJ = 43
+ J_EVAT, J_NOTES, J_HASAT) = range(44)  # fmt: skip
+NJ = 44
 # each outcome's (``O_*``) evidence around its frame and time, and around its numbers
 # (a race's evidence goes on in a string of its own, in ``J_EXTRA``)
 _EV_HEAD = ("The client closed (FIN at frame ", "The server closed the idle connection "
@@ -1700,13 +1781,15 @@ _EV_HEAD = ("The client closed (FIN at frame ", "The server closed the idle conn
             "The client reset the connection (RST at frame ",
             "Keep-alive race: the server closed the idle connection (FIN at frame ",
             "The server reset the connection (RST at frame ",
-            "The server sent FIN at frame ", "The server sent FIN at frame ")  # fmt: skip
-_EV_AT = (", t=", ", t=", ", t=", ", t=", ", t=", ", t=", " (t=", " (t=")
-_EV_SEP = (" s) ", " s) ", " s) ", " s) ", " s", " s) ", " s), ", " s) ")
+            "The server sent FIN at frame ", "The server sent FIN at frame ",
+            "The client gave up (FIN at frame ")  # fmt: skip
+# (a client that gave up: no time after the frame, ``J_HASAT``)
+_EV_AT = (", t=", ", t=", ", t=", ", t=", ", t=", ", t=", " (t=", " (t=", "")
+_EV_SEP = (" s) ", " s) ", " s) ", " s) ", " s", " s) ", " s), ", " s) ", ") ")
 _EV_MID = ("with nothing outstanding.", "after ", "after completing ",
-           "before closing it cleanly.", "", "", "", "in the middle of a response")  # fmt: skip
+           "before closing it cleanly.", "", "", "", "in the middle of a response", "")  # fmt: skip
 _EV_TAIL = ("", " without traffic; no request was outstanding.", " response(s).", "", "", "",
-            "", "")  # fmt: skip
+            "", "", "")  # fmt: skip
 _PROGRAM: Any = None
 
 
@@ -1740,7 +1823,7 @@ def _program() -> Any:
         p.string(J_EVHEAD)
         p.number(R.INT, J_F1)
         p.string(J_EVAT)
-        p.number(R.FIXED3, J_AT)
+        p.number(R.FIXED3, J_AT, J_HASAT, "")
         p.string(J_EVSEP)
         p.string(J_EVMID)
         p.string(J_EXTRA, J_HASEXTRA, "")
@@ -1864,6 +1947,16 @@ class Lines:
             texts += [_es(truncated_size(*c) + ".")[1:-1] for c in cuts]
             cols[cut_rows, J_ERRORS] = len(texts) + np.arange(len(cut_rows))
             texts += [_JSON.encode(truncated_errors(*c)) for c in cuts]
+        gave_rows = np.flatnonzero(d["gaveup"])
+        cols[:, J_HASAT] = 1
+        if len(gave_rows):  # a client that gave up: no time, its own tail and errors
+            cols[gave_rows, J_HASAT] = 0
+            cols[gave_rows, J_EXTRA] = len(texts) + np.arange(len(gave_rows))
+            cols[gave_rows, J_HASEXTRA] = 1
+            texts += [_es(_gaveup_tail(block, j, t0))[1:-1] for j in gave_rows.tolist()]
+            cols[gave_rows, J_ERRORS] = len(texts) + np.arange(len(gave_rows))
+            texts += [_JSON.encode(timeout_errors(*_server_of(block, j)))
+                      for j in gave_rows.tolist()]  # fmt: skip
         cols[:, J_NOTES] = len(texts)
         texts.append("[]")
         if len(cut_rows):  # ... and its HTTP anomaly

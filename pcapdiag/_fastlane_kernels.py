@@ -638,6 +638,12 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 # no request outstanding, whose client acknowledged the handshake or sent
                 # data (a full one): RSTO
                 _letter(st, s, _L_R)
+            elif (bare and d == 0 and not late and seq[i] == st[s, K_CNEXT]
+                    and st[s, K_CFIN_FRAME] != 0 and st[s, K_SFIN_FRAME] == 0
+                    and st[s, K_TURN] == 2 and st[s, K_SLDATA_FRAME] > st[s, K_CFIN_FRAME]):  # fmt: skip
+                # the client's RST after its own FIN, at the server's data that came after
+                # that FIN (a client that gave up on a response: ``Lane._block``): RSTO
+                _letter(st, s, _L_R)
             elif (bare and d == 1 and seq[i] == st[s, K_SNEXT] and ttl[i] == st[s, K_STTL]
                     and (late or (st[s, K_TURN] == 1 and not closed))):  # fmt: skip
                 # the server's RST (its own: the TTL of its other packets) answering the
@@ -735,7 +741,9 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 # opening a client turn, the client not closed
                 late = (st[s, K_SFIN_FRAME] != 0 and d == 0 and not fin
                         and st[s, K_TURN] == 2)  # fmt: skip
-                if pcap[i] != pl or st[s, K_CFIN_FRAME] != 0 or (
+                # ... or the server's, after the client's FIN (the client gave up waiting)
+                given_up = d == 1 and st[s, K_CFIN_FRAME] != 0 and st[s, K_SFIN_FRAME] == 0
+                if pcap[i] != pl or (st[s, K_CFIN_FRAME] != 0 and not given_up) or (
                         st[s, K_SFIN_FRAME] != 0 and not late):  # fmt: skip
                     _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_DATA_CLOSED, wins)
                     continue

@@ -899,14 +899,19 @@ def _client_errors(conn: Connection, rec: ConnectionRecord) -> dict[str, Any]:
             "errno": 104,
         }
     if o == "client_timeout":
-        return {
-            "stdlib": "TimeoutError: timed out",
-            "requests": f"requests.exceptions.ReadTimeout: HTTPConnectionPool(host='{host}', port={port}): Read timed out. (read timeout=…)",
-            "aiohttp": "aiohttp.SocketTimeoutError: Timeout on reading data from socket (or TimeoutError for a total timeout)",
-            "httpx": "httpx.ReadTimeout: timed out",
-            "errno": None,
-        }
+        return timeout_errors(host, port)
     return none
+
+
+def timeout_errors(host: str, port: int) -> dict[str, Any]:
+    """What each client raises when its read timeout ends the wait for a response."""
+    return {
+        "stdlib": "TimeoutError: timed out",
+        "requests": f"requests.exceptions.ReadTimeout: HTTPConnectionPool(host='{host}', port={port}): Read timed out. (read timeout=…)",
+        "aiohttp": "aiohttp.SocketTimeoutError: Timeout on reading data from socket (or TimeoutError for a total timeout)",
+        "httpx": "httpx.ReadTimeout: timed out",
+        "errno": None,
+    }
 
 
 def _connect_errors(host: str, port: int, err: int) -> dict[str, Any]:

@@ -309,6 +309,33 @@ def test_truncated_responses_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> N
     assert _same(SAMPLES / "truncated_response-requests-chunked.pcap", monkeypatch) == 0
 
 
+CLIENT_TIMEOUTS = {  # recorded: the client that raised, as the manifest names it
+    "client_timeout-requests.pcap": "requests",
+    "client_timeout-httpx.pcap": "httpx",
+    "client_timeout-aiohttp.pcap": "aiohttp",
+    "client_timeout-stdlib-v6.pcap": "stdlib",
+}
+
+
+def test_clients_that_gave_up_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client whose read timeout ended the wait: its FIN while the request awaited the
+    response, the response after it, the client's kernel resetting it (Zeek's
+    ShADaFdR). Every such recording is the lane's, the same as the exact tracker's, and
+    the exception predicted for the client is the one it raised (the manifest: its type,
+    and its message up to the timeout's value, which the capture does not hold)."""
+    manifest = json.loads((SAMPLES / "manifest.json").read_text())
+    entries = manifest if isinstance(manifest, dict) else {e["file"]: e for e in manifest}
+    for name, lib in CLIENT_TIMEOUTS.items():
+        (rec,) = _run(SAMPLES / name, "direct", monkeypatch).records
+        assert _same(SAMPLES / name, monkeypatch) == 1, name
+        assert (rec.outcome, rec.zeek_conn_state, rec.zeek_history, rec.closed_by) == (
+            "client_timeout", "RSTO", "ShADaFdR", "client")  # fmt: skip
+        raised = entries[name]["exception"]
+        assert raised["type"] in rec.client_errors[lib], name
+        assert raised["message"].split(" (read timeout=")[0] in rec.client_errors[lib], name
+        assert rec.evidence.startswith("The client gave up (FIN at frame "), name
+
+
 def test_a_client_reset_in_the_middle_of_a_response(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -363,8 +390,8 @@ def test_a_request_closed_on_that_the_lane_leaves(
 ) -> None:
     """What the lane leaves to the exact tracker of a request the server closed on: one
     sent after an idle spell (the FIN may have crossed it: a race), the client's FIN
-    before the server's, a second request on the connection. Every one is the same
-    either way."""
+    before the server's, a second request on the connection; and a response after the
+    client's FIN that no RST ends. Every one is the same either way."""
     a = Conversation().handshake().client_sends(GET, dt=0.5).server_fin().client_fin()
     a._add(False, 0x10)
     b = Conversation(t=a.t + 1, cport=40001).handshake().client_sends(GET).client_fin()
@@ -373,10 +400,14 @@ def test_a_request_closed_on_that_the_lane_leaves(
     c.server_sends(_http_ok()).client_sends(GET).server_fin().client_fin()._add(False, 0x10)
     d = Conversation(t=c.t + 1, cport=40003).handshake().client_sends(GET).server_fin()
     d.client_fin()._add(False, 0x10)
-    path = write_pcap(tmp_path / "closed.pcap", a.packets + b.packets + c.packets + d.packets)
+    # (and a client's half-close: the response after its FIN, then the server's FIN)
+    e = Conversation(t=d.t + 1, cport=40004).handshake().client_sends(GET).client_fin()
+    e.server_sends(_http_ok()).server_fin()._add(True, 0x10)
+    packets = a.packets + b.packets + c.packets + d.packets + e.packets
+    path = write_pcap(tmp_path / "closed.pcap", packets)
     assert _same(path, monkeypatch) == 1  # the last only
     got = list(_run(path, "direct", monkeypatch).records)
-    assert got[-1].evidence.startswith("The server sent FIN at frame ")
+    assert got[3].evidence.startswith("The server sent FIN at frame ")
     assert got[1].outcome != "server_close_after_request"  # the client closed first
 
 
