@@ -698,17 +698,17 @@ class Lane:
         unanswered = race | (odd & (rows[:, K_RST_FRAME] > 0)) | sclose
         bad = (odd != unanswered) | (race & (nturns < 3))
         bad |= rows[:, K_NHIST] > 16  # Zeek keeps 16 letters
-        # a turn that began after the client's FIN (the walk lets the server's come): only
-        # the response to a first request the client gave up on, then the client's RST
+        # the server's data after the client's FIN (the walk lets it come): only the whole
+        # response to a first request the client gave up on, then the client's RST
         cfin_r, some_t = rows[:, K_CFIN_FRAME], nturns > 0
         if len(turns):  # each connection's first and last turn's first frame
             tf = turns[np.where(some_t, rows[:, K_TOFF], 0), T_FRAME]
             tl = turns[np.where(some_t, rows[:, K_TOFF] + nturns - 1, 0), T_FRAME]
         else:
             tf = tl = np.zeros(m, np.int64)
-        after = (cfin_r > 0) & some_t & (tl > cfin_r)
+        after = (cfin_r > 0) & (rows[:, K_SLDATA_FRAME] > cfin_r)
         gaveup = (after & (nturns == 2) & (rows[:, K_RST_FRAME] > 0) & ~race
-                  & (rows[:, K_SFIN_FRAME] == 0) & (tf < cfin_r))  # fmt: skip
+                  & (rows[:, K_SFIN_FRAME] == 0) & (tf < cfin_r) & (tl > cfin_r))  # fmt: skip
         bad |= after & ~gaveup
         nex = np.where(bad, 0, nturns // 2)
         owner = np.repeat(np.arange(m), nex)  # each exchange's connection
@@ -876,7 +876,7 @@ class Lane:
         # it, then its RST (``_block``: nothing else after the client's FIN)
         gaveup = nturns == 2 and row[K_RST_FRAME] != 0 and not unanswered and not sfin and (
             turns[0][T_FRAME] < cfin < turns[1][T_FRAME])  # fmt: skip
-        if cfin and nturns and turns[-1][T_FRAME] > cfin and not gaveup:
+        if cfin and row[K_SLDATA_FRAME] > cfin and not gaveup:
             return None
         if gaveup and exchanges[-1][4]:
             return None  # (that response whole)

@@ -390,8 +390,9 @@ def test_a_request_closed_on_that_the_lane_leaves(
 ) -> None:
     """What the lane leaves to the exact tracker of a request the server closed on: one
     sent after an idle spell (the FIN may have crossed it: a race), the client's FIN
-    before the server's, a second request on the connection; and a response after the
-    client's FIN that no RST ends. Every one is the same either way."""
+    before the server's, a second request on the connection; and a response, or the
+    rest of one, after the client's FIN, that no RST ends. Every one is the same either
+    way."""
     a = Conversation().handshake().client_sends(GET, dt=0.5).server_fin().client_fin()
     a._add(False, 0x10)
     b = Conversation(t=a.t + 1, cport=40001).handshake().client_sends(GET).client_fin()
@@ -403,7 +404,11 @@ def test_a_request_closed_on_that_the_lane_leaves(
     # (and a client's half-close: the response after its FIN, then the server's FIN)
     e = Conversation(t=d.t + 1, cport=40004).handshake().client_sends(GET).client_fin()
     e.server_sends(_http_ok()).server_fin()._add(True, 0x10)
-    packets = a.packets + b.packets + c.packets + d.packets + e.packets
+    # (and the client's FIN in the middle of a response, the rest of it after)
+    f = Conversation(t=e.t + 1, cport=40005).handshake().client_sends(GET)
+    f.server_sends(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello").client_fin()
+    f.server_sends(b"world").server_fin()._add(True, 0x10)
+    packets = a.packets + b.packets + c.packets + d.packets + e.packets + f.packets
     path = write_pcap(tmp_path / "closed.pcap", packets)
     assert _same(path, monkeypatch) == 1  # the last only
     got = list(_run(path, "direct", monkeypatch).records)
