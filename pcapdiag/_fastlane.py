@@ -693,22 +693,21 @@ class Lane:
         race = rows[:, K_LATE_FRAME] > 0
         odd = (nturns % 2) == 1
         # ... or the first request, then the server's FIN and the client's
-        sfin, cfin = rows[:, K_SFIN_FRAME], rows[:, K_CFIN_FRAME]
-        sclose = (nturns == 1) & (rows[:, K_RST_FRAME] == 0) & ~race & (sfin > 0) & (cfin > sfin)
-        unanswered = race | (odd & (rows[:, K_RST_FRAME] > 0)) | sclose
+        sfin, cfin, rst = rows[:, K_SFIN_FRAME], rows[:, K_CFIN_FRAME], rows[:, K_RST_FRAME] > 0
+        sclose = (nturns == 1) & ~rst & ~race & (sfin > 0) & (cfin > sfin)
+        unanswered = race | (odd & rst) | sclose
         bad = (odd != unanswered) | (race & (nturns < 3))
         bad |= rows[:, K_NHIST] > 16  # Zeek keeps 16 letters
         # the server's data after the client's FIN (the walk lets it come): only the whole
         # response to a first request the client gave up on, then the client's RST
-        cfin_r, some_t = rows[:, K_CFIN_FRAME], nturns > 0
+        some_t = nturns > 0
         if len(turns):  # each connection's first and last turn's first frame
             tf = turns[np.where(some_t, rows[:, K_TOFF], 0), T_FRAME]
             tl = turns[np.where(some_t, rows[:, K_TOFF] + nturns - 1, 0), T_FRAME]
         else:
             tf = tl = np.zeros(m, np.int64)
-        after = (cfin_r > 0) & (rows[:, K_SLDATA_FRAME] > cfin_r)
-        gaveup = (after & (nturns == 2) & (rows[:, K_RST_FRAME] > 0) & ~race
-                  & (rows[:, K_SFIN_FRAME] == 0) & (tf < cfin_r) & (tl > cfin_r))  # fmt: skip
+        after = (cfin > 0) & (rows[:, K_SLDATA_FRAME] > cfin)
+        gaveup = after & (nturns == 2) & rst & ~race & (sfin == 0) & (tf < cfin) & (tl > cfin)
         bad |= after & ~gaveup
         nex = np.where(bad, 0, nturns // 2)
         owner = np.repeat(np.arange(m), nex)  # each exchange's connection
@@ -773,7 +772,7 @@ class Lane:
         bad |= np.bincount(owner[~ok], minlength=m) > 0
         if len(closes):
             last = np.maximum(np.cumsum(nex) - 1, 0)
-            bad |= (rows[:, K_RST_FRAME] > 0) & (nex > 0) & closes[last] & ~gaveup
+            bad |= rst & (nex > 0) & closes[last] & ~gaveup
         late: list[str | None] = [None] * m  # the unanswered request's line
         for j in np.flatnonzero(unanswered & ~bad).tolist():
             t = turns[rows[j, K_TOFF] + rows[j, K_NTURNS] - 1]
@@ -1013,6 +1012,7 @@ _ERRORS = (_NONE, _NONE, _NONE, _NONE, _shared(REMOTE_DISCONNECTED),
            _shared(RESET_AWAITING), _shared(REMOTE_DISCONNECTED), _NONE, _NONE)  # what clients raise  # fmt: skip
 _CAUSES = tuple(RACE_CAUSE if o == O_RACE else CAUSES.get(_OUTCOMES[o], (None, None))
                 for o in range(len(_OUTCOMES)))  # fmt: skip
+_OWN = frozenset({O_RACE, O_SRESET, O_SCLOSE, O_TRUNC, O_GAVEUP})  # evidence: ``_own``
 
 
 # The slot columns a block keeps once sealed (``Block.__getstate__``): what ``record``,
@@ -1203,11 +1203,37 @@ class Block:
         return d
 
 
-def _tail(block: Block, j: int, t0: int) -> str:
-    """The evidence of connection ``j``, a race, a server's reset or its close with the
-    request unanswered, after its close's time, as ``explain._evidence`` (and ``_stale``)
-    write it: the JSON template takes it as a string (``J_EXTRA``)."""
+def _own(d: dict[str, np.ndarray]) -> np.ndarray:
+    """The connections whose evidence goes on in words of its own after its head (an
+    unanswered request, a response cut short by the server, a client that gave up):
+    ``_extra``, in the JSON template ``J_EXTRA``."""
+    return d["race"] | d["sreset"] | d["sclose"] | d["trunc"] | d["gaveup"]
+
+
+def _ev_head(block: Block, j: int, t0: int) -> str:
+    """Connection ``j``'s evidence up to ``J_EXTRA``, as the JSON template writes it
+    (``_EV_HEAD``, the frame, ``_EV_AT``, the time but a client's that gave up,
+    ``_EV_SEP``, ``_EV_MID``)."""
     d = block.derived()
+    o = int(d["outcome"][j])
+    at = "" if o == O_GAVEUP else f"{(int(d['t1'][j]) - t0) / NS:.3f}"
+    return f"{_EV_HEAD[o]}{int(d['f1'][j])}{_EV_AT[o]}{at}{_EV_SEP[o]}{_EV_MID[o]}"
+
+
+def _extra(block: Block, j: int, t0: int) -> str:
+    """The rest of the evidence of connection ``j`` (one of ``_own``), as
+    ``explain._evidence`` (and ``_stale``) write it."""
+    d = block.derived()
+    if d["trunc"][j]:
+        return truncated_size(*_cut(block, j)) + "."
+    if d["gaveup"][j]:
+        x = block.ex[int(d["last"][j])]
+        q, line = int(x[X_QTS]), block.lines[int(d["last"][j])]
+        waited = _s(int(d["t1"][j]) - q)
+        return (
+            f"{waited} after its request '{line}' at frame {int(x[X_QFRAME])} ({_at(q, t0)}), "
+            f"while no complete response had arrived — a read timeout of about {waited}."
+        )
     r = block.rows[j]
     line, qf, qts = block.late[j] or "", int(r[K_LATE_FRAME]), int(r[K_LATE_TS])
     if d["sclose"][j]:
@@ -1226,30 +1252,10 @@ def _tail(block: Block, j: int, t0: int) -> str:
     return tail + stale_note(int(d["reused"][j]), False) if d["stale"][j] else tail
 
 
-def _unanswered_evidence(block: Block, j: int, t0: int) -> str:
-    """The whole evidence of an unanswered request: its head as the JSON template writes
-    it (``_EV_HEAD``, ``_EV_AT``, ``_EV_SEP``, ``_EV_MID``), then ``_tail``."""
-    d = block.derived()
-    o = int(d["outcome"][j])
-    at = (int(d["t1"][j]) - t0) / NS
-    head = f"{_EV_HEAD[o]}{int(d['f1'][j])}{_EV_AT[o]}{at:.3f}{_EV_SEP[o]}{_EV_MID[o]}"
-    return head + _tail(block, j, t0)
-
-
 def _cut(block: Block, j: int) -> tuple[int, int]:
     """(body bytes that came, those announced) of connection ``j``'s last response."""
     x = block.ex[int(block.derived()["last"][j])]
     return int(x[X_GOT]), int(x[X_EXP])
-
-
-def _truncated_evidence(block: Block, j: int, t0: int) -> str:
-    """A truncated response's evidence, as ``explain._evidence`` writes it: its head as
-    the JSON template writes it, then how much of the body came (``J_EXTRA``)."""
-    d = block.derived()
-    at = (int(d["t1"][j]) - t0) / NS
-    o = O_TRUNC
-    head = f"{_EV_HEAD[o]}{int(d['f1'][j])}{_EV_AT[o]}{at:.3f}{_EV_SEP[o]}{_EV_MID[o]}"
-    return head + truncated_size(*_cut(block, j)) + "."
 
 
 def _cut_note(got: int, exp: int) -> str:
@@ -1257,38 +1263,30 @@ def _cut_note(got: int, exp: int) -> str:
     return f"HTTP: server closed after {got} of {exp} body bytes"
 
 
-def _gaveup_tail(block: Block, j: int, t0: int) -> str:
-    """A client that gave up: its evidence after the FIN's frame (``J_EXTRA``)."""
+def _own_errors(block: Block, j: int) -> dict[str, Any] | None:
+    """Connection ``j``'s ``client_errors`` when they are its own, not its outcome's
+    (``_ERRORS``): a truncated response's byte counts, a timed-out client's server."""
     d = block.derived()
-    x = block.ex[int(d["last"][j])]
-    q, line = int(x[X_QTS]), block.lines[int(d["last"][j])]
-    waited = _s(int(d["t1"][j]) - q)
-    return (
-        f"{waited} after its request '{line}' at frame {int(x[X_QFRAME])} ({_at(q, t0)}), "
-        f"while no complete response had arrived — a read timeout of about {waited}."
-    )
+    if d["trunc"][j]:
+        return truncated_errors(*_cut(block, j))
+    if d["gaveup"][j]:
+        r = block.rows[j]
+        host = _addr(int(r[K_IPVER]), int(r[K_SHI]) & _M64, int(r[K_SLO]) & _M64)
+        return timeout_errors(host, int(r[K_SPORT]))
+    return None
 
 
-def _gaveup_evidence(block: Block, j: int, t0: int) -> str:
-    o = O_GAVEUP
-    head = f"{_EV_HEAD[o]}{int(block.derived()['f1'][j])}{_EV_AT[o]}{_EV_SEP[o]}{_EV_MID[o]}"
-    return head + _gaveup_tail(block, j, t0)
-
-
-def _server_of(block: Block, j: int) -> tuple[str, int]:
-    r = block.rows[j]
-    return _addr(int(r[K_IPVER]), int(r[K_SHI]) & _M64, int(r[K_SLO]) & _M64), int(r[K_SPORT])
+def _notes(block: Block, j: int) -> list[str]:
+    """Connection ``j``'s anomalies: a truncated response's, from the HTTP observer."""
+    return [_cut_note(*_cut(block, j))] if block.derived()["trunc"][j] else []
 
 
 def _errors(block: Block, outcome: list[int]) -> list[dict[str, Any]]:
-    """Each connection's ``client_errors``: its outcome's, or a truncated response's or a
-    timed-out client's own."""
-    out = [_ERRORS[o] for o in outcome]
+    """Each connection's ``client_errors``: its outcome's, or its own (``_own_errors``)."""
+    out: list[dict[str, Any]] = [_ERRORS[o] for o in outcome]
     d = block.derived()
-    for j in np.flatnonzero(d["trunc"]).tolist():
-        out[j] = truncated_errors(*_cut(block, j))
-    for j in np.flatnonzero(d["gaveup"]).tolist():
-        out[j] = timeout_errors(*_server_of(block, j))
+    for j in np.flatnonzero(d["trunc"] | d["gaveup"]).tolist():
+        out[j] = _own_errors(block, j)  # type: ignore[assignment]
     return out
 
 
@@ -1297,12 +1295,8 @@ def _evidences(block: Block, t0: int) -> list[str]:
     d = block.derived()
     out = list(map(_evidence, d["outcome"].tolist(), d["f1"].tolist(), d["t1"].tolist(),
                    repeat(t0), d["idle"].tolist(), block.nex.tolist()))  # fmt: skip
-    for j in np.flatnonzero(d["race"] | d["sreset"] | d["sclose"]).tolist():
-        out[j] = _unanswered_evidence(block, j, t0)
-    for j in np.flatnonzero(d["trunc"]).tolist():
-        out[j] = _truncated_evidence(block, j, t0)
-    for j in np.flatnonzero(d["gaveup"]).tolist():
-        out[j] = _gaveup_evidence(block, j, t0)
+    for j in np.flatnonzero(_own(d)).tolist():
+        out[j] = _ev_head(block, j, t0) + _extra(block, j, t0)
     return out
 
 
@@ -1466,20 +1460,17 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
     # a request: then a race, the server's reset, or its FIN
     unanswered = row[K_LATE_FRAME] != 0
     race = unanswered and row[K_RST_FRAME] != 0 and row[K_SFIN_FRAME] != 0
+    rst = row[K_RST_FRAME]
     if unanswered:
-        code = O_SCLOSE if not row[K_RST_FRAME] else O_RACE if race else O_SRESET
-        evidence = _unanswered_evidence(block, j, t0)
+        code = O_SCLOSE if not rst else O_RACE if race else O_SRESET
     else:
-        rst = row[K_RST_FRAME]
         code = (O_GAVEUP if rst and row[K_CFIN_FRAME] else O_CRESET if rst else
                 O_CLIENT if who == "client" else O_TRUNC if state is _RECEIVING else
                 O_IDLE if state is _KEEPALIVE else O_SERVER)  # fmt: skip
-        if code == O_TRUNC:
-            evidence = _truncated_evidence(block, j, t0)
-        elif code == O_GAVEUP:
-            evidence = _gaveup_evidence(block, j, t0)
-        else:
-            evidence = _evidence(code, f1, t1, t0, idle_close or 0, n)
+    if code in _OWN:
+        evidence = _ev_head(block, j, t0) + _extra(block, j, t0)
+    else:
+        evidence = _evidence(code, f1, t1, t0, idle_close or 0, n)
     outcome = _OUTCOMES[code]
     ipver = row[K_IPVER]
     history = _history(row[K_HIST], row[K_NHIST])
@@ -1510,17 +1501,13 @@ def record(block: Block, j: int, path: str, t0: int) -> ConnectionRecord:
         zeek_conn_state=_STATES[code],
         zeek_history=history,
         zeek_rows=[(syn_ts, _STATES[code], history)],
-        client_errors=truncated_errors(*_cut(block, j))
-        if code == O_TRUNC
-        else (
-            timeout_errors(*_server_of(block, j)) if code == O_GAVEUP else _ERRORS[code]
-        ),  # fmt: skip
+        client_errors=_own_errors(block, j) or _ERRORS[code],
         syn_count=1,
         rtt_ms=None if rtt is None else round(rtt / 1e6, 3),
         idle_before_close_s=None if idle_close is None else idle_close / NS,
         keepalive_race=race,
         last_request=line,
-        anomalies=[_cut_note(*_cut(block, j))] if code == O_TRUNC else [],
+        anomalies=_notes(block, j),
         events=events,
     )
     if n + unanswered > 1 and idle_before is not None:
@@ -1598,7 +1585,7 @@ def rows(block: Block, path: str, t0: int) -> list[tuple[Any, ...]]:
     )
     cols["anomalies"] = [[] for _ in range(m)]
     for j in np.flatnonzero(d["trunc"]).tolist():
-        cols["anomalies"][j] = [_cut_note(*_cut(block, j))]
+        cols["anomalies"][j] = _notes(block, j)
     states = [_STATES[o] for o in outcome]
     cols["zeek_conn_state"] = states
     cols["zeek_rows"] = [
@@ -1734,11 +1721,9 @@ def json_tails(block: Block, path: str, t0: int) -> list[str]:
     evidence = _evidences(block, t0)
     errors = [_ERRORS_JSON[o] for o in outcome]
     notes = ["[]"] * len(outcome)
-    for j in np.flatnonzero(d["trunc"]).tolist():
-        errors[j] = _JSON.encode(truncated_errors(*_cut(block, j)))
-        notes[j] = _JSON.encode([_cut_note(*_cut(block, j))])
-    for j in np.flatnonzero(d["gaveup"]).tolist():
-        errors[j] = _JSON.encode(timeout_errors(*_server_of(block, j)))
+    for j in np.flatnonzero(d["trunc"] | d["gaveup"]).tolist():
+        errors[j] = _JSON.encode(_own_errors(block, j))
+        notes[j] = _JSON.encode(_notes(block, j))
     hist = list(map(_history, r[:, K_HIST].tolist(), r[:, K_NHIST].tolist()))
     syn = r[:, K_SYN_TS].tolist()
     starts = [repr(t / NS) for t in syn]
@@ -1934,34 +1919,20 @@ class Lines:
             cols[idle_rows, J_EXTRA] = len(texts) + np.arange(len(idle_rows))
             cols[idle_rows, J_HASEXTRA] = 1
             texts += [_s(v) for v in d["idle"][idle_rows].tolist()]
-        tail_rows = np.flatnonzero(d["race"] | d["sreset"] | d["sclose"])
-        if len(tail_rows):  # the rest of an unanswered request's evidence, JSON-escaped
-            cols[tail_rows, J_EXTRA] = len(texts) + np.arange(len(tail_rows))
-            cols[tail_rows, J_HASEXTRA] = 1
-            texts += [_es(_tail(block, j, t0))[1:-1] for j in tail_rows.tolist()]
-        cut_rows = np.flatnonzero(d["trunc"])
-        if len(cut_rows):  # a truncated response's body bytes, and its own client_errors
-            cuts = [_cut(block, j) for j in cut_rows.tolist()]
-            cols[cut_rows, J_EXTRA] = len(texts) + np.arange(len(cut_rows))
-            cols[cut_rows, J_HASEXTRA] = 1
-            texts += [_es(truncated_size(*c) + ".")[1:-1] for c in cuts]
-            cols[cut_rows, J_ERRORS] = len(texts) + np.arange(len(cut_rows))
-            texts += [_JSON.encode(truncated_errors(*c)) for c in cuts]
-        gave_rows = np.flatnonzero(d["gaveup"])
-        cols[:, J_HASAT] = 1
-        if len(gave_rows):  # a client that gave up: no time, its own tail and errors
-            cols[gave_rows, J_HASAT] = 0
-            cols[gave_rows, J_EXTRA] = len(texts) + np.arange(len(gave_rows))
-            cols[gave_rows, J_HASEXTRA] = 1
-            texts += [_es(_gaveup_tail(block, j, t0))[1:-1] for j in gave_rows.tolist()]
-            cols[gave_rows, J_ERRORS] = len(texts) + np.arange(len(gave_rows))
-            texts += [_JSON.encode(timeout_errors(*_server_of(block, j)))
-                      for j in gave_rows.tolist()]  # fmt: skip
+        own = np.flatnonzero(_own(d))
+        if len(own):  # the rest of an evidence of its own (``_extra``), JSON-escaped
+            cols[own, J_EXTRA] = len(texts) + np.arange(len(own))
+            cols[own, J_HASEXTRA] = 1
+            texts += [_es(_extra(block, j, t0))[1:-1] for j in own.tolist()]
+        cols[:, J_HASAT] = o != O_GAVEUP  # (a client that gave up: no time)
         cols[:, J_NOTES] = len(texts)
         texts.append("[]")
-        if len(cut_rows):  # ... and its HTTP anomaly
-            cols[cut_rows, J_NOTES] = len(texts) + np.arange(len(cut_rows))
-            texts += [_JSON.encode([_cut_note(*c)]) for c in cuts]
+        mine = np.flatnonzero(d["trunc"] | d["gaveup"])
+        if len(mine):  # client_errors of its own, and anomalies
+            cols[mine, J_ERRORS] = len(texts) + 2 * np.arange(len(mine))
+            cols[mine, J_NOTES] = cols[mine, J_ERRORS] + 1
+            for j in mine.tolist():
+                texts += [_JSON.encode(_own_errors(block, j)), _JSON.encode(_notes(block, j))]
         cols[:, J_STALE] = len(texts) + d["stale"]
         texts += ["false", "true"]
         syn = r[:, K_SYN_TS]

@@ -631,18 +631,17 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
             bare = (fl & (_RST | _URG | _SYN | _FIN)) == _RST and pl == 0 and phase == P_EST
             late = st[s, K_LATE_FRAME] != 0
             closed = st[s, K_CFIN_FRAME] != 0 or st[s, K_SFIN_FRAME] != 0
-            if (bare and d == 0 and not late and seq[i] == st[s, K_CNEXT] and not closed
-                    and st[s, K_TURN] != 1
-                    and (st[s, K_ACK_TS] >= 0 or st[s, K_CBYTES] > 0)):  # fmt: skip
-                # the client's RST, in sequence, on an open connection nothing closed yet,
+            if bare and d == 0 and not late and seq[i] == st[s, K_CNEXT] and (
+                    (not closed and st[s, K_TURN] != 1
+                     and (st[s, K_ACK_TS] >= 0 or st[s, K_CBYTES] > 0))
+                    or (st[s, K_CFIN_FRAME] != 0 and st[s, K_SFIN_FRAME] == 0
+                        and st[s, K_TURN] == 2
+                        and st[s, K_SLDATA_FRAME] > st[s, K_CFIN_FRAME])):  # fmt: skip
+                # the client's RST, in sequence: on an open connection nothing closed yet,
                 # no request outstanding, whose client acknowledged the handshake or sent
-                # data (a full one): RSTO
-                _letter(st, s, _L_R)
-            elif (bare and d == 0 and not late and seq[i] == st[s, K_CNEXT]
-                    and st[s, K_CFIN_FRAME] != 0 and st[s, K_SFIN_FRAME] == 0
-                    and st[s, K_TURN] == 2 and st[s, K_SLDATA_FRAME] > st[s, K_CFIN_FRAME]):  # fmt: skip
-                # the client's RST after its own FIN, at the server's data that came after
-                # that FIN (a client that gave up on a response: ``Lane._block``): RSTO
+                # data (a full one); or after its own FIN, at the server's data that came
+                # after that FIN (a client that gave up on a response: ``Lane._block``):
+                # RSTO
                 _letter(st, s, _L_R)
             elif (bare and d == 1 and seq[i] == st[s, K_SNEXT] and ttl[i] == st[s, K_STTL]
                     and (late or (st[s, K_TURN] == 1 and not closed))):  # fmt: skip

@@ -22,9 +22,9 @@ pass needs): the merge then never needs the records themselves.
 ``Records`` is the final sequence an ``Analysis`` holds, in id order (by first frame). It
 *adopts* the runs of the stores of a capture set (``adopt``): merged a window at a time
 (``_merged``: each run is sorted already), they give each id its run and position, and
-the facts are kept as they came, with each record's id (``CrossFacts.extend``). Walking the ids in order then reads each run front to back, one
-decoded chunk per run in memory (a row's id is its position: the one it was stored with
-is the worker's). Records read from it are copies except those kept as objects: to
+the facts are kept as they came, with each record's id (``CrossFacts.extend``). Walking
+the ids in order then reads each run front to back, one decoded chunk per run in memory
+(a row's id is its position: the one it was stored with is the worker's). Records read from it are copies except those kept as objects: to
 change one, assign it back (``records[i] = rec``), kept as an object beside the runs. The
 retries and forged refusals ``CrossFacts.apply`` finds are spread over every chunk: it
 hands them over as edits (``edit``), made whenever the record is read.
@@ -100,10 +100,6 @@ def _record(row: Row, events: list[Any], rec_id: int | None) -> ConnectionRecord
     if rec_id is not None:
         rec.id = rec_id
     return rec
-
-
-def _np(a: Any, dtype: type) -> np.ndarray:
-    return a.view() if isinstance(a, Column) else np.frombuffer(a, dtype=dtype)
 
 
 class _Spill:
@@ -512,7 +508,7 @@ class RecordStore:
         a, b = sorted(sorted(range(len(runs)), key=lambda k: len(runs[k]))[:2])
         pair = [runs[a], runs[b]]
         first = _firsts(self)
-        index = np.concatenate([_np(r.index, np.uint32) for r in pair]).astype(np.int64)
+        index = np.concatenate([r.index.view() for r in pair]).astype(np.int64)
         which = np.repeat(np.arange(2), [len(r) for r in pair])
         order = np.argsort(first[index], kind="stable")
         if isinstance(pair[0], _FastRun):  # a fast store's runs are all fast
@@ -538,7 +534,7 @@ class RecordStore:
 
 def _firsts(store: RecordStore) -> np.ndarray:
     """A store's first frames, in arrival order (a view: uint32 or int64)."""
-    return _np(store.first, np.uint32 if store.first.typecode == "I" else np.int64)
+    return store.first.view()
 
 
 def _offsets(stores: list[RecordStore]) -> list[int]:
@@ -560,10 +556,10 @@ def _merged(
     window, of a window's records: the whole merge never holds a column of all of them."""
     cols = []  # per run: its index (arrivals in its store), its store's columns, offset
     for s, off in zip(stores, _offsets(stores), strict=True):
-        first, start = _firsts(s), _np(s.facts._start, np.int64)
-        outcome = _np(s.outcome, np.uint8)
+        first, start = _firsts(s), s.facts._start.view()
+        outcome = s.outcome.view()
         for r in s.runs:
-            cols.append((_np(r.index, np.uint32), first, outcome, start, off))
+            cols.append((r.index.view(), first, outcome, start, off))
     ptr = [0] * len(cols)
     step = max(1, _BLOCK // len(cols))  # a window's records, all runs together
     while True:
@@ -734,7 +730,7 @@ class Records(Sequence[ConnectionRecord]):
     def outcome_counts(self) -> dict[str, tuple[int, int]]:
         """(records, connections they stand for) per outcome, from the columns (numpy:
         counting a million records one by one took a tenth of a second)."""
-        codes = _np(self._outcome, np.uint8)
+        codes = self._outcome.view()
         rows = np.bincount(codes, minlength=len(OUTCOMES))
         conns = rows.copy()
         for i, c in self._folds.items():
@@ -744,7 +740,7 @@ class Records(Sequence[ConnectionRecord]):
     def starts(self) -> np.ndarray:
         """Every record's start (ns) by id: ``CrossFacts.apply`` reads them here, not in
         a copy of its own (8 bytes a connection)."""
-        return _np(self._start, np.int64)
+        return self._start.view()
 
     def column(self, name: str) -> list[Any]:
         """``outcome``, ``count`` or ``start_ns`` of every record, without decoding any."""
@@ -819,8 +815,8 @@ class Records(Sequence[ConnectionRecord]):
         marked = np.array(sorted({*self._over, *self._edits}), dtype=np.int64)
         for blo in range(lo, hi, _BLOCK):
             bhi = min(hi, blo + _BLOCK)
-            src = _np(self._src, np.uint32)[blo:bhi]
-            pos = _np(self._pos, np.uint32)[blo:bhi].astype(np.int64)
+            src = self._src.view()[blo:bhi]
+            pos = self._pos.view()[blo:bhi].astype(np.int64)
             cut = np.flatnonzero((src[1:] != src[:-1]) | (pos[1:] != pos[:-1] + 1)) + 1
             mine = marked[np.searchsorted(marked, blo) : np.searchsorted(marked, bhi)] - blo
             if len(mine):
@@ -879,14 +875,14 @@ class Records(Sequence[ConnectionRecord]):
         merge dropped), for as long as no record is added."""
         got = self._ids.get(k)
         if got is None or got[0] != len(self):
-            src, pos = _np(self._src, np.uint32), _np(self._pos, np.uint32)
+            src, pos = self._src.view(), self._pos.view()
             col = full_column("i" if len(self) < 2**31 else "q", len(self._runs[k]), -1)
             ids = col.view()
             for lo in range(0, len(src), _BLOCK):  # narrow temporaries
                 (at,) = np.nonzero(src[lo : lo + _BLOCK] == k)
                 ids[pos[lo + at]] = at + lo
                 settle(_BLOCK * 12)
-            got = self._ids[k] = (len(self), col, col.view())
+            got = self._ids[k] = (len(self), col, ids)
         return got[2]
 
     def not_fast(self) -> Iterator[ConnectionRecord]:
@@ -895,7 +891,7 @@ class Records(Sequence[ConnectionRecord]):
         HTTP/2, TLS or ICMP (reading every record of a big capture costs ~40 µs each,
         most of a minute for a million)."""
         fast = [k for k, r in enumerate(self._runs) if isinstance(r, _FastRun)]
-        ids = np.flatnonzero(~np.isin(_np(self._src, np.uint32), fast))
+        ids = np.flatnonzero(~np.isin(self._src.view(), fast))
         if self._over:
             ids = np.union1d(ids, np.fromiter(self._over, np.int64, len(self._over)))
         for i in ids.tolist():

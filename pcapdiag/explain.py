@@ -1021,8 +1021,9 @@ class CrossFacts:
     so that the workers gather the facts of their shards as the records come. The merge
     adopts those parts as they are (``extend``), with each record's position among the
     records: nothing is copied or put in id order, which kept a second set of columns
-    and a sort of all of them in memory at the merge's peak. ``apply`` finds the retries among the connections of the client and server
-    pairs that had a failure (a sort of those alone) and reads no record. The hashes
+    and a sort of all of them in memory at the merge's peak. ``apply`` finds the retries
+    among the connections of the client and server pairs that had a failure (a sort of
+    those alone) and reads no record. The hashes
     (``hash()`` of strings) are only comparable between processes forked from one
     another; see ``_store.RecordStore.seed``.
     """
