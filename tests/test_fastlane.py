@@ -244,6 +244,8 @@ def test_server_resets_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
     assert stale.stale and "Stale connection" in stale.evidence
 
 
+# what each recorded client raised (``tools/record_samples.py``)
+RAISED = {e["file"]: e["exception"] for e in json.loads((SAMPLES / "manifest.json").read_text())}
 SERVER_CLOSES = {  # recorded: the client that raised, as the manifest names it
     "server_close_after_request-stdlib.pcap": "stdlib",
     "server_close_after_request-requests.pcap": "requests",
@@ -262,14 +264,12 @@ def test_servers_closing_on_a_request_take_the_lane(monkeypatch: pytest.MonkeyPa
     as the exact tracker's, and the exception predicted for the client is the one it
     raised (the manifest: its type, and its message where ours quotes one). aiohttp
     retried once on a new connection, closed on again: the retry names the first."""
-    manifest = json.loads((SAMPLES / "manifest.json").read_text())
-    entries = manifest if isinstance(manifest, dict) else {e["file"]: e for e in manifest}
     for name, lib in SERVER_CLOSES.items():
         recs = list(_run(SAMPLES / name, "direct", monkeypatch).records)
         assert _same(SAMPLES / name, monkeypatch) == len(recs), name
         assert {(r.outcome, r.zeek_conn_state, r.zeek_history, r.keepalive_race)
                 for r in recs} == {("server_close_after_request", "SF", "ShADafF", False)}  # fmt: skip
-        raised = entries[name]["exception"]
+        raised = RAISED[name]
         assert raised["type"] in recs[-1].client_errors[lib], name
         assert raised["chain_detail"][-1]["message"] in recs[-1].client_errors[lib], name
         assert recs[-1].evidence.startswith("The server sent FIN at frame "), name
@@ -295,14 +295,12 @@ def test_truncated_responses_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> N
     tracker's (the HTTP observer's anomaly included), and the exception predicted for
     the client is the one it raised, byte counts and all (the manifest). Chunked bodies
     stay with the exact tracker: their length is the parser's."""
-    manifest = json.loads((SAMPLES / "manifest.json").read_text())
-    entries = manifest if isinstance(manifest, dict) else {e["file"]: e for e in manifest}
     for name, lib in TRUNCATED.items():
         (rec,) = _run(SAMPLES / name, "direct", monkeypatch).records
         assert _same(SAMPLES / name, monkeypatch) == 1, name
         assert (rec.outcome, rec.zeek_conn_state, rec.closed_by) == (
             "truncated_response", "SF", "server")  # fmt: skip
-        raised = entries[name]["exception"]
+        raised = RAISED[name]
         assert raised["type"] in rec.client_errors[lib], name
         assert raised["message"] in rec.client_errors[lib], name
         assert rec.evidence.endswith("after 3 of 100 announced body bytes."), name
@@ -323,14 +321,12 @@ def test_clients_that_gave_up_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> 
     ShADaFdR). Every such recording is the lane's, the same as the exact tracker's, and
     the exception predicted for the client is the one it raised (the manifest: its type,
     and its message up to the timeout's value, which the capture does not hold)."""
-    manifest = json.loads((SAMPLES / "manifest.json").read_text())
-    entries = manifest if isinstance(manifest, dict) else {e["file"]: e for e in manifest}
     for name, lib in CLIENT_TIMEOUTS.items():
         (rec,) = _run(SAMPLES / name, "direct", monkeypatch).records
         assert _same(SAMPLES / name, monkeypatch) == 1, name
         assert (rec.outcome, rec.zeek_conn_state, rec.zeek_history, rec.closed_by) == (
             "client_timeout", "RSTO", "ShADaFdR", "client")  # fmt: skip
-        raised = entries[name]["exception"]
+        raised = RAISED[name]
         assert raised["type"] in rec.client_errors[lib], name
         assert raised["message"].split(" (read timeout=")[0] in rec.client_errors[lib], name
         assert rec.evidence.startswith("The client gave up (FIN at frame "), name
