@@ -43,6 +43,19 @@ The template (anything else: the exact tracker)
     keyed by a 128-bit hash of what that check reads (``_fastlane_kernels._head_key``)
     and parsed in Python once per key, with the observer's own parsers (``_Verdicts``).
 
+Attempts (``Attempts``)
+    A client SYN that nothing answers (sent again with its sequence number, at most
+    ``MAX_SYNS`` times, each within 5 s of the one before), or that the server's RST
+    answers (acknowledging it): ``syn_timeout`` and ``refused``, Zeek's ``S0`` and
+    ``REJ``. A SYN flood is millions of them; handed to the exact tracker they cost
+    ~13 µs and a few KB each while open. The lane keeps an unanswered one until it has
+    been as quiet as the exact tracker waits (``Tracker.sweep``: 240 s, or 3 s while
+    more than ``PRESSURE`` connections are followed), then lets it go as one row of
+    ``A_*`` columns (in a file once they are many); the merge folds them into the exact
+    tracker's rows (``analysis._attempt_folds``), replaying only the few reported one by
+    one (``attempt_record``). An attempt a window covers (a packet of its 4-tuple came
+    after the lane let it go) is left to the exact tracker, which was fed it whole.
+
 numba is optional: without it (or with ``PCAPDIAG_FASTLANE=0``) every connection takes
 the exact tracker. It is imported only for captures big enough to pay for its import and
 compilation (``worth_it``).
@@ -60,12 +73,15 @@ from typing import Any
 import numpy as np
 
 from pcapdiag import _http, _resident
+from pcapdiag._columns import Column, settle
 from pcapdiag.classify import Ev, Side
 from pcapdiag.connections import (
     IDLE_MIN_NS,
     IDLE_RTT_FACTOR,
+    LIVE_PRESSURE,
     MAX_EVENTS,
     QUIET_AFTER_END_NS,
+    QUIET_SYN_ONLY_NS,
     QUIET_SYN_PRESSURE_NS,
     Connection,
     _addr,
@@ -119,6 +135,12 @@ NT = 10
 # Phases: the handshake, open, both FINs seen, the RST that ended it seen (nothing may
 # follow it but the next connection's SYN)
 P_SYN, P_EST, P_DONE, P_RST = 1, 2, 3, 4
+# An attempt (a SYN never answered, or answered by the server's RST) keeps its SYNs sent
+# again as turns (frame and time): this many at most. It is done once as quiet as the
+# exact tracker waits (``Tracker.sweep``), shorter while more connections than
+# ``PRESSURE`` are followed (a flood)
+MAX_SYNS = 2 * CHUNK
+SYN_QUIET_NS, SYN_PRESSURE_NS, PRESSURE = QUIET_SYN_ONLY_NS, QUIET_SYN_PRESSURE_NS, LIVE_PRESSURE
 # Zeek history letters, as codes packed 4 bits each into K_HIST in order of appearance
 LETTERS = "ShADadFfTtRr"
 # ctl: free slots, emitted rows, head rows, status, free turn chunks, emitted turns,
@@ -527,6 +549,7 @@ class Lane:
         self.verdicts = _Verdicts()
         self.next_id = 0
         self.replayed = 0
+        self.attempts = Attempts()  # SYNs never answered, or refused
 
     def _grow(self, more: int) -> None:
         old = self.cap
@@ -602,10 +625,15 @@ class Lane:
             if status == ST_FULL:
                 continue
             break
-        self._reserve(self.cap)
-        self.k.sweep(clock, self.table, self.flagged, self.st, self.free, self.ctl,
-                     self.out, self.out_t, self.tu, self.tnext, self.tfree, self.wins)  # fmt: skip
-        self._drain(None, heads)
+        at = 0
+        while True:  # the output may not hold them all at once
+            self._reserve(self.cap)
+            at = self.k.sweep(at, clock, self.table, self.flagged, self.st, self.free,
+                              self.ctl, self.out, self.out_t, self.tu, self.tnext, self.tfree,
+                              self.wins)  # fmt: skip
+            self._drain(None, heads)
+            if self.ctl[C_STATUS] != ST_FULL:
+                break
         self.clock = max(self.clock, clock)
 
     def flag_icmp(self, err: IcmpError) -> None:
@@ -621,15 +649,16 @@ class Lane:
                         self.st, self.free, self.ctl, self.tnext, self.tfree, self.wins)  # fmt: skip
         self._drain(None, np.zeros((1, 4), np.int64))
 
-    def close(self) -> np.ndarray:
-        """End of the capture set: connections done are replayed, the rest go exact.
-        Returns the windows the exact tracker must be fed: rows of 4-tuple hash (int64),
-        first frame (0: from the start) and last frame (the SYN the lane took the 4-tuple
-        back at; -1: to the end), as ``analysis._Handed`` takes them."""
+    def close(self, final: bool = True) -> np.ndarray:
+        """End of the capture set (``final``; else of a byte range of it, where an
+        attempt still waiting is the exact tracker's): connections done are replayed, the
+        rest go exact. Returns the windows the exact tracker must be fed: rows of 4-tuple
+        hash (int64), first frame (0: from the start) and last frame (the SYN the lane
+        took the 4-tuple back at; -1: to the end), as ``analysis._Handed`` takes them."""
         while True:  # the output may not hold them all at once
             self._reserve(self.cap)
             self.k.finish(self.table, self.flagged, self.st, self.free, self.ctl, self.out,
-                          self.out_t, self.tu, self.tnext, self.tfree, self.wins)  # fmt: skip
+                          self.out_t, self.tu, self.tnext, self.tfree, self.wins, final)  # fmt: skip
             more = self.ctl[C_STATUS] == ST_FULL
             self._drain(None, np.zeros((1, 4), np.int64))
             if not more:
@@ -662,7 +691,13 @@ class Lane:
             # connections go in slot order)
             rows = rows[np.argsort(rows[:, K_SYN_FRAME], kind="stable")]
             turns = self.out_t[: int(ctl[C_NOUTT])]
-            if self.oracle:
+            tried = rows[:, K_SYNACK_FRAME] == 0  # attempts: folded by the merge
+            if tried.any():
+                self.attempts.add(rows[tried], turns)
+                rows = rows[~tried]
+            if not len(rows):
+                pass
+            elif self.oracle:
                 self._replay_rows(rows, turns.tolist())
             else:
                 block = self._block(rows, turns)
@@ -1023,6 +1058,96 @@ _KEPT = [
     K_CBYTES, K_SBYTES, K_CTTL, K_STTL, K_HIST, K_NHIST, K_CFIN_FRAME, K_CFIN_TS,
     K_SFIN_FRAME, K_SFIN_TS, K_RST_FRAME, K_RST_TS, K_RST_TTL, K_LATE_FRAME, K_LATE_TS,
 ]  # fmt: skip
+
+
+# -----------------------------------------------------------------------------------------
+# Attempts: connections whose SYN was never answered, or answered by the server's RST.
+# A flood makes millions; the exact tracker folds all but the first few of each server
+# into one row (``analysis.Folds``). The lane keeps each as one row of these columns, in
+# a file once they are many (``_columns``), and the merge folds them with the exact
+# tracker's (``analysis._attempt_folds``), replaying only the few it reports one by one.
+
+A_COLS = (K_HASH, K_CHI, K_CLO, K_SHI, K_SLO, K_CPORT, K_SPORT, K_IPVER, K_SYN_TS,
+          K_SYN_FRAME, K_ISN, K_LAST_FRAME, K_END_TS, K_CPKTS, K_SPKTS, K_CTTL, K_STTL,
+          K_HIST, K_NHIST, K_RST_FRAME, K_RST_TS, K_RST_TTL, K_NTURNS, K_TOFF)  # fmt: skip
+(A_KEY, A_CHI, A_CLO, A_SHI, A_SLO, A_CPORT, A_SPORT, A_IPVER, A_SYN_TS, A_SYN_FRAME,
+ A_ISN, A_LAST_FRAME, A_END_TS, A_CPKTS, A_SPKTS, A_CTTL, A_STTL, A_HIST, A_NHIST,
+ A_RST_FRAME, A_RST_TS, A_RST_TTL, A_NSYN, A_SYNS) = range(24)  # fmt: skip
+NA = 24  # A_NSYN: SYNs sent again, at A_SYNS in ``Attempts.syns``
+
+
+class Attempts:
+    """The attempts one lane let go, as rows of ``A_*`` columns, and their SYNs sent
+    again (frame, time) in a second column."""
+
+    def __init__(self) -> None:
+        self.rows = Column("q")
+        self.syns = Column("q")
+
+    def __len__(self) -> int:
+        return len(self.rows) // NA
+
+    def add(self, rows: np.ndarray, turns: np.ndarray) -> None:
+        """Slot rows of attempts (their SYNs again in ``turns``)."""
+        a = np.empty((len(rows), NA), np.int64)
+        a[:, : len(A_COLS)] = rows[:, A_COLS]
+        nt = rows[:, K_NTURNS]
+        a[:, A_SYNS] = len(self.syns) // 2 + np.cumsum(nt) - nt
+        if nt.any():
+            within = np.arange(int(nt.sum())) - np.repeat(np.cumsum(nt) - nt, nt)
+            at = np.repeat(rows[:, K_TOFF], nt) + within
+            self.syns.frombytes(np.ascontiguousarray(turns[at][:, [T_FRAME, T_TS]]).tobytes())
+        self.rows.frombytes(a.tobytes())
+        settle(a.nbytes)
+
+    def chunks(self, size: int = 1 << 16) -> Any:
+        """The rows, ``size`` at a time (copies: the column's pages are let go)."""
+        n = len(self)
+        for lo in range(0, n, size):
+            part = self.rows.view()[lo * NA : min(n, lo + size) * NA].reshape(-1, NA).copy()
+            settle(part.nbytes)
+            yield part
+
+    def resent(self, row: np.ndarray) -> list[tuple[int, int]]:
+        """An attempt's SYNs sent again: (frame, time) each."""
+        k, n = int(row[A_SYNS]), int(row[A_NSYN])
+        v = self.syns.view()[2 * k : 2 * (k + n)].reshape(-1, 2)
+        return [(int(f), int(t)) for f, t in v]
+
+
+def attempt_record(row: np.ndarray, resent: list[tuple[int, int]], capture: int, path: str,
+                   t0: int) -> ConnectionRecord:  # fmt: skip
+    """The record the exact tracker makes of an attempt, replayed through ``Connection``
+    and ``explain``: its SYN (and the same SYN again), then the server's RST or the end."""
+    r = [int(x) for x in row]
+    ipver = r[A_IPVER]
+    conn = Connection(0, capture, ipver)
+    chi, clo, shi, slo = (r[A_CHI] & _M64, r[A_CLO] & _M64, r[A_SHI] & _M64, r[A_SLO] & _M64)
+    cport, sport = r[A_CPORT], r[A_SPORT]
+    conn.c_addr, conn.c_port = _addr(ipver, chi, clo), cport
+    conn.s_addr, conn.s_port = _addr(ipver, shi, slo), sport
+    conn.keys = ((chi, clo, cport, shi, slo, sport), (shi, slo, sport, chi, clo, cport))
+    refused = r[A_RST_FRAME] != 0
+    history = _history(r[A_HIST], r[A_NHIST])
+    conn.zeek = _Zeek(r[A_SYN_TS], "REJ" if refused else "S0", history)  # type: ignore[assignment]
+    conn.start_ts, conn.end_ts = r[A_SYN_TS], r[A_END_TS]
+    conn.first_frame, conn.last_frame = r[A_SYN_FRAME], r[A_LAST_FRAME]
+    c, s = conn.c, conn.s
+    c.packets, s.packets = r[A_CPKTS], r[A_SPKTS]
+    c.ttl = r[A_CTTL]
+    conn.isn = r[A_ISN]
+    conn.syn_ts.append(r[A_SYN_TS])
+    conn.syn_frames.append(r[A_SYN_FRAME])
+    conn.emit(_C, Ev.SYN, r[A_SYN_TS], r[A_SYN_FRAME])
+    for f, t in resent:
+        conn.syn_ts.append(t)
+        conn.syn_frames.append(f)
+    if refused:
+        s.ttl = r[A_STTL]
+        conn.rst(False, r[A_RST_FRAME], r[A_RST_TS], r[A_RST_TTL])
+    else:
+        conn.emit(Side.NONE, Ev.EOC, r[A_END_TS], None)  # (``Tracker._finish``)
+    return explain(conn, path, t0)
 
 
 def _narrow(a: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -76,14 +76,18 @@ from pcapdiag._fastlane import (
     K_TOFF,
     K_TURN,
     K_USED,
+    MAX_SYNS,
     MAX_TURNS,
     P_DONE,
     P_EST,
     P_RST,
     P_SYN,
+    PRESSURE,
     ST_DONE,
     ST_FULL,
     ST_GROW,
+    SYN_PRESSURE_NS,
+    SYN_QUIET_NS,
     T_BYTES,
     T_DIR,
     T_FRAME,
@@ -131,7 +135,7 @@ from pcapdiag._native import layout_digest as _layout_digest
 # built with the old one. So this file names them by a digest (``layout_digest``, checked
 # by tests/test_fastlane.py): a change there fails the test until it is written here,
 # which changes this file.
-LAYOUT = "da51214dbc7e5374"
+LAYOUT = "75c36717770dae86"
 
 
 def layout_digest() -> str:
@@ -369,11 +373,22 @@ def _counted(st: np.ndarray, s: int, d: int, f: int, t: int) -> None:
 
 
 @nb.njit(cache=True, nogil=True)
-def _quiet_max(st: np.ndarray, s: int) -> int:
-    """The longest silence the template allows this connection now."""
+def _quiet_max(st: np.ndarray, s: int, pressure: bool) -> int:
+    """The longest silence the template allows this connection now: under a flood's
+    pressure, a SYN unanswered for ``SYN_PRESSURE_NS`` may be one the exact tracker has
+    finished (``Tracker.sweep``), so its next packet is the exact tracker's to judge."""
     if st[s, K_PHASE] == P_EST and st[s, K_CFIN_FRAME] == 0 and st[s, K_SFIN_FRAME] == 0:
         return IDLE_MAX_NS
+    if pressure and st[s, K_PHASE] == P_SYN:
+        return SYN_PRESSURE_NS
     return GAP_NS
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _pressed(ctl: np.ndarray) -> bool:
+    """Are so many connections followed that unanswered SYNs go after a short silence, as
+    in the exact tracker under a flood (``connections.LIVE_PRESSURE``)?"""
+    return ctl[C_TABLE] > PRESSURE
 
 
 @nb.njit(cache=True, nogil=True)
@@ -398,6 +413,17 @@ def _drop(s: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: 
     st[s, K_USED] = 0
     free[ctl[C_NFREE]] = s
     ctl[C_NFREE] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _begun(key: int, fresh: bool, isn: int, flagged: np.ndarray, wins: np.ndarray) -> None:
+    """A slot just handed over at a client's fresh SYN (``fresh``) with another sequence
+    number: the exact tracker starts a connection there, so that SYN sent again must not
+    end the window, but a SYN with yet another number still may (``walk``)."""
+    if fresh:
+        w = _get(flagged, key)
+        if w >= 0 and wins[w, WN_CAN] != 0:
+            wins[w, WN_ISN] = isn
 
 
 @nb.njit(cache=True, nogil=True)
@@ -552,6 +578,7 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
     between came at most then)."""
     n = len(frame)
     ctl[C_STATUS] = ST_DONE
+    pressure = _pressed(ctl)
     for i in range(start, n):
         if not _room(out, out_t, ctl):
             ctl[C_STATUS] = ST_FULL
@@ -619,7 +646,7 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
             _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TUPLE, wins)
             continue
         last = st[s, K_LAST_TS]
-        if (t < last or t - last > _quiet_max(st, s)) and not (
+        if (t < last or t - last > _quiet_max(st, s, pressure)) and not (
                 st[s, K_PHASE] >= P_DONE and t >= last and fl == _SYN and pl == 0
                 and _get(flagged, key) < 0):  # fmt: skip
             # (but the next connection on a 4-tuple whose last one ended and went quiet
@@ -648,6 +675,12 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 # the server's RST (its own: the TTL of its other packets) answering the
                 # request sent after its FIN (the keep-alive race), or a request it had
                 # not answered on an open connection: Zeek's RSTR
+                _letter(st, s, _L_r)
+            elif (phase == P_SYN and d == 1 and fl == (_RST | _ACK) and pl == 0
+                    and ack[i] == ((st[s, K_ISN] + 1) & _M32)):  # fmt: skip
+                # the server's RST answering the SYN: refused (Zeek's REJ); its TTL is the
+                # server's own, as the exact tracker takes it (no other packet to differ)
+                st[s, K_STTL] = ttl[i]
                 _letter(st, s, _L_r)
             else:
                 _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_RSTURG, wins)
@@ -683,7 +716,35 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 st[s, K_ACK_TS] = t
             _letter(st, s, _L_A if d == 0 else _L_a)
         elif phase == P_SYN:
-            if d == 1 and fl == (_SYN | _ACK) and pl == 0 and ack[i] == ((st[s, K_ISN] + 1) & _M32):
+            if d == 0 and fl == _SYN and pl == 0 and seq[i] == st[s, K_ISN]:
+                # the SYN again: its frame and time kept as a turn's (an attempt has none;
+                # one with another sequence number, a new connection, is the exact
+                # tracker's: where it ends the first is its own clock's)
+                nt = st[s, K_NTURNS]
+                if nt >= MAX_SYNS:
+                    _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_HANDSHAKE, wins)
+                    continue
+                if nt % CHUNK == 0:
+                    if ctl[C_TFREE] == 0:
+                        ctl[C_STATUS] = ST_GROW
+                        return i
+                    ctl[C_TFREE] -= 1
+                    c = tfree[ctl[C_TFREE]]
+                    tnext[c] = -1
+                    if nt == 0:
+                        st[s, K_TFIRST] = c
+                    else:
+                        tnext[st[s, K_TLAST]] = c
+                    st[s, K_TLAST] = c
+                c = st[s, K_TLAST]
+                k = nt % CHUNK
+                tu[c, k, :] = 0
+                tu[c, k, T_FRAME] = frame[i]
+                tu[c, k, T_TS] = t
+                st[s, K_NTURNS] = nt + 1
+            elif (d == 1 and fl == (_SYN | _ACK) and pl == 0 and st[s, K_NTURNS] == 0
+                    and ack[i] == ((st[s, K_ISN] + 1) & _M32)):  # fmt: skip
+                # (after the SYN sent again, the exact tracker's: the template has one)
                 st[s, K_PHASE] = P_EST
                 st[s, K_SYNACK_TS] = t
                 st[s, K_SYNACK_FRAME] = frame[i]
@@ -694,6 +755,7 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 _letter(st, s, _L_h)
             else:
                 _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_HANDSHAKE, wins)
+                _begun(key, d == 0 and fl == _SYN and pl == 0, seq[i], flagged, wins)
                 continue
         else:
             if st[s, K_LATE_FRAME] != 0:  # after the late request, only the server's RST
@@ -703,6 +765,7 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
             fin = fl & _FIN
             if fl & _SYN or not fl & _ACK:
                 _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_SEQ, wins)
+                _begun(key, d == 0 and fl == _SYN and pl == 0, seq[i], flagged, wins)
                 continue
             if seq[i] != nxt:
                 # a whole retransmission of data already delivered (before any FIN): the
@@ -832,33 +895,46 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
 
 
 @nb.njit(cache=True, nogil=True)
-def sweep(clock: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndarray,
-          ctl: np.ndarray, out: np.ndarray, out_t: np.ndarray, tu: np.ndarray,
-          tnext: np.ndarray, tfree: np.ndarray, wins: np.ndarray) -> None:  # fmt: skip
-    """Let go of connections quiet for longer than the template allows: replayed when
-    they are done (as long as the output has room; the next sweep takes the rest),
-    else marked for the exact tracker."""
-    for s in range(len(st)):
-        if st[s, K_USED] == 0 or clock - st[s, K_LAST_TS] <= _quiet_max(st, s):
+def sweep(start: int, clock: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray,
+          free: np.ndarray, ctl: np.ndarray, out: np.ndarray, out_t: np.ndarray,
+          tu: np.ndarray, tnext: np.ndarray, tfree: np.ndarray, wins: np.ndarray) -> int:  # fmt: skip
+    """Let go of connections quiet for longer than the template allows, from slot
+    ``start`` on: replayed when they are done, else marked for the exact tracker.
+    ``ctl[C_STATUS]`` is ST_FULL when the output could not take them all: drain it, and
+    sweep again from the slot returned."""
+    ctl[C_STATUS] = ST_DONE
+    pressure = _pressed(ctl)
+    for s in range(start, len(st)):
+        if st[s, K_USED] == 0 or clock - st[s, K_LAST_TS] <= _quiet_max(st, s, pressure):
             continue
-        if st[s, K_PHASE] >= P_DONE:  # both FINs, or the RST that ended it
-            if _room(out, out_t, ctl):
-                _let_go(s, table, st, tu, tnext, tfree, free, out, out_t, ctl)
+        if st[s, K_PHASE] == P_SYN:
+            # never answered: done once as quiet as the exact tracker waits for one
+            # (``Tracker.sweep``); until then its next SYN, from the walk, is judged
+            quiet = SYN_PRESSURE_NS if pressure else SYN_QUIET_NS
+            if clock - st[s, K_LAST_TS] <= quiet:
+                continue
+        if st[s, K_PHASE] >= P_DONE or st[s, K_PHASE] == P_SYN:  # (P_DONE: both FINs, or
+            if not _room(out, out_t, ctl):  # the RST that ended it)
+                ctl[C_STATUS] = ST_FULL
+                return s
+            _let_go(s, table, st, tu, tnext, tfree, free, out, out_t, ctl)
         else:
             _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_OPEN, wins)
+    return len(st)
 
 
 @nb.njit(cache=True, nogil=True)
 def finish(table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: np.ndarray, ctl: np.ndarray,
            out: np.ndarray, out_t: np.ndarray, tu: np.ndarray, tnext: np.ndarray,
-           tfree: np.ndarray, wins: np.ndarray) -> None:  # fmt: skip
-    """End of the capture: every connection still followed is replayed or marked;
-    ``ctl[C_STATUS]`` is ST_FULL when the output could not take them all (call again)."""
+           tfree: np.ndarray, wins: np.ndarray, final: bool) -> None:  # fmt: skip
+    """End of the capture (``final``; else of a byte range of it): every connection still
+    followed is replayed or marked; ``ctl[C_STATUS]`` is ST_FULL when the output could not
+    take them all (call again). A SYN never answered ends only with the capture."""
     ctl[C_STATUS] = ST_DONE
     for s in range(len(st)):
         if st[s, K_USED] == 0:
             continue
-        if st[s, K_PHASE] >= P_DONE:
+        if st[s, K_PHASE] >= P_DONE or (final and st[s, K_PHASE] == P_SYN):
             if not _room(out, out_t, ctl):
                 ctl[C_STATUS] = ST_FULL
                 return

@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ import numpy as np
 from pcapdiag import _fastlane, _resident, _store, _tape, decode, reader
 from pcapdiag._store import Records, RecordStore
 from pcapdiag.classify import OUTCOMES, PROBLEMS
-from pcapdiag.connections import NS, Connection, Tracker, _gc_paused
+from pcapdiag.connections import NS, Connection, Tracker, _addr, _gc_paused
 from pcapdiag.decode import ACK, SYN
 from pcapdiag.decrypt import (
     DEFAULT_TIMEOUT_S,
@@ -447,6 +447,10 @@ class SetResult:
     # Connections the fast lane replayed (``_fastlane``); the merge prefers ``records``
     # for a first frame both hold
     fast: RecordStore | None = None
+    # ... and the attempts it let go (``_fastlane.Attempts``), which the merge folds; the
+    # windows its lanes handed over (an attempt a window covers is the exact tracker's)
+    attempts: list[_fastlane.Attempts] = field(default_factory=list)
+    windows: np.ndarray | None = None
 
 
 @dataclass(slots=True)
@@ -808,7 +812,9 @@ def _run_span(part: Part, frag: Fragment, chain: _Chain) -> None:
             frag.read = (cap.span_info(), counts)
     except CaptureError as exc:
         frag.errors.append(exc)
-    frag.handed = lane.close()
+    # (an attempt still waiting at a range's end may be answered in the next one)
+    frag.handed = lane.close(final=part.until is None and part.span[1] >= _size(path))
+    frag.sets[0].attempts.append(lane.attempts)
     if tape is not None:
         tape.seal()
         frag.tape = tape
@@ -982,6 +988,13 @@ class _Handed:
 _FRAME_MAX = (1 << 40) - 1  # frames past this (a trillion) are searched as this one
 
 
+def _whole(windows: np.ndarray) -> np.ndarray:
+    """``windows`` made whole: every frame of each 4-tuple hash (``_Handed(whole=True)``)."""
+    w = np.asarray(windows, np.int64).reshape(-1, 3).copy()
+    w[:, 1], w[:, 2] = 0, -1
+    return w
+
+
 class _Chain:
     """Reads the files of a part into one tracker, starting a new set where a file does
     not continue the previous one."""
@@ -1009,6 +1022,8 @@ class _Chain:
     def _start(self, fi: int, t0: int) -> None:
         self.end()
         s = self.set = SetResult([], RecordStore(), Folds(), [], [], t0)
+        if self.part.handed is not None:  # an exact part fed every packet of these hashes
+            s.windows = _whole(self.part.handed)
         self.frag.sets.append(s)
         self.offset = 0
         self.tracker = self._tracker(s, fi)
@@ -1047,6 +1062,7 @@ class _Chain:
         if tracker is not None:
             if lane is not None and self.set is not None:
                 windows = lane.close()
+                self.set.attempts.append(lane.attempts)
                 del lane  # its tables and caches: not needed by the second pass
                 _give_back()
                 try:
@@ -1074,9 +1090,11 @@ class _Chain:
             feed(t, handed)
             t.close()
 
+        s.windows = windows
         track(tracker, _Handed(windows))
         if tracker.ends_missed:
             s.records, s.folds, s.tls_seen = RecordStore(), Folds(), []
+            s.windows = _whole(windows)
             track(self._tracker(s, s.files[0]), _Handed(windows, whole=True))
         self.last_tcp_ts = None
 
@@ -1273,7 +1291,8 @@ def merge(
         files = [summaries[i].path for i in first.files]
         seen = sorted((t for s in shards for t in s.tls_seen), key=lambda t: t.first_frame)
         plain = _decrypt_set(files, first, summaries[key], seen, keys, decrypt_timeout)
-        folds, kept = Folds.merged([s.folds for s in shards])
+        lanes = _attempt_folds(shards, files[0], first.t0)
+        folds, kept = Folds.merged([s.folds for s in shards] + lanes)
         extra = RecordStore()
         for rec in sorted(kept + folds.records(), key=_first_frame):
             extra.append(rec)
@@ -1393,6 +1412,51 @@ class Folds:
                       len(conn.syn_ts), conn.c.packets + conn.s.packets, conn.c_addr)  # fmt: skip
         return True
 
+    def take_record(
+        self, key: tuple[str, str], first: int, record: Callable[[], ConnectionRecord],
+        row: np.ndarray,
+    ) -> None:  # fmt: skip
+        """A fast lane's attempt (its row, ``_fastlane.A_*``; ``record`` makes its record),
+        taken as ``take`` takes a connection: a record made only where one is kept."""
+        kept = self.kept.setdefault(key, [])
+        if len(kept) < FOLD_KEEP or first < kept[-1].first_frame:
+            bisect.insort(kept, record(), key=_first_frame)
+            if len(kept) > FOLD_KEEP:
+                self._fold(key, kept.pop())
+            return
+        group = self.groups.get(key)
+        if group is None or first < group.sample.first_frame:
+            self._fold(key, record())
+        else:
+            self.add_rows(key, row.reshape(1, -1), None)
+
+    def add_rows(
+        self, key: tuple[str, str], rows: np.ndarray, name: Callable[[int, int, int], str] | None
+    ) -> None:
+        """Attempts (rows of ``_fastlane.A_*``) folded into ``key``'s group, which holds
+        an earlier one already, as columns."""
+        fl = _fastlane
+        group = self.groups[key]
+        group.count += len(rows)
+        group.syns += int(len(rows) + rows[:, fl.A_NSYN].sum())
+        group.packets += int(rows[:, fl.A_CPKTS].sum() + rows[:, fl.A_SPKTS].sum())
+        group.first_ts = min(group.first_ts, int(rows[:, fl.A_SYN_TS].min()))
+        group.last_ts = max(group.last_ts, int(rows[:, fl.A_END_TS].max()))
+        group.first_frame = min(group.first_frame, int(rows[:, fl.A_SYN_FRAME].min()))
+        group.last_frame = max(group.last_frame, int(rows[:, fl.A_LAST_FRAME].max()))
+        if len(group.clients) < FOLD_CLIENTS:
+            ends = rows[:, [fl.A_IPVER, fl.A_CHI, fl.A_CLO]]
+            if (ends[:, :2] == ends[0, :2]).all():  # (one sort of one column)
+                ends = ends[np.unique(ends[:, 2], return_index=True)[1]]
+            else:
+                ends = np.unique(ends, axis=0)
+            for ipver, hi, lo in ends.tolist():
+                if len(group.clients) >= FOLD_CLIENTS:
+                    break
+                group.clients.add(
+                    name(ipver, hi, lo) if name is not None else _addr(ipver, hi & _M64, lo & _M64)
+                )
+
     def _fold(self, key: tuple[str, str], rec: ConnectionRecord) -> None:
         group = self.groups.get(key)
         if group is None:
@@ -1440,6 +1504,76 @@ class Folds:
             )
             out.append(rec)
         return out
+
+
+def _attempt_folds(shards: list[SetResult], path: str, t0: int) -> list[Folds]:
+    """The fast lanes' attempts of a set (``_fastlane.Attempts``) folded as the exact
+    tracker folds its own (``Folds.take``), a chunk of rows at a time: per server and
+    outcome, the earliest of a chunk are replayed into records (``attempt_record``) and
+    taken one by one, and the rest, later than any the fold keeps or samples, are added
+    up as columns. An attempt a lane's window covers is left out: the exact tracker was
+    fed its packets, and made its own connection of them (a packet of its 4-tuple came
+    after the lane let it go)."""
+    atts = [a for s in shards for a in s.attempts if len(a)]
+    if not atts:
+        return []
+    fl = _fastlane
+    wins = [s.windows for s in shards if s.windows is not None and len(s.windows)]
+    w = np.concatenate(wins) if wins else np.zeros((0, 3), np.int64)
+    wkeys = np.unique(w[:, 0])
+    capture = shards[0].files[0]
+    out = Folds()
+    names: dict[tuple[int, int, int], str] = {}
+
+    def name(ipver: int, hi: int, lo: int) -> str:
+        got = names.get((ipver, hi, lo))
+        if got is None:
+            got = names[(ipver, hi, lo)] = _addr(ipver, hi & _M64, lo & _M64)
+        return got
+
+    for att in atts:
+        for rows in att.chunks():
+            covered = np.isin(rows[:, fl.A_KEY], wkeys)
+            for j in np.flatnonzero(covered).tolist():
+                r = rows[j]
+                ws = w[w[:, 0] == r[fl.A_KEY]]
+                # fed a frame of it: from at most its last, to past its SYN (a window
+                # that ends at its SYN was fed that SYN to start nothing)
+                covered[j] = bool(((ws[:, 1] <= r[fl.A_LAST_FRAME])
+                                   & ((ws[:, 2] < 0) | (ws[:, 2] > r[fl.A_SYN_FRAME]))).any())  # fmt: skip
+            rows = rows[~covered]
+            for ipver, hi, lo, rst, mine in _by_server(rows):
+                mine = mine[np.argsort(mine[:, fl.A_SYN_FRAME], kind="stable")]
+                outcome = "refused" if rst else "syn_timeout"
+                key = out._key(name(ipver, hi, lo), outcome)
+                head, rest = mine[: FOLD_KEEP + 1], mine[FOLD_KEEP + 1 :]
+                for r in head:
+                    out.take_record(key, int(r[fl.A_SYN_FRAME]), lambda r=r, a=att: fl.attempt_record(
+                        r, a.resent(r), capture, path, t0), r)  # fmt: skip
+                if len(rest):
+                    out.add_rows(key, rest, name)
+    return [out]
+
+
+def _by_server(rows: np.ndarray) -> Iterator[tuple[int, int, int, bool, np.ndarray]]:
+    """Attempts (rows of ``_fastlane.A_*``) by server address and outcome (refused or
+    not): a flood's are a few servers' (one sort of one column, not of four)."""
+    fl = _fastlane
+    if not len(rows):
+        return
+    lo = rows[:, fl.A_SLO]
+    order = np.argsort(lo, kind="stable")
+    cuts = np.flatnonzero(np.diff(lo[order])) + 1
+    for part in np.split(order, cuts):
+        some = rows[part]
+        key = np.stack([some[:, fl.A_IPVER], some[:, fl.A_SHI],
+                        some[:, fl.A_RST_FRAME] != 0], axis=1)  # fmt: skip
+        if (key == key[0]).all():
+            yield int(key[0, 0]), int(key[0, 1]), int(some[0, fl.A_SLO]), bool(key[0, 2]), some
+            continue
+        groups, which = np.unique(key, axis=0, return_inverse=True)
+        for g, (ipver, hi, rst) in enumerate(groups.tolist()):
+            yield ipver, hi, int(some[0, fl.A_SLO]), bool(rst), some[which.reshape(-1) == g]
 
 
 def _first_frame(r: ConnectionRecord) -> int:

@@ -57,6 +57,7 @@ _EV_SYNACK = Ev.SYNACK
 _EV_TLS_DONE = Ev.TLS_DONE
 _EV_TLS_HELLO = Ev.TLS_HELLO
 _ST_AWAITING = State.AWAITING
+_ST_CONNECTING = State.CONNECTING
 _ST_CLOSE_ANNOUNCED = State.CLOSE_ANNOUNCED
 _ST_IDLE = State.IDLE
 _ST_TLS_HANDSHAKE = State.TLS_HANDSHAKE
@@ -1100,6 +1101,11 @@ class Tracker:
 
     # -----------------------------------------------------------------------------------
     def _finish(self, conn: Connection) -> None:
+        """Finish ``conn``: the end of the capture for it (``EOC``) comes now, but for a
+        connection still waiting for its SYN's answer, at its last packet: when a sweep
+        or the capture's end came after that is the tracker's business (the fast lane
+        sweeps on its own clock, ``_fastlane.Attempts``), and a SYN nobody answered
+        tells nothing more by then."""
         for key in conn.keys:
             if self.table.get(key, (None,))[0] is conn:
                 del self.table[key]
@@ -1109,7 +1115,8 @@ class Tracker:
                     stream.flush(conn._sink_c if idx == 0 else conn._sink_s)
             if conn.plain is not None:
                 conn._feed_plain(conn.last_frame, final=True)
-            conn.emit(_SIDE_NONE, _EV_EOC, max(self.now, conn.end_ts), None)
+            at = conn.end_ts if conn.machine.state is _ST_CONNECTING else max(self.now, conn.end_ts)
+            conn.emit(_SIDE_NONE, _EV_EOC, at, None)
         self.on_finished(conn)
 
     def sweep(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -52,8 +53,8 @@ REPLAYED = [0]
 def _count(monkeypatch: pytest.MonkeyPatch) -> None:
     close = _fastlane.Lane.close
 
-    def counting(self: _fastlane.Lane) -> Any:
-        out = close(self)
+    def counting(self: _fastlane.Lane, final: bool = True) -> Any:
+        out = close(self, final)
         REPLAYED[0] += self.replayed
         return out
 
@@ -746,6 +747,87 @@ def test_a_reused_4_tuple_handed_over_late(tmp_path: Path, monkeypatch: pytest.M
     _same(path, monkeypatch)
 
 
+def test_attempts_take_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real refused and unanswered connects (each client's exception in the manifest):
+    the lane keeps them as attempts (``_fastlane.Attempts``), hands none over, and the
+    merge folds them into the exact tracker's answer."""
+    kept: list[int] = []
+    add = _fastlane.Attempts.add
+
+    def counting(self: _fastlane.Attempts, rows: Any, turns: Any) -> None:
+        kept.append(len(rows))
+        add(self, rows, turns)
+
+    monkeypatch.setattr(_fastlane.Attempts, "add", counting)
+    names = [n for n in RAISED if n.startswith(("refused-", "syn_timeout-"))]
+    assert len(names) >= 4
+    for name in names:
+        kept.clear()
+        n = _same(SAMPLES / name, monkeypatch)
+        assert n == 0 and sum(kept) == 2, name  # oracle and direct: the one attempt
+        got = pcapdiag.analyze(SAMPLES / name)
+        assert [r.outcome for r in got.records] in (["refused"], ["syn_timeout"]), name
+
+
+def test_many_real_refused_connects_fold_as_the_exact_tracker_folds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recorded (tcpdump on loopback): sixty connects to a port nothing listens on, each
+    refused by the kernel's RST (the client raised ConnectionRefusedError each time). The
+    lane keeps them; the merge reports the first twenty and folds the rest into one row,
+    as the exact tracker does."""
+    import socket
+
+    if os.geteuid() != 0 or shutil.which("tcpdump") is None:
+        pytest.skip("needs root and tcpdump to record on loopback")
+    with socket.socket() as probe:  # a free port, then closed: nothing listens on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "refused.pcap"
+    raised = []
+    with _recording(path, port):
+        for _ in range(60):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            except OSError as exc:
+                raised.append(type(exc).__name__)
+    assert raised == ["ConnectionRefusedError"] * 60
+    _same(path, monkeypatch)
+    got = pcapdiag.analyze(str(path))
+    assert got.by_outcome == {"refused": 60}
+    assert sorted(r.count for r in got.records) == [1] * analysis.FOLD_KEEP + [40]
+
+
+def test_an_attempt_let_go_then_answered_late(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thirty SYNs to one server nobody answers; 250 s later other traffic (the lane's
+    sweep lets the attempts go, folded but the first few); then a SYN-ACK for one of the
+    folded ones. That 4-tuple is the exact tracker's from the capture's start, so the
+    attempt the lane let go is left out of the fold: every connection counted once."""
+    packets: list[tuple[float, bytes]] = []
+    convs = []
+    for k in range(30):
+        c = Conversation(cport=41000 + k, t=1_700_000_000.0 + k * 0.01, cseq=1000 + 999 * k)
+        c._add(True, 0x02)
+        convs.append(c)
+        packets += c.packets
+    other = Conversation(client="10.0.0.9", t=1_700_000_250.0).handshake()
+    other.client_sends(GET).server_sends(_http_ok()).client_fin().server_fin()
+    packets += other.packets
+    late = convs[25]
+    late.t = 1_700_000_260.0
+    late._add(False, 0x12)  # SYN, ACK
+    packets += late.packets[-1:]
+    packets.sort(key=lambda p: p[0])
+    path = write_pcap(tmp_path / "late.pcap", packets)
+    monkeypatch.setattr(reader, "BATCH", 4)  # the lane sweeps between
+    _same(path, monkeypatch)
+    got = pcapdiag.analyze(str(path))
+    assert sum(r.count for r in got.records) == 31
+    assert sum(r.count for r in got.records if r.outcome == "syn_timeout") == 29
+
+
 _ACTS = [
     "get",
     "ok",
@@ -759,24 +841,48 @@ _ACTS = [
     "crst",
     "crst_bare",
     "again",
+    "very_long_gap",
 ]
 ACTIONS = st.lists(st.sampled_from(_ACTS), max_size=12)
+# How a conversation opens: the handshake, or an attempt (a SYN, sent again, refused),
+# or the SYN sent again before the answer
+OPENINGS = st.sampled_from(
+    ["handshake", "handshake", "syn", "syn_again", "refused", "again_refused", "again_answered"]
+)
+
+
+def _open(c: Conversation, how: str) -> None:
+    if how == "handshake":
+        c.handshake()
+        return
+    c._add(True, 0x02)  # SYN
+    if how in ("syn_again", "again_refused", "again_answered"):
+        c.t += 1.0
+        c.packets.append((c.t, c.packets[-1][1]))  # the same SYN, sent again
+    if how in ("refused", "again_refused"):
+        c._add(False, 0x14)  # RST, ACK
+    elif how == "again_answered":
+        c._add(False, 0x12)  # SYN, ACK
+        c._add(True, 0x10)
 
 
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(st.lists(ACTIONS, min_size=1, max_size=3), st.booleans())
+@given(st.lists(st.tuples(OPENINGS, ACTIONS), min_size=1, max_size=3), st.booleans())
 def test_random_conversations(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, convs: list[list[str]], same_port: bool
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    convs: list[tuple[str, list[str]]],
+    same_port: bool,
 ) -> None:
-    """Whatever happens on the wire, the lane either replays a connection exactly or
-    hands it over."""
+    """Whatever happens on the wire, the lane either replays a connection exactly (or
+    keeps an attempt the merge folds exactly) or hands it over."""
     packets: list[tuple[float, bytes]] = []
     t = 1_700_000_000.0
-    for k, actions in enumerate(convs):
+    for k, (how, actions) in enumerate(convs):
         c = Conversation(cport=40000 if same_port else 40000 + k, t=t, cseq=1000 + 77777 * k)
-        c.handshake()
+        _open(c, how)
         for a in actions:
             if a == "get":
                 c.client_sends(GET)
@@ -790,6 +896,8 @@ def test_random_conversations(
                 c.t += 0.5
             elif a == "long_gap":
                 c.t += 7.0
+            elif a == "very_long_gap":  # past the exact tracker's wait for a SYN's answer
+                c.t += 300.0
             elif a == "cfin":
                 c.client_fin()
             elif a == "sfin":
@@ -1152,8 +1260,8 @@ def test_a_4_tuple_reused_after_a_reset_goes_back_to_the_lane(
     seen: dict[str, int] = {"resumed": 0, "ends": 0, "missed": 0, "wholes": 0}
     close, windowed = _fastlane.Lane.close, analysis._Chain._windowed
 
-    def counting(self: _fastlane.Lane) -> Any:
-        out = close(self)
+    def counting(self: _fastlane.Lane, final: bool = True) -> Any:
+        out = close(self, final)
         seen["resumed"] += self.resumed
         return out
 
@@ -1227,8 +1335,28 @@ def test_a_lane_wrong_about_a_fresh_syn_is_tracked_again_whole(
 
     monkeypatch.setattr(analysis._Handed, "__init__", wrong)
     monkeypatch.setattr(analysis._Chain, "_windowed", spying)
+    _handing_attempts_over(monkeypatch)  # (the lane folds this one itself)
     _same(path, monkeypatch)
     assert feeds == [(False, 1), (True, 0)] * 2  # direct and oracle: missed, then whole
+
+
+def _handing_attempts_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the lanes hand every attempt (a SYN unanswered, or refused) to the exact
+    tracker from its SYN, as they did before they kept them (``_fastlane.Attempts``)."""
+    drain = _fastlane.Lane._drain
+
+    def handing(self: _fastlane.Lane, pk: Any, heads: Any) -> None:
+        rows = self.out[: int(self.ctl[_fastlane.C_NOUT])]
+        tried = rows[:, _fastlane.K_SYNACK_FRAME] == 0
+        if tried.any():
+            rest = rows[~tried].copy()
+            for row in rows[tried].copy():
+                self._reject(row)
+            self.out[: len(rest)] = rest
+            self.ctl[_fastlane.C_NOUT] = len(rest)
+        drain(self, pk, heads)
+
+    monkeypatch.setattr(_fastlane.Lane, "_drain", handing)
 
 
 def test_icmp_errors_reach_their_shard_from_the_tapes(
