@@ -442,6 +442,33 @@ def _history(packed: int, n: int) -> str:
     return h
 
 
+# Where a replayed connection's opening facts are in a slot row, and in an attempt's row
+_K_AT = (K_IPVER, K_CHI, K_CLO, K_SHI, K_SLO, K_CPORT, K_SPORT, K_SYN_TS, K_END_TS, K_SYN_FRAME,
+         K_LAST_FRAME, K_CPKTS, K_SPKTS, K_CTTL, K_ISN, K_HIST, K_NHIST)  # fmt: skip
+
+
+def _opened(row: Any, at: tuple[int, ...], conn_id: int, capture: int, state: str) -> Connection:
+    """A connection replayed up to its client's SYN, from the columns ``at`` of ``row``
+    (``_K_AT`` or ``_A_AT``): its 4-tuple, times, frames, counts and Zeek row (``state``)."""
+    (ipver, chi, clo, shi, slo, cport, sport, syn_ts, end_ts, syn_frame, last_frame, cpkts,
+     spkts, cttl, isn, hist, nhist) = (row[k] for k in at)  # fmt: skip
+    conn = Connection(conn_id, capture, ipver)
+    chi, clo, shi, slo = chi & _M64, clo & _M64, shi & _M64, slo & _M64
+    conn.c_addr, conn.c_port = _addr(ipver, chi, clo), cport
+    conn.s_addr, conn.s_port = _addr(ipver, shi, slo), sport
+    conn.keys = ((chi, clo, cport, shi, slo, sport), (shi, slo, sport, chi, clo, cport))
+    conn.zeek = _Zeek(syn_ts, state, _history(hist, nhist))  # type: ignore[assignment]
+    conn.start_ts, conn.end_ts = syn_ts, end_ts
+    conn.first_frame, conn.last_frame = syn_frame, last_frame
+    conn.c.packets, conn.s.packets = cpkts, spkts
+    conn.c.ttl = cttl
+    conn.isn = isn
+    conn.syn_ts.append(syn_ts)
+    conn.syn_frames.append(syn_frame)
+    conn.emit(_C, Ev.SYN, syn_ts, syn_frame)
+    return conn
+
+
 class _Verdicts:
     """What the HTTP observer's fast path makes of each turn's first segment, by the
     segment's key (``_fastlane_kernels._head_key``): parsed once, when a key is first
@@ -946,36 +973,18 @@ class Lane:
         actions.sort(key=lambda x: (x[0], x[1]))
         nturns = 2 * len(exchanges)
 
-        ipver = row[K_IPVER]
-        conn = Connection(self.next_id, self.capture, ipver)
-        self.next_id += 1
-        chi, clo, shi, slo = (
-            row[K_CHI] & _M64, row[K_CLO] & _M64, row[K_SHI] & _M64, row[K_SLO] & _M64
-        )  # fmt: skip
-        cport, sport = row[K_CPORT], row[K_SPORT]
-        conn.c_addr, conn.c_port = _addr(ipver, chi, clo), cport
-        conn.s_addr, conn.s_port = _addr(ipver, shi, slo), sport
-        conn.keys = ((chi, clo, cport, shi, slo, sport), (shi, slo, sport, chi, clo, cport))
         state = "SF" if not row[K_RST_FRAME] else "RSTR" if late is not None else "RSTO"
-        conn.zeek = _Zeek(row[K_SYN_TS], state, _history(row[K_HIST], row[K_NHIST]))  # type: ignore[assignment]
-        conn.start_ts = row[K_SYN_TS]
-        conn.end_ts = row[K_END_TS]
-        conn.first_frame = row[K_SYN_FRAME]
-        conn.last_frame = row[K_LAST_FRAME]
+        conn = _opened(row, _K_AT, self.next_id, self.capture, state)
+        self.next_id += 1
         c, s = conn.c, conn.s
-        c.packets, s.packets = row[K_CPKTS], row[K_SPKTS]
         c.bytes, s.bytes = row[K_CBYTES], row[K_SBYTES]
-        c.ttl, s.ttl = row[K_CTTL], row[K_STTL]
+        s.ttl = row[K_STTL]
         if c.bytes:
             c.first_data_frame, c.last_data_frame = row[K_CFDATA_FRAME], row[K_CLDATA_FRAME]
             c.last_data_ts = row[K_CLDATA_TS]
         if s.bytes:
             s.first_data_frame, s.last_data_frame = row[K_SFDATA_FRAME], row[K_SLDATA_FRAME]
             s.last_data_ts = row[K_SLDATA_TS]
-        conn.isn = row[K_ISN]
-        conn.syn_ts.append(row[K_SYN_TS])
-        conn.syn_frames.append(row[K_SYN_FRAME])
-        conn.emit(_C, Ev.SYN, row[K_SYN_TS], row[K_SYN_FRAME])
         conn.synack_ts, conn.synack_frame = row[K_SYNACK_TS], row[K_SYNACK_FRAME]
         conn.server_isn = row[K_SISN]
         conn.emit(_S, Ev.SYNACK, row[K_SYNACK_TS], row[K_SYNACK_FRAME])
@@ -1074,6 +1083,8 @@ A_COLS = (K_HASH, K_CHI, K_CLO, K_SHI, K_SLO, K_CPORT, K_SPORT, K_IPVER, K_SYN_T
  A_ISN, A_LAST_FRAME, A_END_TS, A_CPKTS, A_SPKTS, A_CTTL, A_STTL, A_HIST, A_NHIST,
  A_RST_FRAME, A_RST_TS, A_RST_TTL, A_NSYN, A_SYNS) = range(24)  # fmt: skip
 NA = 24  # A_NSYN: SYNs sent again, at A_SYNS in ``Attempts.syns``
+_A_AT = (A_IPVER, A_CHI, A_CLO, A_SHI, A_SLO, A_CPORT, A_SPORT, A_SYN_TS, A_END_TS, A_SYN_FRAME,
+         A_LAST_FRAME, A_CPKTS, A_SPKTS, A_CTTL, A_ISN, A_HIST, A_NHIST)  # fmt: skip
 
 
 class Attempts:
@@ -1120,30 +1131,13 @@ def attempt_record(row: np.ndarray, resent: list[tuple[int, int]], capture: int,
     """The record the exact tracker makes of an attempt, replayed through ``Connection``
     and ``explain``: its SYN (and the same SYN again), then the server's RST or the end."""
     r = [int(x) for x in row]
-    ipver = r[A_IPVER]
-    conn = Connection(0, capture, ipver)
-    chi, clo, shi, slo = (r[A_CHI] & _M64, r[A_CLO] & _M64, r[A_SHI] & _M64, r[A_SLO] & _M64)
-    cport, sport = r[A_CPORT], r[A_SPORT]
-    conn.c_addr, conn.c_port = _addr(ipver, chi, clo), cport
-    conn.s_addr, conn.s_port = _addr(ipver, shi, slo), sport
-    conn.keys = ((chi, clo, cport, shi, slo, sport), (shi, slo, sport, chi, clo, cport))
     refused = r[A_RST_FRAME] != 0
-    history = _history(r[A_HIST], r[A_NHIST])
-    conn.zeek = _Zeek(r[A_SYN_TS], "REJ" if refused else "S0", history)  # type: ignore[assignment]
-    conn.start_ts, conn.end_ts = r[A_SYN_TS], r[A_END_TS]
-    conn.first_frame, conn.last_frame = r[A_SYN_FRAME], r[A_LAST_FRAME]
-    c, s = conn.c, conn.s
-    c.packets, s.packets = r[A_CPKTS], r[A_SPKTS]
-    c.ttl = r[A_CTTL]
-    conn.isn = r[A_ISN]
-    conn.syn_ts.append(r[A_SYN_TS])
-    conn.syn_frames.append(r[A_SYN_FRAME])
-    conn.emit(_C, Ev.SYN, r[A_SYN_TS], r[A_SYN_FRAME])
+    conn = _opened(r, _A_AT, 0, capture, "REJ" if refused else "S0")
     for f, t in resent:
         conn.syn_ts.append(t)
         conn.syn_frames.append(f)
     if refused:
-        s.ttl = r[A_STTL]
+        conn.s.ttl = r[A_STTL]
         conn.rst(False, r[A_RST_FRAME], r[A_RST_TS], r[A_RST_TTL])
     else:
         conn.emit(Side.NONE, Ev.EOC, r[A_END_TS], None)  # (``Tracker._finish``)

@@ -415,6 +415,33 @@ def _drop(s: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: 
     ctl[C_NFREE] += 1
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _add_turn(s: int, f: int, t: int, st: np.ndarray, tu: np.ndarray, tnext: np.ndarray,
+              tfree: np.ndarray, ctl: np.ndarray) -> int:  # fmt: skip
+    """A turn more for slot ``s``, at frame ``f`` and time ``t`` (the rest of it 0), in a
+    new chunk from the free pool every ``CHUNK`` turns: the chunk, or -1 when none is
+    free (grow the pool, and walk on from this packet)."""
+    nt = st[s, K_NTURNS]
+    if nt % CHUNK == 0:
+        if ctl[C_TFREE] == 0:
+            return -1
+        ctl[C_TFREE] -= 1
+        c = tfree[ctl[C_TFREE]]
+        tnext[c] = -1
+        if nt == 0:
+            st[s, K_TFIRST] = c
+        else:
+            tnext[st[s, K_TLAST]] = c
+        st[s, K_TLAST] = c
+    c = st[s, K_TLAST]
+    k = nt % CHUNK
+    tu[c, k, :] = 0
+    tu[c, k, T_FRAME] = f
+    tu[c, k, T_TS] = t
+    st[s, K_NTURNS] = nt + 1
+    return c
+
+
 @nb.njit(cache=True, nogil=True)
 def _begun(key: int, fresh: bool, isn: int, flagged: np.ndarray, wins: np.ndarray) -> None:
     """A slot just handed over at a client's fresh SYN (``fresh``) with another sequence
@@ -720,28 +747,12 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 # the SYN again: its frame and time kept as a turn's (an attempt has none;
                 # one with another sequence number, a new connection, is the exact
                 # tracker's: where it ends the first is its own clock's)
-                nt = st[s, K_NTURNS]
-                if nt >= MAX_SYNS:
+                if st[s, K_NTURNS] >= MAX_SYNS:
                     _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_HANDSHAKE, wins)
                     continue
-                if nt % CHUNK == 0:
-                    if ctl[C_TFREE] == 0:
-                        ctl[C_STATUS] = ST_GROW
-                        return i
-                    ctl[C_TFREE] -= 1
-                    c = tfree[ctl[C_TFREE]]
-                    tnext[c] = -1
-                    if nt == 0:
-                        st[s, K_TFIRST] = c
-                    else:
-                        tnext[st[s, K_TLAST]] = c
-                    st[s, K_TLAST] = c
-                c = st[s, K_TLAST]
-                k = nt % CHUNK
-                tu[c, k, :] = 0
-                tu[c, k, T_FRAME] = frame[i]
-                tu[c, k, T_TS] = t
-                st[s, K_NTURNS] = nt + 1
+                if _add_turn(s, frame[i], t, st, tu, tnext, tfree, ctl) < 0:
+                    ctl[C_STATUS] = ST_GROW
+                    return i
             elif (d == 1 and fl == (_SYN | _ACK) and pl == 0 and st[s, K_NTURNS] == 0
                     and ack[i] == ((st[s, K_ISN] + 1) & _M32)):  # fmt: skip
                 # (after the SYN sent again, the exact tracker's: the template has one)
@@ -814,27 +825,13 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                     if (nt == 0 and d == 1) or nt >= MAX_TURNS:
                         _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TURNS, wins)
                         continue
-                    if nt % CHUNK == 0:  # a new chunk of turns
-                        if ctl[C_TFREE] == 0:
-                            ctl[C_STATUS] = ST_GROW
-                            return i
-                        ctl[C_TFREE] -= 1
-                        c = tfree[ctl[C_TFREE]]
-                        tnext[c] = -1
-                        if nt == 0:
-                            st[s, K_TFIRST] = c
-                        else:
-                            tnext[st[s, K_TLAST]] = c
-                        st[s, K_TLAST] = c
-                    c = st[s, K_TLAST]
+                    c = _add_turn(s, frame[i], t, st, tu, tnext, tfree, ctl)
+                    if c < 0:
+                        ctl[C_STATUS] = ST_GROW
+                        return i
                     k = nt % CHUNK
-                    tu[c, k, T_DIR] = d
-                    tu[c, k, T_FRAME] = frame[i]
-                    tu[c, k, T_TS] = t
-                    tu[c, k, T_BYTES] = 0
-                    tu[c, k, T_NSEG] = 0
                     nt += 1
-                    st[s, K_NTURNS] = nt
+                    tu[c, k, T_DIR] = d
                     st[s, K_TURN] = d + 1
                     h1, h2 = _head_key(data, poff[i], pcap[i])
                     tu[c, k, T_H1] = h1
