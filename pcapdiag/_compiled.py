@@ -116,7 +116,7 @@ def _prefetch(typingctx: Any, arr: types.Type, pos: types.Type) -> Any:
 _AHEAD = 4096  # bytes of lines asked for ahead of a walk (1-16 KB measured alike)
 
 
-@njit(**_OPTS)
+@njit(**_OPTS, inline="always")
 def _ask_ahead(buf: np.ndarray, ahead: int, upto: int) -> int:
     """Ask for the cache lines of ``buf`` from byte ``ahead`` up to ``upto`` (``_prefetch``,
     the walks' step ahead of the header they read); returns where the asking stopped."""
@@ -134,7 +134,7 @@ _le32 = _load(32, False, types.int64)
 _be64 = _load(64, True, types.uint64)
 
 
-@njit(**_OPTS)
+@njit(**_OPTS, inline="always")
 def _u32(buf: np.ndarray, p: int, big: bool) -> int:
     return _be32(buf, p) if big else _le32(buf, p)
 

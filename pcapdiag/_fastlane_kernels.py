@@ -78,6 +78,7 @@ from pcapdiag._fastlane import (
     K_USED,
     MAX_SYNS,
     MAX_TURNS,
+    NT,
     P_DONE,
     P_EST,
     P_RST,
@@ -135,7 +136,7 @@ from pcapdiag._native import layout_digest as _layout_digest
 # built with the old one. So this file names them by a digest (``layout_digest``, checked
 # by tests/test_fastlane.py): a change there fails the test until it is written here,
 # which changes this file.
-LAYOUT = "75c36717770dae86"
+LAYOUT = "6c813608b82136af"
 
 
 def layout_digest() -> str:
@@ -213,7 +214,7 @@ def _get(table: np.ndarray, key: int) -> int:
     return -1 if i < 0 else table[i, 1]
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _put(table: np.ndarray, ctl: np.ndarray, used: int, key: int, value: int) -> None:
     mask = len(table) - 1
     i = key & mask
@@ -237,7 +238,7 @@ def _put(table: np.ndarray, ctl: np.ndarray, used: int, key: int, value: int) ->
     ctl[used] += 1
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _pop(table: np.ndarray, ctl: np.ndarray, used: int, key: int) -> None:
     i = _find(table, key)
     if i >= 0:
@@ -316,7 +317,7 @@ def reject(row: np.ndarray, table: np.ndarray, flagged: np.ndarray, st: np.ndarr
     _put(flagged, ctl, C_FLAGGED, key, w)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _letter(st: np.ndarray, s: int, code: int) -> None:
     packed = st[s, K_HIST]
     n = st[s, K_NHIST]
@@ -330,7 +331,7 @@ def _letter(st: np.ndarray, s: int, code: int) -> None:
     st[s, K_NHIST] = n + 1
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _free_turns(s: int, st: np.ndarray, tnext: np.ndarray, tfree: np.ndarray,
                 ctl: np.ndarray) -> None:  # fmt: skip
     c = st[s, K_TFIRST]
@@ -344,7 +345,7 @@ def _free_turns(s: int, st: np.ndarray, tnext: np.ndarray, tfree: np.ndarray,
     st[s, K_TLAST] = -1
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _log_letter(st: np.ndarray, s: int, code: int, count: int) -> bool:
     """Zeek's logarithmic letters (``T``): recorded at the 1st, 10th, 100th... time.
     False when the history has no room left (16 letters)."""
@@ -372,16 +373,16 @@ def _counted(st: np.ndarray, s: int, d: int, f: int, t: int) -> None:
     st[s, K_LAST_TS] = t
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _quiet_max(st: np.ndarray, s: int, pressure: bool) -> int:
     """The longest silence the template allows this connection now: under a flood's
     pressure, a SYN unanswered for ``SYN_PRESSURE_NS`` may be one the exact tracker has
     finished (``Tracker.sweep``), so its next packet is the exact tracker's to judge."""
-    if st[s, K_PHASE] == P_EST and st[s, K_CFIN_FRAME] == 0 and st[s, K_SFIN_FRAME] == 0:
-        return IDLE_MAX_NS
-    if pressure and st[s, K_PHASE] == P_SYN:
-        return SYN_PRESSURE_NS
-    return GAP_NS
+    # (no branch: each would keep a reference count of ``st``, numba's, a packet)
+    phase = st[s, K_PHASE]
+    est = (phase == P_EST) & (st[s, K_CFIN_FRAME] == 0) & (st[s, K_SFIN_FRAME] == 0)
+    syn = pressure & (phase == P_SYN)
+    return GAP_NS + est * (IDLE_MAX_NS - GAP_NS) + syn * (SYN_PRESSURE_NS - GAP_NS)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -415,31 +416,24 @@ def _drop(s: int, table: np.ndarray, flagged: np.ndarray, st: np.ndarray, free: 
     ctl[C_NFREE] += 1
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _add_turn(s: int, f: int, t: int, st: np.ndarray, tu: np.ndarray, tnext: np.ndarray,
-              tfree: np.ndarray, ctl: np.ndarray) -> int:  # fmt: skip
-    """A turn more for slot ``s``, at frame ``f`` and time ``t`` (the rest of it 0), in a
-    new chunk from the free pool every ``CHUNK`` turns: the chunk, or -1 when none is
-    free (grow the pool, and walk on from this packet)."""
-    nt = st[s, K_NTURNS]
-    if nt % CHUNK == 0:
-        if ctl[C_TFREE] == 0:
-            return -1
-        ctl[C_TFREE] -= 1
-        c = tfree[ctl[C_TFREE]]
-        tnext[c] = -1
-        if nt == 0:
-            st[s, K_TFIRST] = c
-        else:
-            tnext[st[s, K_TLAST]] = c
-        st[s, K_TLAST] = c
-    c = st[s, K_TLAST]
-    k = nt % CHUNK
-    tu[c, k, :] = 0
-    tu[c, k, T_FRAME] = f
-    tu[c, k, T_TS] = t
-    st[s, K_NTURNS] = nt + 1
-    return c
+@nb.njit(cache=True, nogil=True)
+def _new_chunk(s: int, st: np.ndarray, tnext: np.ndarray, tfree: np.ndarray,
+               ctl: np.ndarray) -> bool:  # fmt: skip
+    """Slot ``s``'s next turns go in a new chunk from the free pool (False: none is free;
+    grow the pool, and walk on from this packet). Called every ``CHUNK`` turns only: a
+    call (or a helper inlined) with arrays costs numba's reference counts of them, which
+    at every turn were ~5 % of a run."""
+    if ctl[C_TFREE] == 0:
+        return False
+    ctl[C_TFREE] -= 1
+    c = tfree[ctl[C_TFREE]]
+    tnext[c] = -1
+    if st[s, K_NTURNS] == 0:
+        st[s, K_TFIRST] = c
+    else:
+        tnext[st[s, K_TLAST]] = c
+    st[s, K_TLAST] = c
+    return True
 
 
 @nb.njit(cache=True, nogil=True)
@@ -453,7 +447,7 @@ def _begun(key: int, fresh: bool, isn: int, flagged: np.ndarray, wins: np.ndarra
             wins[w, WN_ISN] = isn
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _emit(s: int, st: np.ndarray, tu: np.ndarray, tnext: np.ndarray, tfree: np.ndarray,
           out: np.ndarray, out_t: np.ndarray, ctl: np.ndarray) -> None:  # fmt: skip
     """Copy slot ``s`` and its turns to the output and let its turn chunks go."""
@@ -474,7 +468,7 @@ def _emit(s: int, st: np.ndarray, tu: np.ndarray, tnext: np.ndarray, tfree: np.n
     _free_turns(s, st, tnext, tfree, ctl)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _let_go(s: int, table: np.ndarray, st: np.ndarray, tu: np.ndarray, tnext: np.ndarray,
             tfree: np.ndarray, free: np.ndarray, out: np.ndarray, out_t: np.ndarray,
             ctl: np.ndarray) -> None:  # fmt: skip
@@ -486,12 +480,15 @@ def _let_go(s: int, table: np.ndarray, st: np.ndarray, tu: np.ndarray, tnext: np
     ctl[C_NFREE] += 1
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _room(out: np.ndarray, out_t: np.ndarray, ctl: np.ndarray) -> bool:
-    return ctl[C_NOUT] < len(out) - 1 and ctl[C_NOUTT] + MAX_TURNS <= len(out_t)
+    """Can the output take one more connection? (``&``, not ``and``: a branch here cost
+    numba's reference counting of the three arrays at every packet of the walk, 10 % of
+    a run's time.)"""
+    return (ctl[C_NOUT] < len(out) - 1) & (ctl[C_NOUTT] + MAX_TURNS <= len(out_t))
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _start(s: int, key: int, i: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray,
            shi: np.ndarray, slo: np.ndarray, dhi: np.ndarray, dlo: np.ndarray,
            sport: np.ndarray, dport: np.ndarray, seq: np.ndarray, ttl: np.ndarray,
@@ -750,9 +747,16 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 if st[s, K_NTURNS] >= MAX_SYNS:
                     _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_HANDSHAKE, wins)
                     continue
-                if _add_turn(s, frame[i], t, st, tu, tnext, tfree, ctl) < 0:
+                nt = st[s, K_NTURNS]
+                if nt % CHUNK == 0 and not _new_chunk(s, st, tnext, tfree, ctl):
                     ctl[C_STATUS] = ST_GROW
                     return i
+                c, k = st[s, K_TLAST], nt % CHUNK
+                for j in range(NT):
+                    tu[c, k, j] = 0
+                tu[c, k, T_FRAME] = frame[i]
+                tu[c, k, T_TS] = t
+                st[s, K_NTURNS] = nt + 1
             elif (d == 1 and fl == (_SYN | _ACK) and pl == 0 and st[s, K_NTURNS] == 0
                     and ack[i] == ((st[s, K_ISN] + 1) & _M32)):  # fmt: skip
                 # (after the SYN sent again, the exact tracker's: the template has one)
@@ -825,13 +829,17 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                     if (nt == 0 and d == 1) or nt >= MAX_TURNS:
                         _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_TURNS, wins)
                         continue
-                    c = _add_turn(s, frame[i], t, st, tu, tnext, tfree, ctl)
-                    if c < 0:
+                    if nt % CHUNK == 0 and not _new_chunk(s, st, tnext, tfree, ctl):
                         ctl[C_STATUS] = ST_GROW
                         return i
-                    k = nt % CHUNK
-                    nt += 1
+                    c, k = st[s, K_TLAST], nt % CHUNK
                     tu[c, k, T_DIR] = d
+                    tu[c, k, T_FRAME] = frame[i]
+                    tu[c, k, T_TS] = t
+                    tu[c, k, T_BYTES] = 0
+                    tu[c, k, T_NSEG] = 0
+                    nt += 1
+                    st[s, K_NTURNS] = nt
                     st[s, K_TURN] = d + 1
                     h1, h2 = _head_key(data, poff[i], pcap[i])
                     tu[c, k, T_H1] = h1
