@@ -1523,7 +1523,7 @@ def _attempt_folds(shards: list[SetResult], path: str, t0: int) -> list[Folds]:
     fl = _fastlane
     wins = [s.windows for s in shards if s.windows is not None and len(s.windows)]
     w = np.concatenate(wins) if wins else np.zeros((0, 3), np.int64)
-    wkeys = np.unique(w[:, 0])
+    w = w[np.argsort(w[:, 0], kind="stable")]  # by 4-tuple hash
     capture = shards[0].files[0]
     out = Folds()
     names: dict[tuple[int, int, int], str] = {}
@@ -1536,15 +1536,7 @@ def _attempt_folds(shards: list[SetResult], path: str, t0: int) -> list[Folds]:
 
     for att in atts:
         for rows in att.chunks():
-            covered = np.isin(rows[:, fl.A_KEY], wkeys)
-            for j in np.flatnonzero(covered).tolist():
-                r = rows[j]
-                ws = w[w[:, 0] == r[fl.A_KEY]]
-                # fed a frame of it: from at most its last, to past its SYN (a window
-                # that ends at its SYN was fed that SYN to start nothing)
-                covered[j] = bool(((ws[:, 1] <= r[fl.A_LAST_FRAME])
-                                   & ((ws[:, 2] < 0) | (ws[:, 2] > r[fl.A_SYN_FRAME]))).any())  # fmt: skip
-            rows = rows[~covered]
+            rows = rows[~_covered(rows, w)]
             for ipver, hi, lo, rst, mine in _by_server(rows):
                 mine = mine[np.argsort(mine[:, fl.A_SYN_FRAME], kind="stable")]
                 outcome = "refused" if rst else "syn_timeout"
@@ -1556,6 +1548,22 @@ def _attempt_folds(shards: list[SetResult], path: str, t0: int) -> list[Folds]:
                 if len(rest):
                     out.add_rows(key, rest, name)
     return [out]
+
+
+def _covered(rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Which attempts (rows of ``_fastlane.A_*``) a window (``w``, sorted by hash) fed to
+    the exact tracker: from at most the attempt's last frame, to past its SYN (a window
+    that ends at its SYN was fed that SYN to start nothing)."""
+    fl = _fastlane
+    keys = rows[:, fl.A_KEY]
+    lo = np.searchsorted(w[:, 0], keys, "left")
+    hi = np.searchsorted(w[:, 0], keys, "right")
+    out = np.zeros(len(rows), bool)
+    for j in np.flatnonzero(hi > lo).tolist():
+        ws = w[lo[j] : hi[j]]
+        first, last = rows[j, fl.A_SYN_FRAME], rows[j, fl.A_LAST_FRAME]
+        out[j] = bool(((ws[:, 1] <= last) & ((ws[:, 2] < 0) | (ws[:, 2] > first))).any())
+    return out
 
 
 def _by_server(rows: np.ndarray) -> Iterator[tuple[int, int, int, bool, np.ndarray]]:
