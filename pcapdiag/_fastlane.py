@@ -118,13 +118,15 @@ MIN_BYTES = 64 << 20  # captures smaller than this: the exact tracker alone
 MIN_BYTES_BUILT = 16 << 20  # ... when the kernels are built ahead of time (``_native``)
 OUT_ROWS = 4096  # connections a kernel's call hands out at most (``Lane.out``)
 
-# Slot columns (int64): one row per connection being followed.
-(K_HASH, K_CHI, K_CLO, K_SHI, K_SLO, K_CPORT, K_SPORT, K_IPVER, K_PHASE, K_SYN_TS,
- K_SYN_FRAME, K_ISN, K_SYNACK_TS, K_SYNACK_FRAME, K_SISN, K_ACK_TS, K_CNEXT,
- K_SNEXT, K_LAST_FRAME, K_END_TS, K_LAST_TS, K_CPKTS, K_SPKTS, K_CBYTES, K_SBYTES,
- K_CTTL, K_STTL, K_HIST, K_NHIST, K_CFIN_FRAME, K_CFIN_TS, K_SFIN_FRAME, K_SFIN_TS,
+# Slot columns (int64): one row per connection being followed. What a sweep reads of
+# every slot comes first, in one cache line (a sweep read four lines a slot before:
+# 0.07 s of a run).
+(K_USED, K_LAST_TS, K_PHASE, K_CFIN_FRAME, K_SFIN_FRAME, K_HASH, K_CHI, K_CLO, K_SHI,
+ K_SLO, K_CPORT, K_SPORT, K_IPVER, K_SYN_TS, K_SYN_FRAME, K_ISN, K_SYNACK_TS,
+ K_SYNACK_FRAME, K_SISN, K_ACK_TS, K_CNEXT, K_SNEXT, K_LAST_FRAME, K_END_TS, K_CPKTS,
+ K_SPKTS, K_CBYTES, K_SBYTES, K_CTTL, K_STTL, K_HIST, K_NHIST, K_CFIN_TS, K_SFIN_TS,
  K_TURN, K_NTURNS, K_CLDATA_TS, K_CLDATA_FRAME, K_SLDATA_TS, K_SLDATA_FRAME,
- K_CFDATA_FRAME, K_SFDATA_FRAME, K_USED, K_TFIRST, K_TLAST, K_TOFF, K_CRETX, K_SRETX,
+ K_CFDATA_FRAME, K_SFDATA_FRAME, K_TFIRST, K_TLAST, K_TOFF, K_CRETX, K_SRETX,
  K_RST_FRAME, K_RST_TS, K_RST_TTL, K_LATE_FRAME, K_LATE_TS) = range(52)  # fmt: skip
 NF = 52
 # Turn columns: direction (0 client, 1 server), first segment's frame and time, bytes,
