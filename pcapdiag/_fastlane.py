@@ -724,11 +724,9 @@ class Lane:
             if tried.any():
                 self.attempts.add(rows[tried], turns)
                 rows = rows[~tried]
-            if not len(rows):
-                pass
-            elif self.oracle:
+            if self.oracle:
                 self._replay_rows(rows, turns.tolist())
-            else:
+            elif len(rows):
                 block = self._block(rows, turns)
                 if block is not None:
                     self.replayed += len(block)
@@ -1085,8 +1083,7 @@ A_COLS = (K_HASH, K_CHI, K_CLO, K_SHI, K_SLO, K_CPORT, K_SPORT, K_IPVER, K_SYN_T
  A_ISN, A_LAST_FRAME, A_END_TS, A_CPKTS, A_SPKTS, A_CTTL, A_STTL, A_HIST, A_NHIST,
  A_RST_FRAME, A_RST_TS, A_RST_TTL, A_NSYN, A_SYNS) = range(24)  # fmt: skip
 NA = 24  # A_NSYN: SYNs sent again, at A_SYNS in ``Attempts.syns``
-_A_AT = (A_IPVER, A_CHI, A_CLO, A_SHI, A_SLO, A_CPORT, A_SPORT, A_SYN_TS, A_END_TS, A_SYN_FRAME,
-         A_LAST_FRAME, A_CPKTS, A_SPKTS, A_CTTL, A_ISN, A_HIST, A_NHIST)  # fmt: skip
+_A_AT = tuple(A_COLS.index(k) for k in _K_AT)  # (``_opened``)
 
 
 class Attempts:

@@ -744,10 +744,10 @@ def walk(start: int, frame: np.ndarray, ts: np.ndarray, ipver: np.ndarray, shi: 
                 # the SYN again: its frame and time kept as a turn's (an attempt has none;
                 # one with another sequence number, a new connection, is the exact
                 # tracker's: where it ends the first is its own clock's)
-                if st[s, K_NTURNS] >= MAX_SYNS:
+                nt = st[s, K_NTURNS]
+                if nt >= MAX_SYNS:
                     _drop(s, table, flagged, st, free, ctl, tnext, tfree, W_HANDSHAKE, wins)
                     continue
-                nt = st[s, K_NTURNS]
                 if nt % CHUNK == 0 and not _new_chunk(s, st, tnext, tfree, ctl):
                     ctl[C_STATUS] = ST_GROW
                     return i

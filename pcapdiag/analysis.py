@@ -1417,7 +1417,7 @@ class Folds:
 
     def take_record(
         self, key: tuple[str, str], first: int, record: Callable[[], ConnectionRecord],
-        row: np.ndarray,
+        row: np.ndarray, name: Callable[[int, int, int], str],
     ) -> None:  # fmt: skip
         """A fast lane's attempt (its row, ``_fastlane.A_*``; ``record`` makes its record),
         taken as ``take`` takes a connection: a record made only where one is kept."""
@@ -1431,13 +1431,13 @@ class Folds:
         if group is None or first < group.sample.first_frame:
             self._fold(key, record())
         else:
-            self.add_rows(key, row.reshape(1, -1), None)
+            self.add_rows(key, row.reshape(1, -1), name)
 
     def add_rows(
-        self, key: tuple[str, str], rows: np.ndarray, name: Callable[[int, int, int], str] | None
+        self, key: tuple[str, str], rows: np.ndarray, name: Callable[[int, int, int], str]
     ) -> None:
         """Attempts (rows of ``_fastlane.A_*``) folded into ``key``'s group, which holds
-        an earlier one already, as columns."""
+        an earlier one already, as columns (``name``: a client's address as text)."""
         fl = _fastlane
         group = self.groups[key]
         group.count += len(rows)
@@ -1456,9 +1456,7 @@ class Folds:
             for ipver, hi, lo in ends.tolist():
                 if len(group.clients) >= FOLD_CLIENTS:
                     break
-                group.clients.add(
-                    name(ipver, hi, lo) if name is not None else _addr(ipver, hi & _M64, lo & _M64)
-                )
+                group.clients.add(name(ipver, hi, lo))
 
     def _fold(self, key: tuple[str, str], rec: ConnectionRecord) -> None:
         group = self.groups.get(key)
@@ -1544,7 +1542,7 @@ def _attempt_folds(shards: list[SetResult], path: str, t0: int) -> list[Folds]:
                 head, rest = mine[: FOLD_KEEP + 1], mine[FOLD_KEEP + 1 :]
                 for r in head:
                     out.take_record(key, int(r[fl.A_SYN_FRAME]), lambda r=r, a=att: fl.attempt_record(
-                        r, a.resent(r), capture, path, t0), r)  # fmt: skip
+                        r, a.resent(r), capture, path, t0), r, name)  # fmt: skip
                 if len(rest):
                     out.add_rows(key, rest, name)
     return [out]
