@@ -880,7 +880,7 @@ class Lane:
                 self._reject(np.array(row, np.int64))
             else:
                 self.replayed += 1
-                self.sink.append(rec)
+                self.sink.append(rec, row[K_HASH])
 
     def _build(self, row: list[int], tu: list[list[int]]) -> ConnectionRecord | None:
         """The record the exact tracker would make of a connection the walk followed to

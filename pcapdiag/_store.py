@@ -54,7 +54,7 @@ from pcapdiag import _columns
 from pcapdiag._columns import Column, settle
 from pcapdiag._columns import full as full_column
 from pcapdiag._fastlane import _OUTCOMES as _FAST_OUTCOMES
-from pcapdiag._fastlane import Block, Lines
+from pcapdiag._fastlane import K_HASH, Block, Lines
 from pcapdiag._fastlane import events as block_events
 from pcapdiag._fastlane import facts as block_facts
 from pcapdiag._fastlane import record as block_record
@@ -436,12 +436,19 @@ class RecordStore:
         self.folds: dict[int, int] = {}  # the connections a folded record counts (not 1)
         self.facts = CrossFacts(ids=False)  # its ``_start`` is the start_ns column
         self.seed = _SEED  # the facts' hashes are comparable with the merging process's
+        # a fast lane's store: each record's 4-tuple hash (``append_block``), and the
+        # records the merge leaves out (``leave_out``)
+        self.keys = Column("q")
+        self.gone: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.first)
 
-    def append(self, rec: ConnectionRecord) -> None:
+    def append(self, rec: ConnectionRecord, key: int | None = None) -> None:
+        """The next record; ``key``: a fast lane's, its 4-tuple hash."""
         i = len(self.first)
+        if key is not None:
+            self.keys.append(key)
         ff = rec.first_frame
         if ff >= 2**32 and self.first.typecode == "I":
             self._wide()
@@ -476,6 +483,7 @@ class RecordStore:
             self._wide()
         self.first.frombytes(np.ascontiguousarray(ff, dtype=self.first.typecode).tobytes())
         self.outcome.frombytes(_FAST_CODES[block.derived()["outcome"]].tobytes())
+        self.keys.frombytes(np.ascontiguousarray(block.rows[:, K_HASH]).tobytes())
         self.facts.add_block(block_facts(block))
         while True:
             k = np.searchsorted(np.array(self._lasts, np.int64), -ff, side="right")
@@ -494,6 +502,14 @@ class RecordStore:
             run.add_block(block.take(lo, hi))
             run.index.frombytes(np.arange(i0 + lo, i0 + hi, dtype=np.uint32).tobytes())
             self._lasts[r] = -int(ff[hi - 1])
+
+    def leave_out(self, arrivals: np.ndarray) -> None:
+        """Records (by arrival) the merge is not to keep: a fast lane's copies of
+        connections the exact tracker also followed (``analysis._overlapped``)."""
+        if len(arrivals):
+            if self.gone is None:
+                self.gone = np.zeros(len(self), bool)
+            self.gone[arrivals] = True
 
     def _wide(self) -> None:
         """First frames as 8 bytes from here: a capture set past 2**32 frames."""
@@ -559,7 +575,7 @@ def _merged(
         first, start = _firsts(s), s.facts._start.view()
         outcome = s.outcome.view()
         for r in s.runs:
-            cols.append((r.index.view(), first, outcome, start, off))
+            cols.append((r.index.view(), first, outcome, start, off, s.gone))
     ptr = [0] * len(cols)
     step = max(1, _BLOCK // len(cols))  # a window's records, all runs together
     while True:
@@ -574,7 +590,8 @@ def _merged(
                 last = int(first[idx[e - 1]])
                 cut = last if cut is None else min(cut, last)
         pieces = []
-        for k, (idx, first, outcome, start, off) in enumerate(cols):
+        going = False
+        for k, (idx, first, outcome, start, off, gone) in enumerate(cols):
             loc = idx[ptr[k] : ends[k]]
             ff = first[loc].astype(np.int64)
             if cut is not None:
@@ -583,10 +600,14 @@ def _merged(
             if len(loc):
                 p = ptr[k]
                 ptr[k] = p + len(loc)
-                run = np.full(len(loc), k, np.int32)
+                going = True
                 pos = np.arange(p, ptr[k], dtype=np.uint32)
+                if gone is not None:
+                    kept = ~gone[loc]
+                    loc, ff, pos = loc[kept], ff[kept], pos[kept]
+                run = np.full(len(loc), k, np.int32)
                 pieces.append((ff, run, pos, loc + np.int64(off), outcome[loc], start[loc]))
-        if not pieces:
+        if not going:
             return
         settle(sum(len(p[0]) for p in pieces) * 17)
         out = [np.concatenate(c) for c in zip(*pieces, strict=True)]

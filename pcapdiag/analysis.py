@@ -1295,6 +1295,7 @@ def merge(
         seen = sorted((t for s in shards for t in s.tls_seen), key=lambda t: t.first_frame)
         plain = _decrypt_set(files, first, summaries[key], seen, keys, decrypt_timeout)
         lanes = _attempt_folds(shards, files[0], first.t0)
+        _overlapped(shards)
         folds, kept = Folds.merged([s.folds for s in shards] + lanes)
         extra = RecordStore()
         for rec in sorted(kept + folds.records(), key=_first_frame):
@@ -1562,6 +1563,36 @@ def _covered(rows: np.ndarray, w: np.ndarray) -> np.ndarray:
         first, last = rows[j, fl.A_SYN_FRAME], rows[j, fl.A_LAST_FRAME]
         out[j] = bool(((ws[:, 1] <= last) & ((ws[:, 2] < 0) | (ws[:, 2] > first))).any())
     return out
+
+
+def _overlapped(shards: list[SetResult]) -> None:
+    """Leave out the fast lanes' records of connections a window also fed the exact
+    tracker (from at most their first frame, to past it): its record of them stands.
+    Mostly the tracker starts a connection where the lane did, and the merge keeps one
+    record of a first frame anyway; not where byte ranges part a SYN from the same SYN
+    sent again: the first range hands the attempt over, the next one's lane starts at
+    the SYN sent again, the tracker at the first."""
+    wins = [s.windows for s in shards if s.windows is not None and len(s.windows)]
+    if not wins:
+        return
+    w = np.concatenate(wins)
+    w = w[np.argsort(w[:, 0], kind="stable")]  # by 4-tuple hash
+    for s in shards:
+        if s.fast is None or not len(s.fast):
+            continue
+        keys = s.fast.keys.view()
+        assert len(keys) == len(s.fast), "a fast lane's record without its 4-tuple hash"
+        lo = np.searchsorted(w[:, 0], keys, "left")
+        n = np.searchsorted(w[:, 0], keys, "right") - lo
+        (cand,) = np.nonzero(n)
+        if not len(cand):
+            continue
+        n = n[cand]
+        each = np.repeat(np.arange(len(cand)), n)  # a candidate's every window
+        ws = w[np.repeat(lo[cand] - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))]
+        ff = _store._firsts(s.fast)[cand].astype(np.int64)[each]
+        hit = (ws[:, 1] <= ff) & ((ws[:, 2] < 0) | (ws[:, 2] > ff))
+        s.fast.leave_out(cand[np.unique(each[hit])])
 
 
 def _by_server(rows: np.ndarray) -> Iterator[tuple[int, int, int, bool, np.ndarray]]:

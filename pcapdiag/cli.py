@@ -18,6 +18,11 @@ import click
 from pcapdiag import __version__
 from pcapdiag.errors import PcapdiagError, UsageError
 
+# The command multiplies no matrices. numpy's OpenBLAS would start a thread per core at
+# import, which spin on the cores the analysis and its --jobs workers use (~0.1 s of CPU
+# a run, ``perf``); before numpy is imported, and never over the user's own setting.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 if TYPE_CHECKING:
     from pcapdiag.analysis import Analysis
 

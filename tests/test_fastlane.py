@@ -494,6 +494,107 @@ def test_one_big_file_split_by_byte_ranges(tmp_path: Path, monkeypatch: pytest.M
         assert joins and all(joins)
 
 
+def _record_syn_sent_again(path: Path) -> dict[str, Any]:
+    """Record (tcpdump on loopback) a connect whose first SYN the server's kernel drops
+    (its listener's accept queue is full: one connection waits in it) and whose SYN sent
+    again a second later is answered, then a request and its response. Returns what the
+    clients saw."""
+    import socket
+    import threading
+    import time
+
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    seen: dict[str, Any] = {}
+
+    def ask(sock: socket.socket, name: str) -> None:
+        sock.sendall(request)
+        got = b""
+        while chunk := sock.recv(4096):
+            got += chunk
+        seen[name] = got.split(b"\r\n", 1)[0].decode()
+
+    def answer(sock: socket.socket) -> None:
+        with sock:
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += sock.recv(4096)
+            sock.sendall(reply)
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(0)  # one connection waiting to be accepted fills the queue
+        port = srv.getsockname()[1]
+        with _recording(path, port):
+            first = socket.create_connection(("127.0.0.1", port), timeout=5)
+
+            def late() -> None:
+                t = time.monotonic()
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    seen["connect_s"] = time.monotonic() - t
+                    ask(sock, "late")
+
+            thread = threading.Thread(target=late)
+            thread.start()
+            time.sleep(0.3)  # its SYN came and was dropped
+            conn, _ = srv.accept()  # room in the queue: the SYN sent again is answered
+            with first:
+                ask_thread = threading.Thread(target=ask, args=(first, "first"))
+                ask_thread.start()
+                answer(conn)
+                ask_thread.join(10)
+            conn, _ = srv.accept()
+            answer(conn)
+            thread.join(10)
+    return seen
+
+
+def test_a_syn_sent_again_across_the_cut_of_byte_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real connect whose first SYN went unanswered and whose SYN sent again was (the
+    server's accept queue was full), placed after a mix of recordings so that ``jobs=2``
+    cuts the file between the two SYNs. The first range's lane hands the attempt over
+    (the exact tracker follows the 4-tuple from its SYN); the second range's lane takes
+    the SYN sent again as a fresh connection. One connection, counted once: the lane's
+    copy gives way to the exact tracker's."""
+    if os.geteuid() != 0 or shutil.which("tcpdump") is None:
+        pytest.skip("needs root and tcpdump to record on loopback")
+    live = tmp_path / "again.pcap"
+    seen = _record_syn_sent_again(live)
+    assert seen["first"] == seen["late"] == "HTTP/1.1 200 OK"
+    assert seen["connect_s"] > 0.9  # the kernel sent its SYN again (after 1 s)
+    sources = [ROOT / s for s in MIX_SOURCES if (ROOT / s).exists()]
+    big = tmp_path / "mix.pcap"
+    make_mix(big, 60, sources)
+    raw = bytearray(big.read_bytes())
+    offs = _records(raw)
+    last_us = _us(raw, offs[-1])
+    tail = live.read_bytes()
+    toffs = _records(tail)
+    shift = last_us + 1_000_000 - _us(tail, toffs[0])
+    syns = []  # frames of the late connect's SYNs
+    for k, at in enumerate(toffs):
+        rec = bytearray(tail[at : at + 16 + struct.unpack_from("<I", tail, at + 8)[0]])
+        _set_us(rec, 0, _us(rec, 0) + shift)
+        tcp = 16 + 14 + 4 * (rec[16 + 14] & 0xF)
+        if rec[tcp + 13] & 0x12 == 0x02:
+            syns.append((len(offs) + k + 1, struct.unpack_from(">H", rec, tcp)[0]))
+        raw += rec
+    big.write_bytes(raw)
+    sport = max(set(p for _, p in syns), key=[p for _, p in syns].count)
+    again = [f for f, p in syns if p == sport]
+    assert len(again) >= 2  # the late client's SYN, and the same sent again
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
+    monkeypatch.setattr(reader, "BATCH", again[1] - 1)  # a batch border at the SYN again
+    monkeypatch.setattr(data, "_forkable", lambda: True)
+    assert _cut_at(big, 2) == [_records(raw)[again[1] - 1]]
+    _same(big, monkeypatch, jobs=2)
+    got = pcapdiag.analyze(str(big), jobs=2)
+    mine = [r for r in got.records if r.client.endswith(f":{sport}")]
+    assert len(mine) == 1 and mine[0].first_frame == again[0]
+
+
 def _cuts_while_reading(monkeypatch: pytest.MonkeyPatch) -> list[set[Any]]:
     """The files whose ranges, cut while the first was read, did not meet (one set per
     analysis that cut so)."""
