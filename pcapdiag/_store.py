@@ -437,7 +437,7 @@ class RecordStore:
         self.facts = CrossFacts(ids=False)  # its ``_start`` is the start_ns column
         self.seed = _SEED  # the facts' hashes are comparable with the merging process's
         # a fast lane's store: each record's 4-tuple hash (``append_block``), and the
-        # records the merge leaves out (``leave_out``)
+        # records the merge leaves out (``leave_out``: their arrivals, sorted)
         self.keys = Column("q")
         self.gone: np.ndarray | None = None
 
@@ -507,9 +507,8 @@ class RecordStore:
         """Records (by arrival) the merge is not to keep: a fast lane's copies of
         connections the exact tracker also followed (``analysis._overlapped``)."""
         if len(arrivals):
-            if self.gone is None:
-                self.gone = np.zeros(len(self), bool)
-            self.gone[arrivals] = True
+            old = self.gone if self.gone is not None else np.zeros(0, np.int64)
+            self.gone = np.union1d(old, np.asarray(arrivals, np.int64))
 
     def _wide(self) -> None:
         """First frames as 8 bytes from here: a capture set past 2**32 frames."""
@@ -603,7 +602,7 @@ def _merged(
                 going = True
                 pos = np.arange(p, ptr[k], dtype=np.uint32)
                 if gone is not None:
-                    kept = ~gone[loc]
+                    kept = ~np.isin(loc, gone)
                     loc, ff, pos = loc[kept], ff[kept], pos[kept]
                 run = np.full(len(loc), k, np.int32)
                 pieces.append((ff, run, pos, loc + np.int64(off), outcome[loc], start[loc]))

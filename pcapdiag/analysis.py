@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from pcapdiag import _fastlane, _resident, _store, _tape, decode, reader
+from pcapdiag import _columns, _fastlane, _resident, _store, _tape, decode, reader
 from pcapdiag._store import Records, RecordStore
 from pcapdiag.classify import OUTCOMES, PROBLEMS
 from pcapdiag.connections import NS, Connection, Tracker, _addr, _gc_paused
@@ -1565,6 +1565,9 @@ def _covered(rows: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out
 
 
+_OVERLAP_STEP = 1 << 20  # fast records checked at a time: memory stays flat
+
+
 def _overlapped(shards: list[SetResult]) -> None:
     """Leave out the fast lanes' records of connections a window also fed the exact
     tracker (from at most their first frame, to past it): its record of them stands.
@@ -1580,19 +1583,22 @@ def _overlapped(shards: list[SetResult]) -> None:
     for s in shards:
         if s.fast is None or not len(s.fast):
             continue
-        keys = s.fast.keys.view()
-        assert len(keys) == len(s.fast), "a fast lane's record without its 4-tuple hash"
-        lo = np.searchsorted(w[:, 0], keys, "left")
-        n = np.searchsorted(w[:, 0], keys, "right") - lo
-        (cand,) = np.nonzero(n)
-        if not len(cand):
-            continue
-        n = n[cand]
-        each = np.repeat(np.arange(len(cand)), n)  # a candidate's every window
-        ws = w[np.repeat(lo[cand] - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))]
-        ff = _store._firsts(s.fast)[cand].astype(np.int64)[each]
-        hit = (ws[:, 1] <= ff) & ((ws[:, 2] < 0) | (ws[:, 2] > ff))
-        s.fast.leave_out(cand[np.unique(each[hit])])
+        keys, first = s.fast.keys.view(), _store._firsts(s.fast)
+        assert len(keys) == len(first), "a fast lane's record without its 4-tuple hash"
+        for at in range(0, len(keys), _OVERLAP_STEP):
+            k = keys[at : at + _OVERLAP_STEP]
+            lo = np.searchsorted(w[:, 0], k, "left")
+            n = np.searchsorted(w[:, 0], k, "right") - lo
+            (cand,) = np.nonzero(n)
+            _columns.settle(len(k) * 12)  # (the columns' pages this step read)
+            if not len(cand):
+                continue
+            n = n[cand]
+            each = np.repeat(np.arange(len(cand)), n)  # a candidate's every window
+            ws = w[np.repeat(lo[cand] - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))]
+            ff = first[at + cand].astype(np.int64)[each]
+            hit = (ws[:, 1] <= ff) & ((ws[:, 2] < 0) | (ws[:, 2] > ff))
+            s.fast.leave_out(at + cand[np.unique(each[hit])])
 
 
 def _by_server(rows: np.ndarray) -> Iterator[tuple[int, int, int, bool, np.ndarray]]:
