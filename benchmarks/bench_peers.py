@@ -419,7 +419,7 @@ def main() -> None:
         "--cache",
         choices=("reread", "as-is"),
         default="reread",
-        help="the capture's page cache before the warming read (see above)",
+        help="the capture's page cache before the warming read (see the module docstring)",
     )
     args = ap.parse_args()
     capture = args.capture.resolve()
