@@ -1551,17 +1551,29 @@ def _attempt_folds(shards: list[SetResult], path: str, t0: int) -> list[Folds]:
 
 def _covered(rows: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Which attempts (rows of ``_fastlane.A_*``) a window (``w``, sorted by hash) fed to
-    the exact tracker: from at most the attempt's last frame, to past its SYN (a window
-    that ends at its SYN was fed that SYN to start nothing)."""
+    the exact tracker (``_covering``)."""
     fl = _fastlane
-    keys = rows[:, fl.A_KEY]
+    return _covering(w, rows[:, fl.A_KEY], rows[:, fl.A_SYN_FRAME], rows[:, fl.A_LAST_FRAME])
+
+
+def _covering(w: np.ndarray, keys: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Which connections (their 4-tuple hashes, first and last frames) a window of ``w``
+    (rows of hash, first frame, last frame or -1; sorted by hash) fed to the exact
+    tracker: one of their hash from at most their last frame to past their first (a
+    window that ends at a SYN was fed that SYN to start nothing)."""
     lo = np.searchsorted(w[:, 0], keys, "left")
-    hi = np.searchsorted(w[:, 0], keys, "right")
-    out = np.zeros(len(rows), bool)
-    for j in np.flatnonzero(hi > lo).tolist():
-        ws = w[lo[j] : hi[j]]
-        first, last = rows[j, fl.A_SYN_FRAME], rows[j, fl.A_LAST_FRAME]
-        out[j] = bool(((ws[:, 1] <= last) & ((ws[:, 2] < 0) | (ws[:, 2] > first))).any())
+    n = np.searchsorted(w[:, 0], keys, "right") - lo
+    out = np.zeros(len(keys), bool)
+    (cand,) = np.nonzero(n)
+    if not len(cand):
+        return out
+    n = n[cand]
+    each = np.repeat(np.arange(len(cand)), n)  # a candidate's every window
+    ws = w[np.repeat(lo[cand] - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))]
+    a = first[cand].astype(np.int64)[each]
+    b = last[cand].astype(np.int64)[each]
+    hit = (ws[:, 1] <= b) & ((ws[:, 2] < 0) | (ws[:, 2] > a))
+    out[cand[each[hit]]] = True
     return out
 
 
@@ -1570,11 +1582,11 @@ _OVERLAP_STEP = 1 << 20  # fast records checked at a time: memory stays flat
 
 def _overlapped(shards: list[SetResult]) -> None:
     """Leave out the fast lanes' records of connections a window also fed the exact
-    tracker (from at most their first frame, to past it): its record of them stands.
-    Mostly the tracker starts a connection where the lane did, and the merge keeps one
-    record of a first frame anyway; not where byte ranges part a SYN from the same SYN
-    sent again: the first range hands the attempt over, the next one's lane starts at
-    the SYN sent again, the tracker at the first."""
+    tracker (``_covering``, at their first frame): its record of them stands. Mostly the
+    tracker starts a connection where the lane did, and the merge keeps one record of a
+    first frame anyway; not where byte ranges part a SYN from the same SYN sent again:
+    the first range hands the attempt over, the next one's lane starts at the SYN sent
+    again, the tracker at the first."""
     wins = [s.windows for s in shards if s.windows is not None and len(s.windows)]
     if not wins:
         return
@@ -1586,19 +1598,9 @@ def _overlapped(shards: list[SetResult]) -> None:
         keys, first = s.fast.keys.view(), _store._firsts(s.fast)
         assert len(keys) == len(first), "a fast lane's record without its 4-tuple hash"
         for at in range(0, len(keys), _OVERLAP_STEP):
-            k = keys[at : at + _OVERLAP_STEP]
-            lo = np.searchsorted(w[:, 0], k, "left")
-            n = np.searchsorted(w[:, 0], k, "right") - lo
-            (cand,) = np.nonzero(n)
+            k, ff = keys[at : at + _OVERLAP_STEP], first[at : at + _OVERLAP_STEP]
+            s.fast.leave_out(at + np.flatnonzero(_covering(w, k, ff, ff)))
             _columns.settle(len(k) * 12)  # (the columns' pages this step read)
-            if not len(cand):
-                continue
-            n = n[cand]
-            each = np.repeat(np.arange(len(cand)), n)  # a candidate's every window
-            ws = w[np.repeat(lo[cand] - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))]
-            ff = first[at + cand].astype(np.int64)[each]
-            hit = (ws[:, 1] <= ff) & ((ws[:, 2] < 0) | (ws[:, 2] > ff))
-            s.fast.leave_out(at + cand[np.unique(each[hit])])
 
 
 def _by_server(rows: np.ndarray) -> Iterator[tuple[int, int, int, bool, np.ndarray]]:

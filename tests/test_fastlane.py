@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -900,6 +901,29 @@ def test_many_real_refused_connects_fold_as_the_exact_tracker_folds(
     assert sorted(r.count for r in got.records) == [1] * analysis.FOLD_KEEP + [40]
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 30), st.integers(-1, 30)), max_size=12),
+    st.lists(st.tuples(st.integers(0, 5), st.integers(1, 30), st.integers(0, 8)), max_size=12),
+)
+def test_which_connections_a_window_covers(
+    wins: list[tuple[int, int, int]], conns: list[tuple[int, int, int]]
+) -> None:
+    """The merge's test of whether the exact tracker was fed a connection (its 4-tuple
+    hash, first and last frame) by a window (hash, first frame, last frame or -1), done
+    for many at once, against the rule written out one pair at a time."""
+    w = np.array(wins, np.int64).reshape(-1, 3)
+    w = w[np.argsort(w[:, 0], kind="stable")]
+    keys = np.array([k for k, _, _ in conns], np.int64)
+    first = np.array([f for _, f, _ in conns], np.int64)
+    last = first + np.array([d for _, _, d in conns], np.int64)
+    want = [
+        any(wk == k and ws <= f + d and (we < 0 or we > f) for wk, ws, we in wins)
+        for k, f, d in conns
+    ]
+    assert analysis._covering(w, keys, first, last).tolist() == want
+
+
 def test_an_attempt_let_go_then_answered_late(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1019,7 +1043,6 @@ def test_random_conversations(
 
 @given(st.tuples(*[st.integers(0, 2**64 - 1)] * 4, *[st.integers(0, 65535)] * 2))
 def test_the_4_tuple_key_is_one_for_both_directions(v: tuple[int, ...]) -> None:
-    import numpy as np
 
     shi, slo, dhi, dlo, sport, dport = v
     k = _fastlane.tuple_hash(shi, slo, sport, dhi, dlo, dport)
@@ -1045,7 +1068,6 @@ def test_the_4_tuple_key_is_one_for_both_directions(v: tuple[int, ...]) -> None:
 def test_the_hash_tables_hold_what_a_dict_holds(ops: list[tuple[str, int, int]]) -> None:
     """The lane's open-addressing tables (``_fastlane_kernels``) against a dict, through
     ``Lane._reserve``'s growth and the kernels that put, pop and flag."""
-    import numpy as np
 
     k = _fastlane.kernels()
     lane = _fastlane.Lane(_fastlane._Discard(), 0, "", 0)
@@ -1113,7 +1135,6 @@ def test_the_head_key_reads_what_its_python_twin_reads(
     """The word-at-a-time key against the plain reading: the end of the head is found
     wherever it falls in a word (or across two), and bytes around the segment or after
     the head's end change nothing."""
-    import numpy as np
 
     buf = np.frombuffer(before + head + after, np.uint8)
     got = _fastlane.kernels()._head_key(buf, len(before), len(head))
@@ -1404,7 +1425,6 @@ def test_a_lane_wrong_about_a_fresh_syn_is_tracked_again_whole(
     again from every packet of the handed-over 4-tuples: the answer stays the exact
     tracker's alone."""
     import dpkt
-    import numpy as np
 
     path = SAMPLES / "syn_timeout-stdlib-kernel.pcap"  # one SYN and two retransmissions
     with open(path, "rb") as f:
