@@ -1294,8 +1294,9 @@ def merge(
         files = [summaries[i].path for i in first.files]
         seen = sorted((t for s in shards for t in s.tls_seen), key=lambda t: t.first_frame)
         plain = _decrypt_set(files, first, summaries[key], seen, keys, decrypt_timeout)
-        lanes = _attempt_folds(shards, files[0], first.t0)
-        _overlapped(shards)
+        windows = _windows(shards)
+        lanes = _attempt_folds(shards, windows, files[0], first.t0)
+        _overlapped(shards, windows)
         folds, kept = Folds.merged([s.folds for s in shards] + lanes)
         extra = RecordStore()
         for rec in sorted(kept + folds.records(), key=_first_frame):
@@ -1508,21 +1509,26 @@ class Folds:
         return out
 
 
-def _attempt_folds(shards: list[SetResult], path: str, t0: int) -> list[Folds]:
+def _windows(shards: list[SetResult]) -> np.ndarray:
+    """Every window a set's lanes handed the exact tracker (``SetResult.windows``), sorted
+    by 4-tuple hash: what ``_covering`` searches."""
+    wins = [s.windows for s in shards if s.windows is not None and len(s.windows)]
+    w = np.concatenate(wins) if wins else np.zeros((0, 3), np.int64)
+    return w[np.argsort(w[:, 0], kind="stable")]
+
+
+def _attempt_folds(shards: list[SetResult], w: np.ndarray, path: str, t0: int) -> list[Folds]:
     """The fast lanes' attempts of a set (``_fastlane.Attempts``) folded as the exact
     tracker folds its own (``Folds.take``), a chunk of rows at a time: per server and
     outcome, the earliest of a chunk are replayed into records (``attempt_record``) and
     taken one by one, and the rest, later than any the fold keeps or samples, are added
     up as columns. An attempt a lane's window covers is left out: the exact tracker was
     fed its packets, and made its own connection of them (a packet of its 4-tuple came
-    after the lane let it go)."""
+    after the lane let it go). ``w``: the set's windows (``_windows``)."""
     atts = [a for s in shards for a in s.attempts if len(a)]
     if not atts:
         return []
     fl = _fastlane
-    wins = [s.windows for s in shards if s.windows is not None and len(s.windows)]
-    w = np.concatenate(wins) if wins else np.zeros((0, 3), np.int64)
-    w = w[np.argsort(w[:, 0], kind="stable")]  # by 4-tuple hash
     capture = shards[0].files[0]
     out = Folds()
     names: dict[tuple[int, int, int], str] = {}
@@ -1580,18 +1586,15 @@ def _covering(w: np.ndarray, keys: np.ndarray, first: np.ndarray, last: np.ndarr
 _OVERLAP_STEP = 1 << 20  # fast records checked at a time: memory stays flat
 
 
-def _overlapped(shards: list[SetResult]) -> None:
+def _overlapped(shards: list[SetResult], w: np.ndarray) -> None:
     """Leave out the fast lanes' records of connections a window also fed the exact
     tracker (``_covering``, at their first frame): its record of them stands. Mostly the
     tracker starts a connection where the lane did, and the merge keeps one record of a
     first frame anyway; not where byte ranges part a SYN from the same SYN sent again:
     the first range hands the attempt over, the next one's lane starts at the SYN sent
-    again, the tracker at the first."""
-    wins = [s.windows for s in shards if s.windows is not None and len(s.windows)]
-    if not wins:
+    again, the tracker at the first. ``w``: the set's windows (``_windows``)."""
+    if not len(w):
         return
-    w = np.concatenate(wins)
-    w = w[np.argsort(w[:, 0], kind="stable")]  # by 4-tuple hash
     for s in shards:
         if s.fast is None or not len(s.fast):
             continue
