@@ -406,6 +406,10 @@ class Capture:
                 "-Z",
                 "root",
                 "--immediate-mode",
+                # immediate mode keeps a snapshot-length frame (256 KiB) a packet: the
+                # default 2 MiB buffer holds eight, and a loaded machine drops the rest
+                "-B",
+                "65536",
                 "-U",
                 "-w",
                 str(self.path),
