@@ -43,6 +43,7 @@ _i32w = types.Array(types.int32, 1, "C")
 _i64w = types.Array(types.int64, 1, "C")
 _u64w = types.Array(types.uint64, 1, "C")
 _u32w2 = types.Array(types.uint32, 2, "C")
+_i64w2 = types.Array(types.int64, 2, "C")
 _i64, _b1 = types.int64, types.boolean
 # The TCP columns, in ``decode._TCP_FIELDS`` order (``reader.TCP_DTYPES``).
 _OUT = types.Tuple(
@@ -449,7 +450,7 @@ def decode_common(
 @njit(
     types.UniTuple(types.int64, 2)(
         _u8ro, _i64, _i64, _i64, _i64, _b1, _i64, _i64, _i64,
-        _i64w, _i64w, _u32w2, _u8w, _i64w, _OUT,
+        _i64w, _i64w, _u32w2, _u8w, _i64w, _OUT, _i64w2,
     ),
     **_OPTS,
 )  # fmt: skip
@@ -469,19 +470,20 @@ def pcap_walk(
     st: np.ndarray,
     idx: np.ndarray,
     out: tuple,
+    scratch: np.ndarray,
 ) -> tuple[int, int]:
     """``_PcapParser._fast`` without the Python loop: the k speculative record starts from
     ``pos``; c = -1 if any of their caplen fields lies past ``buf`` (the pure walk's
     ``struct.error``), else the length c of the accepted prefix (starts <= ``safe``,
     caplen <= ``lim``), with, for those, the packet offsets ``offs``, the times ``ts``
     (seconds * 1e9 + fraction * ``mul``, as ``_PcapParser._seg`` computes them) and the
-    caplen / wirelen header words ``hdr``. Returns (c, TCP rows decoded)."""
+    caplen / wirelen header words ``hdr``. Returns (c, TCP rows decoded). ``scratch``:
+    four rows for a block's record bounds (a kernel allocates nothing: ``_native``)."""
     end = buf.shape[0]
     o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, o10, o11, o12, o13, o14, o15 = out
-    b_start = np.empty(_BLOCK, np.int64)
-    b_cap = np.empty(_BLOCK, np.int64)
-    b_wire = np.empty(_BLOCK, np.int64)
-    b_lt = np.full(_BLOCK, linktype, np.int64)
+    b_start, b_cap, b_wire, b_lt = scratch[0], scratch[1], scratch[2], scratch[3]
+    blk = scratch.shape[1]
+    b_lt[:] = linktype
     m = 0  # records in the block
     q = pos + 8  # caplen field of the current record
     c = -1
@@ -509,7 +511,7 @@ def pcap_walk(
                 b_cap[m] = off + cl
                 b_wire[m] = off + max(cl, min(wl, _I32MAX))
                 m += 1
-                if m == _BLOCK:
+                if m == blk:
                     t = _decode_range(
                         buf, b_start, b_cap, b_wire, b_lt, 0, m, i + 1 - m, t, st, idx,
                         o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, o10, o11, o12, o13, o14, o15,
@@ -530,7 +532,7 @@ def pcap_walk(
 
 @njit(
     types.UniTuple(types.int64, 2)(
-        _u8ro, _i64, _i64, _i64, _b1, _i64, _i64ro, _i64w, _u32w2, _u8w, _i64w, _OUT
+        _u8ro, _i64, _i64, _i64, _b1, _i64, _i64ro, _i64w, _u32w2, _u8w, _i64w, _OUT, _i64w2
     ),
     **_OPTS,
 )
@@ -547,6 +549,7 @@ def ng_walk(
     st: np.ndarray,
     idx: np.ndarray,
     out: tuple,
+    scratch: np.ndarray,
 ) -> tuple[int, int]:
     """``_PcapngParser._fast`` without the Python loop: c = -1 if any of the k speculative
     block-length fields lies past ``buf``, else the length c of the prefix of valid EPBs
@@ -557,10 +560,8 @@ def ng_walk(
     end = buf.shape[0]
     nif = linktypes.shape[0]
     o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, o10, o11, o12, o13, o14, o15 = out
-    b_start = np.empty(_BLOCK, np.int64)
-    b_cap = np.empty(_BLOCK, np.int64)
-    b_wire = np.empty(_BLOCK, np.int64)
-    b_lt = np.empty(_BLOCK, np.int64)
+    b_start, b_cap, b_wire, b_lt = scratch[0], scratch[1], scratch[2], scratch[3]
+    blk = scratch.shape[1]
     m = 0  # records in the block
     q = pos + 4  # length field of the current block
     c = -1
@@ -599,7 +600,7 @@ def ng_walk(
                     b_wire[m] = off + max(cl, min(np.int64(hdr[i, 6]), _I32MAX))
                     b_lt[m] = linktypes[iface] if iface < nif else -1  # -1: not decoded
                     m += 1
-                    if m == _BLOCK:
+                    if m == blk:
                         t = _decode_range(
                             buf, b_start, b_cap, b_wire, b_lt, 0, m, i + 1 - m, t, st, idx,
                             o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, o10, o11, o12, o13, o14,

@@ -310,7 +310,9 @@ def tuple_hash(shi: int, slo: int, sport: int, dhi: int, dlo: int, dport: int) -
 
 def packet_hashes(pk: TcpPackets) -> np.ndarray:
     """The fast lane's 4-tuple key of each packet (uint64)."""
-    return kernels().hashes(pk.src_hi, pk.src_lo, pk.sport, pk.dst_hi, pk.dst_lo, pk.dport)
+    out = np.empty(len(pk.sport), np.uint64)
+    kernels().hashes(pk.src_hi, pk.src_lo, pk.sport, pk.dst_hi, pk.dst_lo, pk.dport, out)
+    return out
 
 
 class _Verdict:

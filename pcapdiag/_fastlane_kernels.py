@@ -170,18 +170,16 @@ def _mix(z: np.uint64) -> np.uint64:
 
 @nb.njit(cache=True, nogil=True)
 def hashes(shi: np.ndarray, slo: np.ndarray, sport: np.ndarray, dhi: np.ndarray,
-           dlo: np.ndarray, dport: np.ndarray) -> np.ndarray:  # fmt: skip
+           dlo: np.ndarray, dport: np.ndarray, out: np.ndarray) -> None:  # fmt: skip
     """A 64-bit key per packet, the same in both directions: the XOR of a hash of each
     endpoint, its three fields spread by odd multipliers and mixed once (a key two
     4-tuples share costs speed, not answers: the lane hands both over; ``_fastlane.
     tuple_hash`` in Python)."""
     n = len(shi)
-    out = np.empty(n, np.uint64)
     for i in range(n):
         a = _mix(np.uint64(shi[i]) * _P1 ^ np.uint64(slo[i]) * _P2 ^ np.uint64(sport[i]) * _P3)
         b = _mix(np.uint64(dhi[i]) * _P1 ^ np.uint64(dlo[i]) * _P2 ^ np.uint64(dport[i]) * _P3)
         out[i] = a ^ b
-    return out
 
 
 # Hash tables (4-tuple hash -> slot; the set of hashes marked for the exact tracker):
@@ -422,7 +420,8 @@ def _new_chunk(s: int, st: np.ndarray, tnext: np.ndarray, tfree: np.ndarray,
     """Slot ``s``'s next turns go in a new chunk from the free pool (False: none is free;
     grow the pool, and walk on from this packet). Called every ``CHUNK`` turns only: a
     call (or a helper inlined) with arrays costs numba's reference counts of them, which
-    at every turn were ~5 % of a run."""
+    at every turn were ~5 % of a run (the JIT kernels'; the built ones count none:
+    ``_native``)."""
     if ctl[C_TFREE] == 0:
         return False
     ctl[C_TFREE] -= 1
@@ -452,7 +451,8 @@ def _emit(s: int, st: np.ndarray, tu: np.ndarray, tnext: np.ndarray, tfree: np.n
           out: np.ndarray, out_t: np.ndarray, ctl: np.ndarray) -> None:  # fmt: skip
     """Copy slot ``s`` and its turns to the output and let its turn chunks go."""
     j = ctl[C_NOUT]
-    out[j, :] = st[s, :]
+    for f in range(st.shape[1]):  # (element by element: a slice copied allocates)
+        out[j, f] = st[s, f]
     n = st[s, K_NTURNS]
     o = ctl[C_NOUTT]
     out[j, K_TOFF] = o
@@ -460,7 +460,9 @@ def _emit(s: int, st: np.ndarray, tu: np.ndarray, tnext: np.ndarray, tfree: np.n
     k = 0
     while k < n:
         m = min(CHUNK, n - k)
-        out_t[o + k : o + k + m, :] = tu[c, :m, :]
+        for r in range(m):
+            for f in range(tu.shape[2]):
+                out_t[o + k + r, f] = tu[c, r, f]
         k += m
         c = tnext[c]
     ctl[C_NOUTT] = o + n

@@ -342,6 +342,12 @@ def _tcp_buffers(n: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]
     )
 
 
+def _scratch() -> np.ndarray:
+    """The walks' room for a block of record bounds (four rows of 128): the kernels
+    allocate nothing (``_native``: built without numba's reference counts)."""
+    return np.empty((4, 128), np.int64)
+
+
 def _head(cols: tuple[np.ndarray, ...], t: int) -> tuple[np.ndarray, ...]:
     return tuple(c[:t] for c in cols)
 
@@ -592,7 +598,7 @@ class _PcapParser:
         try:
             c, t = self.kern.pcap_walk(
                 B.ro, pos, k, safe, self.hlen, self.order == ">", self.lim, self.lt,
-                self.mul, offs, ts, hdr, st, idx, out,
+                self.mul, offs, ts, hdr, st, idx, out, _scratch(),
             )  # fmt: skip
         except Exception:
             self.kern = None
@@ -819,7 +825,7 @@ class _PcapngParser:
         try:
             c, t = self.kern.ng_walk(
                 B.ro, pos, k, safe, self.order == ">", _PLAUSIBLE_BLOCK,
-                _readonly(lts.astype(np.int64)), starts, h, st, idx, out,
+                _readonly(lts.astype(np.int64)), starts, h, st, idx, out, _scratch(),
             )  # fmt: skip
         except Exception:
             self.kern = None

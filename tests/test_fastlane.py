@@ -1049,7 +1049,8 @@ def test_the_4_tuple_key_is_one_for_both_directions(v: tuple[int, ...]) -> None:
     assert k == _fastlane.tuple_hash(dhi, dlo, dport, shi, slo, sport)
     u = np.array([shi], np.uint64), np.array([slo], np.uint64), np.array([sport], np.uint16)
     w = np.array([dhi], np.uint64), np.array([dlo], np.uint64), np.array([dport], np.uint16)
-    got = _fastlane.kernels().hashes(u[0], u[1], u[2], w[0], w[1], w[2])
+    got = np.zeros(1, np.uint64)
+    _fastlane.kernels().hashes(u[0], u[1], u[2], w[0], w[1], w[2], got)
     assert int(got[0]) == k
 
 
