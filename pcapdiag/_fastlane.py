@@ -473,6 +473,21 @@ def _opened(row: Any, at: tuple[int, ...], conn_id: int, capture: int, state: st
     return conn
 
 
+def _factorize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(x, return_inverse=True)`` of a 1-d array, at half its cost where the
+    distinct values are few (a block's heads, addresses, ports): a sort of a copy, then
+    each value's place among the distinct ones by binary search (numpy's arg-sorts and
+    scatters back; 24 ms of the benchmark's blocks against 12 ms)."""
+    y = np.sort(x)
+    if not len(y):
+        return y, np.zeros(0, np.intp)
+    keep = np.empty(len(y), bool)
+    keep[0] = True
+    np.not_equal(y[1:], y[:-1], out=keep[1:])
+    uniq = y[keep]
+    return uniq, np.searchsorted(uniq, x)
+
+
 class _Verdicts:
     """What the HTTP observer's fast path makes of each turn's first segment, by the
     segment's key (``_fastlane_kernels._head_key``): parsed once, when a key is first
@@ -779,8 +794,7 @@ class Lane:
         qi = rows[owner, K_TOFF] + 2 * within
         q, a = turns[qi], turns[qi + 1]
         # requests: each distinct key's entry (its second hash must match too)
-        keys, at = np.unique(q[:, T_H1], return_inverse=True)
-        at = at.reshape(-1)
+        keys, at = _factorize(q[:, T_H1])
         req = [self.verdicts.entry(0, k) for k in keys.tolist()]
         rv = [None if e is None else e[1] for e in req]
         eh2 = np.array([0 if e is None else e[0] for e in req], np.int64)
@@ -791,8 +805,7 @@ class Lane:
         ok &= (q[:, T_NSEG] == 1) & (q[:, T_BYTES] == size[at])
         ok &= (within > 0) | http[at]
         # responses: each distinct key's verdicts, after a HEAD and after any other method
-        akeys, aat = np.unique(a[:, T_H1], return_inverse=True)
-        aat = aat.reshape(-1)
+        akeys, aat = _factorize(a[:, T_H1])
         resp = [self.verdicts.entry(1, k) for k in akeys.tolist()]
         ah2 = np.array([0 if e is None else e[0] for e in resp], np.int64)
         total = np.array(
@@ -1722,7 +1735,7 @@ def _distinct(block: Block, hi: int, lo: int) -> tuple[list[str], np.ndarray]:
     r = block.rows
     ver, his, los = r[:, K_IPVER], r[:, hi], r[:, lo]
     if len(r) and (ver == ver[0]).all() and (his == his[0]).all():  # the usual: IPv4
-        uniq, inverse = np.unique(los, return_inverse=True)
+        uniq, inverse = _factorize(los)
         v, h = int(ver[0]), int(his[0]) & _M64
         texts = [_addr(v, h, low) for low in uniq.view(np.uint64).tolist()]
     else:
@@ -1770,12 +1783,12 @@ def facts(block: Block) -> dict[str, Any]:
     ctexts, ci = _distinct(block, K_CHI, K_CLO)
     stexts, si = _distinct(block, K_SHI, K_SLO)
     sport, cttl = r[:, K_SPORT], r[:, K_CTTL]
-    pairs, pi = np.unique((ci * len(stexts) + si) * 65536 + sport, return_inverse=True)
+    pairs, pi = _factorize((ci * len(stexts) + si) * 65536 + sport)
     pair_hash = [
         hash((ctexts[k // 65536 // len(stexts)], stexts[k // 65536 % len(stexts)], k % 65536))
         for k in pairs.tolist()
     ]
-    ttls, ti = np.unique(si * 65536 + cttl, return_inverse=True)  # TTLs are 0..255
+    ttls, ti = _factorize(si * 65536 + cttl)  # TTLs are 0..255
     last = _last_requests(block)
     # a capture's request lines are few: each hashed once
     hashes = {q: 0 if q is None else request_hash(q) for q in set(last)}

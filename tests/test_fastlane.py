@@ -1041,6 +1041,26 @@ def test_random_conversations(
     _same(write_pcap(tmp_path / "conv.pcap", packets), monkeypatch)
 
 
+@given(
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=300),
+    st.integers(1, 12),
+    st.sampled_from([np.int64, np.uint64, np.uint16]),
+)
+def test_factorize_is_numpys_unique_with_its_inverse(
+    values: list[int], distinct: int, dtype: type
+) -> None:
+    # few distinct values, as the lane's blocks have them, or any; signed and not
+    info = np.iinfo(dtype)
+    picked = [v % distinct if v % 2 else v for v in values]
+    x = np.array([v % (int(info.max) + 1) if info.min == 0 else v for v in picked], dtype)
+    x = np.repeat(x, 2)[::2]  # a strided column, as a block's are
+    uniq, inverse = _fastlane._factorize(x)
+    want_u, want_i = np.unique(x, return_inverse=True)
+    assert uniq.dtype == x.dtype
+    assert np.array_equal(uniq, want_u)
+    assert np.array_equal(inverse, want_i.reshape(-1))
+
+
 @given(st.tuples(*[st.integers(0, 2**64 - 1)] * 4, *[st.integers(0, 65535)] * 2))
 def test_the_4_tuple_key_is_one_for_both_directions(v: tuple[int, ...]) -> None:
 
