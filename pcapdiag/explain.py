@@ -1121,6 +1121,8 @@ class CrossFacts:
         """``add`` for each connection of a fast-lane block, from its columns (numpy, from
         ``_fastlane.facts``): none of them was refused; its failures are keep-alive
         races and server resets."""
+        import numpy as np
+
         i0 = len(self._start)
         assert self._id is None  # a worker's facts: the merge numbers them
         self._start.frombytes(f["start"].astype("<i8").tobytes())
@@ -1128,7 +1130,9 @@ class CrossFacts:
         self._request.frombytes(f["request"].astype("<u4").tobytes())
         codes = self._ttl_keys
         own = [codes.setdefault(k, len(codes)) for k in f["ttl_keys"]]
-        self._ttl_key.extend([own[k] for k in f["ttl_key"].tolist()])
+        # each connection's code, by numpy (a list made connection by connection: 12 ms
+        # of the benchmark); ``intc`` is the column's type ("i")
+        self._ttl_key.frombytes(np.array(own, np.intc)[f["ttl_key"]].tobytes())
         self._ttl.frombytes(f["ttl"].astype("u1").tobytes())
         self._gaps([(i0 + j, server, idle) for j, server, idle in f["gaps"]])
         self._reused([(i0 + j, server, idle) for j, server, idle in f["reuse"]])
