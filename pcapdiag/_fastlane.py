@@ -2120,10 +2120,10 @@ class Lines:
         cols[:, J_ID] = ids
         compiled, nstr = _program()
         text, bad, ends = _render.run(compiled, cols, self.strings, self.offsets, nstr, sep, self.longest)  # fmt: skip
-        lines: dict[int, bytes] = {}
-        for b in bad.tolist():
-            tail = self.python.get(b)
-            if tail is None:
-                tail = self.python[b] = json_tails(self.block.select(np.array([b])), self.path, self.t0)[0]  # fmt: skip
-            lines[b] = f'{{"id": {ids[b]}, {tail}'.encode()
+        bad_rows = bad.tolist()
+        missing = [b for b in bad_rows if b not in self.python]
+        if missing:  # their tails, by Python, all at once (one by one, each paid a block's)
+            tails = json_tails(self.block.select(np.array(missing)), self.path, self.t0)
+            self.python.update(zip(missing, tails, strict=True))
+        lines = {b: f'{{"id": {ids[b]}, {self.python[b]}'.encode() for b in bad_rows}
         return _render.splice(text, ends, sep, lines)
