@@ -1041,6 +1041,16 @@ def test_random_conversations(
     _same(write_pcap(tmp_path / "conv.pcap", packets), monkeypatch)
 
 
+@given(st.lists(st.tuples(st.integers(-(2**63), 2**63 - 1), st.integers(0, 17)), max_size=200))
+def test_distinct_pairs_are_the_sorted_set_of_pairs(rows: list[tuple[int, int]]) -> None:
+    # (a block's packed history letters, and how many letters)
+    a = np.array([x for x, _ in rows], np.int64)
+    b = np.array([y for _, y in rows], np.int64)
+    pairs, inverse = _fastlane._distinct_pairs(a, b)
+    assert pairs == sorted(set(rows))
+    assert [pairs[k] for k in inverse.tolist()] == rows
+
+
 @given(
     st.lists(st.integers(-(2**63), 2**63 - 1), max_size=300),
     st.integers(1, 12),
