@@ -376,9 +376,14 @@ def _parse_request(data: bytes) -> _Verdict | None:
     return v
 
 
-def _parse_response(data: bytes, method: str) -> _Verdict | None:
-    """A response turn's first segment: a whole final head and its body's length."""
+def _parse_responses(data: bytes) -> tuple[_Verdict | None, _Verdict | None]:
+    """A response turn's first segment: a whole final head and its body's length, after
+    a GET (any method but HEAD) and after a HEAD, from one parse of the head."""
     got = _head(data, False)
+    return _response(got, "GET"), _response(got, "HEAD")
+
+
+def _response(got: tuple[Any, Any, int] | None, method: str) -> _Verdict | None:
     if got is None:
         return None
     (version, status, reason), f, size = got
@@ -530,7 +535,7 @@ class _Verdicts:
             if d == 0:
                 self._put(0, h1, (h2, _parse_request(data), _looks_like_http(data[:16])))
             else:
-                entry = (h2, _parse_response(data, "GET"), _parse_response(data, "HEAD"))
+                entry = (h2, *_parse_responses(data))
                 self._put(1, h1, entry)
 
     def entry(self, d: int, h1: int) -> tuple[Any, ...] | None:
