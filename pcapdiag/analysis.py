@@ -897,9 +897,14 @@ def _size(path: str) -> int:
         return 0
 
 
-def _interfaces(batch: reader.RecordBatch, frames: np.ndarray) -> np.ndarray:
-    """The capture interface of the batch's records ``frames``."""
-    return batch.interface[batch.rows(frames)]
+def _interfaces(batch: reader.RecordBatch, frames: np.ndarray) -> np.ndarray | None:
+    """The capture interface of the batch's records ``frames``; None where every record
+    of the batch has the same one (a pcap file's always do), which ``decode.duplicates``
+    takes without a row of them."""
+    every = batch.interface
+    if not len(every) or (every == every[0]).all():
+        return None
+    return every[batch.rows(frames)]
 
 
 @dataclass(slots=True)

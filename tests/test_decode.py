@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 from pcapdiag.decode import (
     ACK,
+    DUPLICATE_WINDOW_NS,
     FIN,
     PSH,
     RST,
@@ -40,6 +41,7 @@ from pcapdiag.decode import (
     IcmpError,
     addr_str,
     decode_batch,
+    duplicates,
 )
 from pcapdiag.reader import RecordBatch
 
@@ -1126,3 +1128,58 @@ def test_fuzz_records_scattered_in_a_larger_buffer(
     )
     assert dec.tcp.payload_len.tolist() == ref.tcp.payload_len.tolist()
     assert dec.tcp.payload_cap.tolist() == ref.tcp.payload_cap.tolist()
+
+
+_DUP_COLUMNS = ("src_lo", "dst_lo", "src_hi", "dst_hi", "sport", "dport", "seq", "ack",
+                "flags", "payload_len", "ip_id", "window")  # fmt: skip
+
+
+class _Packets:
+    """The columns ``duplicates`` reads, as a batch's ``TcpPackets`` has them."""
+
+    def __init__(self, rows: list[tuple[int, ...]]) -> None:
+        cols = list(zip(*rows, strict=True)) if rows else [()] * 15
+        for k, name in enumerate(_DUP_COLUMNS):
+            setattr(self, name, np.array(cols[k], np.int64))
+        self.ts_ns = np.array(cols[12], np.int64)
+        self.ttl = np.array(cols[13], np.int64)
+        self.interface = np.array(cols[14], np.int64)
+        self.n = len(rows)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.tuples(*[st.integers(0, 2)] * 12),  # a row of its own, its columns small
+            st.booleans(),  # ... or a copy of the row before, all twelve columns
+            st.integers(-1, 11),  # ... but this one (-1: none)
+            st.integers(0, 3_000_000),  # ns after the row before
+            st.integers(63, 64),  # TTL
+            st.integers(0, 1),  # interface
+        ),
+        max_size=60,
+    )
+)
+def test_duplicates_are_rows_that_repeat_the_one_before_on_another_interface_or_hop(
+    drawn: list[tuple[tuple[int, ...], bool, int, int, int, int]],
+) -> None:
+    rows: list[tuple[int, ...]] = []
+    ts = 0
+    for cols, copy, other, dt, ttl, iface in drawn:
+        ts += dt
+        same = list(rows[-1][:12] if copy and rows else cols)
+        if other >= 0:
+            same[other] += 1
+        rows.append((*same, ts, ttl, iface))
+    pk = _Packets(rows)
+    got = duplicates(pk, pk.interface).tolist()  # type: ignore[arg-type]
+    if not any(r[14] for r in rows):  # one interface: the same without a column of it
+        assert duplicates(pk, None).tolist() == got  # type: ignore[arg-type]
+    want = [False] + [
+        a[:12] == b[:12] and b[12] - a[12] <= DUPLICATE_WINDOW_NS and a[13:] != b[13:]
+        for a, b in zip(rows, rows[1:], strict=False)
+    ]
+    assert got == want[: len(rows)]
