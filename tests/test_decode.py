@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pcapdiag.decode import (
+    _TCP_FIELDS,
     ACK,
     DUPLICATE_WINDOW_NS,
     FIN,
@@ -39,6 +40,7 @@ from pcapdiag.decode import (
     SYN,
     DecodedBatch,
     IcmpError,
+    TcpPackets,
     addr_str,
     decode_batch,
     duplicates,
@@ -1134,20 +1136,22 @@ _DUP_COLUMNS = ("src_lo", "dst_lo", "src_hi", "dst_hi", "sport", "dport", "seq",
                 "flags", "payload_len", "ip_id", "window")  # fmt: skip
 
 
-class _Packets:
-    """The columns ``duplicates`` reads, as a batch's ``TcpPackets`` has them."""
-
-    def __init__(self, rows: list[tuple[int, ...]]) -> None:
-        cols = list(zip(*rows, strict=True)) if rows else [()] * 15
-        for k, name in enumerate(_DUP_COLUMNS):
-            setattr(self, name, np.array(cols[k], np.int64))
-        self.ts_ns = np.array(cols[12], np.int64)
-        self.ttl = np.array(cols[13], np.int64)
-        self.interface = np.array(cols[14], np.int64)
-        self.n = len(rows)
-
-    def __len__(self) -> int:
-        return self.n
+def _packets(rows: list[tuple[int, ...]]) -> tuple[TcpPackets, np.ndarray]:
+    """A batch's TCP packets of ``rows`` (``_DUP_COLUMNS``, then time, TTL, interface),
+    each column of its own type, and the interfaces."""
+    cols = list(zip(*rows, strict=True)) if rows else [()] * 15
+    n = len(rows)
+    pk = TcpPackets(
+        data=np.zeros(0, np.uint8),
+        frame=np.arange(1, n + 1, dtype=np.int64),
+        ts_ns=np.array(cols[12], np.int64),
+        ipver=np.full(n, 4, np.uint8),
+        payload_off=np.zeros(n, np.int64),
+        payload_cap=np.zeros(n, np.int32),
+        ttl=np.array(cols[13], np.uint8),
+        **{c: np.array(cols[k], _TCP_FIELDS[c]) for k, c in enumerate(_DUP_COLUMNS)},
+    )
+    return pk, np.array(cols[14], np.int64)
 
 
 @given(
@@ -1174,10 +1178,10 @@ def test_duplicates_are_rows_that_repeat_the_one_before_on_another_interface_or_
         if other >= 0:
             same[other] += 1
         rows.append((*same, ts, ttl, iface))
-    pk = _Packets(rows)
-    got = duplicates(pk, pk.interface).tolist()  # type: ignore[arg-type]
+    pk, interface = _packets(rows)
+    got = duplicates(pk, interface).tolist()
     if not any(r[14] for r in rows):  # one interface: the same without a column of it
-        assert duplicates(pk, None).tolist() == got  # type: ignore[arg-type]
+        assert duplicates(pk, None).tolist() == got
     want = [False] + [
         a[:12] == b[:12] and b[12] - a[12] <= DUPLICATE_WINDOW_NS and a[13:] != b[13:]
         for a, b in zip(rows, rows[1:], strict=False)
