@@ -88,7 +88,7 @@ def _load(width: int, swap: bool, result: types.Integer) -> Any:
 
 @intrinsic
 def _prefetch(typingctx: Any, arr: types.Type, pos: types.Type) -> Any:
-    """Ask for the cache line of byte ``pos`` of the uint8 array ``arr`` (x86
+    """Ask for the cache line of item ``pos`` of the C-contiguous array ``arr`` (x86
     ``prefetcht0``; never faults, so it may point past a mapping's mapped pages).
 
     A walk from record header to record header waits for memory at every step: where
@@ -97,8 +97,10 @@ def _prefetch(typingctx: Any, arr: types.Type, pos: types.Type) -> Any:
     forward through the file, turns that wait into a stream: reading and decoding the
     1.6 GB benchmark capture took 0.50-0.52 s without, 0.38 s with
     (``benchmarks/bench_reader.py --file ... --decode --compiled 1``), and the cut of
-    ``--jobs 2`` (``pcap_seek``) 0.28-0.31 s without, 0.18-0.20 s with."""
-    if not _bytes_at(arr, pos):
+    ``--jobs 2`` (``pcap_seek``) 0.28-0.31 s without, 0.18-0.20 s with. The fast
+    lane's walk asks for the hash-table row and the payload of a packet a few ahead
+    (``_fastlane_kernels.walk``)."""
+    if not (isinstance(arr, types.Array) and arr.layout == "C" and isinstance(pos, types.Integer)):
         return None
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
