@@ -1071,6 +1071,46 @@ def test_factorize_is_numpys_unique_with_its_inverse(
     assert np.array_equal(inverse, want_i.reshape(-1))
 
 
+_SPANS = [0, 1, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63, 2**64 - 1]
+
+
+@given(
+    st.integers(0, 40),
+    st.lists(st.sampled_from(_SPANS), min_size=1, max_size=12),
+    st.integers(0, 2**32),
+)
+def test_a_blocks_narrowed_columns_widen_to_the_same_values(
+    rows: int, spans: list[int], seed: int
+) -> None:
+    # each column spans a chosen width (at and past each type's edge), from anywhere in
+    # int64 (a span past int64's range wraps): narrowed to the type that holds its span,
+    # and back
+    rng = np.random.default_rng(seed)
+    cols = []
+    for span in spans:
+        base = np.uint64(int(rng.integers(0, 2**64 - 1, dtype=np.uint64, endpoint=True)))
+        off = rng.integers(0, span, rows, dtype=np.uint64, endpoint=True)
+        if rows > 1:  # its span is the one chosen: a row at each end
+            i, j = rng.choice(rows, 2, replace=False)
+            off[i], off[j] = span, 0
+        cols.append((off + base).view(np.int64))  # (uint64 arithmetic wraps)
+    a = np.stack(cols, axis=1) if rows else np.zeros((0, len(spans)), np.int64)
+    state = _fastlane._narrow(a)
+    assert np.array_equal(_fastlane._widen(state), a)
+    for at, typed in state[2]:  # each column in the narrowest type that holds its span
+        for k in at.tolist():
+            span = int(a[:, k].max()) - int(a[:, k].min())  # (as int64 orders them)
+            want = next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64)
+                        if span <= np.iinfo(t).max)  # fmt: skip
+            assert typed.dtype == want
+    # ... and into chosen columns of a wider array, the others left as they were
+    out = np.full((rows, len(spans) + 3), 7, np.int64)
+    at = rng.permutation(len(spans) + 3)[: len(spans)]
+    _fastlane._widen(state, out, at)
+    assert np.array_equal(out[:, at], a)
+    assert (np.delete(out, at, axis=1) == 7).all()
+
+
 @given(st.tuples(*[st.integers(0, 2**64 - 1)] * 4, *[st.integers(0, 65535)] * 2))
 def test_the_4_tuple_key_is_one_for_both_directions(v: tuple[int, ...]) -> None:
 
