@@ -61,22 +61,51 @@ def test_random_values_are_written_as_python_writes_them(kind: int, lo: int, hi:
     edges = [lo, lo + 1, hi - 1, lo + 500, lo + 500_000, lo + 999_999_999]
     values = np.concatenate([values, np.array(edges, np.int64)])
     left = check(kind, values)
-    # what the JSON output meets is written here, bar ties
+    # what the JSON output meets is written here, bar a timestamp between two shortest
     fast = hi <= (1 << 23) * NS or (kind == R.SECONDS and lo >= RANGES[0][0] and hi <= RANGES[0][1])
-    if kind != R.INT and fast:
-        assert left <= len(values) // 500  # the ties (MILLIS3: t % 1000 == 500)
+    if kind == R.SECONDS and fast:
+        assert left <= len(values) // 500
+    elif kind != R.INT and fast:
+        assert left == 0
     if kind == R.INT:
         assert left == 0
 
 
 def test_ties_and_edges_are_left_to_python() -> None:
-    # exact halves: the double's binary error decides, which the integers do not see
-    assert render(R.FIXED3, np.array([1_500_000, 2_500_000]))[1] == {0, 1}
-    assert render(R.MILLIS3, np.array([1_500, 2_500]))[1] == {0, 1}
     assert render(R.SECONDS, np.array([-1, 2**62]))[1] == {0, 1}
     # the smallest and largest values of a range, and zero
     got, bad = render(R.SECONDS, np.array([0, 1, 99_999, 100_000, (1 << 30) * NS]))
     assert got[:4] == ["0.0", "1e-09", "9.9999e-05", "0.0001"] and bad == {4}
+
+
+@pytest.mark.parametrize(("kind", "unit"), [(R.FIXED3, 1_000_000), (R.MILLIS3, 1000)])
+def test_exact_halves_are_written_as_python_rounds_the_double(kind: int, unit: int) -> None:
+    # at an exact half millisecond (microsecond) the double's binary error decides, up or
+    # down; where the double is the half itself (0.0625 s), the even digit
+    rng = np.random.default_rng(unit)
+    top = (1 << 23) * NS // unit
+    k = np.concatenate(
+        [np.arange(100_000), rng.integers(0, top, 200_000), top - 1 - np.arange(100)]
+    )
+    exact = np.arange(1, 20_000, 2) * 125 * (NS // unit // 2000 or 1)  # odd multiples of 1/16 s
+    values = np.concatenate([k * unit + unit // 2, exact[exact % unit == unit // 2]])
+    got, bad = render(kind, values)
+    assert not bad
+    want = [PYTHON[kind](v) for v in values.tolist()]
+    assert got == want
+    ups = sum(
+        g.endswith(str(int(v) // unit % 10)) for g, v in zip(got, values.tolist(), strict=True)
+    )
+    assert 0 < ups < len(values)  # (both ways met)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, (1 << 23) * 1000 - 1), min_size=1, max_size=40))
+def test_any_exact_halves(ks: list[int]) -> None:
+    k = np.array(ks, np.int64)
+    for kind, unit in ((R.FIXED3, 1_000_000), (R.MILLIS3, 1000)):
+        values = (k % ((1 << 23) * NS // unit)) * unit + unit // 2
+        assert check(kind, values) == 0
 
 
 @settings(max_examples=300, deadline=None)
