@@ -50,7 +50,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from pcapdiag import _columns
+from pcapdiag import _arrays, _columns
 from pcapdiag._columns import Column, settle
 from pcapdiag._columns import full as full_column
 from pcapdiag._fastlane import _OUTCOMES as _FAST_OUTCOMES
@@ -508,7 +508,7 @@ class RecordStore:
         connections the exact tracker also followed (``analysis._overlapped``)."""
         if len(arrivals):
             old = self.gone if self.gone is not None else np.zeros(0, np.int64)
-            self.gone = np.union1d(old, np.asarray(arrivals, np.int64))
+            self.gone = _arrays.union(old, np.asarray(arrivals, np.int64))
 
     def _wide(self) -> None:
         """First frames as 8 bytes from here: a capture set past 2**32 frames."""
@@ -602,7 +602,7 @@ def _merged(
                 going = True
                 pos = np.arange(p, ptr[k], dtype=np.uint32)
                 if gone is not None:
-                    kept = ~np.isin(loc, gone)
+                    kept = ~_arrays.member(loc, gone)
                     loc, ff, pos = loc[kept], ff[kept], pos[kept]
                 run = np.full(len(loc), k, np.int32)
                 pieces.append((ff, run, pos, loc + np.int64(off), outcome[loc], start[loc]))
@@ -708,14 +708,14 @@ class Records(Sequence[ConnectionRecord]):
             starts[n : n + m] = start
             rank[arrival] = ids
             if len(held):
-                mine = np.isin(run, held)
+                mine = _arrays.member(run, held)
                 mine[mine] = pos[mine] < objects[run[mine]]
                 for r, p, i in zip(
                     run[mine].tolist(), pos[mine].tolist(), ids[mine].tolist(), strict=True
                 ):
                     runs[r].objects[p].id = base + i
             if len(replaced):
-                (w,) = np.nonzero(np.isin(ff, replaced))
+                (w,) = np.nonzero(_arrays.member(ff, replaced))
                 hits += zip((ids[w] + base).tolist(), ff[w].tolist(), strict=True)
             n += m
             settle(m * 32)  # (the columns' pages this window wrote and read)
@@ -840,7 +840,7 @@ class Records(Sequence[ConnectionRecord]):
             cut = np.flatnonzero((src[1:] != src[:-1]) | (pos[1:] != pos[:-1] + 1)) + 1
             mine = marked[np.searchsorted(marked, blo) : np.searchsorted(marked, bhi)] - blo
             if len(mine):
-                cut = np.union1d(cut, np.concatenate([mine, mine + 1]))
+                cut = _arrays.union(cut, np.concatenate([mine, mine + 1]))
             bounds = [0, *cut.tolist(), bhi - blo]
             for a, b in zip(bounds, bounds[1:], strict=False):
                 if a < b:
@@ -911,9 +911,9 @@ class Records(Sequence[ConnectionRecord]):
         HTTP/2, TLS or ICMP (reading every record of a big capture costs ~40 µs each,
         most of a minute for a million)."""
         fast = [k for k, r in enumerate(self._runs) if isinstance(r, _FastRun)]
-        ids = np.flatnonzero(~np.isin(self._src.view(), fast))
+        ids = np.flatnonzero(~_arrays.member(self._src.view(), fast))
         if self._over:
-            ids = np.union1d(ids, np.fromiter(self._over, np.int64, len(self._over)))
+            ids = _arrays.union(ids, np.fromiter(self._over, np.int64, len(self._over)))
         for i in ids.tolist():
             yield self[i]
 

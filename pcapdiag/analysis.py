@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from pcapdiag import _columns, _fastlane, _resident, _store, _tape, decode, reader
+from pcapdiag import _arrays, _columns, _fastlane, _resident, _store, _tape, decode, reader
 from pcapdiag._store import Records, RecordStore
 from pcapdiag.classify import OUTCOMES, PROBLEMS
 from pcapdiag.connections import NS, Connection, Tracker, _addr, _gc_paused
@@ -938,7 +938,7 @@ class _Handed:
         w = np.asarray(windows, np.int64).reshape(-1, 3)
         self.windows = w
         keys = w[:, 0].view(np.uint64)
-        self.flagged = flagged = np.unique(keys)
+        self.flagged = flagged = _arrays.distinct(keys)
         bits = min(24, max(16, len(flagged).bit_length() + 5))  # 1-3% false candidates
         self.shift = np.uint64(64 - bits)
         self.bitmap = np.zeros(1 << bits, dtype=bool)
@@ -1267,7 +1267,7 @@ class _Chain:
             return False
         pk = decode.decode_batch(batch).tcp
         mid = (pk.flags & (SYN | ACK)) != SYN  # not the first SYN of a new connection
-        return bool(np.isin(_conn_hash(pk)[mid], _conn_hash(self.tail)).any())
+        return bool(_arrays.member(_conn_hash(pk)[mid], _conn_hash(self.tail)).any())
 
 
 def merge(
@@ -1700,7 +1700,7 @@ def _selected(
         if not len(pk):
             continue
         code = (pk.sport.astype(np.uint32) << 16) | pk.dport.astype(np.uint32)
-        cand = np.nonzero(np.isin(code, codes))[0]
+        cand = np.nonzero(_arrays.member(code, codes))[0]
         if not len(cand):
             continue
         rows, tags = [], []

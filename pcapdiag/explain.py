@@ -1219,8 +1219,10 @@ class CrossFacts:
         in one analysis), a single window takes them all."""
         import numpy as np
 
+        from pcapdiag import _arrays
+
         failed_at = [p._fail_at.view() for p, _, _ in parts]
-        pairs = np.unique(
+        pairs = _arrays.distinct(
             np.concatenate(
                 [
                     p._pair.view()[idx[at[idx] >= 0]]
@@ -1296,6 +1298,8 @@ class CrossFacts:
         failed rows). Compared ``step`` rows at a time: narrow temporaries."""
         import numpy as np
 
+        from pcapdiag import _arrays
+
         picked, where, flags = [], [], []
         for (p, at, _), idx in zip(parts, failed_at, strict=True):
             pair = p._pair.view()
@@ -1309,7 +1313,7 @@ class CrossFacts:
             rows = np.concatenate(mine)
             picked.append(rows)
             where.append(at[rows])
-            flags.append(np.isin(rows, idx))
+            flags.append(_arrays.member(rows, idx))
         return picked, where, flags
 
     @staticmethod
@@ -1318,7 +1322,7 @@ class CrossFacts:
     ) -> set[int] | None:
         """The TTLs the SYN-ACKs of ``key`` (server address, client TTL) arrived with on
         the records kept; None when no record has the key."""
-        import numpy as np
+        from pcapdiag import _arrays
 
         out: set[int] | None = None
         for p, at, _ in parts:
@@ -1331,7 +1335,7 @@ class CrossFacts:
             for lo in range(0, len(ttl), step):
                 hi = lo + step
                 w = (ttl_key[lo:hi] == code) & (at[lo:hi] >= 0)
-                out |= set(np.unique(ttl[lo:hi][w]).tolist())
+                out |= set(_arrays.distinct(ttl[lo:hi][w]).tolist())
                 settle(step * (5 + at.itemsize))
         return out
 

@@ -78,6 +78,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from pcapdiag import _arrays
 from pcapdiag.errors import (
     CaptureError,
     CorruptCaptureError,
@@ -863,7 +864,7 @@ class _PcapngParser:
         else:
             ts = np.empty(len(S), np.int64)
             ci = cidx[ifc]
-            for j in np.unique(ci):
+            for j in _arrays.distinct(ci).tolist():
                 m = ci == j
                 ts[m] = _units_to_ns(units[m], *convs[int(j)])
         cap = h[:, 5]
