@@ -493,6 +493,21 @@ def _factorize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uniq, np.searchsorted(uniq, x)
 
 
+def _first_index(x: np.ndarray) -> np.ndarray:
+    """``np.unique(x, return_index=True)[1]``: where each distinct value of ``x`` first
+    occurs, in the values' order. An unstable sort, then the least place in each run of
+    equal values: numpy's stable arg-sort took four times as long (0.22 against 0.06 ms
+    for a batch's 7,000 heads)."""
+    if not len(x):
+        return np.zeros(0, np.intp)
+    order = np.argsort(x)
+    y = x[order]
+    keep = np.empty(len(y), bool)
+    keep[0] = True
+    np.not_equal(y[1:], y[:-1], out=keep[1:])
+    return np.minimum.reduceat(order, np.flatnonzero(keep))
+
+
 class _Verdicts:
     """What the HTTP observer's fast path makes of each turn's first segment, by the
     segment's key (``_fastlane_kernels._head_key``): parsed once, when a key is first
@@ -524,7 +539,7 @@ class _Verdicts:
 
     def learn(self, pk: TcpPackets, heads: np.ndarray) -> None:
         """Heads of a batch (rows: packet, direction, key): parse those not known yet."""
-        _, first = np.unique(heads[:, 2] * 2 + heads[:, 1], return_index=True)
+        first = _first_index(heads[:, 2] * 2 + heads[:, 1])
         raw = memoryview(pk.data)
         for i, d, h1, h2 in heads[first].tolist():
             got = self._get(d, h1)

@@ -1071,6 +1071,13 @@ def test_factorize_is_numpys_unique_with_its_inverse(
     assert np.array_equal(inverse, want_i.reshape(-1))
 
 
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=300), st.integers(1, 12))
+def test_first_index_is_numpys_return_index(values: list[int], distinct: int) -> None:
+    # a batch's head keys: many repeats (each packet's key), in any order
+    x = np.array([v % distinct if v % 2 else v for v in values], np.int64)
+    assert np.array_equal(_fastlane._first_index(x), np.unique(x, return_index=True)[1])
+
+
 _SPANS = [0, 1, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63, 2**64 - 1]
 
 
