@@ -21,7 +21,10 @@ the double (of those, the nearest to it):
   its rounding interval is ``(2M ± 1) / 2**23`` (closed when M is even: a tie reads back
   to the even mantissa), and the shortest decimal in it is found place by place (at most
   7: the interval is wider than 1e-7), the one nearest the double. A tie between two
-  nearest is marked bad.
+  nearest is marked bad. A whole microsecond (a pcap's timestamps) is written as its
+  digits at once: it lies in the double's interval (the double is its rounding), which
+  is narrower (2**-22 s) than the 1e-6 between it and any other decimal of six places
+  or fewer, so it is the shortest and the nearest (the search took ~40 ns a timestamp).
 - ``.3f`` and ``round(., 3)`` round the nanoseconds (microseconds) as the double would;
   at an exact half the double's binary error decides, found exactly (``_above``), and
   where the double is the half itself, the even digit. (Left to Python, these were 0.1 %
@@ -138,6 +141,14 @@ def _seconds(t: int, out: np.ndarray, p: int) -> int:
     if not (_TS_MIN <= t < _TS_END):
         return -1
     s, n = t // NS, t % NS
+    if n % 1000 == 0:  # a whole microsecond: its digits, trailing zeros dropped
+        us, places = n // 1000, 6
+        while places > 1 and us % 10 == 0:
+            us //= 10
+            places -= 1
+        p = _int(s, out, p)
+        out[p] = 46
+        return _frac(us, places, out, p + 1)
     q, r = (n << 22) // NS, (n << 22) % NS  # the fraction in units of 2**-22
     b = q
     if 2 * r > NS or (2 * r == NS and q & 1):  # rounded half to even

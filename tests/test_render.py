@@ -74,8 +74,26 @@ def test_random_values_are_written_as_python_writes_them(kind: int, lo: int, hi:
 def test_ties_and_edges_are_left_to_python() -> None:
     assert render(R.SECONDS, np.array([-1, 2**62]))[1] == {0, 1}
     # the smallest and largest values of a range, and zero
-    got, bad = render(R.SECONDS, np.array([0, 1, 99_999, 100_000, (1 << 30) * NS]))
+    got, bad = render(R.SECONDS, np.array([0, 1, 99_999, 100_000, (1 << 30) * NS + 1]))
     assert got[:4] == ["0.0", "1e-09", "9.9999e-05", "0.0001"] and bad == {4}
+    # a power of two (the interval narrower below it) is written where a whole microsecond
+    got, bad = render(R.SECONDS, np.array([(1 << 30) * NS, (1 << 30) * NS - 1000]))
+    assert got[0] == repr(float(1 << 30)) and bad == {1}
+
+
+def test_whole_microsecond_timestamps_are_written_as_python_writes_them() -> None:
+    # a pcap's timestamps: whole microseconds of 2004-2038, and their edges
+    rng = np.random.default_rng(6)
+    lo, hi = (1 << 30) * 1_000_000, (1 << 31) * 1_000_000
+    us = np.concatenate([rng.integers(lo, hi, 300_000), [lo, lo + 1, hi - 1, lo + 999_999]])
+    us = np.concatenate([us, us - us % 10, us - us % 1000, us - us % 1_000_000])
+    assert check(R.SECONDS, us * 1000) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers((1 << 30) * 1_000_000, (1 << 31) * 1_000_000 - 1), min_size=1))
+def test_any_whole_microsecond_timestamps(us: list[int]) -> None:
+    assert check(R.SECONDS, np.array(us, np.int64) * 1000) == 0
 
 
 @pytest.mark.parametrize(("kind", "unit"), [(R.FIXED3, 1_000_000), (R.MILLIS3, 1000)])
