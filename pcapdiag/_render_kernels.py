@@ -111,7 +111,9 @@ def _frac(v: int, places: int, out: np.ndarray, p: int) -> int:
 @nb.njit(cache=True, nogil=True)
 def _seconds(t: int, out: np.ndarray, p: int) -> int:
     """``repr(t / 1e9)``; -1 when not written here (module docstring)."""
-    if t == 0 or (_SMALL_MIN <= t < _SMALL_END):
+    # a duration, or a timestamp of whole microseconds (module docstring): the
+    # nanoseconds' digits, trailing zeros dropped
+    if t == 0 or (_SMALL_MIN <= t < _SMALL_END) or (_TS_MIN <= t < _TS_END and t % 1000 == 0):
         s, n = t // NS, t % NS
         places = 9
         while places > 1 and n % 10 == 0:
@@ -141,14 +143,6 @@ def _seconds(t: int, out: np.ndarray, p: int) -> int:
     if not (_TS_MIN <= t < _TS_END):
         return -1
     s, n = t // NS, t % NS
-    if n % 1000 == 0:  # a whole microsecond: its digits, trailing zeros dropped
-        us, places = n // 1000, 6
-        while places > 1 and us % 10 == 0:
-            us //= 10
-            places -= 1
-        p = _int(s, out, p)
-        out[p] = 46
-        return _frac(us, places, out, p + 1)
     q, r = (n << 22) // NS, (n << 22) % NS  # the fraction in units of 2**-22
     b = q
     if 2 * r > NS or (2 * r == NS and q & 1):  # rounded half to even
