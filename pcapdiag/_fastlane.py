@@ -72,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from pcapdiag import _http, _resident
+from pcapdiag import _arrays, _http, _resident
 from pcapdiag._columns import Column, settle
 from pcapdiag.classify import Ev, Side
 from pcapdiag.connections import (
@@ -478,36 +478,6 @@ def _opened(row: Any, at: tuple[int, ...], conn_id: int, capture: int, state: st
     return conn
 
 
-def _factorize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(x, return_inverse=True)`` of a 1-d array, at half its cost where the
-    distinct values are few (a block's heads, addresses, ports): a sort of a copy, then
-    each value's place among the distinct ones by binary search (numpy's arg-sorts and
-    scatters back; 24 ms of the benchmark's blocks against 12 ms)."""
-    y = np.sort(x)
-    if not len(y):
-        return y, np.zeros(0, np.intp)
-    keep = np.empty(len(y), bool)
-    keep[0] = True
-    np.not_equal(y[1:], y[:-1], out=keep[1:])
-    uniq = y[keep]
-    return uniq, np.searchsorted(uniq, x)
-
-
-def _first_index(x: np.ndarray) -> np.ndarray:
-    """``np.unique(x, return_index=True)[1]``: where each distinct value of ``x`` first
-    occurs, in the values' order. An unstable sort, then the least place in each run of
-    equal values: numpy's stable arg-sort took four times as long (0.22 against 0.06 ms
-    for a batch's 7,000 heads)."""
-    if not len(x):
-        return np.zeros(0, np.intp)
-    order = np.argsort(x)
-    y = x[order]
-    keep = np.empty(len(y), bool)
-    keep[0] = True
-    np.not_equal(y[1:], y[:-1], out=keep[1:])
-    return np.minimum.reduceat(order, np.flatnonzero(keep))
-
-
 class _Verdicts:
     """What the HTTP observer's fast path makes of each turn's first segment, by the
     segment's key (``_fastlane_kernels._head_key``): parsed once, when a key is first
@@ -539,7 +509,7 @@ class _Verdicts:
 
     def learn(self, pk: TcpPackets, heads: np.ndarray) -> None:
         """Heads of a batch (rows: packet, direction, key): parse those not known yet."""
-        first = _first_index(heads[:, 2] * 2 + heads[:, 1])
+        first = _arrays.first_index(heads[:, 2] * 2 + heads[:, 1])
         raw = memoryview(pk.data)
         for i, d, h1, h2 in heads[first].tolist():
             got = self._get(d, h1)
@@ -814,7 +784,7 @@ class Lane:
         qi = rows[owner, K_TOFF] + 2 * within
         q, a = turns[qi], turns[qi + 1]
         # requests: each distinct key's entry (its second hash must match too)
-        keys, at = _factorize(q[:, T_H1])
+        keys, at = _arrays.factorize(q[:, T_H1])
         req = [self.verdicts.entry(0, k) for k in keys.tolist()]
         rv = [None if e is None else e[1] for e in req]
         eh2 = np.array([0 if e is None else e[0] for e in req], np.int64)
@@ -825,7 +795,7 @@ class Lane:
         ok &= (q[:, T_NSEG] == 1) & (q[:, T_BYTES] == size[at])
         ok &= (within > 0) | http[at]
         # responses: each distinct key's verdicts, after a HEAD and after any other method
-        akeys, aat = _factorize(a[:, T_H1])
+        akeys, aat = _arrays.factorize(a[:, T_H1])
         resp = [self.verdicts.entry(1, k) for k in akeys.tolist()]
         ah2 = np.array([0 if e is None else e[0] for e in resp], np.int64)
         total = np.array(
@@ -1782,7 +1752,7 @@ def _distinct(block: Block, hi: int, lo: int) -> tuple[list[str], np.ndarray]:
     r = block.rows
     ver, his, los = r[:, K_IPVER], r[:, hi], r[:, lo]
     if len(r) and (ver == ver[0]).all() and (his == his[0]).all():  # the usual: IPv4
-        uniq, inverse = _factorize(los)
+        uniq, inverse = _arrays.factorize(los)
         v, h = int(ver[0]), int(his[0]) & _M64
         texts = [_addr(v, h, low) for low in uniq.view(np.uint64).tolist()]
     else:
@@ -1830,12 +1800,12 @@ def facts(block: Block) -> dict[str, Any]:
     ctexts, ci = _distinct(block, K_CHI, K_CLO)
     stexts, si = _distinct(block, K_SHI, K_SLO)
     sport, cttl = r[:, K_SPORT], r[:, K_CTTL]
-    pairs, pi = _factorize((ci * len(stexts) + si) * 65536 + sport)
+    pairs, pi = _arrays.factorize((ci * len(stexts) + si) * 65536 + sport)
     pair_hash = [
         hash((ctexts[k // 65536 // len(stexts)], stexts[k // 65536 % len(stexts)], k % 65536))
         for k in pairs.tolist()
     ]
-    ttls, ti = _factorize(si * 65536 + cttl)  # TTLs are 0..255
+    ttls, ti = _arrays.factorize(si * 65536 + cttl)  # TTLs are 0..255
     last = _last_requests(block)
     # a capture's request lines are few: each hashed once
     hashes = {q: 0 if q is None else request_hash(q) for q in set(last)}
@@ -2044,8 +2014,8 @@ def _distinct_pairs(a: np.ndarray, b: np.ndarray) -> tuple[list[tuple[int, int]]
     ``a``'s rank among the distinct ``a`` times 32 plus its ``b``, in the pairs' order
     (a lexsort of the two columns cost twice as much)."""
     assert not len(b) or (int(b.min()) >= 0 and int(b.max()) < 32), "b is a count"
-    ua, ia = _factorize(a)
-    keys, inverse = _factorize(ia * 32 + b)
+    ua, ia = _arrays.factorize(a)
+    keys, inverse = _arrays.factorize(ia * 32 + b)
     return list(zip(ua[keys // 32].tolist(), (keys % 32).tolist(), strict=True)), inverse
 
 

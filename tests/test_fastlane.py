@@ -1051,33 +1051,6 @@ def test_distinct_pairs_are_the_sorted_set_of_pairs(rows: list[tuple[int, int]])
     assert [pairs[k] for k in inverse.tolist()] == rows
 
 
-@given(
-    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=300),
-    st.integers(1, 12),
-    st.sampled_from([np.int64, np.uint64, np.uint16]),
-)
-def test_factorize_is_numpys_unique_with_its_inverse(
-    values: list[int], distinct: int, dtype: type
-) -> None:
-    # few distinct values, as the lane's blocks have them, or any; signed and not
-    info = np.iinfo(dtype)
-    picked = [v % distinct if v % 2 else v for v in values]
-    x = np.array([v % (int(info.max) + 1) if info.min == 0 else v for v in picked], dtype)
-    x = np.repeat(x, 2)[::2]  # a strided column, as a block's are
-    uniq, inverse = _fastlane._factorize(x)
-    want_u, want_i = np.unique(x, return_inverse=True)
-    assert uniq.dtype == x.dtype
-    assert np.array_equal(uniq, want_u)
-    assert np.array_equal(inverse, want_i.reshape(-1))
-
-
-@given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=300), st.integers(1, 12))
-def test_first_index_is_numpys_return_index(values: list[int], distinct: int) -> None:
-    # a batch's head keys: many repeats (each packet's key), in any order
-    x = np.array([v % distinct if v % 2 else v for v in values], np.int64)
-    assert np.array_equal(_fastlane._first_index(x), np.unique(x, return_index=True)[1])
-
-
 _SPANS = [0, 1, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63, 2**64 - 1]
 
 
