@@ -1572,15 +1572,16 @@ def _covering(w: np.ndarray, keys: np.ndarray, first: np.ndarray, last: np.ndarr
     (rows of hash, first frame, last frame or -1; sorted by hash) fed to the exact
     tracker: one of their hash from at most their last frame to past their first (a
     window that ends at a SYN was fed that SYN to start nothing)."""
-    lo = np.searchsorted(w[:, 0], keys, "left")
-    n = np.searchsorted(w[:, 0], keys, "right") - lo
     out = np.zeros(len(keys), bool)
-    (cand,) = np.nonzero(n)
-    if not len(cand):
+    (cand,) = np.nonzero(_arrays.maybe_in(keys, w[:, 0]))
+    lo = np.searchsorted(w[:, 0], keys[cand], "left")
+    n = np.searchsorted(w[:, 0], keys[cand], "right") - lo
+    (some,) = np.nonzero(n)
+    if not len(some):
         return out
-    n = n[cand]
+    cand, lo, n = cand[some], lo[some], n[some]
     each = np.repeat(np.arange(len(cand)), n)  # a candidate's every window
-    ws = w[np.repeat(lo[cand] - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))]
+    ws = w[np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))]
     a = first[cand].astype(np.int64)[each]
     b = last[cand].astype(np.int64)[each]
     hit = (ws[:, 1] <= b) & ((ws[:, 2] < 0) | (ws[:, 2] > a))

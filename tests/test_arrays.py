@@ -83,3 +83,26 @@ def test_no_numpy_ma_on_the_way() -> None:
         "assert 'numpy.ma' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@given(
+    st.lists(st.integers(0, 2**64 - 1), max_size=300),
+    st.lists(st.integers(0, 2**64 - 1), max_size=300),
+    st.sampled_from([np.int64, np.uint64]),
+    st.sampled_from([np.int64, np.uint64]),
+)
+def test_maybe_in_holds_every_member_and_is_exact_on_its_low_bits(
+    xs: list[int], ys: list[int], ta: type, tb: type
+) -> None:
+    # hashes as the merge has them (either sign), and small values: those its table
+    # (at least 2**16 entries) tells apart exactly
+    for a, b in (
+        (_array(xs, ta), _array(ys, tb)),
+        (np.array([x % 70_000 for x in xs], ta), np.array([y % 70_000 for y in ys], tb)),
+    ):
+        got = _arrays.maybe_in(a, b)
+        want = np.isin(a, b)
+        assert got.shape == a.shape and not (want & ~got).any()
+        small = (a >= 0) & (a < 2**16)
+        if len(b) and (b >= 0).all() and (b < 2**16).all():
+            assert np.array_equal(got[small], want[small])
