@@ -539,7 +539,8 @@ def test_write_json_by_several_processes(
     monkeypatch.setattr(data, "_forkable", lambda: True)  # other tests leave idle threads
     n = len(analysis.records)  # and more processes asked for than lines: one line each
     for jobs in (2, 3, 7, n + 5):
-        assert len(data._parts(n, jobs)) == min(jobs, n)
+        parts = data._parts(n, jobs)
+        assert len(parts) == min(jobs, n) and all(lo < hi for lo, hi in parts)
         got = io.StringIO()
         data.write_json(analysis, got, jobs=jobs)
         assert got.getvalue() == one.getvalue(), jobs
@@ -569,6 +570,24 @@ def test_write_json_by_several_processes(
     got = io.StringIO()
     data.write_json(analysis, got, jobs=3)
     assert got.getvalue() == one.getvalue()
+
+    # into a file, a renderer that fails after writing some of its lines: the parent
+    # copied those as they came, and writes the rest of the part (what it copied left out)
+    def failing_late(recs: Any, lo: int, hi: int) -> Any:
+        for k, line in enumerate(lines(recs, lo, hi)):
+            if os.getpid() != parent and k == (hi - lo) // 2:
+                raise RuntimeError("a renderer fails half-way")
+            yield line
+
+    skipped: list[int] = []
+    skip = data._Skip
+    monkeypatch.setattr(data, "_Skip", lambda raw, n: skipped.append(n) or skip(raw, n))
+    monkeypatch.setattr(data, "_BLOCK_BYTES", 2000)  # a write every few lines
+    monkeypatch.setattr(data, "_lines", failing_late)
+    with open(path, "w", encoding="utf-8") as f:
+        data.write_json(analysis, f, jobs=3)
+    assert path.read_text(encoding="utf-8") == one.getvalue()
+    assert len(skipped) == 2 and all(skipped)
     monkeypatch.setattr(data, "_lines", lines)
 
     def no_fork() -> int:

@@ -11,6 +11,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from itertools import starmap
 from json.encoder import encode_basestring
@@ -47,26 +48,28 @@ def write_json(analysis: Analysis, out: IO[str], jobs: int = 1) -> None:
 
     ``jobs`` (0: one per core): with more than one, and many connections, forked
     processes render the later parts of the list into temporary files while this one
-    writes the first, then copies theirs after it (``_rendered``)."""
+    writes the head and the first part, then copies theirs after it as they are written
+    (``_Rendered``)."""
     with _gc_paused():  # lines and rows hold no cycles: 0.08 s of scans of the records
         _write_json(analysis, out, jobs)
 
 
 def _write_json(analysis: Analysis, out: IO[str], jobs: int) -> None:
-    doc = analysis.to_json(connections=False)
-    head = _utf8(json.dumps(doc, indent=1, ensure_ascii=False))
-    out.write(head[: head.rindex("}")].rstrip() + ',\n "connections": [')
     recs = analysis.records
-    # the fast lane's lines come as UTF-8: into a UTF-8 file's bytes as they are
-    raw = getattr(out, "buffer", None)
-    if raw is not None and str(getattr(out, "encoding", "")).lower().replace("-", "") != "utf8":
-        raw = None
-    if raw is not None:
-        out.flush()
     n = len(recs)
     parts = _parts(n, jobs) if _FAST and isinstance(recs, Records) else [(0, n)]
     with contextlib.ExitStack() as stack:
+        # the later parts' processes start first: the head is made meanwhile
         later = [stack.enter_context(_Rendered(recs, lo, hi)) for lo, hi in parts[1:]]
+        doc = analysis.to_json(connections=False)
+        head = _utf8(json.dumps(doc, indent=1, ensure_ascii=False))
+        out.write(head[: head.rindex("}")].rstrip() + ',\n "connections": [')
+        # the fast lane's lines come as UTF-8: into a UTF-8 file's bytes as they are
+        raw = getattr(out, "buffer", None)
+        if raw is not None and str(getattr(out, "encoding", "")).lower().replace("-", "") != "utf8":
+            raw = None
+        if raw is not None:
+            out.flush()
         _write_lines(_lines(recs, *parts[0]), out, raw, "\n  ")
         for r in later:
             r.copy_to(out, raw)
@@ -76,15 +79,24 @@ def _write_json(analysis: Analysis, out: IO[str], jobs: int) -> None:
 
 
 PARALLEL_MIN = 20_000  # connections below which one process renders them all
+# The share of lines this process renders, against a forked one's: it also writes the
+# head, and copies the others' lines while they render (``copy_to``). With 2 processes,
+# the whole command, JSON to a new file, six runs alternating (four of the 4x capture):
+# 0.885, 0.862, 0.893 s with 0.5, 0.75, 1; 2.99, 2.93, 2.97 s on the 4x capture.
+_OWN_SHARE = 0.75
 
 
 def _parts(n: int, jobs: int) -> list[tuple[int, int]]:
     """Id ranges for the processes rendering the lines: one unless ``jobs`` asks for
-    more, there are many lines, and processes can be forked safely (no other thread)."""
+    more, there are many lines, and processes can be forked safely (no other thread).
+    The first is this process's (``_OWN_SHARE`` of another's)."""
     workers = min((os.cpu_count() or 1) if jobs == 0 else jobs, n)  # none of them empty
     if workers <= 1 or n < PARALLEL_MIN or not _forkable():
         return [(0, n)]
-    cuts = [n * k // workers for k in range(workers + 1)]
+    total = _OWN_SHARE + workers - 1
+    cuts = [0] + [round(n * (_OWN_SHARE + k) / total) for k in range(workers - 1)] + [n]
+    for k in range(1, workers):  # none of them empty
+        cuts[k] = min(max(cuts[k], cuts[k - 1] + 1), n - (workers - k))
     return list(zip(cuts, cuts[1:], strict=False))
 
 
@@ -194,13 +206,17 @@ class _Rendered:
             self.file.close()
 
     def copy_to(self, out: IO[str], raw: Any) -> None:
-        status = 1
+        status, done = 1, 0
+        f = self.file
+        if self.pid and raw is not None and f is not None:
+            status, done = self._follow(f, raw)
         if self.pid:
             _, status = os.waitpid(self.pid, 0)
             self.pid = 0
-        f = self.file
-        if status != 0 or f is None:
-            _write_lines(_lines(self.recs, self.lo, self.hi), out, raw, JSON_SEP)
+        if status != 0 or f is None:  # the rest of the lines, the copied bytes left out
+            _write_lines(_lines(self.recs, self.lo, self.hi), out, _Skip(raw, done) if done else raw, JSON_SEP)  # fmt: skip
+            return
+        if done:
             return
         f.seek(0)
         if raw is not None:
@@ -210,6 +226,55 @@ class _Rendered:
         reader = io.TextIOWrapper(f, encoding="utf-8", newline="")
         shutil.copyfileobj(reader, out, 1 << 20)
         reader.detach()
+
+    def _follow(self, f: IO[bytes], raw: Any) -> tuple[int, int]:
+        """Copy the child's lines to ``raw`` in the kernel as it writes them, until it
+        ends: (its exit status, bytes copied). The copy of a part that is still being
+        rendered costs no time of its own (on a 4x capture, 0.2 s after the child
+        ended, to ``> out.json``). Copies nothing, and leaves the child running, where
+        ``raw`` takes no ``sendfile`` (returns a status of 0)."""
+        src = f.fileno()
+        try:
+            raw.flush()
+            fd = raw.fileno()
+        except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+            return 0, 0
+        done, idle = 0, 0.0005
+        while True:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            size = os.fstat(src).st_size  # (after the exit: all of it)
+            if size > done:
+                try:
+                    while done < size:
+                        n = os.sendfile(fd, src, done, size - done)
+                        if n == 0:
+                            raise OSError(f"the output took {done} of {size} bytes")
+                        done += n
+                except OSError:
+                    if done == 0:  # no sendfile here: copied the usual way, at the end
+                        return 0, 0
+                    raise  # the output's failure: for it to report
+                idle = 0.0005
+            elif not pid:
+                time.sleep(idle)  # (a short wait for more: the child writes 256 KB at once)
+                idle = min(idle * 2, 0.002)
+            if pid:
+                self.pid = 0
+                return status, done
+
+
+class _Skip:
+    """A writer that leaves out the first ``skip`` bytes written to it."""
+
+    def __init__(self, raw: Any, skip: int) -> None:
+        self.raw, self.skip = raw, skip
+
+    def write(self, b: bytes) -> int:
+        cut = min(self.skip, len(b))
+        self.skip -= cut
+        if cut < len(b):
+            self.raw.write(b[cut:])
+        return len(b)
 
 
 def _sent(f: IO[bytes], raw: Any) -> bool:
