@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dataclasses
+import functools
 import os
 import re
 import tempfile
@@ -428,6 +429,9 @@ class Part:
     # has walked there) and ends at the first one at or past ``until`` (None: the end)
     cut: int | None = None
     until: int | None = None
+    # its row of ``_BOARD`` (-1: none): where it has read to, and where it ends once the
+    # walk has decided (``_cut_while_reading``; forked workers only)
+    slot: int = -1
 
 
 @dataclass(slots=True)
@@ -530,8 +534,8 @@ def plan(files: list[str], chains: list[list[int]], workers: int, lazy: bool = F
     return parts
 
 
-# Walking record headers to a cut takes about this share of the time of reading the same
-# bytes through the fast lane (0.15-0.17 s against 0.6 s for 59 % of the benchmark
+# (Where the cut does not follow the reading, ``FOLLOW``.) Walking record headers to a
+# cut takes about this share of the time of reading the same bytes through the fast lane (0.15-0.17 s against 0.6 s for 59 % of the benchmark
 # capture, 2026-12-07): ranges after the first start that much later, so they are made
 # shorter. Set below that share: a later range reads its bytes a little slower (the
 # connections begun before its start, handed over), and the first ended 0.05 s after the
@@ -588,6 +592,7 @@ def _execute(
 ) -> list[Fragment]:
     with contextlib.ExitStack() as stack:
         run_pool = None
+        method = ""  # how the pool's workers start
         if client is not None:
 
             def run(ps: list[Part]) -> list[Fragment]:
@@ -625,6 +630,13 @@ def _execute(
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="pcapdiag-tapes-"))
             parts = [dataclasses.replace(p, folder=folder) if p.span else p for p in parts]
         if run_pool is not None and any(p.cut is not None for p in parts):
+            if method == "fork" and FOLLOW:  # the board, before the first task forks the workers
+                global _BOARD
+                spans = [k for k, p in enumerate(parts) if p.span is not None and not p.exact]
+                _BOARD = _board(len(spans))
+                stack.callback(_clear_board)
+                for row, k in enumerate(spans):
+                    parts[k] = dataclasses.replace(parts[k], slot=row)
             first, failed = _cut_while_reading([p for p in parts if not p.exact], run_pool)
             if failed:  # no cut after all, or a range ended elsewhere: by shards
                 first += run([_unspanned(p) for p in parts if p.exact and p.files in failed])
@@ -663,34 +675,101 @@ def _execute(
         return out
 
 
+# Where each byte range cut while the work runs has read to, and where it is to end
+# (``Part.slot``): a row of two int64 a range, in memory shared with the workers forked
+# after it was made (``_execute``); 0 where not known yet.
+_BOARD: np.ndarray | None = None
+# Cut where the reading has come to (``_goal``), not at ``_cut_later``'s fixed targets
+# (those serve workers not forked from here, which see no board, and tests that plant
+# something at a known seam). On four times the benchmark capture, its pages in small
+# folios (the walk to the cut 0.45-0.5 s), the fixed cut left the second range ending
+# 0.08-0.14 s after the first; following the reading, within 0.01 s.
+FOLLOW = True
+
+
+def _board(rows: int) -> np.ndarray:
+    import mmap
+
+    return np.frombuffer(mmap.mmap(-1, max(rows, 1) * 16), np.int64).reshape(-1, 2)
+
+
+def _goal(board: np.ndarray, row: int, start: int, end: int, later: int) -> Callable[[], int]:
+    """The next cut's byte, as the range being read (``row``, from ``start``) goes on:
+    half-way, for one more range, between where it has read to and the file's ``end``
+    (generally, what it has left and each of the ``later`` ranges after it get the same
+    bytes). The walk is faster than the reading, so the cut moves on behind the walk
+    until the walk passes it; each range then ends about when the others do, however
+    fast the walk and the reading are (the page cache's state, ``_WALK_SHARE``)."""
+
+    def goal() -> int:
+        at = max(int(board[row, 0]), start)
+        return (end + later * at) // (later + 1)
+
+    return goal
+
+
+def _ask(goals: list[Callable[[], int]], k: int) -> int:
+    return goals[k]()
+
+
+def _clear_board() -> None:
+    global _BOARD
+    _BOARD = None
+
+
 def _cut_while_reading(parts: list[Part], pool: Any) -> tuple[list[Fragment], set[tuple[int, ...]]]:
     """The first parts, with the byte ranges of ``plan(lazy=True)``: each file's first
     range is read at once, while this process walks the record headers to each later
     one's start and then hands it out. Each range stops at the first batch border past
-    its target (``until``), where the walk cut the next: checked. Returns the fragments,
-    and the files (as chains) whose walk could not cut or whose ranges did not meet:
-    their ranges' fragments are left out, for the caller to read them by shards, as
-    ``plan`` would have."""
+    its target (``until``), where the walk cut the next: checked. With ``_BOARD``, the
+    targets follow the reading (``_goal``) and a range learns its end from the board.
+    Returns the fragments, and the files (as chains) whose walk could not cut or whose
+    ranges did not meet: their ranges' fragments are left out, for the caller to read
+    them by shards, as ``plan`` would have."""
+    board = _BOARD
     futures = [pool.submit(run_part, p) for p in parts if p.cut is None]
     failed: set[tuple[int, ...]] = set()
     waiting: dict[tuple[int, ...], list[Part]] = {}
+    reading: dict[tuple[int, ...], Part] = {}  # each file's range being read, before a cut
     for p in parts:
         if p.cut is not None:
             waiting.setdefault(p.files, []).append(p)
+        elif p.span is not None:
+            reading[p.files] = p
     for files, ws in waiting.items():
         ws.sort(key=lambda p: p.cut or 0)
+        now = reading.get(files)
+        dynamic = board is not None and now is not None and now.slot >= 0
         with reader.open_capture(ws[0].paths[0]) as cap:
-            walk = cap.cuts([p.cut or 0 for p in ws])
-            for p, cut in zip(ws, walk, strict=False):
+            goals: list[int | Callable[[], int]] = [p.cut or 0 for p in ws]
+            holder: list[Callable[[], int]] = []  # each cut's goal, once its range is out
+            if dynamic:
+                assert now is not None and now.span is not None and board is not None
+                holder.append(_goal(board, now.slot, now.span[0], now.span[1], len(ws)))
+                goals = [functools.partial(_ask, holder, k) for k in range(len(ws))]
+            walk = cap.cuts(goals)
+            for k, (p, cut) in enumerate(zip(ws, walk, strict=False)):
                 assert p.span is not None
                 if cut is None:
                     failed.add(files)
                     break
+                if dynamic:
+                    assert now is not None and board is not None
+                    board[now.slot, 1] = cut[0]  # where the range before ends
                 if cut[0] >= p.span[1]:  # no record left for it, nor the ones after
                     break
                 q = dataclasses.replace(p, span=(cut[0], p.span[1], cut[1]), cut=None)
                 futures.append(pool.submit(run_part, q))
+                if dynamic:
+                    assert board is not None
+                    now = q
+                    if k + 1 < len(ws):  # the next cut's goal, from this range
+                        end = q.span[1] if q.span else 0
+                        holder.append(_goal(board, q.slot, cut[0], end, len(ws) - k - 1))
             walk.close()
+            if dynamic and failed & {files} and now is not None and now.until is not None:
+                assert board is not None
+                board[now.slot, 1] = now.until  # no cut: the range ends at its target
     frags = [f.result() for f in futures]
     ranges: dict[tuple[int, ...], list[Fragment]] = {}
     for f in frags:
@@ -796,12 +875,18 @@ def _run_span(part: Part, frag: Fragment, chain: _Chain) -> None:
     lane = _fastlane.Lane(fast, fi, path, part.t0, _fastlane.ORACLE)
     tape = _tape.Tape(part.folder) if part.folder is not None else None
     counts = _Counts()
+    board, row = _BOARD, part.slot
+    until: int | Callable[[], int | None] | None = part.until
+    if board is not None and row >= 0:  # where it ends: on the board, once decided
+        until = lambda: int(board[row, 1]) or None  # noqa: E731
     try:
         with reader.open_capture(path) as cap:
             try:
-                for batch in cap.batches(part.batch or None, span=part.span, until=part.until):
+                for batch in cap.batches(part.batch or None, span=part.span, until=until):
                     if len(batch):
                         frag.end = int(batch.offset[-1]) + int(batch.caplen[-1])
+                        if board is not None and row >= 0:
+                            board[row, 0] = frag.end
                     p = chain._packets(batch)
                     counts.add(p)
                     for e in p.icmp:

@@ -72,7 +72,7 @@ import stat
 import struct
 import warnings
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -1446,7 +1446,7 @@ class Capture:
         max_records: int | None = None,
         span: tuple[int, int, int] | None = None,
         upto: int | None = None,
-        until: int | None = None,
+        until: int | Callable[[], int | None] | None = None,
     ) -> Iterator[RecordBatch]:
         """Stream the capture as batches of at most ``max_records`` records (``BATCH``).
 
@@ -1457,7 +1457,8 @@ class Capture:
         ``upto`` bytes of a mapped file (``size`` of an earlier reading), so that a file
         still being written reads as it did then. ``until`` (with a ``span`` that starts
         on a batch border): the reading stops after the first batch ending at or past
-        this byte, where ``cuts`` cuts.
+        this byte, where ``cuts`` cuts; a callable is asked after each batch (None: not
+        known yet), for a cut decided while the span is read.
         """
         if self._file is None:
             raise UsageError("capture is closed")
@@ -1560,12 +1561,13 @@ class Capture:
             return None if head is None else (head[0], len(self._mm), head[1], head[2])
         return 24, len(self._mm), self._fmt["order"] == ">", 0
 
-    def cuts(self, targets: list[int]) -> Iterator[tuple[int, int] | None]:
+    def cuts(self, targets: Sequence[int | Callable[[], int]]) -> Iterator[tuple[int, int] | None]:
         """For each byte ``target`` (increasing, from ``cut_shape``), the offset and frame
         of the first record at or past it with a multiple of ``BATCH`` records before it
         (or the end), as the walk over the record headers passes it; a reading of the
         file by batches from its start has a batch border there (``batches(until=)``).
-        None (and nothing after it) where the walk cannot go on."""
+        A callable target is asked again at every step of the walk (a target that moves
+        as other work goes on). None (and nothing after it) where the walk cannot go on."""
         kern = compiled_kernels(load=True)
         head = self._cut_head()
         if head is None or kern is None or self._mm is None:
@@ -1582,8 +1584,9 @@ class Capture:
         pos, frame = start, 1
         dropped = 0
         try:
-            for target in targets:
+            for goal in targets:
                 align = BATCH
+                target = goal() if callable(goal) else goal
                 while pos < size and (pos < target or (frame - 1) % align):
                     # a step at a time, its pages let go behind it
                     t = min(target, pos + _DROP_EVERY)
@@ -1602,6 +1605,8 @@ class Capture:
                         return
                     frame += passed
                     dropped = _drop_pages(mm, dropped, pos)
+                    if callable(goal):
+                        target = max(target, goal())
                 yield pos, frame
         finally:
             del buf
@@ -1644,7 +1649,7 @@ class Capture:
         want: int,
         start: tuple[int, int] | None = None,
         stop: int | None = None,
-        until: int | None = None,
+        until: int | Callable[[], int | None] | None = None,
     ) -> Iterator[RecordBatch]:
         """``start``: the offset and frame of a record to start at (a span's first);
         ``stop``: the end of the bytes read (a mapped file only)."""
@@ -1671,7 +1676,7 @@ class Capture:
         want: int,
         start: tuple[int, int] | None,
         stop: int | None,
-        until: int | None = None,
+        until: int | Callable[[], int | None] | None = None,
     ) -> Iterator[RecordBatch]:
         assert self._mm is not None
         mm = self._mm
@@ -1710,8 +1715,10 @@ class Capture:
                         raise UsageError(f"{self._path}: capture closed while reading it")
                     dropped = _drop_pages(mm, dropped, pos)
                     read += len(batch)
-                    if until is not None and pos >= until and read % want == 0:
-                        break  # a batch border at or past ``until``: where ``cuts`` cuts
+                    if until is not None and read % want == 0:
+                        u = until() if callable(until) else until
+                        if u is not None and pos >= u:
+                            break  # a batch border at or past ``until``: where ``cuts`` cuts
                 if status != _MORE:
                     break
         finally:

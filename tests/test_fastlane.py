@@ -478,13 +478,18 @@ def test_one_big_file_split_by_byte_ranges(tmp_path: Path, monkeypatch: pytest.M
     seams = []
     joins = _joins(monkeypatch)
     cut = _cuts_while_reading(monkeypatch)
+    goals: list[tuple[Any, ...]] = []
+    goal = analysis._goal
+    monkeypatch.setattr(analysis, "_goal", lambda *a: goals.append(a) or goal(*a))
     for jobs in (2, 5):
         _same(big, monkeypatch, jobs=jobs)
         seams += [p.span[0] for p in analysis.plan([str(big)], [[0]], jobs) if p.span]
     assert len(set(seams)) == 2 + 5 - 1  # the file's start is the first span of both
     assert joins and all(joins)  # the exact parts read the ranges' tapes
-    # the analysis cut its ranges while the first was read, and they met
+    # the analysis cut its ranges while the first was read, where the reading had come
+    # to (each range read so far on the board), and they met
     assert cut and all(not failed for failed in cut)
+    assert sorted({a[4] for a in goals}) == [1, 2, 3, 4]  # ranges after: 1; 4, 3, 2, 1
     editcap = shutil.which("editcap")
     if editcap:  # the same as pcapng, as dumpcap and Wireshark write it
         ng = tmp_path / "mix.pcapng"
@@ -589,12 +594,54 @@ def test_a_syn_sent_again_across_the_cut_of_byte_ranges(
     monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
     monkeypatch.setattr(reader, "BATCH", again[1] - 1)  # a batch border at the SYN again
     monkeypatch.setattr(data, "_forkable", lambda: True)
+    monkeypatch.setattr(analysis, "FOLLOW", False)  # the cut where _cut_at says
     assert _cut_at(big, 2) == [_records(raw)[again[1] - 1]]
     monkeypatch.setattr(analysis, "_OVERLAP_STEP", 7)  # the merge's check, a few at a time
     _same(big, monkeypatch, jobs=2)
     got = pcapdiag.analyze(str(big), jobs=2)
     mine = [r for r in got.records if r.client == f"127.0.0.1:{sport}"]
     assert len(mine) == 1 and mine[0].first_frame == again[0]
+
+
+@given(st.integers(0, 2**40), st.integers(0, 2**40), st.integers(0, 2**40), st.integers(1, 64))
+def test_a_cut_that_follows_the_reading_gives_each_range_the_same_bytes(
+    start: int, read: int, size: int, later: int
+) -> None:
+    """``_goal``: the next cut leaves the range being read (from ``start``, read to
+    ``read``) as many bytes still to read as each of the ``later`` ranges after it gets,
+    to a byte, and never falls behind the reading or past the end."""
+    start, at, end = sorted((start, read, size))
+    board = np.zeros((3, 2), np.int64)
+    board[1, 0] = read if start <= read <= end else 0  # nothing read yet: its start
+    at = max(int(board[1, 0]), start)
+    g = analysis._goal(board, 1, start, end, later)()
+    assert at <= g <= end
+    assert abs((g - at) * later - (end - g)) <= later
+
+
+def test_a_walk_to_a_target_that_moves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Capture.cuts`` asks a callable target again at every step of its walk: the cut
+    is the batch border a fixed target at the last answer gives."""
+    sources = [ROOT / s for s in MIX_SOURCES if (ROOT / s).exists()]
+    big = tmp_path / "mix.pcap"
+    make_mix(big, 30, sources)
+    monkeypatch.setattr(reader, "BATCH", 500)
+    monkeypatch.setattr(reader, "_DROP_EVERY", 4096)  # many steps
+    size = big.stat().st_size
+    asked: list[int] = []
+
+    def moving() -> int:  # on by a tenth of the file at each step, up to 60 %
+        asked.append(min(size * (1 + len(asked)) // 10, size * 6 // 10))
+        return asked[-1]
+
+    with reader.open_capture(str(big)) as cap:
+        got = list(cap.cuts([moving]))
+        assert len(asked) > 6 and asked[-1] == size * 6 // 10
+        assert got == list(cap.cuts([asked[-1]]))
+    raw = big.read_bytes()
+    offsets = _records(raw)
+    ((pos, frame),) = got
+    assert offsets[frame - 1] == pos and (frame - 1) % 500 == 0 and pos >= asked[-1]
 
 
 def _cuts_while_reading(monkeypatch: pytest.MonkeyPatch) -> list[set[Any]]:
@@ -662,7 +709,7 @@ def _joins(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
 def _cut_at(path: Path, jobs: int) -> list[int]:
     """Where ``analyze(path, jobs=jobs)`` cuts the file into byte ranges (while reading
-    it, ``analysis._cut_later``; else as ``plan`` does)."""
+    it, ``analysis._cut_later``, with ``analysis.FOLLOW`` off; else as ``plan`` does)."""
     later = analysis._cut_later((str(path),), jobs)
     if later is None:
         return [p.span[0] for p in analysis.plan([str(path)], [[0]], jobs) if p.span][1:]
@@ -700,6 +747,7 @@ def test_warnings_across_byte_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyP
     make_mix(mix, 30, sources)
     monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
     monkeypatch.setattr(reader, "BATCH", 2000)
+    monkeypatch.setattr(analysis, "FOLLOW", False)  # the cuts where _cut_at says
     clean = bytearray(mix.read_bytes())
     offsets = _records(clean)
     cuts = _cut_at(mix, 3)
