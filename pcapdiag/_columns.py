@@ -4,7 +4,7 @@ memory of an analysis stays flat however many connections the capture holds.
 The stores, the merge and the cross-connection facts keep a few integers per connection
 (first frame, outcome, start, run and place, client–server pair, request hash, TTL: about
 50 bytes). In memory that grew by 50 MB a million connections, the only part of a big
-run's memory that did not stay put (``README.md``, Speed). A ``Column`` is an
+run's memory that did not stay put (``docs/speed-log.md``). A ``Column`` is an
 ``array.array`` while small; past ``FILE_BYTES`` it lives in a file mapping, and the
 pages the process touched are handed back (``madvise(MADV_DONTNEED)``: the data stays in
 the file, and comes back from the page cache when read) each time ``settle`` finds more
