@@ -535,11 +535,12 @@ def plan(files: list[str], chains: list[list[int]], workers: int, lazy: bool = F
 
 
 # (Where the cut does not follow the reading, ``FOLLOW``.) Walking record headers to a
-# cut takes about this share of the time of reading the same bytes through the fast lane (0.15-0.17 s against 0.6 s for 59 % of the benchmark
-# capture, 2026-12-07): ranges after the first start that much later, so they are made
-# shorter. Set below that share: a later range reads its bytes a little slower (the
-# connections begun before its start, handed over), and the first ended 0.05 s after the
-# second with 0.3; with 0.2 or 0.15, ``-j 2`` took 0.04-0.05 s less (four runs each)
+# cut takes about this share of the time of reading the same bytes through the fast lane
+# (0.15-0.17 s against 0.6 s for 59 % of the benchmark capture, 2026-12-07): ranges after
+# the first start that much later, so they are made shorter. Set below that share: a later
+# range reads its bytes a little slower (the connections begun before its start, handed
+# over), and the first ended 0.05 s after the second with 0.3; with 0.2 or 0.15, ``-j 2``
+# took 0.04-0.05 s less (four runs each)
 _WALK_SHARE = 0.2
 
 
@@ -632,11 +633,11 @@ def _execute(
         if run_pool is not None and any(p.cut is not None for p in parts):
             if method == "fork" and FOLLOW:  # the board, before the first task forks the workers
                 global _BOARD
-                spans = [k for k, p in enumerate(parts) if p.span is not None and not p.exact]
-                _BOARD = _board(len(spans))
+                ranges = [p for p in parts if p.span is not None and not p.exact]
+                _BOARD = _board(len(ranges))
                 stack.callback(_clear_board)
-                for row, k in enumerate(spans):
-                    parts[k] = dataclasses.replace(parts[k], slot=row)
+                row = {id(p): k for k, p in enumerate(ranges)}
+                parts = [dataclasses.replace(p, slot=row[id(p)]) if id(p) in row else p for p in parts]  # fmt: skip
             first, failed = _cut_while_reading([p for p in parts if not p.exact], run_pool)
             if failed:  # no cut after all, or a range ended elsewhere: by shards
                 first += run([_unspanned(p) for p in parts if p.exact and p.files in failed])
@@ -699,7 +700,8 @@ def _goal(board: np.ndarray, row: int, start: int, end: int, later: int) -> Call
     (generally, what it has left and each of the ``later`` ranges after it get the same
     bytes). The walk is faster than the reading, so the cut moves on behind the walk
     until the walk passes it; each range then ends about when the others do, however
-    fast the walk and the reading are (the page cache's state, ``_WALK_SHARE``)."""
+    fast the walk and the reading are (both change with the page cache's state, where
+    ``_WALK_SHARE`` assumes one ratio)."""
 
     def goal() -> int:
         at = max(int(board[row, 0]), start)
