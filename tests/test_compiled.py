@@ -581,6 +581,32 @@ def _unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reader, "_COMPILE_PROBE", 100)
     monkeypatch.setattr(reader, "COMPILE_MIN_RECORDS", 2500)
     monkeypatch.setattr(reader, "COMPILE_MIN_RECORDS_BUILT", 2500)
+    # as in a process where nothing loaded the kernels built ahead of time
+    monkeypatch.setattr(reader, "_built_loaded", lambda: False)
+
+
+def test_kernels_built_and_loaded_serve_from_the_first_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the module of kernels built ahead of time is loaded already (the fast lane
+    took it), the reader uses its kernels from the first batch, however small the
+    capture, and reads what the pure path reads."""
+    from pcapdiag import _native
+
+    loaded = reader._built_loaded
+    monkeypatch.setattr(_native, "_ext", None)  # none loaded: the reader does not ask
+    assert not loaded()
+    monkeypatch.setattr(_native, "_ext", False)  # none could be
+    assert not loaded()
+    monkeypatch.undo()
+    path = tmp_path / "s.pcap"
+    path.write_bytes(_pcap([_tcp_frame(i, 30) for i in range(2000)]))
+    _unset(monkeypatch)
+    pure = drain_decoded(path, 200)
+    assert reader._kernels is None
+    monkeypatch.setattr(reader, "_built_loaded", lambda: True)
+    assert drain_decoded(path, 200) == pure
+    assert reader._kernels is not None or reader._kernels_failed
 
 
 def test_big_capture_loads_the_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
