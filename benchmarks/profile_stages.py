@@ -19,6 +19,10 @@ in a fresh process, as the CLI runs):
 Also printed: peak RSS of the process (the workers' own peaks with ``--jobs``). The stage
 borders are found by wrapping the functions that start them, in this process only: the
 numbers are what the CLI pays, within a few milliseconds.
+
+With ``--jobs``, the best run's timeline too: when each part ran (a byte range from its
+first byte, or an exact shard) and where the walk cut the file, on the same clock
+(``time.perf_counter`` is the system's monotonic clock, shared by the forked workers).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,6 +68,22 @@ def timed_merge(*a):
     return out
 analysis.plan, analysis.merge = timed_plan, timed_merge
 analysis._Chain.end = timed_end
+run_part, cuts = analysis.run_part, analysis.reader.Capture.cuts
+def timed_part(part, *a):
+    t = time.perf_counter() - T0
+    out = run_part(part, *a)
+    kind = f"exact shard {part.shard}" if part.exact else (
+        f"range from byte {part.span[0]:,}" if part.span else f"shard {part.shard}")
+    print(f"TIMELINE {t:.3f} {time.perf_counter() - T0:.3f} {kind}", file=sys.stderr, flush=True)
+    return out
+def timed_cuts(self, targets):
+    t = time.perf_counter() - T0
+    for cut in cuts(self, targets):
+        if cut is not None:
+            at = time.perf_counter() - T0
+            print(f"TIMELINE {t:.3f} {at:.3f} walk to the cut at byte {cut[0]:,}", file=sys.stderr, flush=True)
+        yield cut
+analysis.run_part, analysis.reader.Capture.cuts = timed_part, timed_cuts
 result = analysis.analyze(path, jobs=jobs)
 with open(os.devnull, "w", encoding="utf-8") as out:
     data.write_json(result, out, jobs=jobs)
@@ -73,7 +94,7 @@ print(json.dumps(marks))
 """
 
 
-def run_once(capture: Path, jobs: int) -> dict[str, float]:
+def run_once(capture: Path, jobs: int) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, str(capture), str(jobs)],
         check=True,
@@ -81,7 +102,14 @@ def run_once(capture: Path, jobs: int) -> dict[str, float]:
         text=True,
         cwd=ROOT,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    marks: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    marks["timeline"] = sorted(
+        (float(a), float(b), what)
+        for line in out.stderr.splitlines()
+        if line.startswith("TIMELINE ")
+        for a, b, what in [line.split(" ", 3)[1:]]
+    )
+    return marks
 
 
 def main() -> None:
@@ -108,6 +136,10 @@ def main() -> None:
         rss += f" (each worker at most {best['children_rss_mb']:.0f} MB, pages shared by fork included)"
     print(rss)
     print("all runs, total s:", ", ".join(f"{m['json']:.2f}" for m in runs))
+    if args.jobs != 1 and best["timeline"]:
+        print("timeline of the best run (s from the start):")
+        for a, b, what in best["timeline"]:
+            print(f"  {a:6.3f} -> {b:6.3f}  {what}")
 
 
 if __name__ == "__main__":
