@@ -102,6 +102,59 @@ def test_jobs_over_every_sample_give_the_one_process_answer() -> None:
     assert one.summary["connections"] > 100
 
 
+def test_the_pool_and_tapes_are_let_go_of_while_the_merge_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``jobs``: the pool is shut down and the tapes' folder removed by a thread while
+    the merge runs, and ``analyze`` returns with that thread ended (the JSON renderers
+    fork only with no other thread) and the folder gone; a failure to let go is raised
+    in the caller's thread, after the merge."""
+    import contextlib
+    import tempfile
+    import threading
+
+    from pcapdiag import analysis
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("PCAPDIAG_FASTLANE", "1")
+    monkeypatch.setattr(reader, "BATCH", 500)  # byte ranges even in a small file
+    monkeypatch.setattr(analysis, "_rangeable", lambda paths, n: n >= 2 and len(paths) == 1)
+    merged: list[list[str]] = []
+    merge = analysis.merge
+
+    def spy(*a: Any, **k: Any) -> Any:  # what the merge ran beside
+        merged.append([t.name for t in threading.enumerate()])
+        return merge(*a, **k)
+
+    monkeypatch.setattr(analysis, "merge", spy)
+    folders: list[str] = []
+    execute = analysis._execute
+
+    def seen(parts: list[analysis.Part], *a: Any) -> Any:  # the byte ranges' tapes
+        out = execute(parts, *a)
+        folders.extend({f.part.folder for f in out if f.part.folder})
+        return out
+
+    monkeypatch.setattr(analysis, "_execute", seen)
+    one = pcapdiag.analyze(SAMPLES / LONG[0]).to_json()
+    two = pcapdiag.analyze(SAMPLES / LONG[0], jobs=2)
+    assert two.to_json() == one
+    assert folders and all(Path(f).parent == tmp_path for f in folders)
+    assert "pcapdiag-cleanup" in merged[-1]
+    assert [t.name for t in threading.enumerate()] == ["MainThread"]
+    assert not list(tmp_path.glob("pcapdiag-tapes-*"))
+
+    def fails() -> None:
+        raise OSError("the folder could not be removed")
+
+    stack = contextlib.ExitStack()
+    stack.callback(fails)
+    cleanup = analysis._Cleanup(stack)
+    with pytest.raises(OSError, match="could not be removed"):
+        cleanup.join()
+    cleanup.join()  # raised once
+
+
 @pytest.mark.parametrize("jobs", [2, 3])
 def test_one_file_split_by_connection_gives_the_one_process_answer(
     tmp_path: Path, jobs: int
