@@ -105,6 +105,12 @@ def ready() -> bool:
         return False
 
 
+def loaded() -> bool:
+    """Is the extension loaded in this process already (then its kernels cost nothing
+    more to use)? Never loads it."""
+    return bool(_ext)
+
+
 def layout_digest(kernels: dict[str, Any], source: ModuleType) -> str:
     """A digest of the integer constants a kernel module (its ``globals()``) takes from
     ``source``. numba's cache is keyed on the kernel file alone; the kernel modules write

@@ -1049,9 +1049,8 @@ class _Packets:
 class _Handed:
     """What the fast lane handed to the exact tracker (``_fastlane.Lane.close``: windows
     of a 4-tuple hash's frames, from any number of lanes), and which of a batch's
-    packets fall in them. A bitmap of the hashes' top bits rules out nearly all other
-    packets with one gather, and only the few left are searched: a search for every
-    packet cost four times as much (2 ms a batch).
+    packets fall in them. A table of the hashes' low bits (``_arrays.Sieve``) rules out
+    nearly all other packets with one gather, and only the few left are searched.
 
     Windows of a hash that overlap or touch are one; where one ends (the lane took the
     4-tuple back at a fresh SYN, ``ends``), the exact tracker is fed that SYN, finishes
@@ -1065,10 +1064,7 @@ class _Handed:
         self.windows = w
         keys = w[:, 0].view(np.uint64)
         self.flagged = flagged = _arrays.distinct(keys)
-        bits = min(24, max(16, len(flagged).bit_length() + 5))  # 1-3% false candidates
-        self.shift = np.uint64(64 - bits)
-        self.bitmap = np.zeros(1 << bits, dtype=bool)
-        self.bitmap[(flagged >> self.shift).astype(np.intp)] = True
+        self.sieve = _arrays.Sieve(flagged)
         self.ends: set[int] = set()
         self.lo = self.hi = None  # codes of merged windows, when not all are whole
         plain = (w[:, 1] == 0).all() and (w[:, 2] < 0).all()
@@ -1097,7 +1093,7 @@ class _Handed:
     def rows(self, h: np.ndarray, frames: np.ndarray) -> np.ndarray:
         """The rows of a batch's packets (``h``: their hashes, ``frames``: their frame
         numbers) that were handed over."""
-        cand = np.flatnonzero(self.bitmap[(h >> self.shift).astype(np.intp)])
+        cand = np.flatnonzero(self.sieve(h))
         if not len(cand):
             return cand
         hc = h[cand]

@@ -330,7 +330,7 @@ def _built_loaded() -> bool:
     """Is the module of kernels built ahead of time (``_native``) loaded in this process?
     Asked without importing it."""
     native = sys.modules.get("pcapdiag._native")
-    return native is not None and bool(getattr(native, "_ext", None))
+    return native is not None and native.loaded()
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
