@@ -4,7 +4,8 @@
                                      [--pyshark-packets 3000] [--json OUT] [--timeout 3600]
 
 Tools (each skipped, with the reason, when it is not installed): pcapdiag (and pcapdiag
---jobs 2 when the CLI has --jobs), tshark-fields (7 TCP fields to /dev/null), tshark-conv
+--jobs 2 when the CLI has --jobs), pcapdiag x2 (two one-process runs of the capture at
+once: their packets/s counts both, the ceiling for --jobs 2 on this machine), tshark-fields (7 TCP fields to /dev/null), tshark-conv
 (-z conv,tcp), tcptrace (-n), nfstream (flows to pandas), dpkt (a reader loop counting
 flags per 4-tuple), scapy and pyshark (first N packets only: sampled, rate extrapolated),
 cat (the I/O floor). ``bash benchmarks/setup_bench.sh`` installs them all;
@@ -149,6 +150,20 @@ print(json.dumps({"packets": count}))
 """
 
 
+# Two one-process runs of the whole capture at once, each JSON to a file of its own: what
+# two cores give two processes that share nothing, the ceiling ``--jobs 2`` is measured
+# against (both read the same cached pages, as ``--jobs 2``'s ranges do, and contend for
+# the same memory and caches)
+SIDE_BY_SIDE = """
+t=$(mktemp) || exit 1
+"$0" analyze "$1" --format json > "$t" & b=$!
+"$0" analyze "$1" --format json; a=$?
+wait $b; c=$?
+rm -f "$t"
+exit $((a | c))
+"""
+
+
 @dataclass
 class Row:
     tool: str
@@ -170,6 +185,7 @@ class Tool:
     needs: str  # executable or Python module that must exist
     stdout_file: bool = False  # keep stdout for count(); else /dev/null
     sampled: int = 0  # packets read when sampled
+    copies: int = 1  # whole readings of the capture the command makes
 
 
 def count_packets(path: Path) -> int:
@@ -252,6 +268,15 @@ def tools(capture: str, sample: int, pyshark_sample: int) -> list[Tool]:
             out.append(
                 Tool("pcapdiag --jobs 2", [*out[0].argv, "--jobs", "2"], pcapdiag, stdout_file=True)
             )
+        out.append(
+            Tool(
+                "pcapdiag x2",
+                ["sh", "-c", SIDE_BY_SIDE, pcapdiag, capture],
+                pcapdiag,
+                stdout_file=True,
+                copies=2,
+            )  # fmt: skip
+        )
     fields = [a for f in TCP_FIELDS for a in ("-e", f)]
     out += [
         Tool("tshark-fields", ["tshark", "-r", capture, "-n", "-T", "fields", *fields], "tshark"),
@@ -365,7 +390,7 @@ def run_tool(tool: Tool, packets: int, timeout: float) -> Row:
     if code != 0:
         row.note = f"exit {code}" + (" (timeout)" if wall > timeout else "") + f": {err}"
         return row
-    row.packets = packets
+    row.packets = packets * tool.copies
     if tool.sampled:
         row.sampled = True
         row.packets = json.loads(text.strip().splitlines()[-1])["packets"]
@@ -420,10 +445,30 @@ def print_report(capture: Path, packets: int, facts: dict, rows: list[Row]) -> N
     ]
     if notes:
         print("\n" + "\n".join(notes))
+    speedups = _speedups(rows)
+    if speedups:
+        print("\n" + speedups)
     print(
         "\nConnections counted: "
         + ", ".join(f"{r.tool} {r.connections:,}" for r in rows if r.connections is not None)
     )
+
+
+def _speedups(rows: list[Row]) -> str:
+    """``--jobs 2`` against one process, and against what two cores give two processes
+    that share nothing (``pcapdiag x2``): how close to 2x it could come here."""
+    by = {r.tool: r.packets_per_s for r in rows if r.packets_per_s}
+    one, par, side = (by.get(t) for t in ("pcapdiag", "pcapdiag --jobs 2", "pcapdiag x2"))
+    if not one:
+        return ""
+    out = []
+    if par:
+        out.append(f"`--jobs 2`: {par / one:.2f}x one process")
+    if side:
+        out.append(f"two captures side by side (`pcapdiag x2`): {side / one:.2f}x one process")
+    if par and side:
+        out.append(f"`--jobs 2` reaches {par / side:.0%} of the side by side speed")
+    return "; ".join(out) + "." if out else ""
 
 
 def main() -> None:

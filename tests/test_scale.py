@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -218,6 +219,43 @@ def test_cli_jobs(tmp_path: Path) -> None:
     assert json.loads(two.output) == json.loads(one.output)
     bad = CliRunner().invoke(main, ["analyze", str(path), "--jobs", "-1"])
     assert bad.exit_code == 2
+
+
+def test_the_side_by_side_benchmark_runs_two_whole_analyses(tmp_path: Path) -> None:
+    """``bench_peers``' ceiling for ``--jobs 2``: two one-process runs of the capture at
+    once, its packets counted twice; the pair fails if either run does, and leaves no
+    file behind."""
+    import bench_peers
+
+    path = SAMPLES / "keepalive-idle-requests.pcap"
+    tool = next(t for t in bench_peers.tools(str(path), 10, 10) if t.name == "pcapdiag x2")
+    if not Path(tool.needs).exists():
+        pytest.skip(f"{tool.needs} is not installed")
+    spare = tmp_path / "tmp"
+    spare.mkdir()
+    env = {**os.environ, "TMPDIR": str(spare)}
+    one = subprocess.run(
+        [tool.needs, "analyze", str(path), "--format", "json"], capture_output=True
+    )
+    pair = subprocess.run(tool.argv, capture_output=True, env=env)
+    assert one.returncode == pair.returncode == 0
+    assert pair.stdout == one.stdout  # the first run's JSON; the second's went to a spare file
+    assert not list(spare.iterdir())
+    missing = [*tool.argv[:-1], str(tmp_path / "no.pcap")]
+    assert subprocess.run(missing, capture_output=True, env=env).returncode != 0
+    assert not list(spare.iterdir())
+    row = bench_peers.run_tool(tool, packets=1000, timeout=120)
+    assert (
+        row.packets == 2000 and row.connections == json.loads(one.stdout)["summary"]["connections"]
+    )
+    rows = [
+        bench_peers.Row("pcapdiag", "", packets_per_s=100.0),
+        bench_peers.Row("pcapdiag --jobs 2", "", packets_per_s=150.0),
+        bench_peers.Row("pcapdiag x2", "", packets_per_s=180.0),
+    ]
+    said = bench_peers._speedups(rows)
+    assert "1.50x one process" in said and "1.80x one process" in said and "83%" in said
+    assert bench_peers._speedups(rows[1:]) == ""
 
 
 def test_compressed_records_give_the_same_analysis(monkeypatch: pytest.MonkeyPatch) -> None:
