@@ -1305,13 +1305,14 @@ class CrossFacts:
         from pcapdiag import _arrays
 
         picked, where, flags = [], [], []
+        sieve = _arrays.Sieve(pairs)  # (made once for every part's windows)
         for (p, at, _), idx in zip(parts, failed_at, strict=True):
             pair = p._pair.view()
             narrow = np.uint32 if len(pair) < 2**32 else np.int64  # rows: all of them, at worst
             mine = [np.zeros(0, dtype=narrow)]
             for lo in range(0, len(pair), step):
                 c, a = pair[lo : lo + step], at[lo : lo + step]
-                (may,) = np.nonzero(_arrays.maybe_in(c, pairs) & (a >= 0))
+                (may,) = np.nonzero(sieve(c) & (a >= 0))
                 near = pairs[np.searchsorted(pairs, c[may]).clip(max=len(pairs) - 1)]
                 mine.append((may[near == c[may]] + lo).astype(narrow))
                 settle(len(c) * (8 + at.itemsize))

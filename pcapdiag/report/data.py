@@ -244,16 +244,14 @@ class _Rendered:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             size = os.fstat(src).st_size  # (after the exit: all of it)
             if size > done:
-                try:
-                    while done < size:
-                        n = os.sendfile(fd, src, done, size - done)
-                        if n == 0:
-                            raise OSError(f"the output took {done} of {size} bytes")
-                        done += n
-                except OSError:
-                    if done == 0:  # no sendfile here: copied the usual way, at the end
+                if not done:  # the first bytes: does the output take sendfile at all?
+                    try:
+                        done = os.sendfile(fd, src, 0, size)
+                    except OSError:
+                        done = 0
+                    if not done:  # no: copied the usual way, at the end
                         return 0, 0
-                    raise  # the output's failure: for it to report
+                done = _send(fd, src, done, size)  # a failure now is the output's to report
                 idle = 0.0005
             elif not pid:
                 time.sleep(idle)  # (a short wait for more: the child writes 256 KB at once)
@@ -288,12 +286,19 @@ def _sent(f: IO[bytes], raw: Any) -> bool:
         done = os.sendfile(fd, f.fileno(), 0, size) if size else 0
     except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
         return False
-    while done < size:  # a pipe takes it in parts; a failure now is the output's to report
-        n = os.sendfile(fd, f.fileno(), done, size - done)
+    _send(fd, f.fileno(), done, size)  # a failure now is the output's to report
+    return True
+
+
+def _send(fd: int, src: int, done: int, size: int) -> int:
+    """Bytes ``done``..``size`` of the file ``src`` to ``fd`` by ``sendfile`` (a pipe
+    takes them in parts); returns ``size``, or raises the output's failure."""
+    while done < size:
+        n = os.sendfile(fd, src, done, size - done)
         if n == 0:
             raise OSError(f"the output took {done} of {size} bytes")
         done += n
-    return True
+    return done
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False).encode  # what json.dumps(v, ensure_ascii=False) does
